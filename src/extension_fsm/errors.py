@@ -1,0 +1,89 @@
+"""The library's own error: a stable ``code`` and an HTTP-style ``status_code``.
+
+The codes and statuses are the seed service's contract
+(``extension.service.js``), plus a few for the fixes we add on top of it.
+Third-party errors (database, Redis, Firebase) are translated into these at
+the adapter edge, never leaked.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["ConcurrencyConflict", "DeliveryError", "ErrorCode", "ExtensionError"]
+
+
+class ErrorCode(StrEnum):
+    """Every code an :class:`ExtensionError` can carry, with its HTTP status."""
+
+    SESSION_NOT_ACTIVE = "SESSION_NOT_ACTIVE"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    NOT_FOUND = "NOT_FOUND"
+    FORBIDDEN = "FORBIDDEN"
+    INVALID_STATE = "INVALID_STATE"
+    FIRST_SESSION_DISCOUNT_NOT_ALLOWED = "FIRST_SESSION_DISCOUNT_NOT_ALLOWED"
+    EXTENSION_RESOLVED = "EXTENSION_RESOLVED"
+    # Ours: the database-enforced uniqueness rules of DESIGN.md §2.
+    EXTENSION_PENDING = "EXTENSION_PENDING"
+    PAYMENT_IN_USE = "PAYMENT_IN_USE"
+    # Ours: a storage conflict that did not settle within the retry budget.
+    CONFLICT = "CONFLICT"
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP-style status the seed (or our fix) answers with."""
+        return _STATUS[self]
+
+
+_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.SESSION_NOT_ACTIVE: 409,
+    ErrorCode.VALIDATION_ERROR: 422,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.INVALID_STATE: 409,
+    ErrorCode.FIRST_SESSION_DISCOUNT_NOT_ALLOWED: 400,
+    ErrorCode.EXTENSION_RESOLVED: 409,
+    ErrorCode.EXTENSION_PENDING: 409,
+    ErrorCode.PAYMENT_IN_USE: 409,
+    ErrorCode.CONFLICT: 409,
+}
+
+
+class ExtensionError(Exception):
+    """A refused call: nothing was written.
+
+    ``code`` is one of :class:`ErrorCode`; ``status_code`` is the HTTP status a
+    host should answer with; ``message`` is for people.
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status_code = code.status_code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ExtensionError({self.code.value!r}, {self.status_code}, {self.message!r})"
+
+    def to_dict(self) -> dict[str, str | int]:
+        """The ``{code, message, status_code}`` body a host returns."""
+        return {"code": self.code.value, "message": self.message, "status_code": self.status_code}
+
+
+class ConcurrencyConflict(Exception):
+    """A unit of work lost a race at commit (stale row, serialization failure,
+    busy database).  Internal: the service retries the whole call, then gives
+    up with ``ExtensionError(CONFLICT)``."""
+
+
+class DeliveryError(Exception):
+    """A notification could not be delivered.
+
+    ``retryable`` errors (quota, unavailable, internal, a dropped Redis link)
+    are retried by the outbox with backoff; the others (an unregistered
+    device token) are final for that message.  Never rolls back state.
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable

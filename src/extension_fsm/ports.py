@@ -1,0 +1,276 @@
+"""The ports: what the shell needs from the world, each a few methods.
+
+Adapters in :mod:`extension_fsm.adapters` fill them: in memory, SQLAlchemy
+(SQLite, PostgreSQL), Redis, firebase-admin, asyncio.  The core never sees a
+port; the service talks to them only around a decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from .model import (
+    Extension,
+    JSONValue,
+    LedgerEntry,
+    Participant,
+    PaymentSession,
+    PushMessage,
+    Session,
+    TimeoutAction,
+    TransitionRecord,
+)
+
+__all__ = [
+    "AuditLog",
+    "Clock",
+    "ConfigSource",
+    "DeviceTokens",
+    "ExtensionRepository",
+    "LedgerRepository",
+    "OutboxMessage",
+    "OutboxRepository",
+    "OutboxStore",
+    "PaymentRepository",
+    "Presence",
+    "PushSender",
+    "Scheduler",
+    "SessionRepository",
+    "SessionSockets",
+    "SessionTimer",
+    "Store",
+    "TimerHandle",
+    "UnitOfWork",
+]
+
+
+# ------------------------------------------------------------------ time
+
+
+class Clock(Protocol):
+    """Wall-clock time, always timezone-aware UTC."""
+
+    def now(self) -> datetime: ...
+
+
+class TimerHandle(Protocol):
+    """A scheduled callback that can be cancelled."""
+
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """Runs a coroutine function at a moment (an in-process fast path only)."""
+
+    def call_at(self, when: datetime, callback: Callable[[], Awaitable[None]]) -> TimerHandle: ...
+
+
+# ---------------------------------------------------------------- storage
+
+
+class SessionRepository(Protocol):
+    """The host's chat sessions."""
+
+    async def get(self, session_id: str) -> Session | None: ...
+
+    async def update(self, session: Session, expected_status: str) -> bool:
+        """Write ``session`` if its stored status is ``expected_status``; say whether it was."""
+        ...
+
+
+class PaymentRepository(Protocol):
+    """The host's payment sessions (the ``payments`` port)."""
+
+    async def get(self, payment_id: str) -> PaymentSession | None: ...
+
+    async def update(self, payment: PaymentSession, expected_status: str) -> bool: ...
+
+
+class ExtensionRepository(Protocol):
+    """Extension rows; uniqueness is the storage's job, not the caller's."""
+
+    async def get(self, extension_id: str) -> Extension | None: ...
+
+    async def add(self, extension: Extension) -> None:
+        """Insert; raise ``ExtensionError`` ``EXTENSION_PENDING`` or ``PAYMENT_IN_USE``
+        (409) when a pending one exists for the session or a live one for the payment."""
+        ...
+
+    async def update(self, extension: Extension, expected_status: str) -> bool: ...
+
+    async def pending_for_session(self, session_id: str) -> Extension | None: ...
+
+    async def live_for_payment(self, payment_id: str) -> Extension | None:
+        """A pending or accepted extension backed by this payment session."""
+        ...
+
+    async def due(self, now: datetime, limit: int) -> list[str]:
+        """Ids of pending extensions whose deadline is at or before ``now``, oldest
+        first; rows another worker holds right now may be skipped.  A candidate
+        list only: :meth:`claim` is what takes a row."""
+        ...
+
+    async def claim(self, extension_id: str) -> Extension | None:
+        """The extension, locked for this unit of work; ``None`` if another
+        worker holds it (skip) or it does not exist."""
+        ...
+
+
+class LedgerRepository(Protocol):
+    """The host's ``customer_transactions``."""
+
+    async def add(self, entry: LedgerEntry) -> None: ...
+
+
+class AuditLog(Protocol):
+    """Every state change, for people reading what happened."""
+
+    async def add(self, records: Sequence[TransitionRecord]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """An effect waiting to be delivered after the commit that recorded it."""
+
+    id: str
+    kind: str
+    dedupe_key: str
+    payload: Mapping[str, JSONValue]
+    created_at: datetime
+    attempts: int = 0
+
+
+class OutboxRepository(Protocol):
+    """The outbox inside a unit of work."""
+
+    async def add(self, messages: Sequence[OutboxMessage]) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction: everything commits together or nothing does."""
+
+    @property
+    def sessions(self) -> SessionRepository: ...
+
+    @property
+    def payments(self) -> PaymentRepository: ...
+
+    @property
+    def extensions(self) -> ExtensionRepository: ...
+
+    @property
+    def ledger(self) -> LedgerRepository: ...
+
+    @property
+    def log(self) -> AuditLog: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back unless committed."""
+        ...
+
+    async def commit(self) -> None:
+        """Make every write durable at once; raise ``ConcurrencyConflict`` on a lost race."""
+        ...
+
+
+class OutboxStore(Protocol):
+    """The outbox as the dispatcher sees it: claim, deliver, mark."""
+
+    async def claim(
+        self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
+    ) -> list[OutboxMessage]:
+        """Undelivered messages available at ``now`` (only ``ids`` when given), in the
+        order they were written, leased to the caller for ``lease_seconds``."""
+        ...
+
+    async def mark_delivered(self, message_id: str, at: datetime) -> None: ...
+
+    async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None: ...
+
+    async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
+        """Final failure: never retried, kept for people to read."""
+        ...
+
+
+class Store(Protocol):
+    """Where the rows live."""
+
+    def unit_of_work(self) -> UnitOfWork: ...
+
+    @property
+    def outbox(self) -> OutboxStore: ...
+
+
+# --------------------------------------------------------------- delivery
+
+
+class SessionSockets(Protocol):
+    """The chat WebSocket layer."""
+
+    async def send(
+        self, session_id: str, participant: Participant, message: Mapping[str, JSONValue]
+    ) -> bool:
+        """Send to ``participant``'s socket(s) on this session; say whether one took it."""
+        ...
+
+    async def is_connected(self, participant: Participant, user_id: str) -> bool:
+        """Whether the user has any socket open, on any screen or instance."""
+        ...
+
+
+class Presence(Protocol):
+    """The mitra's online flag (Valkey in the seed)."""
+
+    async def is_online(self, mitra_id: str) -> bool: ...
+
+
+class PushSender(Protocol):
+    """Push notifications; raises ``DeliveryError`` on failure."""
+
+    async def send(self, participant: Participant, user_id: str, message: PushMessage) -> None: ...
+
+
+class DeviceTokens(Protocol):
+    """The host's registry of push tokens."""
+
+    async def tokens(self, participant: Participant, user_id: str) -> Sequence[str]: ...
+
+    async def remove(self, token: str) -> None:
+        """Forget a token the push service says is dead."""
+        ...
+
+
+class SessionTimer(Protocol):
+    """The host's session timers (expiry and closure grace)."""
+
+    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None: ...
+
+    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None: ...
+
+    async def clear_closure_grace(self, session_id: str) -> None: ...
+
+
+class ConfigSource(Protocol):
+    """Run-time configuration, read when needed (the seed's ``config.service``)."""
+
+    async def extension_timeout_seconds(self) -> int: ...
+
+    async def extension_timeout_action(self) -> TimeoutAction | str:
+        """Any value; unknown ones mean ``auto_approve``."""
+        ...
+
+    async def closure_grace_seconds(self) -> int: ...

@@ -1,0 +1,349 @@
+"""``ExtensionService``: the async shell around the pure core.
+
+Each call: gather facts (config, presence, time) → load a snapshot in one
+unit of work → ``decide`` → write rows compare-and-set, the ledger, the audit
+log and the outbox in that same unit of work → commit → arm or drop the
+in-process timer → deliver the outbox rows.  A lost race at commit re-runs the
+call from the top, so every decision is made on fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+from . import core
+from .errors import ConcurrencyConflict, ErrorCode, ExtensionError
+from .model import (
+    EndSession,
+    Event,
+    Extension,
+    ExtensionStatus,
+    Facts,
+    Participant,
+    PendingExtensionInfo,
+    RequestExtension,
+    RespondToExtension,
+    Session,
+    TimeoutAction,
+    TimeoutExtension,
+)
+from .outbox import OutboxDispatcher, encode_effects
+from .ports import (
+    Clock,
+    ConfigSource,
+    Presence,
+    PushSender,
+    Scheduler,
+    SessionSockets,
+    SessionTimer,
+    Store,
+    TimerHandle,
+    UnitOfWork,
+)
+
+__all__ = ["ExtensionService"]
+
+_log = logging.getLogger("extension_fsm")
+T = TypeVar("T")
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class ExtensionService:
+    """Run the extension flow for a chat backend.
+
+    The five public coroutines are the whole API; everything they need comes
+    in through the ports.  ``scheduler`` is the in-process fast path for
+    deadlines; without it, deadlines are met by :meth:`sweep_due` alone (run
+    it periodically, e.g. with :func:`extension_fsm.run_sweeper`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock,
+        config: ConfigSource,
+        sockets: SessionSockets,
+        presence: Presence,
+        push: PushSender,
+        session_timer: SessionTimer,
+        scheduler: Scheduler | None = None,
+        dispatcher: OutboxDispatcher | None = None,
+        new_id: Callable[[], str] = _uuid,
+        max_attempts: int = 8,
+        sweep_batch: int = 100,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._config = config
+        self._sockets = sockets
+        self._presence = presence
+        self._scheduler = scheduler
+        self._new_id = new_id
+        self._max_attempts = max_attempts
+        self._sweep_batch = sweep_batch
+        self._timers: dict[str, TimerHandle] = {}
+        self._dispatcher = dispatcher or OutboxDispatcher(
+            store.outbox, clock=clock, sockets=sockets, push=push, session_timer=session_timer
+        )
+
+    @property
+    def dispatcher(self) -> OutboxDispatcher:
+        """The outbox dispatcher this service delivers through."""
+        return self._dispatcher
+
+    # ------------------------------------------------------------- public API
+
+    async def request_extension(
+        self,
+        session_id: str,
+        customer_id: str,
+        *,
+        duration_minutes: int,
+        price: int,
+        extension_payment_session_id: str | None,
+    ) -> Extension:
+        """The customer asks to extend; the session pauses and the mitra is asked.
+
+        The payment session is only checked here; it is consumed on approval.
+        """
+        event = RequestExtension(
+            session_id, customer_id, duration_minutes, price, extension_payment_session_id
+        )
+        timeout_seconds = int(await self._config.extension_timeout_seconds())
+        extension_id = self._new_id()
+
+        async def load(uow: UnitOfWork) -> core.Snapshot:
+            payment = live = None
+            if extension_payment_session_id:
+                payment = await uow.payments.get(extension_payment_session_id)
+                live = await uow.extensions.live_for_payment(extension_payment_session_id)
+            return core.Snapshot(
+                session=await uow.sessions.get(session_id),
+                payment=payment,
+                pending=await uow.extensions.pending_for_session(session_id),
+                payment_live=live,
+            )
+
+        def facts() -> Facts:
+            return Facts(
+                now=self._clock.now(),
+                timeout_seconds=timeout_seconds,
+                new_extension_id=extension_id,
+            )
+
+        decision = await self._run(event, load, facts)
+        assert decision.extension is not None
+        return decision.extension.row
+
+    async def respond_to_extension(
+        self, extension_id: str, session_id: str, mitra_id: str, accepted: bool
+    ) -> Extension:
+        """The session's mitra accepts or rejects; a second answer is ``EXTENSION_RESOLVED``."""
+        event = RespondToExtension(extension_id, session_id, mitra_id, bool(accepted))
+        grace = int(await self._config.closure_grace_seconds())
+
+        async def load(uow: UnitOfWork) -> core.Snapshot:
+            session = await uow.sessions.get(session_id)
+            if session is None or session.mitra_id != mitra_id:
+                return core.Snapshot(session=None)
+            ext = await uow.extensions.get(extension_id)
+            payment = await uow.payments.get(ext.payment_session_id) if ext else None
+            return core.Snapshot(session=session, extension=ext, payment=payment)
+
+        try:
+            decision = await self._run(
+                event, load, lambda: Facts(now=self._clock.now(), grace_seconds=grace)
+            )
+        except ExtensionError as err:
+            if err.code is ErrorCode.EXTENSION_RESOLVED:
+                self._hurry(extension_id)  # a late answer: let the deadline decide now
+            raise
+        assert decision.extension is not None
+        return decision.extension.row
+
+    async def pending_extension(self, session_id: str) -> PendingExtensionInfo | None:
+        """What the chat screen needs to rehydrate; ``None`` once the window has passed."""
+        async with self._store.unit_of_work() as uow:
+            ext = await uow.extensions.pending_for_session(session_id)
+        if ext is None or self._clock.now() >= ext.expires_at:
+            return None
+        return PendingExtensionInfo(
+            extension_id=ext.id,
+            duration_minutes=ext.duration_minutes,
+            price=ext.price,
+            requested_at=ext.requested_at,
+            expires_at=ext.expires_at,
+            timeout_seconds=ext.timeout_seconds,
+        )
+
+    async def sweep_due(self) -> list[Extension]:
+        """Resolve every pending extension whose deadline has passed.
+
+        The source of truth for timeouts: safe at any time and from many
+        workers at once (rows are claimed; another worker's are skipped).
+        """
+        resolved: list[Extension] = []
+        while True:
+            async with self._store.unit_of_work() as uow:
+                due = await uow.extensions.due(self._clock.now(), self._sweep_batch)
+            if not due:
+                return resolved
+            progressed = False
+            for extension_id in due:
+                try:
+                    outcome = await self._time_out(extension_id)
+                except ExtensionError:  # one bad row must not stall the rest
+                    _log.exception("sweep could not resolve extension %s", extension_id)
+                    continue
+                if outcome is not None:
+                    resolved.append(outcome)
+                    progressed = True
+            if not progressed or len(due) < self._sweep_batch:
+                return resolved
+
+    async def end_session(self, session_id: str) -> Session:
+        """End the session (final); a pending extension is rejected, its payment failed."""
+        grace = int(await self._config.closure_grace_seconds())
+
+        async def load(uow: UnitOfWork) -> core.Snapshot:
+            pending = await uow.extensions.pending_for_session(session_id)
+            if pending is not None:
+                pending = await uow.extensions.claim(pending.id) or pending
+            payment = await uow.payments.get(pending.payment_session_id) if pending else None
+            return core.Snapshot(
+                session=await uow.sessions.get(session_id), pending=pending, payment=payment
+            )
+
+        decision = await self._run(
+            EndSession(session_id), load, lambda: Facts(now=self._clock.now(), grace_seconds=grace)
+        )
+        if decision.session is not None:
+            return decision.session.row
+        async with self._store.unit_of_work() as uow:
+            session = await uow.sessions.get(session_id)
+        assert session is not None
+        return session
+
+    # --------------------------------------------------------------- timeouts
+
+    async def _time_out(self, extension_id: str) -> Extension | None:
+        """The timeout path shared by the timer and the sweep."""
+        action = TimeoutAction.parse(await self._config.extension_timeout_action())
+        grace = int(await self._config.closure_grace_seconds())
+        connected = online = False
+
+        async def load(uow: UnitOfWork) -> core.Snapshot:
+            nonlocal connected, online
+            ext = await uow.extensions.claim(extension_id)
+            if ext is None or ext.status is not ExtensionStatus.PENDING:
+                return core.Snapshot(session=None)
+            session = await uow.sessions.get(ext.session_id)
+            payment = await uow.payments.get(ext.payment_session_id)
+            if session is not None and action is TimeoutAction.AUTO_APPROVE:
+                # Seed: never use "in-session" as a proxy for "online"; ask both, now.
+                connected = await self._sockets.is_connected(Participant.MITRA, session.mitra_id)
+                online = await self._presence.is_online(session.mitra_id)
+            return core.Snapshot(session=session, extension=ext, payment=payment)
+
+        def facts() -> Facts:
+            return Facts(
+                now=self._clock.now(),
+                timeout_action=action,
+                grace_seconds=grace,
+                mitra_connected=connected,
+                mitra_online=online,
+            )
+
+        decision = await self._run(TimeoutExtension(extension_id), load, facts)
+        return decision.extension.row if decision.extension else None
+
+    def _arm(self, extension_id: str, when: datetime) -> None:
+        if self._scheduler is None:
+            return
+        self._disarm(extension_id)
+
+        async def fire() -> None:
+            self._timers.pop(extension_id, None)
+            try:
+                await self._time_out(extension_id)
+            except Exception:  # the sweep is the safety net; never crash the loop
+                _log.exception("timeout of extension %s failed", extension_id)
+
+        self._timers[extension_id] = self._scheduler.call_at(when, fire)
+
+    def _disarm(self, extension_id: str) -> None:
+        handle = self._timers.pop(extension_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _hurry(self, extension_id: str) -> None:
+        self._arm(extension_id, self._clock.now())
+
+    # ------------------------------------------------------------- the shell
+
+    async def _run(
+        self,
+        event: Event,
+        load: Callable[[UnitOfWork], Awaitable[core.Snapshot]],
+        facts: Callable[[], Facts],
+    ) -> core.Decision:
+        """Load, decide, write, commit; re-run on a lost race; then deliver."""
+        for attempt in range(self._max_attempts):
+            try:
+                async with self._store.unit_of_work() as uow:
+                    snapshot = await load(uow)
+                    decision = core.decide(snapshot, event, facts())
+                    if decision.is_empty:
+                        return decision
+                    outbox_ids = await self._write(uow, decision)
+                    await uow.commit()
+            except ConcurrencyConflict:
+                await asyncio.sleep(0.001 * 2**attempt)
+                continue
+            await self._after_commit(decision, outbox_ids)
+            return decision
+        raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
+
+    async def _write(self, uow: UnitOfWork, decision: core.Decision) -> list[str]:
+        # Lock order everywhere: extension, session, payment (no deadlocks).
+        if decision.extension is not None:
+            change = decision.extension
+            if change.expected is None:
+                await uow.extensions.add(change.row)
+            elif not await uow.extensions.update(change.row, change.expected):
+                raise ConcurrencyConflict(f"extension {change.row.id} moved")
+        if decision.session is not None:
+            s = decision.session
+            if not await uow.sessions.update(s.row, s.expected or ""):
+                raise ConcurrencyConflict(f"session {s.row.id} moved")
+        if decision.payment is not None:
+            p = decision.payment
+            if not await uow.payments.update(p.row, p.expected or ""):
+                raise ConcurrencyConflict(f"payment {p.row.id} moved")
+        if decision.ledger is not None:
+            await uow.ledger.add(decision.ledger)
+        if decision.log:
+            await uow.log.add(decision.log)
+        rows = encode_effects(decision.effects, self._clock.now(), self._new_id)
+        if rows:
+            await uow.outbox.add(rows)
+        return [row.id for row in rows]
+
+    async def _after_commit(self, decision: core.Decision, outbox_ids: list[str]) -> None:
+        if decision.resolved is not None:
+            self._disarm(decision.resolved)
+        if decision.timer is not None:
+            self._arm(*decision.timer)
+        try:
+            await self._dispatcher.deliver(outbox_ids)
+        except Exception:  # committed is committed; the dispatcher loop retries
+            _log.exception("post-commit delivery failed; left in the outbox")

@@ -1,0 +1,270 @@
+"""The timeline harness shared by the CLI and the tests.
+
+A :class:`World` wires an :class:`~extension_fsm.ExtensionService` to a store
+(in memory unless given one), recording delivery fakes and a
+:class:`~extension_fsm.adapters.clock.VirtualClock`, and plays the host's
+part: the session's own expiry and closure grace timers run on the same
+virtual clock, and a periodic sweep stands in for ``run_sweeper``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from .adapters.clock import VirtualClock
+from .adapters.memory import (
+    MemoryConfig,
+    MemoryPresence,
+    MemoryPush,
+    MemorySessionTimer,
+    MemorySockets,
+    MemoryStore,
+)
+from .machine import SESSION_MACHINE, Guard, InvalidMove
+from .model import (
+    ACTOR_HOST,
+    Participant,
+    PaymentSession,
+    PaymentStatus,
+    Session,
+    SessionStatus,
+    TransitionRecord,
+)
+from .ports import Store, TimerHandle
+from .service import ExtensionService
+
+__all__ = ["HostSessionTimer", "World", "make_payment", "make_session"]
+
+
+class HostSessionTimer(MemorySessionTimer):
+    """The host's session timers on the virtual clock.
+
+    Expiry of an ``active`` session moves it to ``closing`` and starts the
+    grace period; the end of grace ends the session through the service.  A
+    session that is ``extending`` when either fires is paused: nothing
+    happens, and the extension's outcome re-arms what is needed.
+    """
+
+    def __init__(self, world: World) -> None:
+        super().__init__()
+        self._world = world
+        self._expiry: dict[str, TimerHandle] = {}
+        self._grace: dict[str, TimerHandle] = {}
+
+    def arm_expiry(self, session_id: str, at: datetime) -> None:
+        old = self._expiry.pop(session_id, None)
+        if old is not None:
+            old.cancel()
+
+        async def fire() -> None:
+            await self._world.expire_session(session_id)
+
+        self._expiry[session_id] = self._world.clock.call_at(at, fire)
+
+    def arm_grace(self, session_id: str, at: datetime) -> None:
+        old = self._grace.pop(session_id, None)
+        if old is not None:
+            old.cancel()
+
+        async def fire() -> None:
+            session = await self._world.session(session_id)
+            if session is not None and session.status is SessionStatus.CLOSING:
+                await self._world.service.end_session(session_id)
+
+        self._grace[session_id] = self._world.clock.call_at(at, fire)
+
+    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
+        await super().expiry_extended(session_id, expires_at)
+        self.arm_expiry(session_id, expires_at)
+
+    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None:
+        await super().start_closure_grace(session_id, deadline)
+        self.arm_grace(session_id, deadline)
+
+    async def clear_closure_grace(self, session_id: str) -> None:
+        await super().clear_closure_grace(session_id)
+        handle = self._grace.pop(session_id, None)
+        if handle is not None:
+            handle.cancel()
+
+
+class World:
+    """A service, its fakes and a virtual clock; ``restart()`` loses every timer."""
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        clock: VirtualClock | None = None,
+        sweep_interval: float | None = 1.0,
+        use_timers: bool = True,
+    ) -> None:
+        self.store: Store = store if store is not None else MemoryStore()
+        self.clock = clock or VirtualClock()
+        self.config = MemoryConfig()
+        self.sockets = MemorySockets()
+        self.presence = MemoryPresence()
+        self.push = MemoryPush()
+        self.sweep_interval = sweep_interval
+        self.use_timers = use_timers
+        self.restarts = 0
+        self.host_log: list[TransitionRecord] = []
+        self._build()
+
+    def _build(self) -> None:
+        self.session_timer = HostSessionTimer(self)
+        self.service = ExtensionService(
+            self.store,
+            clock=self.clock,
+            config=self.config,
+            sockets=self.sockets,
+            presence=self.presence,
+            push=self.push,
+            session_timer=self.session_timer,
+            scheduler=self.clock if self.use_timers else None,
+        )
+        if self.sweep_interval:
+            self._arm_sweep()
+
+    def _arm_sweep(self) -> None:
+        assert self.sweep_interval
+        at = self.clock.now() + timedelta(seconds=self.sweep_interval)
+
+        async def tick() -> None:
+            await self.service.sweep_due()
+            await self.service.dispatcher.dispatch_due()
+            self._arm_sweep()
+
+        self.clock.call_at(at, tick)
+
+    async def restart(self) -> None:
+        """A crash and restart: every in-process timer is gone; the service and the
+        host's timers are rebuilt from storage alone."""
+        self.clock.cancel_all()
+        self.restarts += 1
+        self._build()
+        for session_id in self.session_ids():
+            session = await self.session(session_id)
+            if session is None or session.status is SessionStatus.ENDED:
+                continue
+            self.session_timer.arm_expiry(session_id, session.expires_at)
+            if session.closure_deadline is not None:
+                self.session_timer.arm_grace(session_id, session.closure_deadline)
+
+    # ----------------------------------------------------------- host side
+
+    def session_ids(self) -> list[str]:
+        if isinstance(self.store, MemoryStore):
+            return list(self.store.sessions)
+        ids = getattr(self.store, "session_ids", None)
+        return list(ids()) if callable(ids) else []
+
+    async def session(self, session_id: str) -> Session | None:
+        async with self.store.unit_of_work() as uow:
+            return await uow.sessions.get(session_id)
+
+    async def add_session(self, session: Session) -> None:
+        """Seed a session (host-owned) and arm its expiry timer."""
+        seed = getattr(self.store, "add_session")  # noqa: B009 - every store adapter has it
+        result = seed(session)
+        if result is not None:
+            await result
+        self.session_timer.arm_expiry(session.id, session.expires_at)
+
+    async def add_payment(self, payment: PaymentSession) -> None:
+        """Seed a payment session (host-owned)."""
+        seed = getattr(self.store, "add_payment")  # noqa: B009
+        result = seed(payment)
+        if result is not None:
+            await result
+
+    async def expire_session(self, session_id: str) -> None:
+        """The host's expiry: ``active`` → ``closing`` through the session machine."""
+        for _ in range(5):
+            async with self.store.unit_of_work() as uow:
+                session = await uow.sessions.get(session_id)
+                if session is None or self.clock.now() < session.expires_at:
+                    return
+                try:
+                    status = SESSION_MACHINE.fire(session.status, "expire", Guard(self.clock.now()))
+                except InvalidMove:
+                    return  # extending (paused), closing or ended: nothing to do
+                deadline = self.clock.now() + timedelta(seconds=self.config.grace_seconds)
+                moved = replace(session, status=status, closure_deadline=deadline)
+                if not await uow.sessions.update(moved, session.status.value):
+                    continue
+                await uow.log.add(
+                    [
+                        TransitionRecord(
+                            "session",
+                            session_id,
+                            session.status.value,
+                            status.value,
+                            "expire",
+                            ACTOR_HOST,
+                            self.clock.now(),
+                        )
+                    ]
+                )
+                await uow.commit()
+            self.session_timer.arm_grace(session_id, deadline)
+            return
+
+    def connect(
+        self,
+        session: Session,
+        participant: Participant,
+        *,
+        on_session_socket: bool | None = None,
+        connected: bool | None = None,
+        online: bool | None = None,
+    ) -> None:
+        """Set a participant's socket / presence flags."""
+        user = session.customer_id if participant is Participant.CUSTOMER else session.mitra_id
+        if on_session_socket is not None:
+            self.sockets.on_session[(session.id, participant)] = on_session_socket
+        if connected is not None:
+            self.sockets.connected[(participant, user)] = connected
+        if online is not None:
+            self.presence.online[user] = online
+
+
+def make_session(
+    session_id: str = "s1",
+    *,
+    customer_id: str = "c1",
+    mitra_id: str = "m1",
+    status: SessionStatus = SessionStatus.ACTIVE,
+    expires_at: datetime,
+    customer_display_name: str = "Rina",
+) -> Session:
+    """A session row with sensible defaults."""
+    return Session(
+        id=session_id,
+        customer_id=customer_id,
+        mitra_id=mitra_id,
+        status=status,
+        expires_at=expires_at,
+        customer_display_name=customer_display_name,
+    )
+
+
+def make_payment(
+    payment_id: str = "p1",
+    *,
+    customer_id: str = "c1",
+    amount: int = 15000,
+    status: PaymentStatus = PaymentStatus.CONFIRMED,
+    is_extension: bool = True,
+    is_first_session_discount: bool = False,
+) -> PaymentSession:
+    """A payment-session row with sensible defaults."""
+    return PaymentSession(
+        id=payment_id,
+        customer_id=customer_id,
+        status=status,
+        amount=amount,
+        is_extension=is_extension,
+        is_first_session_discount=is_first_session_discount,
+    )
