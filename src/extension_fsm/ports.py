@@ -31,6 +31,7 @@ __all__ = [
     "ConfigSource",
     "DeviceTokens",
     "ExtensionRepository",
+    "InspectableStore",
     "LedgerRepository",
     "OutboxMessage",
     "OutboxRepository",
@@ -43,6 +44,7 @@ __all__ = [
     "SessionSockets",
     "SessionTimer",
     "Store",
+    "StoreDump",
     "TimerHandle",
     "UnitOfWork",
 ]
@@ -213,6 +215,29 @@ class Store(Protocol):
 
     @property
     def outbox(self) -> OutboxStore: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDump:
+    """Every row a store holds, for tests, the simulator and invariant checks."""
+
+    sessions: Sequence[Session]
+    payments: Sequence[PaymentSession]
+    extensions: Sequence[Extension]
+    ledger: Sequence[LedgerEntry]
+    log: Sequence[TransitionRecord]
+    #: (message, delivered) in the order written
+    outbox: Sequence[tuple[OutboxMessage, bool]]
+
+
+class InspectableStore(Store, Protocol):
+    """A store a harness can seed with host rows and read back whole."""
+
+    async def seed_session(self, session: Session) -> None: ...
+
+    async def seed_payment(self, payment: PaymentSession) -> None: ...
+
+    async def dump(self) -> StoreDump: ...
 
 
 # --------------------------------------------------------------- delivery

@@ -31,7 +31,7 @@ from .model import (
     SessionStatus,
     TransitionRecord,
 )
-from .ports import Store, TimerHandle
+from .ports import InspectableStore, TimerHandle
 from .service import ExtensionService
 
 __all__ = ["HostSessionTimer", "World", "make_payment", "make_session"]
@@ -94,13 +94,13 @@ class World:
 
     def __init__(
         self,
-        store: Store | None = None,
+        store: InspectableStore | None = None,
         *,
         clock: VirtualClock | None = None,
         sweep_interval: float | None = 1.0,
         use_timers: bool = True,
     ) -> None:
-        self.store: Store = store if store is not None else MemoryStore()
+        self.store: InspectableStore = store if store is not None else MemoryStore()
         self.clock = clock or VirtualClock()
         self.config = MemoryConfig()
         self.sockets = MemorySockets()
@@ -144,7 +144,7 @@ class World:
         self.clock.cancel_all()
         self.restarts += 1
         self._build()
-        for session_id in self.session_ids():
+        for session_id in await self.session_ids():
             session = await self.session(session_id)
             if session is None or session.status is SessionStatus.ENDED:
                 continue
@@ -154,11 +154,8 @@ class World:
 
     # ----------------------------------------------------------- host side
 
-    def session_ids(self) -> list[str]:
-        if isinstance(self.store, MemoryStore):
-            return list(self.store.sessions)
-        ids = getattr(self.store, "session_ids", None)
-        return list(ids()) if callable(ids) else []
+    async def session_ids(self) -> list[str]:
+        return [s.id for s in (await self.store.dump()).sessions]
 
     async def session(self, session_id: str) -> Session | None:
         async with self.store.unit_of_work() as uow:
@@ -166,18 +163,12 @@ class World:
 
     async def add_session(self, session: Session) -> None:
         """Seed a session (host-owned) and arm its expiry timer."""
-        seed = getattr(self.store, "add_session")  # noqa: B009 - every store adapter has it
-        result = seed(session)
-        if result is not None:
-            await result
+        await self.store.seed_session(session)
         self.session_timer.arm_expiry(session.id, session.expires_at)
 
     async def add_payment(self, payment: PaymentSession) -> None:
         """Seed a payment session (host-owned)."""
-        seed = getattr(self.store, "add_payment")  # noqa: B009
-        result = seed(payment)
-        if result is not None:
-            await result
+        await self.store.seed_payment(payment)
 
     async def expire_session(self, session_id: str) -> None:
         """The host's expiry: ``active`` → ``closing`` through the session machine."""

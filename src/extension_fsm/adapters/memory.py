@@ -31,7 +31,7 @@ from ..model import (
     TimeoutAction,
     TransitionRecord,
 )
-from ..ports import OutboxMessage
+from ..ports import OutboxMessage, StoreDump
 
 __all__ = [
     "Delivery",
@@ -88,6 +88,27 @@ class MemoryStore:
     def add_payment(self, payment: PaymentSession) -> None:
         """Seed a host payment session."""
         self.payments[payment.id] = payment
+
+    async def seed_session(self, session: Session) -> None:
+        """Seed a host session (the ``InspectableStore`` port)."""
+        self.add_session(session)
+
+    async def seed_payment(self, payment: PaymentSession) -> None:
+        """Seed a host payment session (the ``InspectableStore`` port)."""
+        self.add_payment(payment)
+
+    async def dump(self) -> StoreDump:
+        """Every committed row."""
+        with self._lock:
+            rows = sorted(self.outbox_rows.values(), key=lambda r: r.seq)
+            return StoreDump(
+                sessions=list(self.sessions.values()),
+                payments=list(self.payments.values()),
+                extensions=list(self.extensions.values()),
+                ledger=list(self.ledger),
+                log=list(self.log),
+                outbox=[(r.message, r.delivered_at is not None) for r in rows],
+            )
 
     def unit_of_work(self) -> MemoryUnitOfWork:
         """A new unit of work."""
