@@ -75,6 +75,30 @@ def extension_json(ext: Extension) -> dict[str, Any]:
     }
 
 
+def runtime_of(request: Request) -> Runtime:
+    """The app's runtime (built in the lifespan)."""
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def identity(request: Request) -> Identity:
+    """The caller, from the bearer token only; 401 without a valid one."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("missing bearer token")
+    return decode_token(token, runtime_of(request).settings.jwt_secret)
+
+
+def require(role: Participant, who: Identity) -> None:
+    """403 unless the caller has ``role``."""
+    if who.role is not role:
+        raise HTTPException(403, f"only the {role.value} may do this")
+
+
+Who = Annotated[Identity, Depends(identity)]
+Rt = Annotated[Runtime, Depends(runtime_of)]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; ``settings`` default to the environment's."""
 
@@ -90,23 +114,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runtime.aclose()
 
     app = FastAPI(title="extension_fsm example host", lifespan=lifespan)
-
-    def runtime_of(request: Request) -> Runtime:
-        rt: Runtime = request.app.state.runtime
-        return rt
-
-    def identity(request: Request) -> Identity:
-        token = bearer_token(request)
-        if token is None:
-            raise Unauthorized("missing bearer token")
-        return decode_token(token, runtime_of(request).settings.jwt_secret)
-
-    def require(role: Participant, who: Identity) -> None:
-        if who.role is not role:
-            raise HTTPException(403, f"only the {role.value} may do this")
-
-    Who = Annotated[Identity, Depends(identity)]
-    Rt = Annotated[Runtime, Depends(runtime_of)]
 
     @app.exception_handler(ExtensionError)
     async def extension_error(_: Request, err: ExtensionError) -> JSONResponse:

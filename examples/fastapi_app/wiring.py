@@ -20,6 +20,7 @@ from extension_fsm.adapters.memory import (
     MemorySessionTimer,
     MemoryStore,
 )
+from extension_fsm.adapters.redis_bridge import RedisSocketBridge
 from extension_fsm.adapters.websocket import WebSocketHub
 from extension_fsm.ports import InspectableStore, PushSender, SessionSockets
 
@@ -64,14 +65,14 @@ class Runtime:
     sockets: SessionSockets
     presence: Any  # RedisPresence | MemoryPresence
     device_tokens: MemoryDeviceTokens
+    bridge: RedisSocketBridge | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def register(self, ws: object, role: Participant, user_id: str, session_id: str) -> None:
         """A chat screen's socket opened."""
-        register = getattr(self.sockets, "register", None)
-        if register is not None:
-            await register(ws, role, user_id, session_id)
+        if self.bridge is not None:
+            await self.bridge.register(ws, role, user_id, session_id)
         else:
             self.hub.register(ws, role, user_id, session_id)
         if role is Participant.MITRA:
@@ -79,9 +80,8 @@ class Runtime:
 
     async def unregister(self, ws: object, role: Participant, user_id: str) -> None:
         """A chat screen's socket closed."""
-        unregister = getattr(self.sockets, "unregister", None)
-        if unregister is not None:
-            await unregister(ws)
+        if self.bridge is not None:
+            await self.bridge.unregister(ws)
         else:
             self.hub.unregister(ws)
         if role is Participant.MITRA and not await self.hub.is_connected(role, user_id):
@@ -125,10 +125,10 @@ async def start_runtime(settings: Settings) -> Runtime:
     hub = WebSocketHub()
     sockets: SessionSockets = hub
     presence: Any = MemoryPresence()
+    bridge: RedisSocketBridge | None = None
     if settings.redis_url:
         from redis.asyncio import Redis
 
-        from extension_fsm.adapters.redis_bridge import RedisSocketBridge
         from extension_fsm.adapters.redis_presence import RedisPresence
 
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
@@ -152,7 +152,8 @@ async def start_runtime(settings: Settings) -> Runtime:
         app = firebase_admin.initialize_app(cred, name=f"extension-fsm-{uuid.uuid4().hex}")
 
         async def delete_app() -> None:
-            firebase_admin.delete_app(app)
+            # delete_app runs asyncio.run() inside: keep it off this loop
+            await asyncio.to_thread(firebase_admin.delete_app, app)
 
         closers.append(delete_app)
         push = FcmPushSender(app, device_tokens, endpoint=settings.fcm_endpoint)
@@ -172,7 +173,9 @@ async def start_runtime(settings: Settings) -> Runtime:
         session_timer=MemorySessionTimer(),
         scheduler=scheduler,
     )
-    runtime = Runtime(settings, store, service, hub, sockets, presence, device_tokens, closers)
+    runtime = Runtime(
+        settings, store, service, hub, sockets, presence, device_tokens, bridge, closers
+    )
     runtime.tasks.append(asyncio.create_task(run_sweeper(service, settings.sweep_interval)))
     runtime.tasks.append(asyncio.create_task(service.dispatcher.run(settings.sweep_interval / 2)))
     return runtime
