@@ -2,7 +2,7 @@
 
 SQLite: every transaction is ``BEGIN IMMEDIATE`` (it takes the single write
 lock up front, so a unit of work never fails half-way on a lock upgrade) with
-a busy timeout, and units of work in one process queue on an
+a busy timeout (10 s; ``?timeout=`` in the URL sets it), and units of work in one process queue on an
 ``asyncio.Lock`` rather than on the file lock.  A file database runs in WAL
 mode with ``synchronous=FULL``; ``sqlite://`` is one shared in-memory
 connection.
@@ -33,7 +33,7 @@ __all__ = ["Database", "StorageError", "create_engine"]
 
 #: serialization_failure, deadlock_detected, lock_not_available
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
-_SQLITE_BUSY_MS = 10_000
+_SQLITE_BUSY_S = 10.0
 
 
 class StorageError(Exception):
@@ -47,21 +47,23 @@ def create_engine(url: str | URL) -> AsyncEngine:
     if u.get_backend_name() != "sqlite":
         return create_async_engine(u, isolation_level="REPEATABLE READ")
     memory = is_memory_sqlite(u)
-    kwargs: dict[str, Any] = (
-        {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}} if memory else {}
-    )
+    # ``?timeout=seconds`` in the URL (the driver's busy handler) overrides the default.
+    connect_args: dict[str, Any] = {} if "timeout" in u.query else {"timeout": _SQLITE_BUSY_S}
+    kwargs: dict[str, Any] = {"connect_args": connect_args}
+    if memory:
+        connect_args["check_same_thread"] = False
+        kwargs["poolclass"] = StaticPool
     engine = create_async_engine(u, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver; "begin" below emits ours.
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
         if not memory:
+            cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = FULL")
-        cursor.close()
+            cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
