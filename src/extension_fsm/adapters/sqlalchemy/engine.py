@@ -2,8 +2,9 @@
 
 SQLite: every transaction is ``BEGIN IMMEDIATE`` (it takes the single write
 lock up front, so a unit of work never fails half-way on a lock upgrade) with
-a busy timeout (10 s; ``?timeout=`` in the URL sets it), and units of work in one process queue on an
-``asyncio.Lock`` rather than on the file lock.  A file database runs in WAL
+a busy timeout (10 s; ``?timeout=`` in the URL sets it), and units of
+work in one process queue on an ``asyncio.Lock`` rather than on the file
+lock.  A file database runs in WAL
 mode with ``synchronous=FULL``; ``sqlite://`` is one shared in-memory
 connection.
 
