@@ -25,7 +25,13 @@ from extension_fsm.adapters.memory import (
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.errors import ExtensionError
 from extension_fsm.invariants import check_invariants
-from extension_fsm.model import ExtensionStatus, MessageType, PaymentStatus, TimeoutAction
+from extension_fsm.model import (
+    Extension,
+    ExtensionStatus,
+    MessageType,
+    PaymentStatus,
+    TimeoutAction,
+)
 from extension_fsm.ports import StoreDump
 from extension_fsm.simulation import make_payment, make_session
 from tests.conftest import IN_CI
@@ -128,6 +134,28 @@ async def seed(w: Worker, trial: str, *, sessions: int = 1, payments: int = 1) -
         await w.store.seed_payment(make_payment(f"{trial}p{n}", customer_id=f"{trial}c"))
 
 
+def resolve(w: Worker, action: str, ext: Extension) -> Callable[[], Awaitable[object]]:
+    """Worker ``w``'s call for ``action``: a sweep just after the deadline, or an
+    answer just before it."""
+    if action == "sweep":
+        w.clock.at = ext.expires_at
+        return w.service.sweep_due
+    w.clock.at = ext.expires_at - timedelta(seconds=1)
+    return lambda: w.service.respond_to_extension(ext.id, ext.session_id, "m1", action == "accept")
+
+
+def ask(w: Worker, session_id: str, payment_id: str) -> Callable[[], Awaitable[Extension]]:
+    """Worker ``w``'s extension request for ``session_id`` paid by ``payment_id``."""
+    customer = session_id.rsplit("s", 1)[0] + "c"
+    return lambda: w.service.request_extension(
+        session_id,
+        customer,
+        duration_minutes=5,
+        price=15000,
+        extension_payment_session_id=payment_id,
+    )
+
+
 def responses_for(dump: StoreDump, extension_id: str) -> int:
     kind = MessageType.EXTENSION_RESPONSE.value
     return sum(
@@ -160,16 +188,7 @@ def test_accept_reject_timeout_from_two_workers(workers: tuple[Worker, Worker]) 
             )
         )
 
-        def call(w: Worker, action: str) -> Callable[[], Awaitable[object]]:
-            if action == "sweep":
-                w.clock.at = ext.expires_at
-                return w.service.sweep_due
-            w.clock.at = ext.expires_at - timedelta(seconds=1)
-            return lambda: w.service.respond_to_extension(
-                ext.id, f"{tag}s0", "m1", action == "accept"
-            )
-
-        race(a, b, call(a, x), call(b, y))
+        race(a, b, resolve(a, x, ext), resolve(b, y, ext))
         expected[ext.id] = f"{x}/{y}"
     dump = a.run(a.store.dump())
     assert_healthy(dump)
@@ -199,16 +218,7 @@ def test_two_requests_for_one_session(workers: tuple[Worker, Worker]) -> None:
         tag = f"q{trial}_"
         a.run(seed(a, tag, payments=2))
 
-        def ask(w: Worker, payment: int) -> Callable[[], Awaitable[object]]:
-            return lambda: w.service.request_extension(
-                f"{tag}s0",
-                f"{tag}c",
-                duration_minutes=5,
-                price=15000,
-                extension_payment_session_id=f"{tag}p{payment}",
-            )
-
-        results = race(a, b, ask(a, 0), ask(b, 1))
+        results = race(a, b, ask(a, f"{tag}s0", f"{tag}p0"), ask(b, f"{tag}s0", f"{tag}p1"))
         refused = [r for r in results if isinstance(r, ExtensionError)]
         assert len(refused) == 1, results
         assert refused[0].status_code == 409, refused
@@ -228,16 +238,7 @@ def test_two_extensions_paying_with_one_payment_session(workers: tuple[Worker, W
         tag = f"p{trial}_"
         a.run(seed(a, tag, sessions=2))
 
-        def ask(w: Worker, session: int) -> Callable[[], Awaitable[object]]:
-            return lambda: w.service.request_extension(
-                f"{tag}s{session}",
-                f"{tag}c",
-                duration_minutes=5,
-                price=15000,
-                extension_payment_session_id=f"{tag}p0",
-            )
-
-        results = race(a, b, ask(a, 0), ask(b, 1))
+        results = race(a, b, ask(a, f"{tag}s0", f"{tag}p0"), ask(b, f"{tag}s1", f"{tag}p0"))
         refused = [r for r in results if isinstance(r, ExtensionError)]
         assert len(refused) == 1, results
         assert refused[0].status_code == 409, refused
