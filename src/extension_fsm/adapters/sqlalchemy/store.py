@@ -304,9 +304,10 @@ class _Extensions:
             .order_by(t.c.expires_at, t.c.id)
             .limit(limit)
         )
-        if self._uow.is_postgres:
-            # Several sweepers at once get disjoint batches.
-            stmt = stmt.with_for_update(skip_locked=True)
+        # A plain read on purpose: under REPEATABLE READ a ``FOR UPDATE`` here
+        # fails with a serialization error whenever a row moved since the
+        # snapshot, and the service does not retry this read.  ``claim``
+        # (``FOR UPDATE SKIP LOCKED``) is what keeps two sweepers apart.
         return [row.id for row in await self._uow.rows(stmt)]
 
 
