@@ -8,7 +8,7 @@ import extension_fsm
 def test_all_is_exactly_the_public_names() -> None:
     public = {name for name in vars(extension_fsm) if not name.startswith("_")}
     modules = {"core", "errors", "model", "machine", "outbox", "ports", "service", "sweeper"}
-    modules |= {"simulation", "adapters", "cli", "annotations"}
+    modules |= {"simulation", "adapters", "cli", "annotations", "invariants"}
     assert set(extension_fsm.__all__) - {"__version__"} == public - modules
     assert sorted(extension_fsm.__all__) == list(extension_fsm.__all__)
 
