@@ -15,8 +15,9 @@ class Settings:
     """Everything the example reads from its environment."""
 
     jwt_secret: str
-    #: SQLAlchemy URL; None = in-memory store (one process, lost on restart)
-    database_url: str | None = None
+    #: SQLAlchemy URL (default: embedded SQLite in memory); "memory" = the
+    #: in-memory store (one process, lost on restart)
+    database_url: str = "sqlite://"
     #: None = one instance, sockets and presence in this process only
     redis_url: str | None = None
     redis_prefix: str = "extension_fsm:"
@@ -45,7 +46,7 @@ class Settings:
             raise RuntimeError("set EXTENSION_FSM_JWT_SECRET (32+ random bytes)")
         return cls(
             jwt_secret=secret,
-            database_url=env.get("EXTENSION_FSM_DATABASE_URL") or None,
+            database_url=env.get("EXTENSION_FSM_DATABASE_URL") or "sqlite://",
             redis_url=env.get("EXTENSION_FSM_REDIS_URL") or None,
             redis_prefix=env.get("EXTENSION_FSM_REDIS_PREFIX", "extension_fsm:"),
             fcm_credentials_file=env.get("EXTENSION_FSM_FCM_CREDENTIALS") or None,

@@ -31,15 +31,15 @@ __all__ = ["Runtime", "open_store", "start_runtime"]
 _log = logging.getLogger("fastapi_app")
 
 
-async def open_store(url: str | None) -> tuple[InspectableStore, Callable[[], Awaitable[None]]]:
-    """The store and how to close it: SQL when a URL is given, else in memory."""
-    if url is None:
+async def open_store(url: str) -> tuple[InspectableStore, Callable[[], Awaitable[None]]]:
+    """The store and how to close it: SQL for a database URL, ``memory`` in memory."""
+    if url == "memory":
 
         async def nothing() -> None:
             return None
 
         return MemoryStore(), nothing
-    from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore  # type: ignore[import-not-found]
+    from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 
     store = await SqlAlchemyStore.open(url, create_schema=True)
     return store, store.aclose

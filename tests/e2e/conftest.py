@@ -43,8 +43,10 @@ def fcm() -> Iterator[FakeFcm]:
 def live(fcm: FakeFcm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     creds = Path(tmp_path_factory.mktemp("fcm")) / "service-account.json"
     creds.write_text(json.dumps(service_account_info(fcm)))
+    db = Path(tmp_path_factory.mktemp("db")) / "e2e.db"
     settings = Settings(
         jwt_secret=SECRET,
+        database_url=f"sqlite:///{db}",
         fcm_credentials_file=str(creds),
         fcm_endpoint=fcm.url,
         timeout_seconds=30,
