@@ -191,11 +191,12 @@ def _print_run(result: RunResult, missed: list[str], db: str) -> None:
             f"{row.at:g}s", row.actor, event, row.states.replace(" · ", "\n"), sent, row.error or ""
         )
     console.print(table)
-    console.print("[dim]✗ = no socket took it (and the message had no push fallback)[/dim]")
+    console.print("[dim]✗ = no socket took it (a push follows when the message has one)[/dim]")
     doc = result.document
     for ext in doc["extensions"]:  # type: ignore[union-attr]
         assert isinstance(ext, dict)
-        via = f" via timeout ({ext['reason'] or 'approved'})" if ext["via_timeout"] else ""
+        via = " by the deadline" if ext["via_timeout"] else ""
+        via += f" ({ext['reason']})" if ext["reason"] else ""
         console.print(
             f"extension {str(ext['id'])[:8]}: [bold]{ext['status']}[/bold]{via}, "
             f"+{ext['duration_minutes']} min for {ext['price']}, resolved at {ext['resolved_at']}s"

@@ -260,7 +260,7 @@ class _Runner:
         self._log_seen = len(dump.log)
         self._check_timeout_policy(records)
         actor = ", ".join(dict.fromkeys(r.actor for r in records)) or "system"
-        event = ", ".join(dict.fromkeys(r.event for r in records)) or "delivery retry"
+        event = "timers: " + (", ".join(dict.fromkeys(r.event for r in records)) or "delivery")
         self.rows.append(
             await self._row(self.world.clock.elapsed, actor, event, records, deliveries, None, dump)
         )
