@@ -403,7 +403,8 @@ def _fields(
         raise ScenarioError(source, where if in_step else f"field '{where}'", "must be an object")
     for key in obj:
         if key not in spec:
-            raise ScenarioError(source, name(key), f"unknown key (known: {', '.join(spec)})")
+            known = (*(("at", "do", "note") if in_step else ()), *spec)
+            raise ScenarioError(source, name(key), f"unknown key (known: {', '.join(known)})")
     out: dict[str, Any] = {}
     for key, (kind, default) in spec.items():
         if key in obj:
