@@ -106,7 +106,9 @@ async def run_scenario(scenario: Scenario, store: InspectableStore | None = None
     return await _Runner(scenario, store or MemoryStore()).run()
 
 
-def _deterministic_ids(seed: int = 0) -> Any:
+def _deterministic_ids(seed: str) -> Any:
+    # Same scenario, same ids (reproducible output); seeded by the session id so
+    # timelines sharing one database never collide.
     rng = random.Random(seed)
 
     def new_id() -> str:
@@ -118,7 +120,7 @@ def _deterministic_ids(seed: int = 0) -> Any:
 class _Runner:
     def __init__(self, scenario: Scenario, store: InspectableStore) -> None:
         self.sc = scenario
-        self.world = World(store, new_id=_deterministic_ids())
+        self.world = World(store, new_id=_deterministic_ids(scenario.session.id))
         self.start = self.world.clock.now()
         spec = scenario.session
         self.session = make_session(
