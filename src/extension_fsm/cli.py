@@ -191,7 +191,7 @@ def _print_run(result: RunResult, missed: list[str], db: str) -> None:
             f"{row.at:g}s", row.actor, event, row.states.replace(" · ", "\n"), sent, row.error or ""
         )
     console.print(table)
-    console.print("[dim]✗ = no socket took it (a push follows when the message has one)[/dim]")
+    console.print("[dim]deliveries: ✗ = no socket took it (a push follows if it has one)[/dim]")
     doc = result.document
     for ext in doc["extensions"]:  # type: ignore[union-attr]
         assert isinstance(ext, dict)

@@ -137,6 +137,7 @@ class _Runner:
             "connected": scenario.mitra.connected,
             "online": scenario.mitra.online,
         }
+        self.customer_socket = scenario.customer.on_session_socket
         self.timeout_action = scenario.config.timeout_action
         self.extension_ids: list[str] = []
         self.rows: list[TimelineRow] = []
@@ -337,6 +338,7 @@ class _Runner:
             self.flags.update(a)
             world.connect(session, Participant.MITRA, **a)
         elif step.do == "customer":
+            self.customer_socket = a["on_session_socket"]
             world.connect(session, Participant.CUSTOMER, **a)
         elif step.do == "restart":
             await world.restart()
@@ -432,6 +434,17 @@ class _Runner:
             taken=d.taken,
         )
 
+    def _presence(self) -> str:
+        f = self.flags
+
+        def mark(flag: bool) -> str:
+            return "✓" if flag else "✗"
+
+        return (
+            f"mitra ws{mark(f['on_session_socket'])} conn{mark(f['connected'])} "
+            f"online{mark(f['online'])}, customer ws{mark(self.customer_socket)}"
+        )
+
     def _name(self, extension_id: str) -> str:
         if extension_id in self.extension_ids:
             return f"#{self.extension_ids.index(extension_id)}"
@@ -459,6 +472,7 @@ class _Runner:
             f"ext {self._name(i)} {by_id[i].status.value}" for i in self.extension_ids if i in by_id
         ]
         parts += [f"{p.id} {p.status.value}" for p in dump.payments]
+        parts.append(self._presence())
         return TimelineRow(at, actor, event, changes, " · ".join(parts), deliveries, error)
 
     def _document(self, dump: StoreDump) -> dict[str, JSONValue]:
