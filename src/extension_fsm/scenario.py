@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .model import PaymentStatus, SessionStatus
+from .model import PaymentStatus
 
 __all__ = [
     "RESULT_KEYS",
@@ -432,8 +432,3 @@ def _no_unknown(
             raise ScenarioError(
                 source, f"field '{prefix}{key}'", f"unknown key (known: {', '.join(known)})"
             )
-
-
-def session_status(spec: SessionSpec) -> SessionStatus:
-    """The seeded session's status as the library's enum."""
-    return SessionStatus(spec.status)

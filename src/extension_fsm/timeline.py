@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,10 +26,10 @@ from .model import (
     Participant,
     PaymentStatus,
     SessionStatus,
-    TimeoutAction,
     TransitionRecord,
 )
 from .ports import InspectableStore, StoreDump
+from .results import DeliveryView, request_problems, result_document, timeout_problems
 from .scenario import Scenario, ScenarioError, Step
 from .simulation import StampedDelivery, World, make_payment, make_session
 
@@ -49,28 +48,6 @@ _ACTOR = {
 }
 #: after the last step, how many sweep intervals past the latest deadline to keep going
 _DRAIN_SWEEPS = 10
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryView:
-    """One socket send or push, as the timeline shows it."""
-
-    at: float
-    channel: str  # "ws" | "push"
-    to: str  # "mitra" | "customer"
-    type: str
-    payload: Mapping[str, JSONValue]
-    taken: bool  # a push always is; a ws send only if a socket took it
-
-    def to_json(self) -> dict[str, JSONValue]:
-        """The result document's ``deliveries`` entry."""
-        return {
-            "at": self.at,
-            "channel": self.channel,
-            "to": self.to,
-            "type": self.type,
-            "payload": dict(self.payload),
-        }
 
 
 @dataclass(slots=True)
@@ -139,7 +116,9 @@ class _Runner:
         }
         self.customer_socket = scenario.customer.on_session_socket
         self.timeout_action = scenario.config.timeout_action
+        #: created extensions in order; and what each request step created (None: refused)
         self.extension_ids: list[str] = []
+        self.by_request: list[str | None] = []
         self.rows: list[TimelineRow] = []
         self.errors: list[dict[str, JSONValue]] = []
         self.violations: list[str] = []
@@ -185,7 +164,16 @@ class _Runner:
         await self._drain()
         final = await self.dump()
         self._check(final)
-        return RunResult(self.sc, self.rows, self._document(final), self.violations)
+        document = result_document(
+            final,
+            extension_ids=self.extension_ids,
+            payment_order=[p.id for p in self.sc.payments],
+            deliveries=[d for row in self.rows for d in row.deliveries if d.taken],
+            errors=self.errors,
+            violations=self.violations,
+            rel=self.rel,
+        )
+        return RunResult(self.sc, self.rows, document, self.violations)
 
     async def _seed(self) -> None:
         world, sc = self.world, self.sc
@@ -316,6 +304,7 @@ class _Runner:
     async def _do(self, step: Step, before: StoreDump) -> None:
         world, session, a = self.world, self.session, step.args
         if step.do == "request":
+            self.by_request.append(None)
             customer = a.get("customer_id", session.customer_id)
             ext = await world.service.request_extension(
                 session.id,
@@ -325,10 +314,14 @@ class _Runner:
                 extension_payment_session_id=a["payment_id"],
             )
             self.extension_ids.append(ext.id)
-            self._check_request(customer, a, before)
+            self.by_request[-1] = ext.id
+            for problem in request_problems(self.session, customer, a, before):
+                self.violate(f"8: a request was accepted though {problem}")
         elif step.do in ("accept", "reject"):
-            index = a.get("extension", len(self.extension_ids) - 1)
-            ext_id = self.extension_ids[index] if 0 <= index < len(self.extension_ids) else "none"
+            if "extension" in a:  # a refused request step created nothing to answer
+                ext_id = self.by_request[a["extension"]] or "none"
+            else:
+                ext_id = self.extension_ids[-1] if self.extension_ids else "none"
             mitra = a.get("mitra_id", session.mitra_id)
             sid = a.get("session_id", session.id)
             await world.service.respond_to_extension(ext_id, sid, mitra, step.do == "accept")
@@ -354,54 +347,10 @@ class _Runner:
 
     # ----------------------------------------------------------- behaviour
 
-    def _check_request(self, customer: str, a: Mapping[str, Any], before: StoreDump) -> None:
-        """A request the library took must have been a valid one (§1, §3.8)."""
-        payment = next((p for p in before.payments if p.id == a["payment_id"]), None)
-        problems = []
-        if customer != self.session.customer_id:
-            problems.append(f"customer {customer} is not the session's")
-        if payment is None:
-            problems.append("its payment session does not exist")
-        else:
-            if payment.customer_id != customer:
-                problems.append(f"payment {payment.id} belongs to {payment.customer_id}")
-            if payment.status is not PaymentStatus.CONFIRMED:
-                problems.append(f"payment {payment.id} is {payment.status.value}")
-            if not payment.is_extension or payment.is_first_session_discount:
-                problems.append(f"payment {payment.id} is not a plain extension payment")
-            if payment.amount != a["price"]:
-                problems.append(f"price {a['price']} != payment amount {payment.amount}")
-        if not 1 <= a["duration_minutes"] <= 1440:
-            problems.append(f"duration {a['duration_minutes']} out of range")
-        for problem in problems:
-            self.violate(f"8: a request was accepted though {problem}")
-
     def _check_timeout_policy(self, records: list[TransitionRecord]) -> None:
-        """§3.5: what a timeout did must match the policy and presence of that moment."""
-        policy = TimeoutAction.parse(self.timeout_action)
         reachable = self.flags["connected"] and self.flags["online"]
-        for r in records:
-            if r.entity != "extension" or r.event != "time_out":
-                continue
-            if r.to_status == "accepted" and not (
-                policy is TimeoutAction.AUTO_APPROVE and reachable
-            ):
-                self.violate(
-                    f"5: extension {self._name(r.entity_id)} approved via timeout under "
-                    f"{policy.value} with the mitra connected={self.flags['connected']} "
-                    f"online={self.flags['online']}"
-                )
-            if r.to_status == "timeout":
-                want = (
-                    "extension_rejected"
-                    if policy is TimeoutAction.AUTO_REJECT
-                    else "extension_safeguard_tripped"
-                )
-                if r.cause != want or (policy is TimeoutAction.AUTO_APPROVE and reachable):
-                    self.violate(
-                        f"5: extension {self._name(r.entity_id)} timed out ({r.cause}) under "
-                        f"{policy.value} with the mitra reachable={reachable}"
-                    )
+        for problem in timeout_problems(records, self.timeout_action, reachable, self._name):
+            self.violate(problem)
 
     def _check(self, dump: StoreDump) -> None:
         initial = {self.session.id: self.session.expires_at}
@@ -446,8 +395,8 @@ class _Runner:
         )
 
     def _name(self, extension_id: str) -> str:
-        if extension_id in self.extension_ids:
-            return f"#{self.extension_ids.index(extension_id)}"
+        if extension_id in self.by_request:
+            return f"#{self.by_request.index(extension_id)}"
         return extension_id[:8]
 
     async def _row(
@@ -474,53 +423,6 @@ class _Runner:
         parts += [f"{p.id} {p.status.value}" for p in dump.payments]
         parts.append(self._presence())
         return TimelineRow(at, actor, event, changes, " · ".join(parts), deliveries, error)
-
-    def _document(self, dump: StoreDump) -> dict[str, JSONValue]:
-        by_id = {e.id: e for e in dump.extensions}
-        extensions: list[JSONValue] = []
-        for ext_id in self.extension_ids:
-            e = by_id[ext_id]
-            extensions.append(
-                {
-                    "id": e.id,
-                    "status": e.status.value,
-                    "via_timeout": e.via_timeout,
-                    "reason": e.reason.value if e.reason else None,
-                    "duration_minutes": e.duration_minutes,
-                    "price": e.price,
-                    "payment_id": e.payment_session_id,
-                    "resolved_at": self.rel(e.responded_at) if e.responded_at else None,
-                }
-            )
-        session = dump.sessions[0]
-        payments = {p.id: p for p in dump.payments}
-        deliveries: list[JSONValue] = [
-            d.to_json() for row in self.rows for d in row.deliveries if d.taken
-        ]
-        return {
-            "extensions": extensions,
-            "session": {
-                "id": session.id,
-                "status": session.status.value,
-                "expires_at": self.rel(session.expires_at),
-            },
-            "payments": [
-                {
-                    "id": p.id,
-                    "status": payments[p.id].status.value,
-                    "failure_cause": (
-                        payments[p.id].failure_cause.value  # type: ignore[union-attr]
-                        if payments[p.id].failure_cause
-                        else None
-                    ),
-                }
-                for p in self.sc.payments
-            ],
-            "transactions": [{"type": t.type.value, "amount": t.amount} for t in dump.ledger],
-            "deliveries": deliveries,
-            "errors": list(self.errors),
-            "invariants": {"ok": not self.violations, "violations": list(self.violations)},
-        }
 
 
 def _describe(step: Step) -> str:

@@ -293,3 +293,28 @@ def test_help_names_the_default_database(capsys: pytest.CaptureFixture[str]) -> 
     assert f"(here: {default_db()})" in capsys.readouterr().out.replace("\n", " ").replace(
         "  ", " "
     )
+
+
+def test_extension_index_counts_request_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = {
+        "payments": [{"id": "p1"}],
+        "steps": [
+            {**REQUEST, "price": 1},  # refused: request step 0 creates nothing
+            {**REQUEST, "at": 1},  # request step 1
+            {"at": 2, "do": "accept", "extension": 0},
+            {"at": 3, "do": "accept", "extension": 1},
+        ],
+    }
+    status, out, _ = _run(
+        capsys, "simulate", "--json", "--db", "memory", str(_write(tmp_path, doc))
+    )
+    result = json.loads(out)
+    assert status == 0
+    assert [e["status"] for e in result["extensions"]] == ["accepted"]
+    assert result["extensions"][0]["resolved_at"] == 3.0
+    assert [(e["step"], e["code"]) for e in result["errors"]] == [
+        (0, "VALIDATION_ERROR"),
+        (2, "NOT_FOUND"),
+    ]
