@@ -109,3 +109,18 @@ def test_examples_simulate_py_is_the_same_entry(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["extensions"][0]["status"] == "accepted"
+
+
+def test_examples_simulate_py_without_arguments_plays_the_showcase() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "simulate.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "mitra-offline-incident.json" in done.stdout
+    assert "invariants: all hold" in done.stdout
