@@ -193,8 +193,11 @@ class ExtensionService:
         """
         resolved: list[Extension] = []
         while True:
-            async with self._store.unit_of_work() as uow:
-                due = await uow.extensions.due(self._clock.now(), self._sweep_batch)
+            try:
+                async with self._store.unit_of_work() as uow:
+                    due = await uow.extensions.due(self._clock.now(), self._sweep_batch)
+            except ConcurrencyConflict:  # a busy database: the next sweep picks them up
+                return resolved
             if not due:
                 return resolved
             progressed = False

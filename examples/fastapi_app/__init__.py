@@ -1,0 +1,1 @@
+"""A host backend wiring extension_fsm into FastAPI (see README.md here)."""

@@ -1,0 +1,181 @@
+"""Build the library's ports from the settings, start and stop the background
+loops.  Swap any piece for your own (your SQL tables, your token registry)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from extension_fsm import DeliveryError, ExtensionService, Participant, PushMessage, run_sweeper
+from extension_fsm.adapters.clock import AsyncioScheduler, SystemClock
+from extension_fsm.adapters.memory import (
+    MemoryConfig,
+    MemoryDeviceTokens,
+    MemoryPresence,
+    MemorySessionTimer,
+    MemoryStore,
+)
+from extension_fsm.adapters.redis_bridge import RedisSocketBridge
+from extension_fsm.adapters.websocket import WebSocketHub
+from extension_fsm.ports import InspectableStore, PushSender, SessionSockets
+
+from .settings import Settings
+
+__all__ = ["Runtime", "open_store", "start_runtime"]
+
+_log = logging.getLogger("fastapi_app")
+
+
+async def open_store(url: str | None) -> tuple[InspectableStore, Callable[[], Awaitable[None]]]:
+    """The store and how to close it: SQL when a URL is given, else in memory."""
+    if url is None:
+
+        async def nothing() -> None:
+            return None
+
+        return MemoryStore(), nothing
+    from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore  # type: ignore[import-not-found]
+
+    store = await SqlAlchemyStore.open(url, create_schema=True)
+    return store, store.aclose
+
+
+class NoPush:
+    """Push is not configured: the row ends dead with a clear reason."""
+
+    async def send(self, participant: Participant, user_id: str, message: PushMessage) -> None:
+        raise DeliveryError(
+            "push is not configured (EXTENSION_FSM_FCM_CREDENTIALS)", retryable=False
+        )
+
+
+@dataclass
+class Runtime:
+    """Everything the routes use, built once per app."""
+
+    settings: Settings
+    store: InspectableStore
+    service: ExtensionService
+    hub: WebSocketHub
+    sockets: SessionSockets
+    presence: Any  # RedisPresence | MemoryPresence
+    device_tokens: MemoryDeviceTokens
+    bridge: RedisSocketBridge | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def register(self, ws: object, role: Participant, user_id: str, session_id: str) -> None:
+        """A chat screen's socket opened."""
+        if self.bridge is not None:
+            await self.bridge.register(ws, role, user_id, session_id)
+        else:
+            self.hub.register(ws, role, user_id, session_id)
+        if role is Participant.MITRA:
+            await self.set_online(user_id, True)
+
+    async def unregister(self, ws: object, role: Participant, user_id: str) -> None:
+        """A chat screen's socket closed."""
+        if self.bridge is not None:
+            await self.bridge.unregister(ws)
+        else:
+            self.hub.unregister(ws)
+        if role is Participant.MITRA and not await self.hub.is_connected(role, user_id):
+            await self.set_online(user_id, False)
+
+    async def set_online(self, mitra_id: str, online: bool) -> None:
+        """The example's stand-in for the mitra's online toggle: online while a socket is open."""
+        try:
+            if isinstance(self.presence, MemoryPresence):
+                self.presence.online[mitra_id] = online
+            elif online:
+                await self.presence.set_online(mitra_id)
+            else:
+                await self.presence.set_offline(mitra_id)
+        except DeliveryError:
+            _log.warning("presence store unreachable; mitra %s reads as offline", mitra_id)
+
+    async def heartbeat(self, mitra_id: str) -> None:
+        """Keep a connected mitra online."""
+        if not isinstance(self.presence, MemoryPresence):
+            with contextlib.suppress(DeliveryError):
+                if not await self.presence.heartbeat(mitra_id):
+                    await self.presence.set_online(mitra_id)
+
+    async def aclose(self) -> None:
+        """Stop the loops, then close what was opened, newest first."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:
+                _log.exception("shutdown step failed")
+
+
+async def start_runtime(settings: Settings) -> Runtime:
+    """Open the store and the delivery adapters, start sweeper and dispatcher."""
+    store, close_store = await open_store(settings.database_url)
+    closers: list[Callable[[], Awaitable[None]]] = [close_store]
+    hub = WebSocketHub()
+    sockets: SessionSockets = hub
+    presence: Any = MemoryPresence()
+    bridge: RedisSocketBridge | None = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        from extension_fsm.adapters.redis_presence import RedisPresence
+
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        closers.append(redis.aclose)
+        bridge = RedisSocketBridge(hub, redis, prefix=settings.redis_prefix)
+        if not await bridge.start():
+            _log.warning("Redis not reachable yet; sends are retried until it is")
+        closers.append(bridge.aclose)
+        sockets = bridge
+        presence = RedisPresence(redis, prefix=settings.redis_prefix, ttl=settings.presence_ttl)
+
+    device_tokens = MemoryDeviceTokens()
+    push: PushSender = NoPush()
+    if settings.fcm_credentials_file:
+        import firebase_admin  # type: ignore[import-untyped]
+        from firebase_admin import credentials
+
+        from extension_fsm.adapters.fcm import FcmPushSender
+
+        cred = credentials.Certificate(settings.fcm_credentials_file)
+        app = firebase_admin.initialize_app(cred, name=f"extension-fsm-{uuid.uuid4().hex}")
+
+        async def delete_app() -> None:
+            # delete_app runs asyncio.run() inside: keep it off this loop
+            await asyncio.to_thread(firebase_admin.delete_app, app)
+
+        closers.append(delete_app)
+        push = FcmPushSender(app, device_tokens, endpoint=settings.fcm_endpoint)
+
+    clock = SystemClock()
+    scheduler = AsyncioScheduler(clock)
+    closers.append(scheduler.aclose)
+    service = ExtensionService(
+        store,
+        clock=clock,
+        config=MemoryConfig(
+            settings.timeout_seconds, settings.timeout_action, settings.grace_seconds
+        ),
+        sockets=sockets,
+        presence=presence,
+        push=push,
+        session_timer=MemorySessionTimer(),
+        scheduler=scheduler,
+    )
+    runtime = Runtime(
+        settings, store, service, hub, sockets, presence, device_tokens, bridge, closers
+    )
+    runtime.tasks.append(asyncio.create_task(run_sweeper(service, settings.sweep_interval)))
+    runtime.tasks.append(asyncio.create_task(service.dispatcher.run(settings.sweep_interval / 2)))
+    return runtime

@@ -1,0 +1,104 @@
+"""The outbox as the dispatcher sees it: claim with a lease, then mark.
+
+A claim is one ``UPDATE … WHERE seq IN (SELECT … ORDER BY seq LIMIT n
+[FOR UPDATE SKIP LOCKED]) RETURNING …``: the lease (``available_at`` pushed
+forward) is what keeps two dispatchers from sending the same row at the same
+time; a dispatcher that dies mid-delivery leaves the row to be claimed again
+when the lease runs out (at-least-once; receivers dedupe on ``dedupe_key``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
+
+from ...ports import OutboxMessage
+from .engine import Database
+
+__all__ = ["SqlOutboxStore"]
+
+
+class SqlOutboxStore:
+    """:class:`~extension_fsm.ports.OutboxStore` over the outbox table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._t = db.tables.outbox
+
+    async def _run(self, stmt: Any) -> list[Any]:
+        conn = await self._db.begin()
+        try:
+            result = await conn.execute(stmt)
+            rows = list(result.all()) if result.returns_rows else []
+        except BaseException as err:
+            await self._db.finish(conn, commit=False)
+            if isinstance(err, DBAPIError):
+                raise self._db.translate(err) from err
+            raise
+        await self._db.finish(conn, commit=True)
+        return rows
+
+    async def claim(
+        self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
+    ) -> list[OutboxMessage]:
+        """Lease up to ``limit`` undelivered, available rows (only ``ids`` when given), in order."""
+        t = self._t
+        if limit <= 0 or (ids is not None and not ids):
+            return []
+        pick = (
+            select(t.c.seq)
+            .where(t.c.delivered_at.is_(None), t.c.dead_at.is_(None), t.c.available_at <= now)
+            .order_by(t.c.seq)
+            .limit(limit)
+        )
+        if ids is not None:
+            pick = pick.where(t.c.id.in_(list(ids)))
+        if self._db.is_postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (
+            update(t)
+            .where(t.c.seq.in_(pick.scalar_subquery()))
+            .values(available_at=now + timedelta(seconds=lease_seconds))
+            .returning(
+                t.c.seq, t.c.id, t.c.kind, t.c.dedupe_key, t.c.payload, t.c.created_at, t.c.attempts
+            )
+        )
+        rows = sorted(await self._run(stmt), key=lambda r: r.seq)
+        return [
+            OutboxMessage(
+                id=r.id,
+                kind=r.kind,
+                dedupe_key=r.dedupe_key,
+                payload=r.payload,
+                created_at=r.created_at,
+                attempts=r.attempts,
+            )
+            for r in rows
+        ]
+
+    async def mark_delivered(self, message_id: str, at: datetime) -> None:
+        """Done: never claimed again."""
+        t = self._t
+        await self._run(update(t).where(t.c.id == message_id).values(delivered_at=at))
+
+    async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
+        """Failed for now: count the attempt, try again at ``available_at``."""
+        t = self._t
+        await self._run(
+            update(t)
+            .where(t.c.id == message_id)
+            .values(attempts=t.c.attempts + 1, available_at=available_at, last_error=error)
+        )
+
+    async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
+        """Failed for good: kept for people to read, never retried."""
+        t = self._t
+        await self._run(
+            update(t)
+            .where(t.c.id == message_id)
+            .values(attempts=t.c.attempts + 1, dead_at=at, last_error=error)
+        )

@@ -1,0 +1,233 @@
+"""The reference schema as SQLAlchemy Core tables, with host-mappable names.
+
+:func:`build_tables` returns the seven tables under their default names, or
+prefixed (``table_prefix``) or renamed one by one (``table_names``, keyed by
+the default name).  Index names follow the table names so that two prefixed
+schemas can live in one PostgreSQL schema.  The Alembic migrations under
+``alembic/`` create exactly these tables; a test fails when the two drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["DEFAULT_TABLE_NAMES", "Tables", "UTCDateTime", "build_tables"]
+
+DEFAULT_TABLE_NAMES: tuple[str, ...] = (
+    "customers",
+    "chat_sessions",
+    "payment_sessions",
+    "customer_transactions",
+    "extensions",
+    "extension_outbox",
+    "extension_transitions",
+)
+"""The keys of ``table_names`` and the names used when none is mapped."""
+
+# BIGINT on PostgreSQL; plain INTEGER on SQLite, where only ``INTEGER PRIMARY
+# KEY`` is the auto-incrementing rowid.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+_ID = String(64)
+_STATUS = String(16)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every engine.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so the value
+    is stored as naive UTC (fixed-width text, so ordering holds) and UTC is
+    re-attached on the way out.  Naive datetimes are refused on the way in.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Normalise to UTC; strip the zone only where the engine cannot keep it."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: extension_fsm stores timezone-aware UTC only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Always aware, always UTC."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """The tables of one (possibly prefixed or mapped) schema."""
+
+    metadata: MetaData
+    customers: Table
+    sessions: Table
+    payments: Table
+    ledger: Table
+    extensions: Table
+    outbox: Table
+    log: Table
+
+    @property
+    def pending_session_index(self) -> str:
+        """The partial unique index: one pending extension per session."""
+        return f"uq_{self.extensions.name}_pending_session"
+
+    @property
+    def live_payment_index(self) -> str:
+        """The partial unique index: one pending-or-accepted extension per payment."""
+        return f"uq_{self.extensions.name}_live_payment"
+
+    @property
+    def ledger_extension_index(self) -> str:
+        """The unique index: at most one ledger row per extension."""
+        return f"uq_{self.ledger.name}_extension"
+
+
+def _names(table_prefix: str, table_names: Mapping[str, str] | None) -> dict[str, str]:
+    mapped = dict(table_names or {})
+    unknown = set(mapped) - set(DEFAULT_TABLE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown table keys {sorted(unknown)}; expected {DEFAULT_TABLE_NAMES}")
+    return {key: mapped.get(key, table_prefix + key) for key in DEFAULT_TABLE_NAMES}
+
+
+def _partial(sql: str) -> dict[str, Any]:
+    clause = text(sql)
+    return {"postgresql_where": clause, "sqlite_where": clause}
+
+
+def build_tables(table_prefix: str = "", table_names: Mapping[str, str] | None = None) -> Tables:
+    """The reference schema; ``table_names`` wins over ``table_prefix`` per table."""
+    n = _names(table_prefix, table_names)
+    md = MetaData()
+    customers = Table(
+        n["customers"],
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("display_name", String(255), nullable=False, server_default=""),
+    )
+    sessions = Table(
+        n["chat_sessions"],
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("customer_id", _ID, nullable=False),
+        Column("mitra_id", _ID, nullable=False),
+        Column("status", _STATUS, nullable=False),
+        Column("expires_at", UTCDateTime(), nullable=False),
+        Column("closure_deadline", UTCDateTime(), nullable=True),
+        Column("topic_sensitivity", String(64), nullable=True),
+    )
+    payments = Table(
+        n["payment_sessions"],
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("customer_id", _ID, nullable=False),
+        Column("status", _STATUS, nullable=False),
+        Column("amount", BigInteger(), nullable=False),
+        Column("is_extension", Boolean(), nullable=False),
+        Column("is_first_session_discount", Boolean(), nullable=False),
+        Column("failure_cause", String(48), nullable=True),
+    )
+    ledger = Table(
+        n["customer_transactions"],
+        md,
+        Column("seq", _SEQ, primary_key=True, autoincrement=True),
+        Column("customer_id", _ID, nullable=False),
+        Column("session_id", _ID, nullable=False),
+        Column("extension_id", _ID, nullable=True),
+        Column("type", String(32), nullable=False),
+        Column("amount", BigInteger(), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+    )
+    Index(f"uq_{ledger.name}_extension", ledger.c.extension_id, unique=True)
+    extensions = Table(
+        n["extensions"],
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("session_id", _ID, nullable=False),
+        Column("duration_minutes", Integer(), nullable=False),
+        Column("price", BigInteger(), nullable=False),
+        Column("payment_session_id", _ID, nullable=False),
+        Column("status", _STATUS, nullable=False),
+        Column("requested_at", UTCDateTime(), nullable=False),
+        Column("expires_at", UTCDateTime(), nullable=False),
+        Column("timeout_seconds", Integer(), nullable=False),
+        Column("responded_at", UTCDateTime(), nullable=True),
+        Column("via_timeout", Boolean(), nullable=False),
+        Column("reason", String(16), nullable=True),
+        Column("failure_cause", String(48), nullable=True),
+    )
+    x = extensions.name
+    Index(
+        f"uq_{x}_pending_session",
+        extensions.c.session_id,
+        unique=True,
+        **_partial("status = 'pending'"),
+    )
+    Index(
+        f"uq_{x}_live_payment",
+        extensions.c.payment_session_id,
+        unique=True,
+        **_partial("status IN ('pending', 'accepted')"),
+    )
+    # The sweep's index: its size is what is pending, its scan is what is due.
+    Index(f"ix_{x}_due", extensions.c.expires_at, **_partial("status = 'pending'"))
+    outbox = Table(
+        n["extension_outbox"],
+        md,
+        Column("seq", _SEQ, primary_key=True, autoincrement=True),
+        Column("id", _ID, nullable=False, unique=True),
+        Column("kind", String(32), nullable=False),
+        Column("dedupe_key", String(255), nullable=False),
+        Column("payload", JSON(), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("available_at", UTCDateTime(), nullable=False),
+        Column("attempts", Integer(), nullable=False, server_default="0"),
+        Column("delivered_at", UTCDateTime(), nullable=True),
+        Column("dead_at", UTCDateTime(), nullable=True),
+        Column("last_error", Text(), nullable=True),
+    )
+    Index(
+        f"ix_{outbox.name}_undelivered",
+        outbox.c.seq,
+        **_partial("delivered_at IS NULL AND dead_at IS NULL"),
+    )
+    log = Table(
+        n["extension_transitions"],
+        md,
+        Column("seq", _SEQ, primary_key=True, autoincrement=True),
+        Column("entity", String(16), nullable=False),
+        Column("entity_id", _ID, nullable=False),
+        Column("from_status", _STATUS, nullable=True),
+        Column("to_status", _STATUS, nullable=False),
+        Column("event", String(64), nullable=False),
+        Column("cause", String(64), nullable=True),
+        Column("actor", String(32), nullable=False),
+        Column("at", UTCDateTime(), nullable=False),
+    )
+    Index(f"ix_{log.name}_entity", log.c.entity, log.c.entity_id)
+    return Tables(md, customers, sessions, payments, ledger, extensions, outbox, log)

@@ -1,0 +1,493 @@
+"""The store and its unit of work over SQLAlchemy Core (async).
+
+A unit of work is one database transaction on one connection.  Status
+changes are compare-and-set ``UPDATE … WHERE id = … AND status = …``; the
+partial unique indexes enforce the uniqueness rules, and their violations
+come back as the same ``ExtensionError`` 409 the in-memory store raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Row, Select, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ...model import (
+    Extension,
+    ExtensionStatus,
+    FailureCause,
+    LedgerEntry,
+    PaymentSession,
+    PaymentStatus,
+    Session,
+    SessionStatus,
+    TimeoutReason,
+    TransactionType,
+    TransitionRecord,
+)
+from ...ports import OutboxMessage, StoreDump
+from .engine import Database, create_engine
+from .outbox import SqlOutboxStore
+from .schema import Tables, build_tables
+
+__all__ = ["SqlAlchemyStore", "SqlUnitOfWork"]
+
+_LIVE = (ExtensionStatus.PENDING.value, ExtensionStatus.ACCEPTED.value)
+
+
+class SqlAlchemyStore:
+    """:class:`~extension_fsm.ports.InspectableStore` over SQLite or PostgreSQL.
+
+    Open with :meth:`open`; close with :meth:`aclose`.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._outbox = SqlOutboxStore(db)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str | URL,
+        *,
+        create_schema: bool = False,
+        table_prefix: str = "",
+        table_names: Mapping[str, str] | None = None,
+    ) -> SqlAlchemyStore:
+        """Connect to ``url`` (``sqlite:///file.db``, ``sqlite://``, ``postgresql://…``).
+
+        ``create_schema`` creates missing tables directly (tests, the CLI);
+        production schemas come from the Alembic migrations.
+        """
+        store = cls(Database(create_engine(url), build_tables(table_prefix, table_names)))
+        if create_schema:
+            try:
+                await store.create_schema()
+            except BaseException:
+                await store.aclose()
+                raise
+        return store
+
+    async def create_schema(self) -> None:
+        """Create every table and index that does not exist yet."""
+        async with self._db.engine.begin() as conn:
+            await conn.run_sync(self._db.tables.metadata.create_all)
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self._db.engine.dispose()
+
+    @property
+    def tables(self) -> Tables:
+        """The tables this store reads and writes."""
+        return self._db.tables
+
+    @property
+    def database(self) -> Database:
+        """The engine and transaction primitive (for tests and tools)."""
+        return self._db
+
+    def unit_of_work(self) -> SqlUnitOfWork:
+        """A new unit of work (one transaction)."""
+        return SqlUnitOfWork(self._db)
+
+    @property
+    def outbox(self) -> SqlOutboxStore:
+        """The outbox as the dispatcher sees it."""
+        return self._outbox
+
+    # ------------------------------------------------------ InspectableStore
+
+    async def seed_session(self, session: Session) -> None:
+        """Insert or replace a host session and its customer's display name."""
+        t = self._db.tables
+        async with self.unit_of_work() as uow:
+            await uow.upsert(
+                t.customers,
+                {"id": session.customer_id, "display_name": session.customer_display_name},
+            )
+            await uow.upsert(t.sessions, _session_values(session))
+            await uow.commit()
+
+    async def seed_payment(self, payment: PaymentSession) -> None:
+        """Insert or replace a host payment session."""
+        async with self.unit_of_work() as uow:
+            await uow.upsert(self._db.tables.payments, _payment_values(payment))
+            await uow.commit()
+
+    async def dump(self) -> StoreDump:
+        """Every committed row, in a consistent snapshot."""
+        t = self._db.tables
+        async with self.unit_of_work() as uow:
+            sessions = [_session(r) for r in await uow.rows(_session_select(t))]
+            payments = [_payment(r) for r in await uow.rows(select(t.payments).order_by("id"))]
+            exts = [_extension(r) for r in await uow.rows(select(t.extensions).order_by("id"))]
+            ledger = [_ledger(r) for r in await uow.rows(select(t.ledger).order_by("seq"))]
+            log = [_record(r) for r in await uow.rows(select(t.log).order_by("seq"))]
+            outbox = [
+                (
+                    OutboxMessage(r.id, r.kind, r.dedupe_key, r.payload, r.created_at, r.attempts),
+                    r.delivered_at is not None,
+                )
+                for r in await uow.rows(select(t.outbox).order_by("seq"))
+            ]
+        return StoreDump(sessions, payments, exts, ledger, log, outbox)
+
+
+class SqlUnitOfWork:
+    """One transaction; rolled back on exit unless :meth:`commit` ran."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: AsyncConnection | None = None
+        self.sessions = _Sessions(self)
+        self.payments = _Payments(self)
+        self.extensions = _Extensions(self)
+        self.ledger = _Ledger(self)
+        self.log = _Log(self)
+        self.outbox = _Outbox(self)
+
+    @property
+    def tables(self) -> Tables:
+        """The tables of this store."""
+        return self._db.tables
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether row locks (``FOR UPDATE SKIP LOCKED``) exist here."""
+        return self._db.is_postgres
+
+    async def __aenter__(self) -> Self:
+        if self._conn is not None:
+            raise RuntimeError("unit of work already entered")
+        self._conn = await self._db.begin()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._db.finish(conn, commit=False)
+
+    async def commit(self) -> None:
+        """Commit everything at once; a lost race is ``ConcurrencyConflict``."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            raise RuntimeError("unit of work not active")
+        await self._db.finish(conn, commit=True)
+
+    async def execute(self, stmt: Any, params: Any = None) -> Any:
+        """Run one statement in this transaction, translating driver errors."""
+        if self._conn is None:
+            raise RuntimeError("unit of work not active")
+        try:
+            return await self._conn.execute(stmt, params)
+        except DBAPIError as err:
+            raise self._db.translate(err) from err
+
+    async def rows(self, stmt: Any) -> list[Row[Any]]:
+        """Every row ``stmt`` returns."""
+        return list((await self.execute(stmt)).all())
+
+    async def first(self, stmt: Any) -> Row[Any] | None:
+        """The first row ``stmt`` returns, if any."""
+        return (await self.execute(stmt)).first()  # type: ignore[no-any-return]
+
+    async def upsert(self, table: Any, values: dict[str, Any]) -> None:
+        """Insert ``values`` or overwrite the row with the same ``id``."""
+        dialect_insert = postgresql.insert if self._db.is_postgres else sqlite.insert
+        stmt = dialect_insert(table).values(**values)
+        rest = {k: stmt.excluded[k] for k in values if k != "id"}
+        await self.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=rest))
+
+    async def compare_and_set(self, table: Any, row_id: str, expected: str, values: Any) -> bool:
+        """``UPDATE … WHERE id = row_id AND status = expected``; whether a row matched."""
+        stmt = (
+            update(table).where(table.c.id == row_id, table.c.status == expected).values(**values)
+        )
+        result = await self.execute(stmt)
+        return bool(result.rowcount == 1)
+
+
+# ---------------------------------------------------------------- repositories
+
+
+class _Sessions:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, session_id: str) -> Session | None:
+        t = self._uow.tables
+        row = await self._uow.first(_session_select(t).where(t.sessions.c.id == session_id))
+        return _session(row) if row is not None else None
+
+    async def update(self, session: Session, expected_status: str) -> bool:
+        values = _session_values(session)
+        del values["id"]
+        return await self._uow.compare_and_set(
+            self._uow.tables.sessions, session.id, expected_status, values
+        )
+
+
+class _Payments:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, payment_id: str) -> PaymentSession | None:
+        t = self._uow.tables.payments
+        row = await self._uow.first(select(t).where(t.c.id == payment_id))
+        return _payment(row) if row is not None else None
+
+    async def update(self, payment: PaymentSession, expected_status: str) -> bool:
+        values = _payment_values(payment)
+        del values["id"]
+        return await self._uow.compare_and_set(
+            self._uow.tables.payments, payment.id, expected_status, values
+        )
+
+
+class _Extensions:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+        self._t = uow.tables.extensions
+
+    async def _one(self, stmt: Select[Any]) -> Extension | None:
+        row = await self._uow.first(stmt)
+        return _extension(row) if row is not None else None
+
+    async def get(self, extension_id: str) -> Extension | None:
+        return await self._one(select(self._t).where(self._t.c.id == extension_id))
+
+    async def claim(self, extension_id: str) -> Extension | None:
+        stmt = select(self._t).where(self._t.c.id == extension_id)
+        if self._uow.is_postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        # On SQLite the unit of work already holds the database's one write lock.
+        return await self._one(stmt)
+
+    async def add(self, extension: Extension) -> None:
+        await self._uow.execute(insert(self._t).values(**_extension_values(extension)))
+
+    async def update(self, extension: Extension, expected_status: str) -> bool:
+        values = _extension_values(extension)
+        del values["id"]
+        return await self._uow.compare_and_set(self._t, extension.id, expected_status, values)
+
+    async def pending_for_session(self, session_id: str) -> Extension | None:
+        t = self._t
+        return await self._one(
+            select(t).where(t.c.session_id == session_id, t.c.status == ExtensionStatus.PENDING)
+        )
+
+    async def live_for_payment(self, payment_id: str) -> Extension | None:
+        t = self._t
+        return await self._one(
+            select(t).where(t.c.payment_session_id == payment_id, t.c.status.in_(_LIVE))
+        )
+
+    async def due(self, now: datetime, limit: int) -> list[str]:
+        t = self._t
+        stmt = (
+            select(t.c.id)
+            .where(t.c.status == ExtensionStatus.PENDING.value, t.c.expires_at <= now)
+            .order_by(t.c.expires_at, t.c.id)
+            .limit(limit)
+        )
+        # A plain read on purpose: under REPEATABLE READ a ``FOR UPDATE`` here
+        # fails with a serialization error whenever a row moved since the
+        # snapshot, and the service does not retry this read.  ``claim``
+        # (``FOR UPDATE SKIP LOCKED``) is what keeps two sweepers apart.
+        return [row.id for row in await self._uow.rows(stmt)]
+
+
+class _Ledger:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def add(self, entry: LedgerEntry) -> None:
+        values = {
+            "customer_id": entry.customer_id,
+            "session_id": entry.session_id,
+            "extension_id": entry.extension_id,
+            "type": entry.type.value,
+            "amount": entry.amount,
+            "created_at": entry.created_at,
+        }
+        await self._uow.execute(insert(self._uow.tables.ledger).values(**values))
+
+
+class _Log:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def add(self, records: Sequence[TransitionRecord]) -> None:
+        if not records:
+            return
+        rows = [
+            {
+                "entity": r.entity,
+                "entity_id": r.entity_id,
+                "from_status": r.from_status,
+                "to_status": r.to_status,
+                "event": r.event,
+                "cause": r.cause,
+                "actor": r.actor,
+                "at": r.at,
+            }
+            for r in records
+        ]
+        await self._uow.execute(insert(self._uow.tables.log), rows)
+
+
+class _Outbox:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def add(self, messages: Sequence[OutboxMessage]) -> None:
+        if not messages:
+            return
+        rows = [
+            {
+                "id": m.id,
+                "kind": m.kind,
+                "dedupe_key": m.dedupe_key,
+                "payload": dict(m.payload),
+                "created_at": m.created_at,
+                "available_at": m.created_at,
+                "attempts": m.attempts,
+            }
+            for m in messages
+        ]
+        await self._uow.execute(insert(self._uow.tables.outbox), rows)
+
+
+# ---------------------------------------------------------------- row mapping
+
+
+def _session_select(t: Tables) -> Select[Any]:
+    s, c = t.sessions, t.customers
+    return (
+        select(s, c.c.display_name)
+        .select_from(s.outerjoin(c, c.c.id == s.c.customer_id))
+        .order_by(s.c.id)
+    )
+
+
+def _session(r: Row[Any]) -> Session:
+    return Session(
+        id=r.id,
+        customer_id=r.customer_id,
+        mitra_id=r.mitra_id,
+        status=SessionStatus(r.status),
+        expires_at=r.expires_at,
+        customer_display_name=r.display_name or "",
+        topic_sensitivity=r.topic_sensitivity,
+        closure_deadline=r.closure_deadline,
+    )
+
+
+def _session_values(s: Session) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "customer_id": s.customer_id,
+        "mitra_id": s.mitra_id,
+        "status": s.status.value,
+        "expires_at": s.expires_at,
+        "closure_deadline": s.closure_deadline,
+        "topic_sensitivity": s.topic_sensitivity,
+    }
+
+
+def _payment(r: Row[Any]) -> PaymentSession:
+    return PaymentSession(
+        id=r.id,
+        customer_id=r.customer_id,
+        status=PaymentStatus(r.status),
+        amount=r.amount,
+        is_extension=r.is_extension,
+        is_first_session_discount=r.is_first_session_discount,
+        failure_cause=FailureCause(r.failure_cause) if r.failure_cause else None,
+    )
+
+
+def _payment_values(p: PaymentSession) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "customer_id": p.customer_id,
+        "status": p.status.value,
+        "amount": p.amount,
+        "is_extension": p.is_extension,
+        "is_first_session_discount": p.is_first_session_discount,
+        "failure_cause": p.failure_cause.value if p.failure_cause else None,
+    }
+
+
+def _extension(r: Row[Any]) -> Extension:
+    return Extension(
+        id=r.id,
+        session_id=r.session_id,
+        duration_minutes=r.duration_minutes,
+        price=r.price,
+        payment_session_id=r.payment_session_id,
+        status=ExtensionStatus(r.status),
+        requested_at=r.requested_at,
+        expires_at=r.expires_at,
+        timeout_seconds=r.timeout_seconds,
+        responded_at=r.responded_at,
+        via_timeout=r.via_timeout,
+        reason=TimeoutReason(r.reason) if r.reason else None,
+        failure_cause=FailureCause(r.failure_cause) if r.failure_cause else None,
+    )
+
+
+def _extension_values(e: Extension) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "session_id": e.session_id,
+        "duration_minutes": e.duration_minutes,
+        "price": e.price,
+        "payment_session_id": e.payment_session_id,
+        "status": e.status.value,
+        "requested_at": e.requested_at,
+        "expires_at": e.expires_at,
+        "timeout_seconds": e.timeout_seconds,
+        "responded_at": e.responded_at,
+        "via_timeout": e.via_timeout,
+        "reason": e.reason.value if e.reason else None,
+        "failure_cause": e.failure_cause.value if e.failure_cause else None,
+    }
+
+
+def _ledger(r: Row[Any]) -> LedgerEntry:
+    return LedgerEntry(
+        customer_id=r.customer_id,
+        session_id=r.session_id,
+        extension_id=r.extension_id,
+        type=TransactionType(r.type),
+        amount=r.amount,
+        created_at=r.created_at,
+    )
+
+
+def _record(r: Row[Any]) -> TransitionRecord:
+    return TransitionRecord(
+        entity=r.entity,
+        entity_id=r.entity_id,
+        from_status=r.from_status,
+        to_status=r.to_status,
+        event=r.event,
+        actor=r.actor,
+        at=r.at,
+        cause=r.cause,
+    )

@@ -1,0 +1,255 @@
+"""PostgreSQL races with real concurrency: two worker threads, each with its own
+event loop, engine, connections and ``ExtensionService``, released together
+by a barrier.  Every trial must end with exactly one outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+
+from extension_fsm import ExtensionService
+from extension_fsm.adapters.memory import (
+    MemoryConfig,
+    MemoryPresence,
+    MemoryPush,
+    MemorySessionTimer,
+    MemorySockets,
+)
+from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+from extension_fsm.errors import ExtensionError
+from extension_fsm.invariants import check_invariants
+from extension_fsm.model import (
+    Extension,
+    ExtensionStatus,
+    MessageType,
+    PaymentStatus,
+    TimeoutAction,
+)
+from extension_fsm.ports import StoreDump
+from extension_fsm.simulation import make_payment, make_session
+from tests.conftest import IN_CI
+from tests.integration.sql_support import private_postgres_database
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+TRIALS = 500 if IN_CI else 60
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TIMEOUT = 10
+T = TypeVar("T")
+
+
+class FixedClock:
+    """A worker's wall clock, set per trial (workers may disagree, as real ones do)."""
+
+    def __init__(self) -> None:
+        self.at = T0
+
+    def now(self) -> datetime:
+        return self.at
+
+
+class Worker:
+    """A thread running its own event loop, store and service."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.clock = FixedClock()
+        self.config = MemoryConfig(timeout_seconds=TIMEOUT)
+        self.presence = MemoryPresence()
+        self.store: SqlAlchemyStore = self.run(SqlAlchemyStore.open(url))
+        self.service = ExtensionService(
+            self.store,
+            clock=self.clock,
+            config=self.config,
+            sockets=MemorySockets(),
+            presence=self.presence,
+            push=MemoryPush(),
+            session_timer=MemorySessionTimer(),
+        )
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.submit(coro).result(timeout=60)
+
+    def close(self) -> None:
+        self.run(self.store.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[tuple[Worker, Worker]]:
+    with private_postgres_database("races") as url:
+
+        async def create() -> None:
+            store = await SqlAlchemyStore.open(url, create_schema=True)
+            await store.aclose()
+
+        asyncio.run(create())
+        a, b = Worker(url), Worker(url)
+        try:
+            yield a, b
+        finally:
+            a.close()
+            b.close()
+
+
+def race(
+    a: Worker, b: Worker, first: Callable[[], Awaitable[T]], second: Callable[[], Awaitable[T]]
+) -> list[T | ExtensionError]:
+    """Run both calls at once (a barrier releases them together); results or refusals."""
+    barrier = threading.Barrier(2)
+
+    async def go(call: Callable[[], Awaitable[T]]) -> T | ExtensionError:
+        barrier.wait(timeout=30)
+        try:
+            return await call()
+        except ExtensionError as err:
+            return err
+
+    futures = [a.submit(go(first)), b.submit(go(second))]
+    return [f.result(timeout=60) for f in futures]
+
+
+async def seed(w: Worker, trial: str, *, sessions: int = 1, payments: int = 1) -> None:
+    for n in range(sessions):
+        await w.store.seed_session(
+            make_session(
+                f"{trial}s{n}", customer_id=f"{trial}c", expires_at=T0 + timedelta(hours=1)
+            )
+        )
+    for n in range(payments):
+        await w.store.seed_payment(make_payment(f"{trial}p{n}", customer_id=f"{trial}c"))
+
+
+def resolve(w: Worker, action: str, ext: Extension) -> Callable[[], Awaitable[object]]:
+    """Worker ``w``'s call for ``action``: a sweep just after the deadline, or an
+    answer just before it."""
+    if action == "sweep":
+        w.clock.at = ext.expires_at
+        return w.service.sweep_due
+    w.clock.at = ext.expires_at - timedelta(seconds=1)
+    return lambda: w.service.respond_to_extension(ext.id, ext.session_id, "m1", action == "accept")
+
+
+def ask(w: Worker, session_id: str, payment_id: str) -> Callable[[], Awaitable[Extension]]:
+    """Worker ``w``'s extension request for ``session_id`` paid by ``payment_id``."""
+    customer = session_id.rsplit("s", 1)[0] + "c"
+    return lambda: w.service.request_extension(
+        session_id,
+        customer,
+        duration_minutes=5,
+        price=15000,
+        extension_payment_session_id=payment_id,
+    )
+
+
+def responses_for(dump: StoreDump, extension_id: str) -> int:
+    kind = MessageType.EXTENSION_RESPONSE.value
+    return sum(
+        1 for m, _ in dump.outbox if m.dedupe_key.startswith(extension_id) and kind in m.dedupe_key
+    )
+
+
+def assert_healthy(dump: StoreDump) -> None:
+    assert check_invariants(dump, now=T0) == []
+
+
+def test_accept_reject_timeout_from_two_workers(workers: tuple[Worker, Worker]) -> None:
+    a, b = workers
+    a.config.timeout_action = b.config.timeout_action = TimeoutAction.AUTO_APPROVE
+    a.presence.online = b.presence.online = {}  # auto-approve only if online: nobody is
+    actions = ["accept", "reject", "sweep"]
+    pairs = list(itertools.product(actions, actions))
+    expected: dict[str, str] = {}
+    for trial, (x, y) in zip(range(TRIALS), itertools.cycle(pairs), strict=False):
+        tag = f"r{trial}_"
+        a.clock.at = b.clock.at = T0
+        a.run(seed(a, tag))
+        ext = a.run(
+            a.service.request_extension(
+                f"{tag}s0",
+                f"{tag}c",
+                duration_minutes=5,
+                price=15000,
+                extension_payment_session_id=f"{tag}p0",
+            )
+        )
+
+        race(a, b, resolve(a, x, ext), resolve(b, y, ext))
+        expected[ext.id] = f"{x}/{y}"
+    dump = a.run(a.store.dump())
+    assert_healthy(dump)
+    by_id = {e.id: e for e in dump.extensions}
+    payments = {p.id: p for p in dump.payments}
+    charged = [entry.extension_id for entry in dump.ledger]
+    for ext_id, pair in expected.items():
+        e = by_id[ext_id]
+        assert e.status is not ExtensionStatus.PENDING, pair
+        if e.status is ExtensionStatus.ACCEPTED:
+            assert "accept" in pair
+        elif e.status is ExtensionStatus.REJECTED:
+            assert "reject" in pair
+        else:
+            assert "sweep" in pair
+        consumed = payments[e.payment_session_id].status is PaymentStatus.CONSUMED
+        assert consumed == (e.status is ExtensionStatus.ACCEPTED), pair
+        assert charged.count(ext_id) == (1 if e.status is ExtensionStatus.ACCEPTED else 0), pair
+        assert responses_for(dump, ext_id) == 1, pair
+    assert len(charged) == len(set(charged))
+
+
+def test_two_requests_for_one_session(workers: tuple[Worker, Worker]) -> None:
+    a, b = workers
+    a.clock.at = b.clock.at = T0
+    for trial in range(TRIALS):
+        tag = f"q{trial}_"
+        a.run(seed(a, tag, payments=2))
+
+        results = race(a, b, ask(a, f"{tag}s0", f"{tag}p0"), ask(b, f"{tag}s0", f"{tag}p1"))
+        refused = [r for r in results if isinstance(r, ExtensionError)]
+        assert len(refused) == 1, results
+        assert refused[0].status_code == 409, refused
+    dump = a.run(a.store.dump())
+    assert_healthy(dump)
+    per_session: dict[str, int] = {}
+    for e in dump.extensions:
+        if e.session_id.startswith("q"):
+            per_session[e.session_id] = per_session.get(e.session_id, 0) + 1
+    assert len(per_session) == TRIALS and set(per_session.values()) == {1}
+
+
+def test_two_extensions_paying_with_one_payment_session(workers: tuple[Worker, Worker]) -> None:
+    a, b = workers
+    a.clock.at = b.clock.at = T0
+    for trial in range(TRIALS):
+        tag = f"p{trial}_"
+        a.run(seed(a, tag, sessions=2))
+
+        results = race(a, b, ask(a, f"{tag}s0", f"{tag}p0"), ask(b, f"{tag}s1", f"{tag}p0"))
+        refused = [r for r in results if isinstance(r, ExtensionError)]
+        assert len(refused) == 1, results
+        assert refused[0].status_code == 409, refused
+        winner = next(r for r in results if not isinstance(r, ExtensionError))
+        # and the winner's acceptance consumes the payment exactly once
+        a.clock.at = T0 + timedelta(seconds=1)
+        a.run(a.service.respond_to_extension(winner.id, winner.session_id, "m1", True))  # type: ignore[union-attr]
+        a.clock.at = T0
+    dump = a.run(a.store.dump())
+    assert_healthy(dump)
+    mine = [e for e in dump.extensions if e.session_id.startswith("p")]
+    assert len(mine) == TRIALS and all(e.status is ExtensionStatus.ACCEPTED for e in mine)
+    charged = [x.extension_id for x in dump.ledger]
+    assert all(charged.count(e.id) == 1 for e in mine)

@@ -1,0 +1,167 @@
+"""What only the SQL store has: URLs, drivers, row locks, busy files, engine
+errors mid-transaction, mapped table names."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, inspect
+
+from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, StorageError, to_async_url
+from extension_fsm.errors import ConcurrencyConflict, ErrorCode, ExtensionError
+from extension_fsm.model import Extension, ExtensionStatus
+from extension_fsm.simulation import make_payment, make_session
+from tests.integration.sql_support import private_postgres_database
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def ext(ext_id: str, session_id: str, payment_id: str, expires_at: datetime) -> Extension:
+    return Extension(
+        ext_id, session_id, 10, 15000, payment_id, ExtensionStatus.PENDING, T0, expires_at, 10
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+    ],
+)
+def test_urls_map_to_async_drivers(given: str, expected: str) -> None:
+    assert to_async_url(given).render_as_string() == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["mysql://h/db", "postgresql+psycopg2://h/db", "sqlite+pysqlite://"]
+)
+def test_unsupported_urls_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        to_async_url(bad)
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    with private_postgres_database("store") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def sql_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SqlAlchemyStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    store = await SqlAlchemyStore.open(
+        url, create_schema=True, table_prefix=f"x{tmp_path.name[-6:].replace('-', '_')}_"
+    )
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def test_engine_error_mid_transaction_leaves_nothing(sql_store: SqlAlchemyStore) -> None:
+    store = sql_store
+    await store.seed_session(make_session("s1", expires_at=T0))
+    await store.seed_payment(make_payment("p1"))
+    before = await store.dump()
+    with pytest.raises(StorageError):
+        async with store.unit_of_work() as uow:
+            await uow.extensions.add(ext("e1", "s1", "p1", T0))
+            s1 = await uow.sessions.get("s1")
+            assert s1 is not None
+            # NOT NULL violation: the engine refuses half-way through the unit of work.
+            await uow.execute(insert(store.tables.ledger).values(customer_id="c1"))
+            await uow.commit()
+    assert await store.dump() == before
+
+
+async def test_table_names_map_one_by_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mapped.db'}"
+    names = {"chat_sessions": "host_sessions", "customers": "host_users"}
+    store = await SqlAlchemyStore.open(
+        url, create_schema=True, table_prefix="fsm_", table_names=names
+    )
+    try:
+        await store.seed_session(make_session("s1", expires_at=T0))
+        async with store.database.engine.connect() as conn:
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        assert {"host_sessions", "host_users", "fsm_extensions", "fsm_extension_outbox"} <= tables
+        assert [s.id for s in (await store.dump()).sessions] == ["s1"]
+    finally:
+        await store.aclose()
+    with pytest.raises(ValueError, match="unknown table keys"):
+        await SqlAlchemyStore.open(url, table_names={"sessions": "x"})
+
+
+async def test_sqlite_busy_file_is_a_concurrency_conflict(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    store = await SqlAlchemyStore.open(f"sqlite:///{path}?timeout=0.2", create_schema=True)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the one write lock
+        with pytest.raises(ConcurrencyConflict):
+            async with store.unit_of_work():
+                pass
+        other.execute("ROLLBACK")
+        async with store.unit_of_work() as uow:  # and the lock was given back on failure
+            assert await uow.sessions.get("s1") is None
+    finally:
+        other.close()
+        await store.aclose()
+
+
+@pytest.mark.postgres
+async def test_postgres_claim_skips_a_row_another_worker_holds(pg_url: str) -> None:
+    store = await SqlAlchemyStore.open(pg_url, create_schema=True, table_prefix="skip_")
+    try:
+        for n in (1, 2):
+            await store.seed_session(make_session(f"s{n}", expires_at=T0))
+            await store.seed_payment(make_payment(f"p{n}"))
+        async with store.unit_of_work() as uow:
+            await uow.extensions.add(ext("e1", "s1", "p1", T0))
+            await uow.extensions.add(ext("e2", "s2", "p2", T0 + timedelta(seconds=1)))
+            await uow.commit()
+        now = T0 + timedelta(minutes=1)
+        async with store.unit_of_work() as holder:
+            assert (await holder.extensions.claim("e1")) is not None
+            async with store.unit_of_work() as other:
+                assert await other.extensions.claim("e1") is None  # skipped, not waited for
+                assert await other.extensions.due(now, 10) == ["e1", "e2"]  # candidates only
+        async with store.unit_of_work() as uow:
+            assert await uow.extensions.due(now, 10) == ["e1", "e2"]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.postgres
+async def test_psycopg_driver_runs_the_same_store(pg_url: str) -> None:
+    url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    store = await SqlAlchemyStore.open(url, create_schema=True, table_prefix="psy_")
+    try:
+        await store.seed_session(make_session("s1", expires_at=T0))
+        await store.seed_payment(make_payment("p1"))
+        await store.seed_payment(make_payment("p2"))
+        async with store.unit_of_work() as uow:
+            await uow.extensions.add(ext("e1", "s1", "p1", T0))
+            await uow.commit()
+        with pytest.raises(ExtensionError) as caught:
+            async with store.unit_of_work() as uow:
+                await uow.extensions.add(ext("e2", "s1", "p2", T0))
+        assert caught.value.code is ErrorCode.EXTENSION_PENDING
+        assert [e.id for e in (await store.dump()).extensions] == ["e1"]
+    finally:
+        await store.aclose()
