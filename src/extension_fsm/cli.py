@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import random
 import sys
@@ -43,10 +42,11 @@ class StoreUnavailable(Exception):
 
 
 def _sql_store_class() -> Any:
-    try:
-        return importlib.import_module(_SQL_MODULE).SqlAlchemyStore
+    try:  # the ``sql`` extra (SQLAlchemy, aiosqlite) may not be installed
+        from .adapters.sqlalchemy import SqlAlchemyStore
     except ImportError:
         return None
+    return SqlAlchemyStore
 
 
 def default_db() -> str:
@@ -273,8 +273,10 @@ def _tally(stats: Counter[str], result: RunResult) -> None:
     for ext in doc["extensions"]:  # type: ignore[union-attr]
         assert isinstance(ext, dict)
         kind = str(ext["status"])
-        if ext["via_timeout"]:
-            kind += f" via timeout ({ext['reason'] or 'approved'})"
+        if ext["reason"]:
+            kind += f" ({ext['reason']})"
+        elif ext["via_timeout"]:
+            kind += " by the deadline"
         stats[kind] += 1
     stats["refused calls"] += len(doc["errors"])  # type: ignore[arg-type]
 

@@ -80,6 +80,18 @@ async def test_timeline_ends_as_expected(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", TIMELINES, ids=lambda p: p.name)
+async def test_timeline_on_sqlite_matches_memory(path: Path) -> None:
+    sql = pytest.importorskip("extension_fsm.adapters.sqlalchemy")
+    scenario = load_scenario(path)
+    store = await sql.SqlAlchemyStore.open("sqlite://", create_schema=True)
+    try:
+        on_sqlite = await run_scenario(scenario, store)
+    finally:
+        await store.aclose()
+    assert on_sqlite.document == (await run_scenario(scenario)).document
+
+
+@pytest.mark.parametrize("path", TIMELINES, ids=lambda p: p.name)
 def test_cli_json_matches_and_exits_0(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["simulate", "--json", "--db", "memory", str(path)])
     out = capsys.readouterr().out
