@@ -1,29 +1,22 @@
-"""Play one timeline on a virtual clock (placeholder until the full CLI lands)."""
+"""Play a timeline scenario on a virtual clock: ``python examples/simulate.py simulate FILE``.
+
+The same entry point as the ``extension-fsm`` console script (``pip install -e
+'.[cli]'``); see ``examples/timelines/`` for scenarios and ``--help`` for options.
+Without arguments it plays the showcase, ``examples/timelines/mitra-offline-incident.json``.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from datetime import timedelta
+import sys
+from pathlib import Path
 
-from extension_fsm import Participant
-from extension_fsm.simulation import World, make_payment, make_session
+try:
+    from extension_fsm.cli import main
+except ImportError:  # run from a checkout without installing the package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from extension_fsm.cli import main
 
-
-async def main() -> None:
-    world = World()
-    session = make_session(expires_at=world.clock.now() + timedelta(minutes=5))
-    await world.add_session(session)
-    await world.add_payment(make_payment())
-    world.connect(session, Participant.MITRA, on_session_socket=True, connected=True, online=True)
-    world.connect(session, Participant.CUSTOMER, on_session_socket=True)
-    ext = await world.service.request_extension(
-        "s1", "c1", duration_minutes=15, price=15000, extension_payment_session_id="p1"
-    )
-    await world.clock.advance(5)
-    await world.service.respond_to_extension(ext.id, "s1", "m1", True)
-    for d in world.sockets.sent + world.push.sent:
-        print(d.channel, d.participant.value, d.payload.get("type", d.payload.get("title")))
-
+SHOWCASE = Path(__file__).resolve().parent / "timelines" / "mitra-offline-incident.json"
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main(sys.argv[1:] or ["simulate", str(SHOWCASE)]))

@@ -9,11 +9,14 @@ virtual clock, and a periodic sweep stands in for ``run_sweeper``.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from .adapters.clock import VirtualClock
 from .adapters.memory import (
+    Delivery,
     MemoryConfig,
     MemoryPresence,
     MemoryPush,
@@ -24,9 +27,11 @@ from .adapters.memory import (
 from .machine import SESSION_MACHINE, Guard, InvalidMove
 from .model import (
     ACTOR_HOST,
+    JSONValue,
     Participant,
     PaymentSession,
     PaymentStatus,
+    PushMessage,
     Session,
     SessionStatus,
     TransitionRecord,
@@ -34,7 +39,52 @@ from .model import (
 from .ports import InspectableStore, TimerHandle
 from .service import ExtensionService
 
-__all__ = ["HostSessionTimer", "World", "make_payment", "make_session"]
+__all__ = [
+    "ClockedPush",
+    "ClockedSockets",
+    "HostSessionTimer",
+    "StampedDelivery",
+    "World",
+    "make_payment",
+    "make_session",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StampedDelivery:
+    """A delivery attempt and the virtual moment it happened."""
+
+    at: datetime
+    delivery: Delivery
+
+
+class ClockedSockets(MemorySockets):
+    """:class:`MemorySockets` that also logs each send, stamped, in a shared list."""
+
+    def __init__(self, clock: VirtualClock, log: list[StampedDelivery]) -> None:
+        super().__init__()
+        self._clock = clock
+        self.log = log
+
+    async def send(
+        self, session_id: str, participant: Participant, message: Mapping[str, JSONValue]
+    ) -> bool:
+        taken = await super().send(session_id, participant, message)
+        self.log.append(StampedDelivery(self._clock.now(), self.sent[-1]))
+        return taken
+
+
+class ClockedPush(MemoryPush):
+    """:class:`MemoryPush` that also logs each push that went out, stamped."""
+
+    def __init__(self, clock: VirtualClock, log: list[StampedDelivery]) -> None:
+        super().__init__()
+        self._clock = clock
+        self.log = log
+
+    async def send(self, participant: Participant, user_id: str, message: PushMessage) -> None:
+        await super().send(participant, user_id, message)
+        self.log.append(StampedDelivery(self._clock.now(), self.sent[-1]))
 
 
 class HostSessionTimer(MemorySessionTimer):
@@ -89,6 +139,10 @@ class HostSessionTimer(MemorySessionTimer):
             handle.cancel()
 
 
+def _random_uuid() -> str:
+    return str(uuid.uuid4())
+
+
 class World:
     """A service, its fakes and a virtual clock; ``restart()`` loses every timer."""
 
@@ -99,13 +153,17 @@ class World:
         clock: VirtualClock | None = None,
         sweep_interval: float | None = 1.0,
         use_timers: bool = True,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.store: InspectableStore = store if store is not None else MemoryStore()
         self.clock = clock or VirtualClock()
         self.config = MemoryConfig()
-        self.sockets = MemorySockets()
+        #: every socket send and push, in order, with its virtual time
+        self.deliveries: list[StampedDelivery] = []
+        self.sockets: MemorySockets = ClockedSockets(self.clock, self.deliveries)
         self.presence = MemoryPresence()
-        self.push = MemoryPush()
+        self.push: MemoryPush = ClockedPush(self.clock, self.deliveries)
+        self.new_id = new_id
         self.sweep_interval = sweep_interval
         self.use_timers = use_timers
         self.restarts = 0
@@ -123,6 +181,7 @@ class World:
             push=self.push,
             session_timer=self.session_timer,
             scheduler=self.clock if self.use_timers else None,
+            new_id=self.new_id or _random_uuid,
         )
         if self.sweep_interval:
             self._arm_sweep()

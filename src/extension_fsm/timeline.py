@@ -1,0 +1,443 @@
+"""Play a scenario on a :class:`~extension_fsm.simulation.World` and build its result.
+
+The runner seeds the scenario's session and payments, plays each step at its
+``at`` on the virtual clock (timers due before a step fire first, each at its
+own moment), then keeps advancing until no extension is pending (or until
+``until``).  Along the way it records a timeline row for every step and every
+timer that changed something, and checks DESIGN.md §3: the row invariants of
+:func:`~extension_fsm.invariants.check_invariants` after every row, plus the
+behaviour only a run can see (who was refused, what presence and policy said
+when a timeout approved, that a refused call wrote and sent nothing).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from .adapters.memory import MemoryStore
+from .errors import ExtensionError
+from .invariants import check_invariants
+from .model import (
+    JSONValue,
+    Participant,
+    PaymentStatus,
+    SessionStatus,
+    TransitionRecord,
+)
+from .ports import InspectableStore, StoreDump
+from .results import DeliveryView, request_problems, result_document, timeout_problems
+from .scenario import Scenario, ScenarioError, Step
+from .simulation import StampedDelivery, World, make_payment, make_session
+
+__all__ = ["DeliveryView", "RunResult", "TimelineRow", "run_scenario"]
+
+_ACTOR = {
+    "request": "customer",
+    "customer": "customer",
+    "accept": "mitra",
+    "reject": "mitra",
+    "mitra": "mitra",
+    "restart": "ops",
+    "set_config": "ops",
+    "sweep": "ops",
+    "end_session": "host",
+}
+#: after the last step, how many sweep intervals past the latest deadline to keep going
+_DRAIN_SWEEPS = 10
+
+
+@dataclass(slots=True)
+class TimelineRow:
+    """One line of the timeline: a step, or timers that changed something."""
+
+    at: float
+    actor: str
+    event: str
+    changes: list[str]
+    states: str
+    deliveries: list[DeliveryView]
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run produced: the rows, the result document and the violations."""
+
+    scenario: Scenario
+    rows: list[TimelineRow]
+    document: dict[str, JSONValue]
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every checked invariant held."""
+        return not self.violations
+
+
+async def run_scenario(scenario: Scenario, store: InspectableStore | None = None) -> RunResult:
+    """Play ``scenario`` on ``store`` (a fresh in-memory one by default)."""
+    return await _Runner(scenario, store or MemoryStore()).run()
+
+
+def _deterministic_ids(seed: str) -> Any:
+    # Same scenario, same ids (reproducible output); seeded by the session id so
+    # timelines sharing one database never collide.
+    rng = random.Random(seed)
+
+    def new_id() -> str:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    return new_id
+
+
+class _Runner:
+    def __init__(self, scenario: Scenario, store: InspectableStore) -> None:
+        self.sc = scenario
+        self.world = World(store, new_id=_deterministic_ids(scenario.session.id))
+        self.start = self.world.clock.now()
+        spec = scenario.session
+        self.session = make_session(
+            spec.id,
+            customer_id=spec.customer_id,
+            mitra_id=spec.mitra_id,
+            status=SessionStatus(spec.status),
+            expires_at=self.start + timedelta(minutes=spec.minutes_left),
+            customer_display_name=spec.customer_name,
+        )
+        self.payment_ids = {p.id for p in scenario.payments}
+        self.flags = {
+            "on_session_socket": scenario.mitra.on_session_socket,
+            "connected": scenario.mitra.connected,
+            "online": scenario.mitra.online,
+        }
+        self.customer_socket = scenario.customer.on_session_socket
+        self.timeout_action = scenario.config.timeout_action
+        #: created extensions in order; and what each request step created (None: refused)
+        self.extension_ids: list[str] = []
+        self.by_request: list[str | None] = []
+        self.rows: list[TimelineRow] = []
+        self.errors: list[dict[str, JSONValue]] = []
+        self.violations: list[str] = []
+        self._seen_violations: set[str] = set()
+        self._log_seen = 0
+        self._deliveries_seen = 0
+
+    # ----------------------------------------------------------------- helpers
+
+    def rel(self, t: datetime) -> float:
+        return round((t - self.start).total_seconds(), 3)
+
+    def violate(self, message: str) -> None:
+        if message not in self._seen_violations:
+            self._seen_violations.add(message)
+            self.violations.append(f"at {self.rel(self.world.clock.now()):g}s: {message}")
+
+    async def dump(self) -> StoreDump:
+        """Only this scenario's rows (a shared database may hold others)."""
+        d = await self.world.store.dump()
+        sid = self.session.id
+        exts = [e for e in d.extensions if e.session_id == sid]
+        ext_ids = {e.id for e in exts}
+        ids = {("session", sid)} | {("extension", e) for e in ext_ids}
+        ids |= {("payment", p) for p in self.payment_ids}
+        return StoreDump(
+            sessions=[s for s in d.sessions if s.id == sid],
+            payments=[p for p in d.payments if p.id in self.payment_ids],
+            extensions=exts,
+            ledger=[e for e in d.ledger if e.session_id == sid],
+            log=[r for r in d.log if (r.entity, r.entity_id) in ids],
+            outbox=[(m, ok) for m, ok in d.outbox if m.payload.get("session_id") == sid],
+        )
+
+    # ---------------------------------------------------------------- the run
+
+    async def run(self) -> RunResult:
+        await self._seed()
+        self.rows.append(await self._row(0.0, "host", "start", [], [], None))
+        for step in self.sc.steps:
+            await self._advance_to(step.at)
+            await self._play(step)
+        await self._drain()
+        final = await self.dump()
+        self._check(final)
+        document = result_document(
+            final,
+            extension_ids=self.extension_ids,
+            payment_order=[p.id for p in self.sc.payments],
+            deliveries=[d for row in self.rows for d in row.deliveries if d.taken],
+            errors=self.errors,
+            violations=self.violations,
+            rel=self.rel,
+        )
+        return RunResult(self.sc, self.rows, document, self.violations)
+
+    async def _seed(self) -> None:
+        world, sc = self.world, self.sc
+        if await world.session(self.session.id) is not None:
+            raise ScenarioError(
+                sc.source, "field 'session.id'", "the database already holds this session"
+            )
+        session = self.session
+        if session.status is SessionStatus.CLOSING:
+            deadline = self.start + timedelta(seconds=sc.config.grace_seconds)
+            session = replace(session, closure_deadline=deadline)
+        await world.add_session(session)
+        if session.closure_deadline is not None:
+            world.session_timer.arm_grace(session.id, session.closure_deadline)
+        for p in sc.payments:
+            async with world.store.unit_of_work() as uow:
+                if await uow.payments.get(p.id) is not None:
+                    raise ScenarioError(
+                        sc.source, "field 'payments.id'", f"the database already holds {p.id!r}"
+                    )
+            await world.add_payment(
+                make_payment(
+                    p.id,
+                    customer_id=p.customer_id or session.customer_id,
+                    amount=p.amount,
+                    status=PaymentStatus(p.status),
+                    is_extension=p.is_extension,
+                    is_first_session_discount=p.first_session_discount,
+                )
+            )
+        world.config.timeout_seconds = sc.config.timeout_seconds
+        world.config.timeout_action = sc.config.timeout_action
+        world.config.grace_seconds = sc.config.grace_seconds
+        world.connect(session, Participant.MITRA, **self.flags)
+        world.connect(
+            session, Participant.CUSTOMER, on_session_socket=sc.customer.on_session_socket
+        )
+        self._log_seen = len((await self.dump()).log)
+
+    async def _advance_to(self, at: float) -> None:
+        """Fire every timer due up to ``at``, each at its own moment, observing each."""
+        target = self.start + timedelta(seconds=at)
+        clock = self.world.clock
+        while (due := clock.next_due()) is not None and due <= target:
+            try:
+                await clock.advance_to(due)
+            except Exception as err:  # a library bug, reported as such, not a traceback
+                self.violate(f"crash: a timer raised {type(err).__name__}: {err}")
+            await self._observe()
+        await clock.advance_to(target)
+
+    async def _drain(self) -> None:
+        if self.sc.until is not None:
+            await self._advance_to(self.sc.until)
+            return
+        pending = [e for e in (await self.dump()).extensions if e.status.value == "pending"]
+        if not pending:
+            return
+        interval = self.world.sweep_interval or 1.0
+        cap = max(self.rel(e.expires_at) for e in pending) + _DRAIN_SWEEPS * interval
+        cap = max(cap, self.world.clock.elapsed)
+        while any(e.status.value == "pending" for e in (await self.dump()).extensions):
+            due = self.world.clock.next_due()
+            if due is None or self.rel(due) > cap:
+                break
+            await self._advance_to(self.rel(due))
+
+    async def _observe(self) -> None:
+        """A row for whatever the timers just did, if anything."""
+        dump = await self.dump()
+        records = list(dump.log[self._log_seen :])
+        deliveries = self._new_deliveries()
+        if not records and not deliveries:
+            return
+        self._log_seen = len(dump.log)
+        self._check_timeout_policy(records)
+        actor = ", ".join(dict.fromkeys(r.actor for r in records)) or "system"
+        event = "timers: " + (", ".join(dict.fromkeys(r.event for r in records)) or "delivery")
+        self.rows.append(
+            await self._row(self.world.clock.elapsed, actor, event, records, deliveries, None, dump)
+        )
+        self._check(dump)
+
+    # ------------------------------------------------------------------ steps
+
+    async def _play(self, step: Step) -> None:
+        before = await self.dump()
+        self._new_deliveries()  # anything earlier belongs to earlier rows
+        error_text = None
+        try:
+            await self._do(step, before)
+        except ExtensionError as err:
+            error_text = f"{err.code.value} {err.status_code}: {err.message}"
+            self.errors.append(
+                {
+                    "at": self.world.clock.elapsed,
+                    "step": step.index,
+                    "code": err.code.value,
+                    "status_code": err.status_code,
+                }
+            )
+            if await self.dump() != before:
+                self.violate(
+                    f"9: step {step.index} was refused ({err.code.value}) yet rows changed"
+                )
+            if self.world.deliveries[self._deliveries_seen :]:
+                self.violate(f"7: step {step.index} was refused yet something was delivered")
+        except Exception as err:  # a library bug, reported as such, not a traceback
+            error_text = f"crash: {type(err).__name__}: {err}"
+            self.violate(f"crash: step {step.index} ({step.do}) raised {type(err).__name__}: {err}")
+        dump = await self.dump()
+        records = list(dump.log[self._log_seen :])
+        self._log_seen = len(dump.log)
+        self._check_timeout_policy(records)
+        self.rows.append(
+            await self._row(
+                step.at,
+                _ACTOR[step.do],
+                _describe(step) + (f" ({step.note})" if step.note else ""),
+                records,
+                self._new_deliveries(),
+                error_text,
+                dump,
+            )
+        )
+        self._check(dump)
+
+    async def _do(self, step: Step, before: StoreDump) -> None:
+        world, session, a = self.world, self.session, step.args
+        if step.do == "request":
+            self.by_request.append(None)
+            customer = a.get("customer_id", session.customer_id)
+            ext = await world.service.request_extension(
+                session.id,
+                customer,
+                duration_minutes=a["duration_minutes"],
+                price=a["price"],
+                extension_payment_session_id=a["payment_id"],
+            )
+            self.extension_ids.append(ext.id)
+            self.by_request[-1] = ext.id
+            for problem in request_problems(self.session, customer, a, before):
+                self.violate(f"8: a request was accepted though {problem}")
+        elif step.do in ("accept", "reject"):
+            if "extension" in a:  # a refused request step created nothing to answer
+                ext_id = self.by_request[a["extension"]] or "none"
+            else:
+                ext_id = self.extension_ids[-1] if self.extension_ids else "none"
+            mitra = a.get("mitra_id", session.mitra_id)
+            sid = a.get("session_id", session.id)
+            await world.service.respond_to_extension(ext_id, sid, mitra, step.do == "accept")
+            if mitra != session.mitra_id or sid != session.id:
+                self.violate(f"8: {step.do} by mitra {mitra} on session {sid} was allowed")
+        elif step.do == "mitra":
+            self.flags.update(a)
+            world.connect(session, Participant.MITRA, **a)
+        elif step.do == "customer":
+            self.customer_socket = a["on_session_socket"]
+            world.connect(session, Participant.CUSTOMER, **a)
+        elif step.do == "restart":
+            await world.restart()
+        elif step.do == "set_config":
+            for key, value in a.items():
+                setattr(world.config, key, value)
+            self.timeout_action = a.get("timeout_action", self.timeout_action)
+        elif step.do == "end_session":
+            await world.service.end_session(session.id)
+        elif step.do == "sweep":
+            await world.service.sweep_due()
+            await world.service.dispatcher.dispatch_due()
+
+    # ----------------------------------------------------------- behaviour
+
+    def _check_timeout_policy(self, records: list[TransitionRecord]) -> None:
+        reachable = self.flags["connected"] and self.flags["online"]
+        for problem in timeout_problems(records, self.timeout_action, reachable, self._name):
+            self.violate(problem)
+
+    def _check(self, dump: StoreDump) -> None:
+        initial = {self.session.id: self.session.expires_at}
+        for message in check_invariants(
+            dump,
+            now=self.world.clock.now(),
+            sweep_interval=self.world.sweep_interval,
+            initial_expiry=initial,
+            require_delivered=True,
+        ):
+            self.violate(message)
+
+    # ---------------------------------------------------------------- output
+
+    def _new_deliveries(self) -> list[DeliveryView]:
+        fresh = self.world.deliveries[self._deliveries_seen :]
+        self._deliveries_seen = len(self.world.deliveries)
+        return [self._view(d) for d in fresh]
+
+    def _view(self, stamped: StampedDelivery) -> DeliveryView:
+        d = stamped.delivery
+        data = d.payload.get("data") if d.channel == "push" else d.payload
+        kind = data.get("type") if isinstance(data, dict) else None
+        return DeliveryView(
+            at=self.rel(stamped.at),
+            channel=d.channel,
+            to=d.participant.value,
+            type=str(kind),
+            payload=d.payload,
+            taken=d.taken,
+        )
+
+    def _presence(self) -> str:
+        f = self.flags
+
+        def mark(flag: bool) -> str:
+            return "✓" if flag else "✗"
+
+        return (
+            f"mitra ws{mark(f['on_session_socket'])} conn{mark(f['connected'])} "
+            f"online{mark(f['online'])}, customer ws{mark(self.customer_socket)}"
+        )
+
+    def _name(self, extension_id: str) -> str:
+        if extension_id in self.by_request:
+            return f"#{self.by_request.index(extension_id)}"
+        return extension_id[:8]
+
+    async def _row(
+        self,
+        at: float,
+        actor: str,
+        event: str,
+        records: list[TransitionRecord],
+        deliveries: list[DeliveryView],
+        error: str | None,
+        dump: StoreDump | None = None,
+    ) -> TimelineRow:
+        dump = dump or await self.dump()
+        changes = [
+            f"{r.entity} {self._name(r.entity_id) if r.entity == 'extension' else r.entity_id}: "
+            f"{r.from_status or '-'} → {r.to_status}" + (f" ({r.cause})" if r.cause else "")
+            for r in records
+        ]
+        by_id = {e.id: e for e in dump.extensions}
+        parts = [f"session {s.status.value}" for s in dump.sessions]
+        parts += [
+            f"ext {self._name(i)} {by_id[i].status.value}" for i in self.extension_ids if i in by_id
+        ]
+        parts += [f"{p.id} {p.status.value}" for p in dump.payments]
+        parts.append(self._presence())
+        return TimelineRow(at, actor, event, changes, " · ".join(parts), deliveries, error)
+
+
+def _describe(step: Step) -> str:
+    a = step.args
+    if step.do == "request":
+        text = f"request +{a['duration_minutes']} min, {a['price']}, payment {a['payment_id']}"
+        return text + (f" as {a['customer_id']}" if "customer_id" in a else "")
+    if step.do in ("accept", "reject"):
+        target = f"#{a['extension']}" if "extension" in a else "latest"
+        who = "".join(f" {k}={a[k]}" for k in ("mitra_id", "session_id") if k in a)
+        return f"{step.do} {target}{who}"
+    if step.do in ("mitra", "customer", "set_config"):
+        return step.do + " " + ", ".join(f"{k}={_lower(v)}" for k, v in a.items())
+    return {"restart": "restart (timers lost)", "end_session": "end session"}.get(step.do, step.do)
+
+
+def _lower(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
