@@ -73,27 +73,54 @@ class _ExtensionTable(dict[str, Extension]):
 
     def __init__(self) -> None:
         super().__init__()
-        #: session id -> keys of its pending rows (a dict used as an ordered set)
-        self.pending_by_session: dict[str, dict[str, None]] = {}
-        #: payment session id -> keys of the pending or accepted rows it backs
-        self.live_by_payment: dict[str, dict[str, None]] = {}
+        #: session id -> key of its pending row; a dict of keys (an ordered set) if several
+        self.pending_by_session: dict[str, str | dict[str, None]] = {}
+        #: payment session id -> key of the pending or accepted row it backs (same shape)
+        self.live_by_payment: dict[str, str | dict[str, None]] = {}
+
+    @staticmethod
+    def keys_in(index: dict[str, str | dict[str, None]], group: str) -> tuple[str, ...]:
+        """The keys ``index`` holds for ``group``, in order."""
+        found = index.get(group)
+        if found is None:
+            return ()
+        return (found,) if isinstance(found, str) else tuple(found)
+
+    @staticmethod
+    def _add(index: dict[str, str | dict[str, None]], group: str, key: str) -> None:
+        # One key is stored bare: a dict per group would cost ~200 bytes per row.
+        found = index.get(group)
+        if found is None or found == key:
+            index[group] = key
+        elif isinstance(found, str):
+            index[group] = {found: None, key: None}
+        else:
+            found[key] = None
+
+    @staticmethod
+    def _remove(index: dict[str, str | dict[str, None]], group: str, key: str) -> None:
+        found = index.get(group)
+        if found is None:
+            return
+        if isinstance(found, str):
+            if found == key:
+                del index[group]
+            return
+        found.pop(key, None)
+        if len(found) == 1:
+            index[group] = next(iter(found))
+        elif not found:
+            del index[group]
 
     def _index(self, key: str, ext: Extension) -> None:
         if ext.status is ExtensionStatus.PENDING:
-            self.pending_by_session.setdefault(ext.session_id, {})[key] = None
+            self._add(self.pending_by_session, ext.session_id, key)
         if ext.status in _LIVE:
-            self.live_by_payment.setdefault(ext.payment_session_id, {})[key] = None
+            self._add(self.live_by_payment, ext.payment_session_id, key)
 
     def _unindex(self, key: str, ext: Extension) -> None:
-        for index, group in (
-            (self.pending_by_session, ext.session_id),
-            (self.live_by_payment, ext.payment_session_id),
-        ):
-            keys = index.get(group)
-            if keys is not None:
-                keys.pop(key, None)
-                if not keys:
-                    del index[group]
+        self._remove(self.pending_by_session, ext.session_id, key)
+        self._remove(self.live_by_payment, ext.payment_session_id, key)
 
     def __setitem__(self, key: str, ext: Extension) -> None:
         old = super().get(key)
@@ -225,10 +252,12 @@ class MemoryStore:
 def _check_unique(rows: Mapping[str, Extension], ext: Extension) -> None:
     candidates: Iterable[Extension] = rows.values()
     if isinstance(rows, _ExtensionTable):  # only rows that could clash, from the indexes
-        keys = {
-            **rows.pending_by_session.get(ext.session_id, {}),
-            **rows.live_by_payment.get(ext.payment_session_id, {}),
-        }
+        keys = dict.fromkeys(
+            (
+                *rows.keys_in(rows.pending_by_session, ext.session_id),
+                *rows.keys_in(rows.live_by_payment, ext.payment_session_id),
+            )
+        )
         candidates = [rows[key] for key in keys]
     for other in candidates:
         if other.id == ext.id:
@@ -360,8 +389,8 @@ class _Extensions:
             row.id: row
             for row in self._visible(
                 lambda t: (
-                    *t.pending_by_session.get(extension.session_id, ()),
-                    *t.live_by_payment.get(extension.payment_session_id, ()),
+                    *t.keys_in(t.pending_by_session, extension.session_id),
+                    *t.keys_in(t.live_by_payment, extension.payment_session_id),
                 )
             )
         }
@@ -378,13 +407,13 @@ class _Extensions:
         return True
 
     async def pending_for_session(self, session_id: str) -> Extension | None:
-        for ext in self._visible(lambda t: t.pending_by_session.get(session_id, ())):
+        for ext in self._visible(lambda t: t.keys_in(t.pending_by_session, session_id)):
             if ext.session_id == session_id and ext.status is ExtensionStatus.PENDING:
                 return ext
         return None
 
     async def live_for_payment(self, payment_id: str) -> Extension | None:
-        for ext in self._visible(lambda t: t.live_by_payment.get(payment_id, ())):
+        for ext in self._visible(lambda t: t.keys_in(t.live_by_payment, payment_id)):
             if ext.payment_session_id == payment_id and ext.status in _LIVE:
                 return ext
         return None
@@ -393,7 +422,11 @@ class _Extensions:
         visible = {
             ext.id: ext
             for ext in self._visible(
-                lambda t: [key for keys in t.pending_by_session.values() for key in keys]
+                lambda t: [
+                    key
+                    for group in t.pending_by_session
+                    for key in t.keys_in(t.pending_by_session, group)
+                ]
             )
         }
         pending = [
