@@ -202,10 +202,14 @@ def pg_accept(sizes: Sizes, url: str) -> list[Result]:
 
 def _seed_outbox_pg(conn: psycopg.Connection[Any], prefix: str, n: int) -> None:
     t = now() - timedelta(seconds=1)
-    with conn.transaction(), conn.cursor() as cur, cur.copy(
-        "COPY extension_outbox (id, kind, dedupe_key, payload, created_at, available_at) "
-        "FROM STDIN"
-    ) as copy:
+    with (
+        conn.transaction(),
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY extension_outbox (id, kind, dedupe_key, payload, created_at, available_at) "
+            "FROM STDIN"
+        ) as copy,
+    ):
         for i in range(n // 5 + 1):
             for row in raw_sql.accept_outbox(
                 f"{prefix}e{i}", f"{prefix}s{i}", "c", "m", 15, t.isoformat()
