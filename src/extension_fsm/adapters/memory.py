@@ -175,7 +175,9 @@ class MemoryStore:
         self.ledger: list[LedgerEntry] = []
         self.log: list[TransitionRecord] = []
         self.outbox_rows: dict[str, OutboxRow] = {}
-        self._versions: dict[tuple[str, str], int] = {}
+        # table -> row key -> version; nested rather than tuple-keyed, which
+        # would cost a (table, key) tuple per row held (bench/: bytes per extension)
+        self._versions: dict[str, dict[str, int]] = {}
         self._seq = 0
         self._lock = threading.Lock()
         self.commits = 0
@@ -223,7 +225,7 @@ class MemoryStore:
         return self._outbox
 
     def version(self, table: str, key: str) -> int:
-        return self._versions.get((table, key), 0)
+        return self._versions.get(table, {}).get(key, 0)
 
     def _apply(self, uow: MemoryUnitOfWork) -> None:
         with self._lock:
@@ -231,13 +233,14 @@ class MemoryStore:
                 self.fail_commits -= 1
                 raise ConcurrencyConflict("injected commit failure")
             for key, seen in uow.seen.items():
-                if self._versions.get(key, 0) != seen:
+                if self.version(*key) != seen:
                     raise ConcurrencyConflict(f"{key[0]} {key[1]} changed under this unit of work")
             for ext in uow.staged_extensions.values():
                 if ext.status in _LIVE:
                     _check_unique(self.extensions, ext)
             for key in uow.seen:
-                self._versions[key] = self._versions.get(key, 0) + 1
+                rows = self._versions.setdefault(key[0], {})
+                rows[key[1]] = rows.get(key[1], 0) + 1
             self.sessions.update(uow.staged_sessions)
             self.payments.update(uow.staged_payments)
             self.extensions.update(uow.staged_extensions)
