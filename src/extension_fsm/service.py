@@ -56,6 +56,23 @@ def _uuid() -> str:
     return str(uuid.uuid4())
 
 
+class _Fire:
+    """The timer callback of one pending extension.
+
+    A two-slot object rather than a closure or a partial: one is held per
+    pending extension, so its size is the timer's memory cost (bench/).
+    """
+
+    __slots__ = ("extension_id", "service")
+
+    def __init__(self, service: ExtensionService, extension_id: str) -> None:
+        self.service = service
+        self.extension_id = extension_id
+
+    def __call__(self) -> Awaitable[None]:
+        return self.service._fire(self.extension_id)
+
+
 class ExtensionService:
     """Run the extension flow for a chat backend.
 
@@ -273,15 +290,14 @@ class ExtensionService:
         if self._scheduler is None:
             return
         self._disarm(extension_id)
+        self._timers[extension_id] = self._scheduler.call_at(when, _Fire(self, extension_id))
 
-        async def fire() -> None:
-            self._timers.pop(extension_id, None)
-            try:
-                await self._time_out(extension_id)
-            except Exception:  # the sweep is the safety net; never crash the loop
-                _log.exception("timeout of extension %s failed", extension_id)
-
-        self._timers[extension_id] = self._scheduler.call_at(when, fire)
+    async def _fire(self, extension_id: str) -> None:
+        self._timers.pop(extension_id, None)
+        try:
+            await self._time_out(extension_id)
+        except Exception:  # the sweep is the safety net; never crash the loop
+            _log.exception("timeout of extension %s failed", extension_id)
 
     def _disarm(self, extension_id: str) -> None:
         handle = self._timers.pop(extension_id, None)

@@ -22,32 +22,27 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-class _AsyncioHandle:
-    def __init__(self, handle: asyncio.TimerHandle, tasks: set[asyncio.Task[None]]) -> None:
-        self._handle = handle
-        self._tasks = tasks
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-
 class AsyncioScheduler:
     """Runs callbacks on the running event loop; one loop timer each, no threads."""
 
     def __init__(self, clock: SystemClock | None = None) -> None:
         self._clock = clock or SystemClock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._spawn_bound = self._spawn  # one bound method shared by every timer
 
-    def call_at(self, when: datetime, callback: Callable[[], Awaitable[None]]) -> _AsyncioHandle:
+    def call_at(
+        self, when: datetime, callback: Callable[[], Awaitable[None]]
+    ) -> asyncio.TimerHandle:
         loop = asyncio.get_running_loop()
         delay = max(0.0, (when - self._clock.now()).total_seconds())
+        # The loop's own handle (it has ``cancel()``), a shared bound method, no
+        # closure and no wrapper: memory per pending timer is the handle alone.
+        return loop.call_later(delay, self._spawn_bound, callback)
 
-        def spawn() -> None:
-            task = loop.create_task(_as_coroutine(callback))
-            self._tasks.add(task)  # keep a reference until it finishes
-            task.add_done_callback(self._tasks.discard)
-
-        return _AsyncioHandle(loop.call_later(delay, spawn), self._tasks)
+    def _spawn(self, callback: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.get_running_loop().create_task(_as_coroutine(callback))
+        self._tasks.add(task)  # keep a reference until it finishes
+        task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
         """Wait for callbacks already running."""

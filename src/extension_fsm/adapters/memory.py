@@ -12,11 +12,11 @@ database, lost updates included.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from ..errors import ConcurrencyConflict, DeliveryError, ErrorCode, ExtensionError
 from ..model import (
@@ -62,17 +62,122 @@ class OutboxRow:
     last_error: str | None = None
 
 
+class _ExtensionTable(dict[str, Extension]):
+    """The committed extensions: a dict that keeps its own lookup indexes.
+
+    Pending rows by session and live rows by payment session, so that a
+    request or a commit costs the same with 10 or 100,000 rows stored.  Every
+    way of writing the dict keeps the indexes right, so code (and tests) may
+    still assign to it directly.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: session id -> key of its pending row; a dict of keys (an ordered set) if several
+        self.pending_by_session: dict[str, str | dict[str, None]] = {}
+        #: payment session id -> key of the pending or accepted row it backs (same shape)
+        self.live_by_payment: dict[str, str | dict[str, None]] = {}
+
+    @staticmethod
+    def keys_in(index: dict[str, str | dict[str, None]], group: str) -> tuple[str, ...]:
+        """The keys ``index`` holds for ``group``, in order."""
+        found = index.get(group)
+        if found is None:
+            return ()
+        return (found,) if isinstance(found, str) else tuple(found)
+
+    @staticmethod
+    def _add(index: dict[str, str | dict[str, None]], group: str, key: str) -> None:
+        # One key is stored bare: a dict per group would cost ~200 bytes per row.
+        found = index.get(group)
+        if found is None or found == key:
+            index[group] = key
+        elif isinstance(found, str):
+            index[group] = {found: None, key: None}
+        else:
+            found[key] = None
+
+    @staticmethod
+    def _remove(index: dict[str, str | dict[str, None]], group: str, key: str) -> None:
+        found = index.get(group)
+        if found is None:
+            return
+        if isinstance(found, str):
+            if found == key:
+                del index[group]
+            return
+        found.pop(key, None)
+        if len(found) == 1:
+            index[group] = next(iter(found))
+        elif not found:
+            del index[group]
+
+    def _index(self, key: str, ext: Extension) -> None:
+        if ext.status is ExtensionStatus.PENDING:
+            self._add(self.pending_by_session, ext.session_id, key)
+        if ext.status in _LIVE:
+            self._add(self.live_by_payment, ext.payment_session_id, key)
+
+    def _unindex(self, key: str, ext: Extension) -> None:
+        self._remove(self.pending_by_session, ext.session_id, key)
+        self._remove(self.live_by_payment, ext.payment_session_id, key)
+
+    def __setitem__(self, key: str, ext: Extension) -> None:
+        old = super().get(key)
+        if old is not None:
+            self._unindex(key, old)
+        super().__setitem__(key, ext)
+        self._index(key, ext)
+
+    def __delitem__(self, key: str) -> None:
+        old = self[key]
+        super().__delitem__(key)
+        self._unindex(key, old)
+
+    def update(self, *args: Any, **kwargs: Extension) -> None:
+        for key, ext in dict(*args, **kwargs).items():
+            self[key] = ext
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[misc,override]
+        self.update(other)
+        return self
+
+    def setdefault(self, key: str, default: Extension) -> Extension:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            old = self[key]
+            del self[key]
+            return old
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, Extension]:
+        key, ext = super().popitem()
+        self._unindex(key, ext)
+        return key, ext
+
+    def clear(self) -> None:
+        super().clear()
+        self.pending_by_session.clear()
+        self.live_by_payment.clear()
+
+
 class MemoryStore:
     """Rows in dicts; see the module docstring for the transaction model."""
 
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
         self.payments: dict[str, PaymentSession] = {}
-        self.extensions: dict[str, Extension] = {}
+        self.extensions: dict[str, Extension] = _ExtensionTable()
         self.ledger: list[LedgerEntry] = []
         self.log: list[TransitionRecord] = []
         self.outbox_rows: dict[str, OutboxRow] = {}
-        self._versions: dict[tuple[str, str], int] = {}
+        # table -> row key -> version; nested rather than tuple-keyed, which
+        # would cost a (table, key) tuple per row held (bench/: bytes per extension)
+        self._versions: dict[str, dict[str, int]] = {}
         self._seq = 0
         self._lock = threading.Lock()
         self.commits = 0
@@ -120,7 +225,7 @@ class MemoryStore:
         return self._outbox
 
     def version(self, table: str, key: str) -> int:
-        return self._versions.get((table, key), 0)
+        return self._versions.get(table, {}).get(key, 0)
 
     def _apply(self, uow: MemoryUnitOfWork) -> None:
         with self._lock:
@@ -128,13 +233,14 @@ class MemoryStore:
                 self.fail_commits -= 1
                 raise ConcurrencyConflict("injected commit failure")
             for key, seen in uow.seen.items():
-                if self._versions.get(key, 0) != seen:
+                if self.version(*key) != seen:
                     raise ConcurrencyConflict(f"{key[0]} {key[1]} changed under this unit of work")
             for ext in uow.staged_extensions.values():
                 if ext.status in _LIVE:
                     _check_unique(self.extensions, ext)
             for key in uow.seen:
-                self._versions[key] = self._versions.get(key, 0) + 1
+                rows = self._versions.setdefault(key[0], {})
+                rows[key[1]] = rows.get(key[1], 0) + 1
             self.sessions.update(uow.staged_sessions)
             self.payments.update(uow.staged_payments)
             self.extensions.update(uow.staged_extensions)
@@ -147,7 +253,16 @@ class MemoryStore:
 
 
 def _check_unique(rows: Mapping[str, Extension], ext: Extension) -> None:
-    for other in rows.values():
+    candidates: Iterable[Extension] = rows.values()
+    if isinstance(rows, _ExtensionTable):  # only rows that could clash, from the indexes
+        keys = dict.fromkeys(
+            (
+                *rows.keys_in(rows.pending_by_session, ext.session_id),
+                *rows.keys_in(rows.live_by_payment, ext.payment_session_id),
+            )
+        )
+        candidates = [rows[key] for key in keys]
+    for other in candidates:
         if other.id == ext.id:
             continue
         if (
@@ -245,11 +360,26 @@ class _Extensions:
     def __init__(self, uow: MemoryUnitOfWork) -> None:
         self._uow = uow
 
-    def _all(self) -> dict[str, Extension]:
-        return {**self._uow.store.extensions, **self._uow.staged_extensions}
+    def _visible(
+        self, store_keys: Callable[[_ExtensionTable], Iterable[str]]
+    ) -> Iterator[Extension]:
+        """Committed rows picked by ``store_keys`` as this unit of work sees them
+        (its staged writes win), then its staged rows; a row may come twice."""
+        staged = self._uow.staged_extensions
+        table = self._uow.store.extensions
+        if isinstance(table, _ExtensionTable):
+            for key in list(store_keys(table)):
+                yield staged[key] if key in staged else table[key]
+        else:  # someone replaced the table with a plain dict: scan it
+            for key, row in table.items():
+                yield staged.get(key, row)
+        yield from staged.values()
 
     async def get(self, extension_id: str) -> Extension | None:
-        return self._all().get(extension_id)
+        staged = self._uow.staged_extensions
+        if extension_id in staged:
+            return staged[extension_id]
+        return self._uow.store.extensions.get(extension_id)
 
     async def claim(self, extension_id: str) -> Extension | None:
         # Optimistic: the row is "taken" by touching it; a concurrent winner
@@ -258,7 +388,16 @@ class _Extensions:
         return await self.get(extension_id)
 
     async def add(self, extension: Extension) -> None:
-        _check_unique(self._all(), extension)
+        clashing = {
+            row.id: row
+            for row in self._visible(
+                lambda t: (
+                    *t.keys_in(t.pending_by_session, extension.session_id),
+                    *t.keys_in(t.live_by_payment, extension.payment_session_id),
+                )
+            )
+        }
+        _check_unique(clashing, extension)
         self._uow.touch("extension", extension.id)
         self._uow.staged_extensions[extension.id] = extension
 
@@ -271,21 +410,31 @@ class _Extensions:
         return True
 
     async def pending_for_session(self, session_id: str) -> Extension | None:
-        for ext in self._all().values():
+        for ext in self._visible(lambda t: t.keys_in(t.pending_by_session, session_id)):
             if ext.session_id == session_id and ext.status is ExtensionStatus.PENDING:
                 return ext
         return None
 
     async def live_for_payment(self, payment_id: str) -> Extension | None:
-        for ext in self._all().values():
+        for ext in self._visible(lambda t: t.keys_in(t.live_by_payment, payment_id)):
             if ext.payment_session_id == payment_id and ext.status in _LIVE:
                 return ext
         return None
 
     async def due(self, now: datetime, limit: int) -> list[str]:
+        visible = {
+            ext.id: ext
+            for ext in self._visible(
+                lambda t: [
+                    key
+                    for group in t.pending_by_session
+                    for key in t.keys_in(t.pending_by_session, group)
+                ]
+            )
+        }
         pending = [
             ext
-            for ext in self._all().values()
+            for ext in visible.values()
             if ext.status is ExtensionStatus.PENDING and ext.expires_at <= now
         ]
         pending.sort(key=lambda e: (e.expires_at, e.id))

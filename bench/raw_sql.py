@@ -1,0 +1,507 @@
+"""The baselines: the straightforward raw-SQL code a competent engineer writes
+for the same flow, with ``sqlite3`` and ``psycopg`` (sync), one transaction
+per call, compare-and-set on every status, the same rows as the library
+writes: extension, session, payment, ledger, audit log, outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from .harness import check
+
+FAR = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def accept_outbox(
+    ext_id: str, session_id: str, customer: str, mitra: str, minutes: int, expires_at: str
+) -> list[tuple[str, str, str, str]]:
+    """The five outbox rows an accept writes: (id, kind, dedupe_key, payload JSON)."""
+    response = {
+        "session_id": session_id,
+        "recipient": "customer",
+        "user_id": customer,
+        "message": {
+            "type": "extension_response",
+            "accepted": True,
+            "duration_minutes": minutes,
+            "expires_at": expires_at,
+            "via_timeout": False,
+        },
+        "dedupe_key": f"{ext_id}:extension_response:customer",
+        "push": {
+            "title": "Perpanjangan Diterima",
+            "body": f"Sesi kamu diperpanjang +{minutes} menit",
+            "data": {
+                "type": "extension_response",
+                "session_id": session_id,
+                "extension_id": ext_id,
+                "accepted": True,
+                "action": "open_chat",
+            },
+        },
+    }
+    rows = [
+        (
+            "session_timer",
+            f"{ext_id}:clear_closure_grace",
+            {"op": "clear_closure_grace", "session_id": session_id},
+        ),
+        (
+            "session_timer",
+            f"{ext_id}:expiry_extended",
+            {"op": "expiry_extended", "session_id": session_id, "expires_at": expires_at},
+        ),
+        ("notify", response["dedupe_key"], response),
+    ]
+    for who, user in (("customer", customer), ("mitra", mitra)):
+        key = f"{ext_id}:session_resumed:{who}"
+        rows.append(
+            (
+                "notify",
+                key,
+                {
+                    "session_id": session_id,
+                    "recipient": who,
+                    "user_id": user,
+                    "message": {"type": "session_resumed", "session_id": session_id},
+                    "dedupe_key": key,
+                    "push": None,
+                },
+            )
+        )
+    return [(str(uuid.uuid4()), kind, key, json.dumps(payload)) for kind, key, payload in rows]
+
+
+def request_outbox(
+    ext_id: str, session_id: str, customer: str, mitra: str, minutes: int, price: int
+) -> list[tuple[str, str, str, str]]:
+    """The two outbox rows a request writes."""
+    ask = f"{ext_id}:extension_request:mitra"
+    paused = f"{ext_id}:session_paused:customer"
+    rows = [
+        (
+            "notify",
+            ask,
+            {
+                "session_id": session_id,
+                "recipient": "mitra",
+                "user_id": mitra,
+                "message": {
+                    "type": "extension_request",
+                    "session_id": session_id,
+                    "extension_id": ext_id,
+                    "duration_minutes": minutes,
+                    "price": price,
+                    "timeout_seconds": 10,
+                },
+                "dedupe_key": ask,
+                "push": {
+                    "title": "Permintaan Perpanjang",
+                    "body": f"Rina mau lanjut +{minutes} menit",
+                    "data": {
+                        "type": "extension_request",
+                        "session_id": session_id,
+                        "extension_id": ext_id,
+                        "duration_minutes": minutes,
+                        "price": price,
+                        "timeout_seconds": 10,
+                        "action": "open_extension",
+                    },
+                },
+            },
+        ),
+        (
+            "notify",
+            paused,
+            {
+                "session_id": session_id,
+                "recipient": "customer",
+                "user_id": customer,
+                "message": {
+                    "type": "session_paused",
+                    "session_id": session_id,
+                    "reason": "extension_pending",
+                },
+                "dedupe_key": paused,
+                "push": None,
+            },
+        ),
+    ]
+    return [(str(uuid.uuid4()), kind, key, json.dumps(payload)) for kind, key, payload in rows]
+
+
+# ---------------------------------------------------------------- seeding
+
+
+def seed_rows(
+    prefix: str, n: int, *, pending: bool, now: datetime, deadline: datetime | None = None
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Host rows for ``n`` sessions (and, if ``pending``, a pending extension each)."""
+    deadline = deadline or now + timedelta(seconds=10)
+    rows: dict[str, list[tuple[Any, ...]]] = {
+        "customers": [],
+        "chat_sessions": [],
+        "payment_sessions": [],
+        "session_extensions": [],
+    }
+    for i in range(n):
+        c, s, p, e = (f"{prefix}c{i}", f"{prefix}s{i}", f"{prefix}p{i}", f"{prefix}e{i}")
+        rows["customers"].append((c, "Rina"))
+        rows["chat_sessions"].append(
+            (
+                s,
+                c,
+                f"{prefix}m{i}",
+                "extending" if pending else "active",
+                now + timedelta(minutes=30),
+            )
+        )
+        rows["payment_sessions"].append((p, c, "confirmed", 15_000))
+        if pending:
+            rows["session_extensions"].append((e, s, 15, 15_000, p, "pending", now, deadline, 10))
+    return rows
+
+
+_INSERTS = {
+    "customers": "INSERT INTO customers (id, display_name) VALUES ({})",
+    "chat_sessions": "INSERT INTO chat_sessions (id, customer_id, mitra_id, status, expires_at) "
+    "VALUES ({})",
+    "payment_sessions": "INSERT INTO payment_sessions (id, customer_id, status, amount) "
+    "VALUES ({})",
+    "session_extensions": "INSERT INTO session_extensions (id, session_id, duration_minutes, "
+    "price, payment_session_id, status, requested_at, expires_at, "
+    "timeout_seconds) VALUES ({})",
+}
+
+
+def seed_sqlite(conn: sqlite3.Connection, rows: dict[str, list[tuple[Any, ...]]]) -> None:
+    """Insert seed rows (untimed)."""
+    with conn:
+        for table, values in rows.items():
+            if values:
+                marks = ", ".join("?" * len(values[0]))
+                conn.executemany(
+                    _INSERTS[table].format(marks),
+                    [
+                        tuple(_iso(v) if isinstance(v, datetime) else v for v in row)
+                        for row in values
+                    ],
+                )
+
+
+def seed_pg(conn: psycopg.Connection[Any], rows: dict[str, list[tuple[Any, ...]]]) -> None:
+    """Insert seed rows with COPY (untimed)."""
+    with conn.transaction(), conn.cursor() as cur:
+        for table, values in rows.items():
+            if not values:
+                continue
+            cols = _INSERTS[table].split("(", 1)[1].split(")", 1)[0]
+            with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                for row in values:
+                    copy.write_row(row)
+
+
+# ---------------------------------------------------------------- sqlite3
+
+
+def sqlite_connect(path: str) -> sqlite3.Connection:
+    """A connection the way the adapter opens its file: WAL, foreign keys on."""
+    conn = sqlite3.connect(path, isolation_level="DEFERRED")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def sqlite_accept(
+    conn: sqlite3.Connection, ext_id: str, session_id: str, mitra_id: str, now: datetime
+) -> str:
+    """Accept one extension: every write of the library's accept, one transaction."""
+    t = _iso(now)
+    with conn:
+        row = conn.execute(
+            "UPDATE session_extensions SET status = 'accepted', responded_at = ?, "
+            "via_timeout = 0 WHERE id = ? AND session_id = ? AND status = 'pending' "
+            "RETURNING duration_minutes, price, payment_session_id",
+            (t, ext_id, session_id),
+        ).fetchone()
+        if row is None:
+            raise RuntimeError("extension already resolved")
+        minutes, price, payment_id = row
+        srow = conn.execute(
+            "UPDATE chat_sessions SET status = 'active', closure_deadline = NULL, "
+            "expires_at = strftime('%Y-%m-%d %H:%M:%f', max(expires_at, ?), ?) "
+            "WHERE id = ? AND mitra_id = ? AND status = 'extending' "
+            "RETURNING customer_id, expires_at",
+            (t, f"+{minutes} minutes", session_id, mitra_id),
+        ).fetchone()
+        if srow is None:
+            raise RuntimeError("session moved")
+        customer, expires_at = srow
+        if (
+            conn.execute(
+                "UPDATE payment_sessions SET status = 'consumed' WHERE id = ? AND "
+                "status = 'confirmed'",
+                (payment_id,),
+            ).rowcount
+            != 1
+        ):
+            raise RuntimeError("payment not confirmed")
+        conn.execute(
+            "INSERT INTO customer_transactions (customer_id, session_id, extension_id, type, "
+            "amount, created_at) VALUES (?, ?, ?, 'extension', ?, ?)",
+            (customer, session_id, ext_id, price, t),
+        )
+        conn.executemany(
+            "INSERT INTO extension_transitions (entity, entity_id, from_status, to_status, "
+            "event, actor, at) VALUES (?, ?, ?, ?, ?, 'mitra', ?)",
+            [
+                ("extension", ext_id, "pending", "accepted", "accept", t),
+                ("session", session_id, "extending", "active", "resume", t),
+                ("payment", payment_id, "confirmed", "consumed", "consume", t),
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO extension_outbox (id, kind, dedupe_key, payload, created_at, "
+            "available_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (*r, t, t)
+                for r in accept_outbox(ext_id, session_id, customer, mitra_id, minutes, expires_at)
+            ],
+        )
+    return str(expires_at)
+
+
+def sqlite_request(
+    conn: sqlite3.Connection,
+    ext_id: str,
+    session_id: str,
+    customer_id: str,
+    payment_id: str,
+    now: datetime,
+) -> None:
+    """Request one extension: the session paused, the extension inserted, one transaction."""
+    t = _iso(now)
+    with conn:
+        srow = conn.execute(
+            "UPDATE chat_sessions SET status = 'extending' WHERE id = ? AND customer_id = ? "
+            "AND status IN ('active', 'closing') RETURNING mitra_id, status",
+            (session_id, customer_id),
+        ).fetchone()
+        if srow is None:
+            raise RuntimeError("session not active")
+        prow = conn.execute(
+            "SELECT amount FROM payment_sessions WHERE id = ? AND customer_id = ? AND "
+            "status = 'confirmed' AND is_extension AND NOT is_first_session_discount",
+            (payment_id, customer_id),
+        ).fetchone()
+        if prow is None:
+            raise RuntimeError("payment not usable")
+        conn.execute(
+            "INSERT INTO session_extensions (id, session_id, duration_minutes, price, "
+            "payment_session_id, status, requested_at, expires_at, timeout_seconds) "
+            "VALUES (?, ?, 15, ?, ?, 'pending', ?, ?, 10)",
+            (ext_id, session_id, prow[0], payment_id, t, _iso(now + timedelta(seconds=10))),
+        )
+        conn.executemany(
+            "INSERT INTO extension_transitions (entity, entity_id, from_status, to_status, "
+            "event, actor, at) VALUES (?, ?, ?, ?, ?, 'customer', ?)",
+            [
+                ("extension", ext_id, None, "pending", "request", t),
+                ("session", session_id, "active", "extending", "pause", t),
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO extension_outbox (id, kind, dedupe_key, payload, created_at, "
+            "available_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (*r, t, t)
+                for r in request_outbox(ext_id, session_id, customer_id, srow[0], 15, prow[0])
+            ],
+        )
+
+
+# ---------------------------------------------------------------- psycopg
+
+
+def pg_accept(
+    conn: psycopg.Connection[Any],
+    ext_id: str,
+    session_id: str,
+    mitra_id: str,
+    now: datetime,
+    *,
+    state_only: bool = False,
+) -> None:
+    """Accept one extension with psycopg: one statement per table, one transaction.
+
+    ``state_only``: the issue's literal 4 statements (extension, payment,
+    session, ledger) without the audit log and outbox rows the library also writes.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "UPDATE session_extensions SET status = 'accepted', responded_at = %s, "
+            "via_timeout = false WHERE id = %s AND session_id = %s AND status = 'pending' "
+            "RETURNING duration_minutes, price, payment_session_id",
+            (now, ext_id, session_id),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise RuntimeError("extension already resolved")
+        minutes, price, payment_id = row
+        cur.execute(
+            "UPDATE payment_sessions SET status = 'consumed' WHERE id = %s AND "
+            "status = 'confirmed'",
+            (payment_id,),
+        )
+        if cur.rowcount != 1:
+            raise RuntimeError("payment not confirmed")
+        cur.execute(
+            "UPDATE chat_sessions SET status = 'active', closure_deadline = NULL, "
+            "expires_at = GREATEST(expires_at, %s) + make_interval(mins => %s) "
+            "WHERE id = %s AND mitra_id = %s AND status = 'extending' "
+            "RETURNING customer_id, expires_at",
+            (now, minutes, session_id, mitra_id),
+        )
+        srow = cur.fetchone()
+        if srow is None:
+            raise RuntimeError("session moved")
+        customer, expires_at = srow
+        cur.execute(
+            "INSERT INTO customer_transactions (customer_id, session_id, extension_id, type, "
+            "amount, created_at) VALUES (%s, %s, %s, 'extension', %s, %s)",
+            (customer, session_id, ext_id, price, now),
+        )
+        if state_only:
+            return
+        cur.execute(
+            "INSERT INTO extension_transitions (entity, entity_id, from_status, to_status, "
+            "event, actor, at) VALUES (%s, %s, 'pending', 'accepted', 'accept', 'mitra', %s), "
+            "(%s, %s, 'extending', 'active', 'resume', 'mitra', %s), "
+            "(%s, %s, 'confirmed', 'consumed', 'consume', 'mitra', %s)",
+            ("extension", ext_id, now, "session", session_id, now, "payment", payment_id, now),
+        )
+        outbox = accept_outbox(
+            ext_id, session_id, customer, mitra_id, minutes, expires_at.isoformat()
+        )
+        cur.execute(
+            "INSERT INTO extension_outbox (id, kind, dedupe_key, payload, created_at, "
+            "available_at) VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(outbox)),
+            [v for r in outbox for v in (*r, now, now)],
+        )
+
+
+def pg_request(
+    conn: psycopg.Connection[Any],
+    ext_id: str,
+    session_id: str,
+    customer_id: str,
+    payment_id: str,
+    now: datetime,
+) -> None:
+    """Request one extension with psycopg, one transaction."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "UPDATE chat_sessions SET status = 'extending' WHERE id = %s AND customer_id = %s "
+            "AND status IN ('active', 'closing') RETURNING mitra_id",
+            (session_id, customer_id),
+        )
+        srow = cur.fetchone()
+        if srow is None:
+            raise RuntimeError("session not active")
+        cur.execute(
+            "SELECT amount FROM payment_sessions WHERE id = %s AND customer_id = %s AND "
+            "status = 'confirmed' AND is_extension AND NOT is_first_session_discount",
+            (payment_id, customer_id),
+        )
+        prow = cur.fetchone()
+        if prow is None:
+            raise RuntimeError("payment not usable")
+        cur.execute(
+            "INSERT INTO session_extensions (id, session_id, duration_minutes, price, "
+            "payment_session_id, status, requested_at, expires_at, timeout_seconds) "
+            "VALUES (%s, %s, 15, %s, %s, 'pending', %s, %s, 10)",
+            (ext_id, session_id, prow[0], payment_id, now, now + timedelta(seconds=10)),
+        )
+        cur.execute(
+            "INSERT INTO extension_transitions (entity, entity_id, from_status, to_status, "
+            "event, actor, at) VALUES (%s, %s, NULL, 'pending', 'request', 'customer', %s), "
+            "(%s, %s, 'active', 'extending', 'pause', 'customer', %s)",
+            ("extension", ext_id, now, "session", session_id, now),
+        )
+        outbox = request_outbox(ext_id, session_id, customer_id, srow[0], 15, prow[0])
+        cur.execute(
+            "INSERT INTO extension_outbox (id, kind, dedupe_key, payload, created_at, "
+            "available_at) VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(outbox)),
+            [v for r in outbox for v in (*r, now, now)],
+        )
+
+
+# ---------------------------------------------------------------- checks
+
+
+def count(conn: Any, sql: str, params: tuple[Any, ...]) -> int:
+    """``SELECT count(*)`` on either driver."""
+    if isinstance(conn, sqlite3.Connection):
+        return int(conn.execute(sql, params).fetchone()[0])
+    return int(conn.execute(sql.replace("?", "%s"), params).fetchone()[0])
+
+
+def check_accepted(conn: Any, prefix: str, n: int, *, full: bool = True) -> None:
+    """Every one of the ``n`` extensions under ``prefix`` accepted, with all its rows."""
+    like = (prefix + "%",)
+    check(
+        count(
+            conn,
+            "SELECT count(*) FROM session_extensions WHERE id LIKE ? AND status = 'accepted'",
+            like,
+        )
+        == n,
+        f"{prefix}: not all accepted",
+    )
+    check(
+        count(
+            conn, "SELECT count(*) FROM chat_sessions WHERE id LIKE ? AND status = 'active'", like
+        )
+        == n,
+        f"{prefix}: sessions not resumed",
+    )
+    check(
+        count(
+            conn,
+            "SELECT count(*) FROM payment_sessions WHERE id LIKE ? AND status = 'consumed'",
+            like,
+        )
+        == n,
+        f"{prefix}: payments not consumed",
+    )
+    check(
+        count(conn, "SELECT count(*) FROM customer_transactions WHERE extension_id LIKE ?", like)
+        == n,
+        f"{prefix}: ledger rows missing",
+    )
+    if full:
+        check(
+            count(
+                conn,
+                "SELECT count(*) FROM extension_outbox WHERE dedupe_key LIKE ? AND kind = 'notify'",
+                like,
+            )
+            == 3 * n,
+            f"{prefix}: outbox rows missing",
+        )
+        check(
+            count(conn, "SELECT count(*) FROM extension_transitions WHERE entity_id LIKE ?", like)
+            == 3 * n,
+            f"{prefix}: audit rows missing",
+        )

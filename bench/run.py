@@ -1,0 +1,160 @@
+"""The entry point: run every case, write RESULTS.md (+ plots, + JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from . import core_cases, memory_cases, pg, sql_cases
+from .harness import Result, Sizes
+from .report import write_report
+
+HERE = Path(__file__).resolve().parent
+
+
+def _versions() -> dict[str, str]:
+    names = [
+        "transitions",
+        "python-statemachine",
+        "SQLAlchemy",
+        "psycopg",
+        "asyncpg",
+        "aiosqlite",
+        "matplotlib",
+    ]
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _machine() -> dict[str, str]:
+    import os
+    import sqlite3
+
+    info = {
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+        "sqlite": sqlite3.sqlite_version,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if "model name" in ln), "")
+        info["cpu"] = model
+    except OSError:
+        pass
+    if pg.available() is None:
+        import psycopg
+
+        with psycopg.connect(pg.admin_url()) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            info["postgresql"] = str(row[0]) if row else "?"
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; exit status 1 if any case failed its own correctness check."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (CI): checks, not speed")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="directory for RESULTS.md, plots and JSON "
+        "(default: bench/ for a full run, a temporary directory for --quick)",
+    )
+    parser.add_argument("--only", help="comma-separated substrings of case names to run")
+    args = parser.parse_args(argv)
+    sizes = Sizes.small() if args.quick else Sizes.full()
+    out = args.out or (Path(tempfile.mkdtemp(prefix="efsm_bench_")) if args.quick else HERE)
+    out.mkdir(parents=True, exist_ok=True)
+
+    results: list[Result] = []
+    pg_missing = pg.available()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="efsm_bench_") as tmpdir, _pg_db(pg_missing) as url:
+        tmp = Path(tmpdir)
+        cases: list[tuple[str, Callable[[], Result | list[Result]]]] = [
+            ("core decision", lambda: core_cases.core_decision(sizes)),
+            ("naive peer usage", lambda: core_cases.naive_peers(sizes)),
+            ("memory", lambda: memory_cases.memory(sizes)),
+            ("sqlite accept", lambda: sql_cases.sqlite_accept(sizes, tmp)),
+        ]
+        if url is not None:
+            cases += [
+                ("postgres accept", lambda: sql_cases.pg_accept(sizes, url)),
+                ("outbox", lambda: sql_cases.pg_outbox(sizes, url)),
+            ]
+        for name, run in cases:
+            if args.only and not any(s in name for s in args.only.split(",")):
+                continue
+            t0 = time.perf_counter()
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            try:
+                produced = run()
+            except Exception as err:  # a broken case is reported, not hidden
+                traceback.print_exc()
+                produced = Result(
+                    case=name,
+                    ours=None,
+                    baseline=None,
+                    unit="",
+                    baseline_name="",
+                    target="",
+                    limit=None,
+                    error=f"{type(err).__name__}: {err}",
+                )
+            batch = produced if isinstance(produced, list) else [produced]
+            for result in batch:
+                result.extra.setdefault("seconds", round(time.perf_counter() - t0, 2))
+                print(f"[bench]   {_line(result)}", file=sys.stderr, flush=True)
+            results.extend(batch)
+    elapsed = time.perf_counter() - started
+    skipped = [pg_missing] if pg_missing else []
+    meta = {
+        "quick": sizes.quick,
+        "seconds": round(elapsed, 1),
+        "versions": _versions(),
+        "machine": _machine(),
+        "skipped": skipped,
+    }
+    (out / "results.json").write_text(
+        json.dumps({"meta": meta, "results": [r.as_dict() for r in results]}, indent=2, default=str)
+    )
+    write_report(out, results, meta)
+    print(f"[bench] wrote {out / 'RESULTS.md'} in {elapsed:.1f} s", file=sys.stderr)
+    return 1 if any(r.error or not r.verified for r in results) else 0
+
+
+def _line(r: Result) -> str:
+    if r.error:
+        return f"{r.case}: ERROR {r.error}"
+    ours = "n/a" if r.ours is None else f"{r.ours:,.1f}"
+    base = "n/a" if r.baseline is None else f"{r.baseline:,.1f}"
+    ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
+    return f"{r.case}: ours {ours} {r.unit}, baseline {base}, ratio {ratio}, met {r.met}"
+
+
+class _pg_db:
+    """A temporary PostgreSQL database, or ``None`` when the server is unavailable."""
+
+    def __init__(self, missing: str | None) -> None:
+        self._missing = missing
+        self._cm = pg.temporary_database() if missing is None else None
+
+    def __enter__(self) -> str | None:
+        return self._cm.__enter__() if self._cm else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm:
+            self._cm.__exit__(*exc)  # type: ignore[arg-type]
