@@ -2,7 +2,7 @@
 database's, and recording fakes of the delivery ports.
 
 The store is optimistic: a unit of work reads committed rows, stages its
-writes, and at commit checks that no row it wrote moved since it read it and
+writes, and at commit checks that no row it read or wrote moved since it read it and
 that the uniqueness rules still hold; then it applies everything at once or
 raises (``ConcurrencyConflict`` / ``ExtensionError`` 409) and applies
 nothing.  So races between interleaved calls play out as they would on a
@@ -133,7 +133,7 @@ class MemoryStore:
             for ext in uow.staged_extensions.values():
                 if ext.status in _LIVE:
                     _check_unique(self.extensions, ext)
-            for key in uow.seen:
+            for key in uow.written():
                 self._versions[key] = self._versions.get(key, 0) + 1
             self.sessions.update(uow.staged_sessions)
             self.payments.update(uow.staged_payments)
@@ -189,7 +189,16 @@ class MemoryUnitOfWork:
         return self._store
 
     def touch(self, table: str, key: str) -> None:
+        """Remember the version of a row this unit of work read or claimed."""
         self.seen.setdefault((table, key), self._store.version(table, key))
+
+    def written(self) -> list[tuple[str, str]]:
+        """The rows this unit of work writes (their versions move at commit)."""
+        return [
+            *(("session", k) for k in self.staged_sessions),
+            *(("payment", k) for k in self.staged_payments),
+            *(("extension", k) for k in self.staged_extensions),
+        ]
 
     async def __aenter__(self) -> Self:
         return self
@@ -214,6 +223,9 @@ class _Sessions:
         self._uow = uow
 
     async def get(self, session_id: str) -> Session | None:
+        # A read joins the read set: a write derived from it must not commit if
+        # the row moved since (status-only compare-and-set misses A-B-A moves).
+        self._uow.touch("session", session_id)
         return self._uow.staged_sessions.get(session_id) or self._uow.store.sessions.get(session_id)
 
     async def update(self, session: Session, expected_status: str) -> bool:
@@ -230,6 +242,7 @@ class _Payments:
         self._uow = uow
 
     async def get(self, payment_id: str) -> PaymentSession | None:
+        self._uow.touch("payment", payment_id)
         return self._uow.staged_payments.get(payment_id) or self._uow.store.payments.get(payment_id)
 
     async def update(self, payment: PaymentSession, expected_status: str) -> bool:
@@ -249,6 +262,7 @@ class _Extensions:
         return {**self._uow.store.extensions, **self._uow.staged_extensions}
 
     async def get(self, extension_id: str) -> Extension | None:
+        self._uow.touch("extension", extension_id)
         return self._all().get(extension_id)
 
     async def claim(self, extension_id: str) -> Extension | None:
