@@ -1,8 +1,9 @@
 """Every port in memory: a store whose units of work are atomic like a
 database's, and recording fakes of the delivery ports.
 
-The store is optimistic: a unit of work reads committed rows, stages its
-writes, and at commit checks that no row it read or wrote moved since it read it and
+The store is optimistic: a unit of work reads one consistent snapshot of the
+committed rows (taken at its first read), stages its writes, and at commit
+checks that no row it read or wrote moved since the snapshot and
 that the uniqueness rules still hold; then it applies everything at once or
 raises (``ConcurrencyConflict`` / ``ExtensionError`` 409) and applies
 nothing.  So races between interleaved calls play out as they would on a
@@ -164,6 +165,14 @@ def _check_unique(rows: Mapping[str, Extension], ext: Extension) -> None:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class _View:
+    sessions: dict[str, Session]
+    payments: dict[str, PaymentSession]
+    extensions: dict[str, Extension]
+    versions: dict[tuple[str, str], int]
+
+
 class MemoryUnitOfWork:
     """One optimistic transaction over a :class:`MemoryStore`."""
 
@@ -183,14 +192,30 @@ class MemoryUnitOfWork:
         self.log = _Log(self)
         self.outbox = _Outbox(self)
         self._done = False
+        self._view: _View | None = None
 
     @property
     def store(self) -> MemoryStore:
         return self._store
 
+    @property
+    def view(self) -> _View:
+        """The committed rows as of this unit of work's first read (snapshot
+        isolation, like REPEATABLE READ): every read sees one consistent state."""
+        if self._view is None:
+            store = self._store
+            with store._lock:
+                self._view = _View(
+                    dict(store.sessions),
+                    dict(store.payments),
+                    dict(store.extensions),
+                    dict(store._versions),
+                )
+        return self._view
+
     def touch(self, table: str, key: str) -> None:
         """Remember the version of a row this unit of work read or claimed."""
-        self.seen.setdefault((table, key), self._store.version(table, key))
+        self.seen.setdefault((table, key), self.view.versions.get((table, key), 0))
 
     def written(self) -> list[tuple[str, str]]:
         """The rows this unit of work writes (their versions move at commit)."""
@@ -226,7 +251,7 @@ class _Sessions:
         # A read joins the read set: a write derived from it must not commit if
         # the row moved since (status-only compare-and-set misses A-B-A moves).
         self._uow.touch("session", session_id)
-        return self._uow.staged_sessions.get(session_id) or self._uow.store.sessions.get(session_id)
+        return self._uow.staged_sessions.get(session_id) or self._uow.view.sessions.get(session_id)
 
     async def update(self, session: Session, expected_status: str) -> bool:
         self._uow.touch("session", session.id)
@@ -243,7 +268,7 @@ class _Payments:
 
     async def get(self, payment_id: str) -> PaymentSession | None:
         self._uow.touch("payment", payment_id)
-        return self._uow.staged_payments.get(payment_id) or self._uow.store.payments.get(payment_id)
+        return self._uow.staged_payments.get(payment_id) or self._uow.view.payments.get(payment_id)
 
     async def update(self, payment: PaymentSession, expected_status: str) -> bool:
         self._uow.touch("payment", payment.id)
@@ -259,7 +284,7 @@ class _Extensions:
         self._uow = uow
 
     def _all(self) -> dict[str, Extension]:
-        return {**self._uow.store.extensions, **self._uow.staged_extensions}
+        return {**self._uow.view.extensions, **self._uow.staged_extensions}
 
     async def get(self, extension_id: str) -> Extension | None:
         self._uow.touch("extension", extension_id)
