@@ -185,32 +185,44 @@ async def test_conflicts_past_the_retry_budget_give_up_with_conflict_and_write_n
 
 
 class _GatedStore(YieldingStore):
-    """Holds the first session write until ``gate`` opens."""
+    """Holds the first call of ``repo.method`` until ``gate`` opens."""
 
-    def __init__(self, inner: InspectableStore) -> None:
+    def __init__(self, inner: InspectableStore, repo: str, method: str) -> None:
         super().__init__(inner)
+        self.repo, self.method = repo, method
         self.gate = asyncio.Event()
         self.waiting = asyncio.Event()
 
     def unit_of_work(self) -> Any:
         uow = super().unit_of_work()
-        uow.sessions = _GatedSessions(uow.sessions, self)
+        setattr(uow, self.repo, _Gated(getattr(uow, self.repo), self))
         return uow
 
+    async def hold(self, task: asyncio.Task[Any]) -> None:
+        """Wait until ``task`` is parked at the gate."""
+        waiting = asyncio.ensure_future(self.waiting.wait())
+        await asyncio.wait([task, waiting], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        assert self.waiting.is_set() and not task.done()
 
-class _GatedSessions:
+
+class _Gated:
     def __init__(self, inner: Any, store: _GatedStore) -> None:
         self._inner = inner
         self._store = store
 
-    async def get(self, session_id: str) -> Any:
-        return await self._inner.get(session_id)
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._inner, name)
+        if name != self._store.method:
+            return call
 
-    async def update(self, *args: Any) -> Any:
-        if not self._store.gate.is_set():
-            self._store.waiting.set()
-            await self._store.gate.wait()
-        return await self._inner.update(*args)
+        async def gated(*args: Any) -> Any:
+            if not self._store.gate.is_set():
+                self._store.waiting.set()
+                await self._store.gate.wait()
+            return await call(*args)
+
+        return gated
 
 
 async def test_a_stale_session_read_cannot_overwrite_a_paid_extension() -> None:
@@ -221,19 +233,13 @@ async def test_a_stale_session_read_cannot_overwrite_a_paid_extension() -> None:
     memory = MemoryStore()
     world, session = await new_world(store=memory, use_timers=False)
     await world.add_payment(make_payment("p2"))
-    gated = _GatedStore(memory)
+    gated = _GatedStore(memory, "sessions", "update")
     slow = asyncio.create_task(
         _worker(world, gated).request_extension(
             "s1", "c1", duration_minutes=10, price=15000, extension_payment_session_id="p2"
         )
     )
-    # the slow request has read the session and holds its write
-    await asyncio.wait(
-        [slow, asyncio.ensure_future(gated.waiting.wait())],
-        timeout=5,
-        return_when=asyncio.FIRST_COMPLETED,
-    )
-    assert gated.waiting.is_set() and not slow.done()
+    await gated.hold(slow)  # the slow request has read the session and holds its write
     fast = await _request(world, "p1")
     await world.service.respond_to_extension(fast.id, "s1", "m1", True)
     gated.gate.set()
@@ -242,3 +248,22 @@ async def test_a_stale_session_read_cannot_overwrite_a_paid_extension() -> None:
     current = await world.session("s1")
     assert current is not None
     assert current.expires_at == session.expires_at + timedelta(minutes=30)
+
+
+async def test_an_answer_never_decides_on_a_half_old_half_new_view() -> None:
+    """The accept reads the extension (pending), stalls, and a reject commits
+    before it reads the payment.  It must not see the payment already failed
+    next to a pending extension (that refused with INVALID_STATE); it retries
+    on fresh state and answers EXTENSION_RESOLVED."""
+    memory = MemoryStore()
+    world, _ = await new_world(store=memory, use_timers=False)
+    ext = await _request(world)
+    gated = _GatedStore(memory, "payments", "get")
+    slow = asyncio.create_task(_worker(world, gated).respond_to_extension(ext.id, "s1", "m1", True))
+    await gated.hold(slow)
+    await world.service.respond_to_extension(ext.id, "s1", "m1", False)
+    gated.gate.set()
+    with pytest.raises(ExtensionError) as info:
+        await slow
+    assert info.value.code.value == "EXTENSION_RESOLVED"
+    await _check(world, {})
