@@ -208,9 +208,8 @@ class ExtensionRaces(RuleBasedStateMachine):
         if not extensions:
             return None
         pending = [e for e in extensions if e.status is ExtensionStatus.PENDING]
-        pool = (
-            pending if pending and data.draw(st.booleans(), label="prefer pending") else extensions
-        )
+        prefer = bool(pending) and data.draw(st.booleans(), label="prefer pending")
+        pool = pending if prefer else extensions
         return data.draw(st.sampled_from(pool), label="extension")
 
     # ------------------------------------------------------------ rules

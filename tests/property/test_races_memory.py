@@ -1,7 +1,19 @@
-"""DESIGN.md §3 invariants under interleaved races, over the in-memory store."""
+"""DESIGN.md §3 invariants under interleaved races, over the in-memory store.
+
+Examples come from the loaded hypothesis profile (``ci``: 500); each runs up
+to ``STEPS`` steps, enough for a request, its races, a timeout, a restart and
+a second extension on the same session to meet in one run.
+"""
 
 from __future__ import annotations
 
+from hypothesis import settings
+
 from tests.property.races import ExtensionRaces
 
+STEPS = 100
+
 TestExtensionRacesInMemory = ExtensionRaces.TestCase
+TestExtensionRacesInMemory.settings = settings(
+    TestExtensionRacesInMemory.settings, stateful_step_count=STEPS
+)

@@ -201,7 +201,7 @@ async def test_an_unexpected_adapter_error_is_retried_not_lost() -> None:
     async def broken(*args: object) -> bool:
         raise RuntimeError("adapter bug")
 
-    rig.sockets.send = broken  # type: ignore[method-assign]
+    rig.sockets.send = broken  # type: ignore[method-assign, assignment]
     assert await rig.dispatcher.dispatch_due() == DispatchReport(retried=1)
     assert not rig.store.outbox_rows[row_id].dead
     assert rig.store.outbox_rows[row_id].last_error == "RuntimeError: adapter bug"

@@ -171,7 +171,8 @@ async def test_a_customer_off_the_socket_hears_about_a_timeout_by_push() -> None
     await world.clock.advance(10)
     (push,) = [p for p in world.push.sent if p.participant is C]
     assert push.payload["title"] == "Perpanjangan Tidak Dijawab"
-    assert push.payload["data"]["accepted"] is False  # type: ignore[index]
+    data = push.payload["data"]
+    assert isinstance(data, dict) and data["accepted"] is False
 
 
 async def test_a_customer_on_the_session_socket_gets_no_push() -> None:
