@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from extension_fsm import ExtensionError, ExtensionService, ExtensionStatus, Participant
+from extension_fsm import (
+    ExtensionError,
+    ExtensionService,
+    ExtensionStatus,
+    FailureCause,
+    Participant,
+)
 from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.invariants import check_invariants
 from extension_fsm.ports import InspectableStore
@@ -259,6 +265,88 @@ async def test_an_answer_never_decides_on_a_half_old_half_new_view() -> None:
     world, _ = await new_world(store=memory, use_timers=False)
     ext = await _request(world)
     gated = _GatedStore(memory, "payments", "get")
+    slow = asyncio.create_task(_worker(world, gated).respond_to_extension(ext.id, "s1", "m1", True))
+    await gated.hold(slow)
+    await world.service.respond_to_extension(ext.id, "s1", "m1", False)
+    gated.gate.set()
+    with pytest.raises(ExtensionError) as info:
+        await slow
+    assert info.value.code.value == "EXTENSION_RESOLVED"
+    await _check(world, {})
+
+
+class _LockingReadStore(_GatedStore):
+    """``claim`` returns the latest committed row, as ``SELECT ... FOR UPDATE``
+    does under READ COMMITTED (PostgreSQL's default), not the snapshot."""
+
+    def unit_of_work(self) -> Any:
+        uow = super().unit_of_work()
+        inner_claim = uow.extensions.claim
+        memory = self.inner
+        assert isinstance(memory, MemoryStore)
+
+        async def claim(extension_id: str) -> Any:
+            await inner_claim(extension_id)  # gate, then join the read set
+            return memory.extensions.get(extension_id)
+
+        uow.extensions.claim = claim
+        return uow
+
+
+async def test_ending_while_the_pending_extension_is_answered_retries_on_fresh_state() -> None:
+    """``end_session`` found the pending extension, then locked it after a reject
+    had committed: it must re-read, not fire ``cancel`` from ``rejected``."""
+    memory = MemoryStore()
+    world, _ = await new_world(store=memory, use_timers=False)
+    ext = await _request(world)
+    gated = _LockingReadStore(memory, "extensions", "claim")
+    ending = asyncio.create_task(_worker(world, gated).end_session("s1"))
+    await gated.hold(ending)
+    await world.service.respond_to_extension(ext.id, "s1", "m1", False)
+    gated.gate.set()
+    ended = await ending
+    assert ended.status.value == "ended"
+    (row,) = (await world.store.dump()).extensions
+    assert (row.status, row.failure_cause) == (
+        ExtensionStatus.REJECTED,
+        FailureCause.EXTENSION_REJECTED,
+    )
+    await _check(world, {})
+
+
+class _ReadCommittedStore(_GatedStore):
+    """Every ``get`` returns the latest committed row (READ COMMITTED), not a snapshot."""
+
+    def unit_of_work(self) -> Any:
+        uow = super().unit_of_work()
+        memory = self.inner
+        assert isinstance(memory, MemoryStore)
+        tables = {
+            "sessions": memory.sessions,
+            "payments": memory.payments,
+            "extensions": memory.extensions,
+        }
+        for name, rows in tables.items():
+            repo = getattr(uow, name)
+            repo.get = _latest(repo.get, rows)
+        return uow
+
+
+def _latest(get: Any, rows: dict[str, Any]) -> Any:
+    async def read(key: str) -> Any:
+        await get(key)  # gate, then join the read set
+        return rows.get(key)
+
+    return read
+
+
+async def test_an_answer_on_read_committed_storage_rereads_after_a_concurrent_reject() -> None:
+    """On READ COMMITTED the accept can read the extension pending and then the
+    payment already failed; it must re-read, not refuse with INVALID_STATE."""
+    memory = MemoryStore()
+    world, _ = await new_world(store=memory, use_timers=False)
+    ext = await _request(world)
+    gated = _ReadCommittedStore(memory, "payments", "get")
     slow = asyncio.create_task(_worker(world, gated).respond_to_extension(ext.id, "s1", "m1", True))
     await gated.hold(slow)
     await world.service.respond_to_extension(ext.id, "s1", "m1", False)
