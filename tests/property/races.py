@@ -79,6 +79,20 @@ def _by_id(rows: Any) -> dict[str, Any]:
     return {row.id: row for row in rows}
 
 
+def _free_payments(dump: StoreDump, customer: str) -> list[str]:
+    """The customer's usable extension payments that back no extension yet."""
+    used = {e.payment_session_id for e in dump.extensions}
+    return sorted(
+        p.id
+        for p in dump.payments
+        if p.customer_id == customer
+        and p.status is PaymentStatus.CONFIRMED
+        and p.is_extension
+        and not p.is_first_session_discount
+        and p.id not in used
+    )
+
+
 class ExtensionRaces(RuleBasedStateMachine):
     """Interleave requests, answers, timers, sweeps, restarts, ends and config."""
 
@@ -281,18 +295,7 @@ class ExtensionRaces(RuleBasedStateMachine):
     @rule(data=st.data(), sid=st.sampled_from(sorted(SESSIONS)), duration=st.integers(1, 1440))
     def request_valid(self, data: st.DataObject, sid: str, duration: int) -> None:
         """A well-formed request with a payment of the session's customer not yet used."""
-        customer = SESSIONS[sid][0]
-        dump = self.dump()
-        used = {e.payment_session_id for e in dump.extensions}
-        free = sorted(
-            p.id
-            for p in dump.payments
-            if p.customer_id == customer
-            and p.status is PaymentStatus.CONFIRMED
-            and p.is_extension
-            and not p.is_first_session_discount
-            and p.id not in used
-        )
+        free = _free_payments(self.dump(), SESSIONS[sid][0])
         if not free:
             return
         pid = data.draw(st.sampled_from(free), label="payment")
@@ -378,17 +381,7 @@ class ExtensionRaces(RuleBasedStateMachine):
     def race_requests(self, data: st.DataObject, sid: str, accepted: bool) -> None:
         """Two requests on one session at once, one of them answered at once."""
         customer, mitra, _ = SESSIONS[sid]
-        dump = self.dump()
-        used = {e.payment_session_id for e in dump.extensions}
-        free = sorted(
-            p.id
-            for p in dump.payments
-            if p.customer_id == customer
-            and p.status is PaymentStatus.CONFIRMED
-            and p.is_extension
-            and not p.is_first_session_discount
-            and p.id not in used
-        )
+        free = _free_payments(self.dump(), customer)
         if len(free) < 2:
             return
         first, second = data.draw(st.permutations(free), label="payments")[:2]
