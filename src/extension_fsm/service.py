@@ -173,7 +173,15 @@ class ExtensionService:
             if session is None or session.mitra_id != mitra_id:
                 return core.Snapshot(session=None)
             ext = await uow.extensions.get(extension_id)
-            payment = await uow.payments.get(ext.payment_session_id) if ext else None
+            payment = None
+            if ext is not None:
+                payment = await uow.payments.get(ext.payment_session_id)
+                # Extension and payment move in one commit; if the extension is
+                # unchanged after the payment was read, the two reads agree
+                # (READ COMMITTED could otherwise pair a pending extension with
+                # a payment its resolution already failed).
+                if await uow.extensions.get(extension_id) != ext:
+                    raise ConcurrencyConflict(f"extension {extension_id} moved while loading")
             return core.Snapshot(session=session, extension=ext, payment=payment)
 
         try:
@@ -237,7 +245,12 @@ class ExtensionService:
         async def load(uow: UnitOfWork) -> core.Snapshot:
             pending = await uow.extensions.pending_for_session(session_id)
             if pending is not None:
-                pending = await uow.extensions.claim(pending.id) or pending
+                claimed = await uow.extensions.claim(pending.id)
+                if claimed is not None and claimed.status is not ExtensionStatus.PENDING:
+                    # Resolved between the look-up and the lock (READ COMMITTED):
+                    # start over on fresh rows rather than cancel a final extension.
+                    raise ConcurrencyConflict(f"extension {pending.id} resolved meanwhile")
+                pending = claimed or pending
             payment = await uow.payments.get(pending.payment_session_id) if pending else None
             return core.Snapshot(
                 session=await uow.sessions.get(session_id), pending=pending, payment=payment

@@ -1,22 +1,26 @@
 """Every port in memory: a store whose units of work are atomic like a
 database's, and recording fakes of the delivery ports.
 
-The store is optimistic: a unit of work reads committed rows, stages its
-writes, and at commit checks that no row it wrote moved since it read it and
-that the uniqueness rules still hold; then it applies everything at once or
-raises (``ConcurrencyConflict`` / ``ExtensionError`` 409) and applies
+The store is optimistic: a unit of work reads one consistent state of the
+committed rows (a read of a row written after its first read aborts it),
+stages its writes, and at commit checks that no row or index entry it read
+moved and that the uniqueness rules still hold; then it applies everything at
+once or raises (``ConcurrencyConflict`` / ``ExtensionError`` 409) and applies
 nothing.  So races between interleaved calls play out as they would on a
-database, lost updates included.
+database; the service re-runs a call that lost one.  Lookups by session and
+by payment session go through indexes, so a call costs the same with ten rows
+stored or a hundred thousand.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from ..errors import ConcurrencyConflict, DeliveryError, ErrorCode, ExtensionError
 from ..model import (
@@ -62,122 +66,24 @@ class OutboxRow:
     last_error: str | None = None
 
 
-class _ExtensionTable(dict[str, Extension]):
-    """The committed extensions: a dict that keeps its own lookup indexes.
-
-    Pending rows by session and live rows by payment session, so that a
-    request or a commit costs the same with 10 or 100,000 rows stored.  Every
-    way of writing the dict keeps the indexes right, so code (and tests) may
-    still assign to it directly.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        #: session id -> key of its pending row; a dict of keys (an ordered set) if several
-        self.pending_by_session: dict[str, str | dict[str, None]] = {}
-        #: payment session id -> key of the pending or accepted row it backs (same shape)
-        self.live_by_payment: dict[str, str | dict[str, None]] = {}
-
-    @staticmethod
-    def keys_in(index: dict[str, str | dict[str, None]], group: str) -> tuple[str, ...]:
-        """The keys ``index`` holds for ``group``, in order."""
-        found = index.get(group)
-        if found is None:
-            return ()
-        return (found,) if isinstance(found, str) else tuple(found)
-
-    @staticmethod
-    def _add(index: dict[str, str | dict[str, None]], group: str, key: str) -> None:
-        # One key is stored bare: a dict per group would cost ~200 bytes per row.
-        found = index.get(group)
-        if found is None or found == key:
-            index[group] = key
-        elif isinstance(found, str):
-            index[group] = {found: None, key: None}
-        else:
-            found[key] = None
-
-    @staticmethod
-    def _remove(index: dict[str, str | dict[str, None]], group: str, key: str) -> None:
-        found = index.get(group)
-        if found is None:
-            return
-        if isinstance(found, str):
-            if found == key:
-                del index[group]
-            return
-        found.pop(key, None)
-        if len(found) == 1:
-            index[group] = next(iter(found))
-        elif not found:
-            del index[group]
-
-    def _index(self, key: str, ext: Extension) -> None:
-        if ext.status is ExtensionStatus.PENDING:
-            self._add(self.pending_by_session, ext.session_id, key)
-        if ext.status in _LIVE:
-            self._add(self.live_by_payment, ext.payment_session_id, key)
-
-    def _unindex(self, key: str, ext: Extension) -> None:
-        self._remove(self.pending_by_session, ext.session_id, key)
-        self._remove(self.live_by_payment, ext.payment_session_id, key)
-
-    def __setitem__(self, key: str, ext: Extension) -> None:
-        old = super().get(key)
-        if old is not None:
-            self._unindex(key, old)
-        super().__setitem__(key, ext)
-        self._index(key, ext)
-
-    def __delitem__(self, key: str) -> None:
-        old = self[key]
-        super().__delitem__(key)
-        self._unindex(key, old)
-
-    def update(self, *args: Any, **kwargs: Extension) -> None:
-        for key, ext in dict(*args, **kwargs).items():
-            self[key] = ext
-
-    def __ior__(self, other: Any) -> Self:  # type: ignore[misc,override]
-        self.update(other)
-        return self
-
-    def setdefault(self, key: str, default: Extension) -> Extension:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def pop(self, key: str, *default: Any) -> Any:
-        if key in self:
-            old = self[key]
-            del self[key]
-            return old
-        return super().pop(key, *default)
-
-    def popitem(self) -> tuple[str, Extension]:
-        key, ext = super().popitem()
-        self._unindex(key, ext)
-        return key, ext
-
-    def clear(self) -> None:
-        super().clear()
-        self.pending_by_session.clear()
-        self.live_by_payment.clear()
-
-
 class MemoryStore:
     """Rows in dicts; see the module docstring for the transaction model."""
 
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
         self.payments: dict[str, PaymentSession] = {}
-        self.extensions: dict[str, Extension] = _ExtensionTable()
+        self.extensions: dict[str, Extension] = {}
         self.ledger: list[LedgerEntry] = []
         self.log: list[TransitionRecord] = []
         self.outbox_rows: dict[str, OutboxRow] = {}
-        # table -> row key -> version; nested rather than tuple-keyed, which
-        # would cost a (table, key) tuple per row held (bench/: bytes per extension)
-        self._versions: dict[str, dict[str, int]] = {}
+        # The partial unique indexes: session -> its pending extension, payment
+        # session -> the pending or accepted extension it backs.
+        self._pending_by_session: dict[str, str] = {}
+        self._live_by_payment: dict[str, str] = {}
+        # Commit counter, and for every row or index entry the commit that last
+        # wrote it (table -> key -> epoch; nested to spare a tuple per row).
+        self._epoch = 0
+        self._changed: dict[str, dict[str, int]] = {}
         self._seq = 0
         self._lock = threading.Lock()
         self.commits = 0
@@ -188,11 +94,17 @@ class MemoryStore:
     # host-side seeding (the host owns sessions and payments)
     def add_session(self, session: Session) -> None:
         """Seed a host session."""
-        self.sessions[session.id] = session
+        with self._lock:
+            self.sessions[session.id] = session
+            self._stamp(_SESSION, session.id)
+            self._epoch += 1
 
     def add_payment(self, payment: PaymentSession) -> None:
         """Seed a host payment session."""
-        self.payments[payment.id] = payment
+        with self._lock:
+            self.payments[payment.id] = payment
+            self._stamp(_PAYMENT, payment.id)
+            self._epoch += 1
 
     async def seed_session(self, session: Session) -> None:
         """Seed a host session (the ``InspectableStore`` port)."""
@@ -224,67 +136,105 @@ class MemoryStore:
         """The outbox as the dispatcher sees it."""
         return self._outbox
 
-    def version(self, table: str, key: str) -> int:
-        return self._versions.get(table, {}).get(key, 0)
+    @property
+    def epoch(self) -> int:
+        """How many commits (and seeds) this store has seen."""
+        return self._epoch
+
+    def changed_at(self, table: str, key: str) -> int:
+        """The epoch of the last commit that wrote this row or index entry."""
+        return self._changed.get(table, {}).get(key, 0)
+
+    def _stamp(self, table: str, key: str) -> None:
+        self._changed.setdefault(table, {})[key] = self._epoch + 1
 
     def _apply(self, uow: MemoryUnitOfWork) -> None:
         with self._lock:
             if self.fail_commits > 0:
                 self.fail_commits -= 1
                 raise ConcurrencyConflict("injected commit failure")
-            for key, seen in uow.seen.items():
-                if self.version(*key) != seen:
-                    raise ConcurrencyConflict(f"{key[0]} {key[1]} changed under this unit of work")
+            snapshot = uow.snapshot if uow.snapshot is not None else self._epoch
+            for table, key in uow.reads:
+                if self.changed_at(table, key) > snapshot:
+                    raise ConcurrencyConflict(f"{table} {key} changed under this unit of work")
             for ext in uow.staged_extensions.values():
-                if ext.status in _LIVE:
-                    _check_unique(self.extensions, ext)
-            for key in uow.seen:
-                rows = self._versions.setdefault(key[0], {})
-                rows[key[1]] = rows.get(key[1], 0) + 1
-            self.sessions.update(uow.staged_sessions)
-            self.payments.update(uow.staged_payments)
-            self.extensions.update(uow.staged_extensions)
+                _check_unique(self, ext, uow.staged_extensions)
+            for session in uow.staged_sessions.values():
+                self.sessions[session.id] = session
+                self._stamp(_SESSION, session.id)
+            for payment in uow.staged_payments.values():
+                self.payments[payment.id] = payment
+                self._stamp(_PAYMENT, payment.id)
+            for ext in uow.staged_extensions.values():
+                self._write_extension(ext)
             self.ledger.extend(uow.staged_ledger)
             self.log.extend(uow.staged_log)
             for message in uow.staged_outbox:
                 self._seq += 1
                 self.outbox_rows[message.id] = OutboxRow(message, self._seq, message.created_at)
+            self._epoch += 1
             self.commits += 1
 
+    def _write_extension(self, ext: Extension) -> None:
+        old = self.extensions.get(ext.id)
+        for row in (old, ext):
+            if row is not None:  # index membership may change on either side
+                self._stamp(_PENDING, row.session_id)
+                self._stamp(_LIVE_PAYMENT, row.payment_session_id)
+        if old is not None:
+            if self._pending_by_session.get(old.session_id) == old.id:
+                del self._pending_by_session[old.session_id]
+            if self._live_by_payment.get(old.payment_session_id) == old.id:
+                del self._live_by_payment[old.payment_session_id]
+        self.extensions[ext.id] = ext
+        self._stamp(_EXTENSION, ext.id)
+        if ext.status is ExtensionStatus.PENDING:
+            self._pending_by_session[ext.session_id] = ext.id
+        if ext.status in _LIVE:
+            self._live_by_payment[ext.payment_session_id] = ext.id
 
-def _check_unique(rows: Mapping[str, Extension], ext: Extension) -> None:
-    candidates: Iterable[Extension] = rows.values()
-    if isinstance(rows, _ExtensionTable):  # only rows that could clash, from the indexes
-        keys = dict.fromkeys(
-            (
-                *rows.keys_in(rows.pending_by_session, ext.session_id),
-                *rows.keys_in(rows.live_by_payment, ext.payment_session_id),
-            )
-        )
-        candidates = [rows[key] for key in keys]
-    for other in candidates:
-        if other.id == ext.id:
-            continue
-        if (
-            ext.status is ExtensionStatus.PENDING
-            and other.status is ExtensionStatus.PENDING
-            and other.session_id == ext.session_id
-        ):
+    def pending_ids(self) -> list[str]:
+        """Ids of every committed pending extension."""
+        return list(self._pending_by_session.values())
+
+
+_SESSION = "session"
+_PAYMENT = "payment"
+_EXTENSION = "extension"
+_PENDING = "pending@session"
+_LIVE_PAYMENT = "live@payment"
+
+
+def _check_unique(store: MemoryStore, ext: Extension, staged: Mapping[str, Extension]) -> None:
+    """The partial unique indexes, against committed rows this commit leaves alone."""
+    if ext.status is ExtensionStatus.PENDING:
+        other = store._pending_by_session.get(ext.session_id)
+        if other is not None and other != ext.id and other not in staged:
             raise ExtensionError(
                 ErrorCode.EXTENSION_PENDING, "An extension request is already pending"
             )
-        if other.status in _LIVE and other.payment_session_id == ext.payment_session_id:
+    if ext.status in _LIVE:
+        other = store._live_by_payment.get(ext.payment_session_id)
+        if other is not None and other != ext.id and other not in staged:
             raise ExtensionError(
                 ErrorCode.PAYMENT_IN_USE, "Payment session already backs another extension"
             )
 
 
 class MemoryUnitOfWork:
-    """One optimistic transaction over a :class:`MemoryStore`."""
+    """One optimistic transaction over a :class:`MemoryStore`.
+
+    Reads are validated against a snapshot epoch taken at the first read: a row
+    (or index entry) written by a commit after it makes the read raise
+    ``ConcurrencyConflict`` at once, and the commit re-checks every row read.
+    So every read sees one consistent state (like REPEATABLE READ) and a write
+    derived from a stale read never commits.
+    """
 
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
-        self.seen: dict[tuple[str, str], int] = {}
+        self.snapshot: int | None = None
+        self.reads: set[tuple[str, str]] = set()
         self.staged_sessions: dict[str, Session] = {}
         self.staged_payments: dict[str, PaymentSession] = {}
         self.staged_extensions: dict[str, Extension] = {}
@@ -303,8 +253,13 @@ class MemoryUnitOfWork:
     def store(self) -> MemoryStore:
         return self._store
 
-    def touch(self, table: str, key: str) -> None:
-        self.seen.setdefault((table, key), self._store.version(table, key))
+    def read(self, table: str, key: str) -> None:
+        """Join ``table``/``key`` to the read set; raise if it moved since the snapshot."""
+        if self.snapshot is None:
+            self.snapshot = self._store.epoch
+        elif self._store.changed_at(table, key) > self.snapshot:
+            raise ConcurrencyConflict(f"{table} {key} changed since this unit of work began")
+        self.reads.add((table, key))
 
     async def __aenter__(self) -> Self:
         return self
@@ -329,10 +284,12 @@ class _Sessions:
         self._uow = uow
 
     async def get(self, session_id: str) -> Session | None:
-        return self._uow.staged_sessions.get(session_id) or self._uow.store.sessions.get(session_id)
+        if session_id in self._uow.staged_sessions:
+            return self._uow.staged_sessions[session_id]
+        self._uow.read(_SESSION, session_id)
+        return self._uow.store.sessions.get(session_id)
 
     async def update(self, session: Session, expected_status: str) -> bool:
-        self._uow.touch("session", session.id)
         current = await self.get(session.id)
         if current is None or current.status.value != expected_status:
             return False
@@ -345,10 +302,12 @@ class _Payments:
         self._uow = uow
 
     async def get(self, payment_id: str) -> PaymentSession | None:
-        return self._uow.staged_payments.get(payment_id) or self._uow.store.payments.get(payment_id)
+        if payment_id in self._uow.staged_payments:
+            return self._uow.staged_payments[payment_id]
+        self._uow.read(_PAYMENT, payment_id)
+        return self._uow.store.payments.get(payment_id)
 
     async def update(self, payment: PaymentSession, expected_status: str) -> bool:
-        self._uow.touch("payment", payment.id)
         current = await self.get(payment.id)
         if current is None or current.status.value != expected_status:
             return False
@@ -360,85 +319,76 @@ class _Extensions:
     def __init__(self, uow: MemoryUnitOfWork) -> None:
         self._uow = uow
 
-    def _visible(
-        self, store_keys: Callable[[_ExtensionTable], Iterable[str]]
-    ) -> Iterator[Extension]:
-        """Committed rows picked by ``store_keys`` as this unit of work sees them
-        (its staged writes win), then its staged rows; a row may come twice."""
-        staged = self._uow.staged_extensions
-        table = self._uow.store.extensions
-        if isinstance(table, _ExtensionTable):
-            for key in list(store_keys(table)):
-                yield staged[key] if key in staged else table[key]
-        else:  # someone replaced the table with a plain dict: scan it
-            for key, row in table.items():
-                yield staged.get(key, row)
-        yield from staged.values()
-
     async def get(self, extension_id: str) -> Extension | None:
         staged = self._uow.staged_extensions
         if extension_id in staged:
             return staged[extension_id]
+        self._uow.read(_EXTENSION, extension_id)
         return self._uow.store.extensions.get(extension_id)
 
     async def claim(self, extension_id: str) -> Extension | None:
-        # Optimistic: the row is "taken" by touching it; a concurrent winner
-        # makes this unit of work's commit fail, which is the same outcome.
-        self._uow.touch("extension", extension_id)
+        # Optimistic: the row joins the read set; a concurrent winner makes this
+        # unit of work's commit fail, which is the same outcome as skipping it.
         return await self.get(extension_id)
 
     async def add(self, extension: Extension) -> None:
-        clashing = {
-            row.id: row
-            for row in self._visible(
-                lambda t: (
-                    *t.keys_in(t.pending_by_session, extension.session_id),
-                    *t.keys_in(t.live_by_payment, extension.payment_session_id),
-                )
+        pending = extension.status is ExtensionStatus.PENDING
+        if pending and await self.pending_for_session(extension.session_id) is not None:
+            raise ExtensionError(
+                ErrorCode.EXTENSION_PENDING, "An extension request is already pending"
             )
-        }
-        _check_unique(clashing, extension)
-        self._uow.touch("extension", extension.id)
+        live = extension.status in _LIVE
+        if live and await self.live_for_payment(extension.payment_session_id) is not None:
+            raise ExtensionError(
+                ErrorCode.PAYMENT_IN_USE, "Payment session already backs another extension"
+            )
+        self._uow.read(_EXTENSION, extension.id)
         self._uow.staged_extensions[extension.id] = extension
 
     async def update(self, extension: Extension, expected_status: str) -> bool:
-        self._uow.touch("extension", extension.id)
         current = await self.get(extension.id)
         if current is None or current.status.value != expected_status:
             return False
         self._uow.staged_extensions[extension.id] = extension
         return True
 
-    async def pending_for_session(self, session_id: str) -> Extension | None:
-        for ext in self._visible(lambda t: t.keys_in(t.pending_by_session, session_id)):
-            if ext.session_id == session_id and ext.status is ExtensionStatus.PENDING:
+    async def _indexed(
+        self, index: Mapping[str, str], table: str, group: str, match: Callable[[Extension], bool]
+    ) -> Extension | None:
+        self._uow.read(table, group)
+        for ext in self._uow.staged_extensions.values():
+            if match(ext):
                 return ext
-        return None
+        key = index.get(group)
+        if key is None or key in self._uow.staged_extensions:
+            return None  # none committed, or this unit of work moved it
+        return await self.get(key)
+
+    async def pending_for_session(self, session_id: str) -> Extension | None:
+        return await self._indexed(
+            self._uow.store._pending_by_session,
+            _PENDING,
+            session_id,
+            lambda e: e.session_id == session_id and e.status is ExtensionStatus.PENDING,
+        )
 
     async def live_for_payment(self, payment_id: str) -> Extension | None:
-        for ext in self._visible(lambda t: t.keys_in(t.live_by_payment, payment_id)):
-            if ext.payment_session_id == payment_id and ext.status in _LIVE:
-                return ext
-        return None
+        return await self._indexed(
+            self._uow.store._live_by_payment,
+            _LIVE_PAYMENT,
+            payment_id,
+            lambda e: e.payment_session_id == payment_id and e.status in _LIVE,
+        )
 
     async def due(self, now: datetime, limit: int) -> list[str]:
-        visible = {
-            ext.id: ext
-            for ext in self._visible(
-                lambda t: [
-                    key
-                    for group in t.pending_by_session
-                    for key in t.keys_in(t.pending_by_session, group)
-                ]
-            )
-        }
-        pending = [
-            ext
-            for ext in visible.values()
-            if ext.status is ExtensionStatus.PENDING and ext.expires_at <= now
-        ]
-        pending.sort(key=lambda e: (e.expires_at, e.id))
-        return [ext.id for ext in pending[:limit]]
+        # A candidate list, not a read: ``claim`` is what validates a row.
+        store = self._uow.store
+        rows = {key: store.extensions[key] for key in store.pending_ids()}
+        rows.update(self._uow.staged_extensions)
+        due = (
+            e for e in rows.values() if e.status is ExtensionStatus.PENDING and e.expires_at <= now
+        )
+        return [e.id for e in heapq.nsmallest(limit, due, key=lambda e: (e.expires_at, e.id))]
 
 
 class _Ledger:

@@ -1,0 +1,156 @@
+"""The transitions tables: every row, every guard, every move that must not exist."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from extension_fsm import ExtensionStatus, SessionStatus, TimeoutAction
+from extension_fsm.machine import (
+    EXTENSION_MACHINE,
+    EXTENSION_TRANSITIONS,
+    SESSION_MACHINE,
+    SESSION_TRANSITIONS,
+    Guard,
+    InvalidMove,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+DEADLINE = T0 + timedelta(seconds=10)
+BEFORE = Guard(now=T0, deadline=DEADLINE)
+AT = Guard(now=DEADLINE, deadline=DEADLINE)
+E = ExtensionStatus
+S = SessionStatus
+
+# (state, trigger) -> destination with guards that all pass; everything else is invalid.
+EXTENSION_MOVES = {
+    (E.PENDING, "accept"): E.ACCEPTED,
+    (E.PENDING, "reject"): E.REJECTED,
+    (E.PENDING, "time_out"): E.TIMEOUT,  # default guard: mitra unreachable
+    (E.PENDING, "cancel"): E.REJECTED,
+}
+SESSION_MOVES = {
+    (S.ACTIVE, "pause"): S.EXTENDING,
+    (S.CLOSING, "pause"): S.EXTENDING,
+    (S.EXTENDING, "resume"): S.ACTIVE,
+    (S.EXTENDING, "close"): S.CLOSING,
+    (S.ACTIVE, "expire"): S.CLOSING,
+    (S.ACTIVE, "end"): S.ENDED,
+    (S.CLOSING, "end"): S.ENDED,
+    (S.EXTENDING, "end"): S.ENDED,
+}
+
+
+def _guard_for(trigger: str) -> Guard:
+    return AT if trigger == "time_out" else BEFORE
+
+
+def test_the_tables_are_exactly_the_designed_rows() -> None:
+    ext = {
+        (src, r.trigger, r.dest, r.conditions) for r in EXTENSION_TRANSITIONS for src in r.source
+    }
+    assert ext == {
+        ("pending", "accept", "accepted", ("within_window",)),
+        ("pending", "reject", "rejected", ("within_window",)),
+        ("pending", "time_out", "accepted", ("is_due", "auto_approve_policy", "mitra_reachable")),
+        ("pending", "time_out", "timeout", ("is_due",)),
+        ("pending", "cancel", "rejected", ()),
+    }
+    ses = {(src, r.trigger, r.dest) for r in SESSION_TRANSITIONS for src in r.source}
+    assert ses == {(s.value, t, d.value) for (s, t), d in SESSION_MOVES.items()}
+
+
+@pytest.mark.parametrize("state", list(E))
+@pytest.mark.parametrize("trigger", EXTENSION_MACHINE.triggers)
+def test_every_extension_move(state: ExtensionStatus, trigger: str) -> None:
+    want = EXTENSION_MOVES.get((state, trigger))
+    if want is None:
+        assert not EXTENSION_MACHINE.can_fire(state, trigger)
+        with pytest.raises(InvalidMove) as info:
+            EXTENSION_MACHINE.fire(state, trigger, _guard_for(trigger))
+        assert not info.value.guarded
+        assert (info.value.trigger, info.value.state) == (trigger, state.value)
+    else:
+        assert EXTENSION_MACHINE.can_fire(state, trigger)
+        assert EXTENSION_MACHINE.fire(state, trigger, _guard_for(trigger)) is want
+
+
+@pytest.mark.parametrize("state", list(S))
+@pytest.mark.parametrize("trigger", SESSION_MACHINE.triggers)
+def test_every_session_move(state: SessionStatus, trigger: str) -> None:
+    want = SESSION_MOVES.get((state, trigger))
+    if want is None:
+        assert not SESSION_MACHINE.can_fire(state, trigger)
+        with pytest.raises(InvalidMove):
+            SESSION_MACHINE.fire(state, trigger, BEFORE)
+    else:
+        assert SESSION_MACHINE.fire(state, trigger, BEFORE) is want
+
+
+def test_final_states_have_no_way_out() -> None:
+    assert EXTENSION_MACHINE.final == {E.ACCEPTED, E.REJECTED, E.TIMEOUT}
+    assert SESSION_MACHINE.final == {S.ENDED}
+    for state in EXTENSION_MACHINE.final:
+        assert not any(EXTENSION_MACHINE.can_fire(state, t) for t in EXTENSION_MACHINE.triggers)
+    for trigger in SESSION_MACHINE.triggers:
+        assert not SESSION_MACHINE.can_fire(S.ENDED, trigger)
+        with pytest.raises(InvalidMove):
+            SESSION_MACHINE.fire(S.ENDED, trigger, BEFORE)
+
+
+@pytest.mark.parametrize("trigger", ["accept", "reject"])
+def test_an_answer_counts_only_before_the_deadline(trigger: str) -> None:
+    with pytest.raises(InvalidMove) as info:
+        EXTENSION_MACHINE.fire(E.PENDING, trigger, AT)
+    assert info.value.guarded
+    just_before = Guard(now=DEADLINE - timedelta(microseconds=1), deadline=DEADLINE)
+    assert EXTENSION_MACHINE.fire(E.PENDING, trigger, just_before) in (E.ACCEPTED, E.REJECTED)
+    assert EXTENSION_MACHINE.fire(E.PENDING, trigger, Guard(now=T0)) in (E.ACCEPTED, E.REJECTED)
+
+
+def test_time_out_is_refused_before_the_deadline() -> None:
+    reachable = Guard(now=T0, deadline=DEADLINE, mitra_connected=True, mitra_online=True)
+    with pytest.raises(InvalidMove) as info:
+        EXTENSION_MACHINE.fire(E.PENDING, "time_out", reachable)
+    assert info.value.guarded
+    with pytest.raises(InvalidMove):
+        EXTENSION_MACHINE.fire(E.PENDING, "time_out", Guard(now=DEADLINE))  # no deadline known
+
+
+@pytest.mark.parametrize(
+    ("action", "connected", "online", "want"),
+    [
+        (TimeoutAction.AUTO_APPROVE, True, True, E.ACCEPTED),
+        (TimeoutAction.AUTO_APPROVE, True, False, E.TIMEOUT),
+        (TimeoutAction.AUTO_APPROVE, False, True, E.TIMEOUT),
+        (TimeoutAction.AUTO_APPROVE, False, False, E.TIMEOUT),
+        (TimeoutAction.AUTO_REJECT, True, True, E.TIMEOUT),
+        (TimeoutAction.AUTO_REJECT, False, False, E.TIMEOUT),
+    ],
+)
+def test_time_out_approves_only_under_policy_with_the_mitra_reachable(
+    action: TimeoutAction, connected: bool, online: bool, want: ExtensionStatus
+) -> None:
+    guard = Guard(
+        now=DEADLINE + timedelta(seconds=3),
+        deadline=DEADLINE,
+        timeout_action=action,
+        mitra_connected=connected,
+        mitra_online=online,
+    )
+    assert EXTENSION_MACHINE.fire(E.PENDING, "time_out", guard) is want
+
+
+def test_cancel_needs_no_guard() -> None:
+    assert EXTENSION_MACHINE.fire(E.PENDING, "cancel", AT) is E.REJECTED
+    assert EXTENSION_MACHINE.fire(E.PENDING, "cancel", BEFORE) is E.REJECTED
+
+
+def test_one_machine_is_shared_and_never_holds_a_model() -> None:
+    before = list(EXTENSION_MACHINE.machine.models)
+    for _ in range(3):
+        EXTENSION_MACHINE.fire(E.PENDING, "accept", BEFORE)
+    assert list(EXTENSION_MACHINE.machine.models) == before
+    assert EXTENSION_MACHINE.triggers == ("accept", "reject", "time_out", "cancel")
+    assert SESSION_MACHINE.triggers == ("pause", "resume", "close", "expire", "end")
