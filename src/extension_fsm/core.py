@@ -303,11 +303,14 @@ def _timeout(s: Snapshot, f: Facts) -> Decision:
         return NOTHING  # resolved first by an answer, another worker or the session's end
     if session.status is SessionStatus.ENDED:
         return _cancel(s, ext, f, actor=ACTOR_SYSTEM)
+    # A payment the host moved away from ``confirmed`` cannot be charged: the
+    # safeguard trips rather than leave the extension pending for ever.
+    chargeable = s.payment is not None and s.payment.status is PaymentStatus.CONFIRMED
     guard = Guard(
         now=f.now,
         deadline=ext.expires_at,
         timeout_action=f.timeout_action,
-        mitra_connected=f.mitra_connected,
+        mitra_connected=f.mitra_connected and chargeable,
         mitra_online=f.mitra_online,
     )
     try:

@@ -191,9 +191,11 @@ class World:
         at = self.clock.now() + timedelta(seconds=self.sweep_interval)
 
         async def tick() -> None:
-            await self.service.sweep_due()
-            await self.service.dispatcher.dispatch_due()
-            self._arm_sweep()
+            try:
+                await self.service.sweep_due()
+                await self.service.dispatcher.dispatch_due()
+            finally:  # like run_sweeper: a failed pass must not stop the sweeping
+                self._arm_sweep()
 
         self.clock.call_at(at, tick)
 

@@ -269,3 +269,23 @@ async def test_a_push_failure_on_the_resolution_never_rolls_it_back() -> None:
     await world.clock.advance(2)
     await world.service.dispatcher.dispatch_due()
     assert [p.payload["title"] for p in world.push.sent] == ["Perpanjangan Diterima"]
+
+
+async def test_timeout_with_a_payment_no_longer_confirmed_resolves_without_charge() -> None:
+    """Liveness over drift: the host failed the payment behind a pending extension;
+    auto-approve must not charge it, and the extension must not stay pending."""
+    world, session = await new_world()
+    world.connect(session, Participant.MITRA, connected=True, online=True)
+    ext = await world.service.request_extension(
+        "s1", "c1", duration_minutes=15, price=15000, extension_payment_session_id="p1"
+    )
+    store = world.store
+    assert isinstance(store, MemoryStore)
+    store.add_payment(replace(store.payments["p1"], status=PaymentStatus.FAILED))
+    await world.clock.advance(11)
+    assert await world.service.sweep_due() == []  # the timer already did it
+    row = store.extensions[ext.id]
+    assert row.status is ExtensionStatus.TIMEOUT
+    assert row.failure_cause is FailureCause.EXTENSION_SAFEGUARD_TRIPPED
+    assert store.ledger == []
+    assert store.sessions["s1"].status is SessionStatus.CLOSING
