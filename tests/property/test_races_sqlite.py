@@ -1,0 +1,41 @@
+"""The same race machine over the SQL adapter on SQLite (in memory, one
+shared connection): the database's unique indexes, compare-and-set updates
+and ``BEGIN IMMEDIATE`` writers are held to the invariants the in-memory
+store is held to.
+
+SQLite costs ~1 ms a unit of work, so this runs fewer, shorter examples than
+the in-memory machine; the interleavings it explores are the same kinds.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+
+from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+from extension_fsm.ports import InspectableStore
+from tests.conftest import IN_CI
+from tests.property.races import ExtensionRaces
+from tests.unit._support import YieldingStore
+
+pytestmark = pytest.mark.timeout(900)
+
+
+class ExtensionRacesOnSqlite(ExtensionRaces):
+    """``ExtensionRaces`` with its store on SQLite."""
+
+    async def make_store(self) -> InspectableStore:
+        store = await SqlAlchemyStore.open("sqlite://", create_schema=True)
+        self._sql = store
+        return YieldingStore(store)
+
+    async def close_store(self, store: InspectableStore) -> None:
+        await self._sql.aclose()
+
+
+TestExtensionRacesOnSqlite = ExtensionRacesOnSqlite.TestCase
+TestExtensionRacesOnSqlite.settings = settings(
+    TestExtensionRacesOnSqlite.settings,
+    max_examples=60 if IN_CI else 15,
+    stateful_step_count=40,
+)
