@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from . import messages
 from .errors import ErrorCode, ExtensionError
 from .machine import EXTENSION_MACHINE, SESSION_MACHINE, Guard, InvalidMove
 from .model import (
@@ -30,14 +31,11 @@ from .model import (
     ExtensionStatus,
     Facts,
     FailureCause,
-    JSONValue,
     LedgerEntry,
     MessageType,
-    Notify,
     Participant,
     PaymentSession,
     PaymentStatus,
-    PushMessage,
     RequestExtension,
     RespondToExtension,
     Session,
@@ -196,46 +194,8 @@ def _request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
         timeout_seconds=f.timeout_seconds,
     )
     effects = (
-        Notify(
-            session_id=session.id,
-            recipient=Participant.MITRA,
-            user_id=session.mitra_id,
-            message={
-                "type": MessageType.EXTENSION_REQUEST.value,
-                "extension_id": extension.id,
-                "session_id": session.id,
-                "duration_minutes": duration,
-                "price": price,
-                "topic_sensitivity": session.topic_sensitivity,
-                "timeout_seconds": f.timeout_seconds,
-            },
-            dedupe_key=_dedupe(extension, MessageType.EXTENSION_REQUEST, Participant.MITRA),
-            # Seed: the mitra on Home/Undangan or backgrounded gets FCM instead.
-            push=PushMessage(
-                title="Permintaan Perpanjang",
-                body=f"{session.customer_display_name} mau lanjut +{duration} menit",
-                data={
-                    "type": MessageType.EXTENSION_REQUEST.value,
-                    "session_id": session.id,
-                    "extension_id": extension.id,
-                    "duration_minutes": duration,
-                    "price": price,
-                    "timeout_seconds": f.timeout_seconds,
-                    "action": "open_extension",
-                },
-            ),
-        ),
-        Notify(
-            session_id=session.id,
-            recipient=Participant.CUSTOMER,
-            user_id=session.customer_id,
-            message={
-                "type": MessageType.SESSION_PAUSED.value,
-                "session_id": session.id,
-                "reason": "extension_pending",
-            },
-            dedupe_key=_dedupe(extension, MessageType.SESSION_PAUSED, Participant.CUSTOMER),
-        ),
+        messages.extension_request(session, extension),
+        messages.session_paused(session, extension),
     )
     return Decision(
         extension=Change(None, extension),
@@ -363,20 +323,7 @@ def _cancel(s: Snapshot, ext: Extension, f: Facts, *, actor: str) -> Decision:
     failed = _fail_payment(payment, FailureCause.SESSION_ENDED)
     session = s.session
     assert session is not None
-    effects: tuple[Effect, ...] = (
-        _customer_response(
-            session,
-            ext,
-            {
-                "type": MessageType.EXTENSION_RESPONSE.value,
-                "accepted": False,
-                "via_timeout": False,
-                "reason": "session_ended",
-            },
-            title="Perpanjangan Dibatalkan",
-            body="Sesi sudah berakhir, perpanjangan dibatalkan tanpa biaya.",
-        ),
-    )
+    effects: tuple[Effect, ...] = (messages.cancelled_response(session, ext),)
     return Decision(
         extension=Change(str(ext.status), resolved),
         payment=failed,
@@ -427,21 +374,9 @@ def _accept(
     effects: tuple[Effect, ...] = (
         ClearClosureGrace(session.id),
         SessionExpiryExtended(session.id, expires_at),
-        _customer_response(
-            session,
-            ext,
-            {
-                "type": MessageType.EXTENSION_RESPONSE.value,
-                "accepted": True,
-                "duration_minutes": ext.duration_minutes,
-                "expires_at": expires_at.isoformat(),
-                "via_timeout": via_timeout,
-            },
-            title="Perpanjangan Diterima",
-            body=f"Sesi kamu diperpanjang +{ext.duration_minutes} menit",
-        ),
-        _plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_RESUMED),
-        _plain(session, ext, Participant.MITRA, MessageType.SESSION_RESUMED),
+        messages.accepted_response(session, ext, expires_at=expires_at, via_timeout=via_timeout),
+        messages.plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_RESUMED),
+        messages.plain(session, ext, Participant.MITRA, MessageType.SESSION_RESUMED),
     )
     return Decision(
         extension=Change(str(ext.status), resolved),
@@ -477,20 +412,15 @@ def _close(
     deadline = f.now + timedelta(seconds=f.grace_seconds)
     closing = _move_session(session, "close", Guard(now=f.now), closure_deadline=deadline)
     failed = _fail_payment(s.payment, cause)
-    response: dict[str, JSONValue] = {
-        "type": MessageType.EXTENSION_RESPONSE.value,
-        "accepted": False,
-    }
-    if reason is None:
-        response["via_timeout"] = False
-        title, body = "Perpanjangan Ditolak", "Mitra tidak bisa melanjutkan sesi ini."
-    else:
-        response["reason"] = reason.value
-        title, body = "Perpanjangan Tidak Dijawab", "Mitra belum merespons permintaanmu."
+    response = (
+        messages.rejected_response(session, ext)
+        if reason is None
+        else messages.timed_out_response(session, ext, reason)
+    )
     effects: tuple[Effect, ...] = (
-        _customer_response(session, ext, response, title=title, body=body),
-        _plain(session, ext, Participant.MITRA, MessageType.SESSION_CLOSING),
-        _plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_CLOSING),
+        response,
+        messages.plain(session, ext, Participant.MITRA, MessageType.SESSION_CLOSING),
+        messages.plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_CLOSING),
         StartClosureGrace(session.id, deadline),
     )
     return Decision(
@@ -617,42 +547,4 @@ def _record(
         actor=actor,
         at=f.now,
         cause=str(cause) if cause else None,
-    )
-
-
-def _dedupe(ext: Extension, kind: MessageType, to: Participant) -> str:
-    return f"{ext.id}:{kind}:{to}"  # a StrEnum formats as its value
-
-
-def _plain(session: Session, ext: Extension, to: Participant, kind: MessageType) -> Notify:
-    return Notify(
-        session_id=session.id,
-        recipient=to,
-        user_id=session.customer_id if to is Participant.CUSTOMER else session.mitra_id,
-        message={"type": kind.value, "session_id": session.id},
-        dedupe_key=_dedupe(ext, kind, to),
-    )
-
-
-def _customer_response(
-    session: Session, ext: Extension, message: dict[str, JSONValue], *, title: str, body: str
-) -> Notify:
-    # Ours (the seed's follow-up): a backgrounded customer still learns the outcome.
-    return Notify(
-        session_id=session.id,
-        recipient=Participant.CUSTOMER,
-        user_id=session.customer_id,
-        message=message,
-        dedupe_key=_dedupe(ext, MessageType.EXTENSION_RESPONSE, Participant.CUSTOMER),
-        push=PushMessage(
-            title=title,
-            body=body,
-            data={
-                "type": MessageType.EXTENSION_RESPONSE.value,
-                "session_id": session.id,
-                "extension_id": ext.id,
-                "accepted": bool(message.get("accepted")),
-                "action": "open_chat",
-            },
-        ),
     )
