@@ -13,7 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Row, Select, insert, select, update
+from sqlalchemy import Row, Select, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -40,6 +40,55 @@ from .schema import Tables, build_tables
 __all__ = ["SqlAlchemyStore", "SqlUnitOfWork"]
 
 _LIVE = (ExtensionStatus.PENDING.value, ExtensionStatus.ACCEPTED.value)
+
+
+class _Statements:
+    """The hot statements of one schema, built once.
+
+    Building a SQLAlchemy statement (``update().where().values()``) and its
+    cache key cost about as much as running a short statement (bench/); these
+    are built once with bound parameters and run with a parameter dict.  An
+    ``UPDATE`` without ``.values()`` takes its ``SET`` columns from the keys
+    of that dict.
+    """
+
+    def __init__(self, t: Tables) -> None:
+        def cas(table: Any) -> Any:
+            return update(table).where(
+                table.c.id == bindparam("cas_id"), table.c.status == bindparam("cas_expected")
+            )
+
+        x = t.extensions
+        self.cas = {
+            t.sessions.name: cas(t.sessions),
+            t.payments.name: cas(t.payments),
+            x.name: cas(x),
+        }
+        self.session_by_id = _session_select(t).where(t.sessions.c.id == bindparam("key"))
+        self.payment_by_id = select(t.payments).where(t.payments.c.id == bindparam("key"))
+        self.extension_by_id = select(x).where(x.c.id == bindparam("key"))
+        self.extension_claim_pg = self.extension_by_id.with_for_update(skip_locked=True)
+        self.pending_for_session = select(x).where(
+            x.c.session_id == bindparam("key"), x.c.status == ExtensionStatus.PENDING.value
+        )
+        self.live_for_payment = select(x).where(
+            x.c.payment_session_id == bindparam("key"), x.c.status.in_(_LIVE)
+        )
+        self.insert_extension = insert(x)
+        self.insert_ledger = insert(t.ledger)
+        self.insert_log = insert(t.log)
+        self.insert_outbox = insert(t.outbox)
+
+
+_STATEMENTS: dict[int, tuple[Tables, _Statements]] = {}
+
+
+def _statements(t: Tables) -> _Statements:
+    """The statements of ``t`` (built on first use; the schema never changes)."""
+    hit = _STATEMENTS.get(id(t))
+    if hit is None or hit[0] is not t:
+        hit = _STATEMENTS[id(t)] = (t, _Statements(t))
+    return hit[1]
 
 
 class SqlAlchemyStore:
@@ -147,6 +196,7 @@ class SqlUnitOfWork:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._conn: AsyncConnection | None = None
+        self.statements = _statements(db.tables)
         self.sessions = _Sessions(self)
         self.payments = _Payments(self)
         self.extensions = _Extensions(self)
@@ -200,9 +250,9 @@ class SqlUnitOfWork:
         """Every row ``stmt`` returns."""
         return list((await self.execute(stmt)).all())
 
-    async def first(self, stmt: Any) -> Row[Any] | None:
+    async def first(self, stmt: Any, params: Any = None) -> Row[Any] | None:
         """The first row ``stmt`` returns, if any."""
-        return (await self.execute(stmt)).first()  # type: ignore[no-any-return]
+        return (await self.execute(stmt, params)).first()  # type: ignore[no-any-return]
 
     async def upsert(self, table: Any, values: dict[str, Any]) -> None:
         """Insert ``values`` or overwrite the row with the same ``id``."""
@@ -213,10 +263,12 @@ class SqlUnitOfWork:
 
     async def compare_and_set(self, table: Any, row_id: str, expected: str, values: Any) -> bool:
         """``UPDATE … WHERE id = row_id AND status = expected``; whether a row matched."""
-        stmt = (
-            update(table).where(table.c.id == row_id, table.c.status == expected).values(**values)
-        )
-        result = await self.execute(stmt)
+        stmt = self.statements.cas.get(table.name)
+        if stmt is None or stmt.table is not table:
+            stmt = update(table).where(
+                table.c.id == bindparam("cas_id"), table.c.status == bindparam("cas_expected")
+            )
+        result = await self.execute(stmt, {**values, "cas_id": row_id, "cas_expected": expected})
         return bool(result.rowcount == 1)
 
 
@@ -228,8 +280,7 @@ class _Sessions:
         self._uow = uow
 
     async def get(self, session_id: str) -> Session | None:
-        t = self._uow.tables
-        row = await self._uow.first(_session_select(t).where(t.sessions.c.id == session_id))
+        row = await self._uow.first(self._uow.statements.session_by_id, {"key": session_id})
         return _session(row) if row is not None else None
 
     async def update(self, session: Session, expected_status: str) -> bool:
@@ -245,8 +296,7 @@ class _Payments:
         self._uow = uow
 
     async def get(self, payment_id: str) -> PaymentSession | None:
-        t = self._uow.tables.payments
-        row = await self._uow.first(select(t).where(t.c.id == payment_id))
+        row = await self._uow.first(self._uow.statements.payment_by_id, {"key": payment_id})
         return _payment(row) if row is not None else None
 
     async def update(self, payment: PaymentSession, expected_status: str) -> bool:
@@ -262,22 +312,21 @@ class _Extensions:
         self._uow = uow
         self._t = uow.tables.extensions
 
-    async def _one(self, stmt: Select[Any]) -> Extension | None:
-        row = await self._uow.first(stmt)
+    async def _one(self, stmt: Select[Any], key: str) -> Extension | None:
+        row = await self._uow.first(stmt, {"key": key})
         return _extension(row) if row is not None else None
 
     async def get(self, extension_id: str) -> Extension | None:
-        return await self._one(select(self._t).where(self._t.c.id == extension_id))
+        return await self._one(self._uow.statements.extension_by_id, extension_id)
 
     async def claim(self, extension_id: str) -> Extension | None:
-        stmt = select(self._t).where(self._t.c.id == extension_id)
-        if self._uow.is_postgres:
-            stmt = stmt.with_for_update(skip_locked=True)
+        s = self._uow.statements
         # On SQLite the unit of work already holds the database's one write lock.
-        return await self._one(stmt)
+        stmt = s.extension_claim_pg if self._uow.is_postgres else s.extension_by_id
+        return await self._one(stmt, extension_id)
 
     async def add(self, extension: Extension) -> None:
-        await self._uow.execute(insert(self._t).values(**_extension_values(extension)))
+        await self._uow.execute(self._uow.statements.insert_extension, _extension_values(extension))
 
     async def update(self, extension: Extension, expected_status: str) -> bool:
         values = _extension_values(extension)
@@ -285,16 +334,10 @@ class _Extensions:
         return await self._uow.compare_and_set(self._t, extension.id, expected_status, values)
 
     async def pending_for_session(self, session_id: str) -> Extension | None:
-        t = self._t
-        return await self._one(
-            select(t).where(t.c.session_id == session_id, t.c.status == ExtensionStatus.PENDING)
-        )
+        return await self._one(self._uow.statements.pending_for_session, session_id)
 
     async def live_for_payment(self, payment_id: str) -> Extension | None:
-        t = self._t
-        return await self._one(
-            select(t).where(t.c.payment_session_id == payment_id, t.c.status.in_(_LIVE))
-        )
+        return await self._one(self._uow.statements.live_for_payment, payment_id)
 
     async def due(self, now: datetime, limit: int) -> list[str]:
         t = self._t
@@ -324,7 +367,7 @@ class _Ledger:
             "amount": entry.amount,
             "created_at": entry.created_at,
         }
-        await self._uow.execute(insert(self._uow.tables.ledger).values(**values))
+        await self._uow.execute(self._uow.statements.insert_ledger, values)
 
 
 class _Log:
@@ -347,7 +390,7 @@ class _Log:
             }
             for r in records
         ]
-        await self._uow.execute(insert(self._uow.tables.log), rows)
+        await self._uow.execute(self._uow.statements.insert_log, rows)
 
 
 class _Outbox:
@@ -369,7 +412,7 @@ class _Outbox:
             }
             for m in messages
         ]
-        await self._uow.execute(insert(self._uow.tables.outbox), rows)
+        await self._uow.execute(self._uow.statements.insert_outbox, rows)
 
 
 # ---------------------------------------------------------------- row mapping
