@@ -8,7 +8,7 @@ come back as the same ``ExtensionError`` 409 the in-memory store raises.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -33,6 +33,7 @@ from ...model import (
     TransitionRecord,
 )
 from ...ports import OutboxMessage, StoreDump
+from .batch import BatchPart, write_batch
 from .engine import Database, create_engine
 from .outbox import SqlOutboxStore
 from .schema import Tables, build_tables
@@ -261,6 +262,47 @@ class SqlUnitOfWork:
         rest = {k: stmt.excluded[k] for k in values if k != "id"}
         await self.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=rest))
 
+    @property
+    def write_batch(self) -> Callable[..., Awaitable[None]] | None:
+        """One statement for all of a decision's writes (PostgreSQL; ``None`` elsewhere).
+
+        ``await uow.write_batch(extension, session, payment, ledger, log, outbox)``
+        with the decision's changes (``Change``-like: ``.row``, ``.expected``;
+        ``expected=None`` inserts) and rows; a compare-and-set that matched
+        nothing raises ``ConcurrencyConflict``, as the separate updates would.
+        """
+        return self._write_batch if self._db.is_postgres else None
+
+    async def _write_batch(
+        self,
+        extension: Any,
+        session: Any,
+        payment: Any,
+        ledger: LedgerEntry | None,
+        log: Sequence[TransitionRecord],
+        outbox: Sequence[OutboxMessage],
+    ) -> None:
+        t = self.tables
+        parts: list[BatchPart] = []
+        for name, table, change, values in (
+            ("x", t.extensions, extension, _extension_values),
+            ("s", t.sessions, session, _session_values),
+            ("p", t.payments, payment, _payment_values),
+        ):
+            if change is None:
+                continue
+            row: dict[str, Any] = values(change.row)
+            if change.expected is None and name == "x":  # as the service: only extensions insert
+                parts.append(BatchPart(name, table, [row]))
+            else:
+                row_id = row.pop("id")
+                parts.append(BatchPart(name, table, [row], (row_id, change.expected or "")))
+        if ledger is not None:
+            parts.append(BatchPart("l", t.ledger, [_ledger_values(ledger)]))
+        parts.append(BatchPart("g", t.log, [_record_values(r) for r in log]))
+        parts.append(BatchPart("o", t.outbox, [_outbox_values(m) for m in outbox]))
+        await write_batch(self, parts)
+
     async def compare_and_set(self, table: Any, row_id: str, expected: str, values: Any) -> bool:
         """``UPDATE … WHERE id = row_id AND status = expected``; whether a row matched."""
         stmt = self.statements.cas.get(table.name)
@@ -359,15 +401,7 @@ class _Ledger:
         self._uow = uow
 
     async def add(self, entry: LedgerEntry) -> None:
-        values = {
-            "customer_id": entry.customer_id,
-            "session_id": entry.session_id,
-            "extension_id": entry.extension_id,
-            "type": entry.type.value,
-            "amount": entry.amount,
-            "created_at": entry.created_at,
-        }
-        await self._uow.execute(self._uow.statements.insert_ledger, values)
+        await self._uow.execute(self._uow.statements.insert_ledger, _ledger_values(entry))
 
 
 class _Log:
@@ -377,19 +411,7 @@ class _Log:
     async def add(self, records: Sequence[TransitionRecord]) -> None:
         if not records:
             return
-        rows = [
-            {
-                "entity": r.entity,
-                "entity_id": r.entity_id,
-                "from_status": r.from_status,
-                "to_status": r.to_status,
-                "event": r.event,
-                "cause": r.cause,
-                "actor": r.actor,
-                "at": r.at,
-            }
-            for r in records
-        ]
+        rows = [_record_values(r) for r in records]
         await self._uow.execute(self._uow.statements.insert_log, rows)
 
 
@@ -400,18 +422,7 @@ class _Outbox:
     async def add(self, messages: Sequence[OutboxMessage]) -> None:
         if not messages:
             return
-        rows = [
-            {
-                "id": m.id,
-                "kind": m.kind,
-                "dedupe_key": m.dedupe_key,
-                "payload": dict(m.payload),
-                "created_at": m.created_at,
-                "available_at": m.created_at,
-                "attempts": m.attempts,
-            }
-            for m in messages
-        ]
+        rows = [_outbox_values(m) for m in messages]
         await self._uow.execute(self._uow.statements.insert_outbox, rows)
 
 
@@ -509,6 +520,42 @@ def _extension_values(e: Extension) -> dict[str, Any]:
         "via_timeout": e.via_timeout,
         "reason": e.reason.value if e.reason else None,
         "failure_cause": e.failure_cause.value if e.failure_cause else None,
+    }
+
+
+def _ledger_values(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "customer_id": entry.customer_id,
+        "session_id": entry.session_id,
+        "extension_id": entry.extension_id,
+        "type": entry.type.value,
+        "amount": entry.amount,
+        "created_at": entry.created_at,
+    }
+
+
+def _record_values(r: TransitionRecord) -> dict[str, Any]:
+    return {
+        "entity": r.entity,
+        "entity_id": r.entity_id,
+        "from_status": r.from_status,
+        "to_status": r.to_status,
+        "event": r.event,
+        "cause": r.cause,
+        "actor": r.actor,
+        "at": r.at,
+    }
+
+
+def _outbox_values(m: OutboxMessage) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind,
+        "dedupe_key": m.dedupe_key,
+        "payload": dict(m.payload),
+        "created_at": m.created_at,
+        "available_at": m.created_at,
+        "attempts": m.attempts,
     }
 
 
