@@ -333,6 +333,18 @@ class ExtensionService:
         raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
 
     async def _write(self, uow: UnitOfWork, decision: core.Decision) -> list[str]:
+        batch = getattr(uow, "write_batch", None)
+        if batch is not None:  # the store writes it all in one round trip (SQL adapter, PG)
+            rows = encode_effects(decision.effects, self._clock.now(), self._new_id)
+            await batch(
+                decision.extension,
+                decision.session,
+                decision.payment,
+                decision.ledger,
+                decision.log,
+                rows,
+            )
+            return [row.id for row in rows]
         # Lock order everywhere: extension, session, payment (no deadlocks).
         if decision.extension is not None:
             change = decision.extension
