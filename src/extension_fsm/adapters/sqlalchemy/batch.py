@@ -46,6 +46,8 @@ class _Executor(Protocol):
 
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
+# Compiles to ``:name`` parameters without driver-specific casts.
+_NAMED_PG = psycopg2.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
 
 
 def _shape(parts: Sequence[BatchPart]) -> tuple[Any, ...]:
@@ -78,7 +80,7 @@ def _build(parts: Sequence[BatchPart]) -> Any:
     )
     # Frozen into text once: a Core statement this size costs more to key for
     # the compiled cache on every execution than the round trip it saves.
-    compiled = stmt.compile(dialect=psycopg2.dialect(paramstyle="named"))
+    compiled = stmt.compile(dialect=_NAMED_PG)
     # ``:name::JSON`` would hide the parameter from text(); spell the cast out.
     sql = re.sub(r"(:\w+)::(\w+)", r"CAST(\1 AS \2)", compiled.string)
     return text(sql).bindparams(*compiled.binds.values())
