@@ -33,6 +33,7 @@ def make_service(
     action: str = "auto_reject",
     deliver: bool = False,
     sweep_batch: int = 100,
+    sweep_spread: bool = False,
 ) -> ExtensionService:
     """A service over ``store``; ids it mints start with ``id_prefix``."""
     clock = SystemClock()
@@ -52,6 +53,7 @@ def make_service(
         dispatcher=dispatcher,
         new_id=lambda: f"{id_prefix}{next(counter)}",
         sweep_batch=sweep_batch,
+        sweep_spread=sweep_spread,
         **ports,  # type: ignore[arg-type]
     )
 
