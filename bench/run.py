@@ -13,7 +13,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from . import core_cases, memory_cases, pg, pg_cases, sql_cases, sweep_cases
+from . import core_cases, load_case, memory_cases, pg, pg_cases, sql_cases, sweep_cases
 from .harness import Result, Sizes
 from .report import write_report
 
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("postgres outbox", lambda: pg_cases.pg_outbox(sizes)),
                 ("postgres growth", lambda: pg_cases.pg_growth(sizes)),
             ]
+            if not sizes.quick:  # a real server and 50 clients: never in CI
+                cases.append(("load", lambda: load_case.load_run()))
         for name, run in cases:
             if args.only and not any(s in name for s in args.only.split(",")):
                 continue
