@@ -54,15 +54,15 @@ def accept_outbox(
     rows = [
         (
             "session_timer",
-            f"{ext_id}:clear_closure_grace",
-            {"op": "clear_closure_grace", "session_id": session_id},
+            f"{session_id}:clear_closure_grace",
+            {"action": "clear_closure_grace", "session_id": session_id, "at": None},
         ),
         (
             "session_timer",
-            f"{ext_id}:expiry_extended",
-            {"op": "expiry_extended", "session_id": session_id, "expires_at": expires_at},
+            f"{session_id}:expiry_extended:{expires_at}",
+            {"action": "expiry_extended", "session_id": session_id, "at": expires_at},
         ),
-        ("notify", response["dedupe_key"], response),
+        ("notify", str(response.pop("dedupe_key")), response),
     ]
     for who, user in (("customer", customer), ("mitra", mitra)):
         key = f"{ext_id}:session_resumed:{who}"
@@ -75,7 +75,6 @@ def accept_outbox(
                     "recipient": who,
                     "user_id": user,
                     "message": {"type": "session_resumed", "session_id": session_id},
-                    "dedupe_key": key,
                     "push": None,
                 },
             )
@@ -153,7 +152,7 @@ def seed_rows(
         "customers": [],
         "chat_sessions": [],
         "payment_sessions": [],
-        "session_extensions": [],
+        "extensions": [],
     }
     for i in range(n):
         c, s, p, e = (f"{prefix}c{i}", f"{prefix}s{i}", f"{prefix}p{i}", f"{prefix}e{i}")
@@ -167,9 +166,9 @@ def seed_rows(
                 now + timedelta(minutes=30),
             )
         )
-        rows["payment_sessions"].append((p, c, "confirmed", 15_000))
+        rows["payment_sessions"].append((p, c, "confirmed", 15_000, True, False))
         if pending:
-            rows["session_extensions"].append((e, s, 15, 15_000, p, "pending", now, deadline, 10))
+            rows["extensions"].append((e, s, 15, 15_000, p, "pending", now, deadline, 10, False))
     return rows
 
 
@@ -177,17 +176,18 @@ _INSERTS = {
     "customers": "INSERT INTO customers (id, display_name) VALUES ({})",
     "chat_sessions": "INSERT INTO chat_sessions (id, customer_id, mitra_id, status, expires_at) "
     "VALUES ({})",
-    "payment_sessions": "INSERT INTO payment_sessions (id, customer_id, status, amount) "
-    "VALUES ({})",
-    "session_extensions": "INSERT INTO session_extensions (id, session_id, duration_minutes, "
+    "payment_sessions": "INSERT INTO payment_sessions (id, customer_id, status, amount, "
+    "is_extension, is_first_session_discount) VALUES ({})",
+    "extensions": "INSERT INTO extensions (id, session_id, duration_minutes, "
     "price, payment_session_id, status, requested_at, expires_at, "
-    "timeout_seconds) VALUES ({})",
+    "timeout_seconds, via_timeout) VALUES ({})",
 }
 
 
 def seed_sqlite(conn: sqlite3.Connection, rows: dict[str, list[tuple[Any, ...]]]) -> None:
     """Insert seed rows (untimed)."""
-    with conn:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
         for table, values in rows.items():
             if values:
                 marks = ", ".join("?" * len(values[0]))
@@ -198,6 +198,10 @@ def seed_sqlite(conn: sqlite3.Connection, rows: dict[str, list[tuple[Any, ...]]]
                         for row in values
                     ],
                 )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def seed_pg(conn: psycopg.Connection[Any], rows: dict[str, list[tuple[Any, ...]]]) -> None:
@@ -216,11 +220,26 @@ def seed_pg(conn: psycopg.Connection[Any], rows: dict[str, list[tuple[Any, ...]]
 
 
 def sqlite_connect(path: str) -> sqlite3.Connection:
-    """A connection the way the adapter opens its file: WAL, foreign keys on."""
-    conn = sqlite3.connect(path, isolation_level="DEFERRED")
+    """A connection the way the adapter opens its file: WAL, ``synchronous=FULL``,
+    transactions under our control, each one ``BEGIN IMMEDIATE``."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA synchronous=FULL")
     return conn
+
+
+class _Immediate:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error), as the adapter does."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def sqlite_accept(
@@ -228,9 +247,9 @@ def sqlite_accept(
 ) -> str:
     """Accept one extension: every write of the library's accept, one transaction."""
     t = _iso(now)
-    with conn:
+    with _Immediate(conn):
         row = conn.execute(
-            "UPDATE session_extensions SET status = 'accepted', responded_at = ?, "
+            "UPDATE extensions SET status = 'accepted', responded_at = ?, "
             "via_timeout = 0 WHERE id = ? AND session_id = ? AND status = 'pending' "
             "RETURNING duration_minutes, price, payment_session_id",
             (t, ext_id, session_id),
@@ -292,7 +311,7 @@ def sqlite_request(
 ) -> None:
     """Request one extension: the session paused, the extension inserted, one transaction."""
     t = _iso(now)
-    with conn:
+    with _Immediate(conn):
         srow = conn.execute(
             "UPDATE chat_sessions SET status = 'extending' WHERE id = ? AND customer_id = ? "
             "AND status IN ('active', 'closing') RETURNING mitra_id, status",
@@ -308,9 +327,9 @@ def sqlite_request(
         if prow is None:
             raise RuntimeError("payment not usable")
         conn.execute(
-            "INSERT INTO session_extensions (id, session_id, duration_minutes, price, "
-            "payment_session_id, status, requested_at, expires_at, timeout_seconds) "
-            "VALUES (?, ?, 15, ?, ?, 'pending', ?, ?, 10)",
+            "INSERT INTO extensions (id, session_id, duration_minutes, price, "
+            "payment_session_id, status, requested_at, expires_at, timeout_seconds, "
+            "via_timeout) VALUES (?, ?, 15, ?, ?, 'pending', ?, ?, 10, 0)",
             (ext_id, session_id, prow[0], payment_id, t, _iso(now + timedelta(seconds=10))),
         )
         conn.executemany(
@@ -350,7 +369,7 @@ def pg_accept(
     """
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
-            "UPDATE session_extensions SET status = 'accepted', responded_at = %s, "
+            "UPDATE extensions SET status = 'accepted', responded_at = %s, "
             "via_timeout = false WHERE id = %s AND session_id = %s AND status = 'pending' "
             "RETURNING duration_minutes, price, payment_session_id",
             (now, ext_id, session_id),
@@ -428,9 +447,9 @@ def pg_request(
         if prow is None:
             raise RuntimeError("payment not usable")
         cur.execute(
-            "INSERT INTO session_extensions (id, session_id, duration_minutes, price, "
-            "payment_session_id, status, requested_at, expires_at, timeout_seconds) "
-            "VALUES (%s, %s, 15, %s, %s, 'pending', %s, %s, 10)",
+            "INSERT INTO extensions (id, session_id, duration_minutes, price, "
+            "payment_session_id, status, requested_at, expires_at, timeout_seconds, via_timeout) "
+            "VALUES (%s, %s, 15, %s, %s, 'pending', %s, %s, 10, false)",
             (ext_id, session_id, prow[0], payment_id, now, now + timedelta(seconds=10)),
         )
         cur.execute(
@@ -463,7 +482,7 @@ def check_accepted(conn: Any, prefix: str, n: int, *, full: bool = True) -> None
     check(
         count(
             conn,
-            "SELECT count(*) FROM session_extensions WHERE id LIKE ? AND status = 'accepted'",
+            "SELECT count(*) FROM extensions WHERE id LIKE ? AND status = 'accepted'",
             like,
         )
         == n,

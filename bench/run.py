@@ -13,7 +13,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from . import core_cases, memory_cases, pg, sql_cases
+from . import core_cases, load_case, memory_cases, pg, pg_cases, sql_cases, sweep_cases
 from .harness import Result, Sizes
 from .report import write_report
 
@@ -82,19 +82,25 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     pg_missing = pg.available()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="efsm_bench_") as tmpdir, _pg_db(pg_missing) as url:
+    with tempfile.TemporaryDirectory(prefix="efsm_bench_") as tmpdir:
         tmp = Path(tmpdir)
         cases: list[tuple[str, Callable[[], Result | list[Result]]]] = [
             ("core decision", lambda: core_cases.core_decision(sizes)),
             ("naive peer usage", lambda: core_cases.naive_peers(sizes)),
             ("memory", lambda: memory_cases.memory(sizes)),
             ("sqlite accept", lambda: sql_cases.sqlite_accept(sizes, tmp)),
+            ("sqlite sweep", lambda: sweep_cases.sqlite_sweep(sizes, tmp)),
         ]
-        if url is not None:
+        if pg_missing is None:  # each PostgreSQL case creates and drops its own database
             cases += [
-                ("postgres accept", lambda: sql_cases.pg_accept(sizes, url)),
-                ("outbox", lambda: sql_cases.pg_outbox(sizes, url)),
+                ("postgres accept", lambda: sql_cases.pg_accept(sizes)),
+                ("postgres sweep", lambda: sweep_cases.pg_sweep(sizes)),
+                ("postgres concurrent sweep", lambda: sweep_cases.pg_concurrent_sweep(sizes)),
+                ("postgres outbox", lambda: pg_cases.pg_outbox(sizes)),
+                ("postgres growth", lambda: pg_cases.pg_growth(sizes)),
             ]
+            if not sizes.quick:  # a real server and 50 clients: never in CI
+                cases.append(("load", lambda: load_case.load_run()))
         for name, run in cases:
             if args.only and not any(s in name for s in args.only.split(",")):
                 continue
@@ -143,18 +149,3 @@ def _line(r: Result) -> str:
     base = "n/a" if r.baseline is None else f"{r.baseline:,.1f}"
     ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
     return f"{r.case}: ours {ours} {r.unit}, baseline {base}, ratio {ratio}, met {r.met}"
-
-
-class _pg_db:
-    """A temporary PostgreSQL database, or ``None`` when the server is unavailable."""
-
-    def __init__(self, missing: str | None) -> None:
-        self._missing = missing
-        self._cm = pg.temporary_database() if missing is None else None
-
-    def __enter__(self) -> str | None:
-        return self._cm.__enter__() if self._cm else None
-
-    def __exit__(self, *exc: object) -> None:
-        if self._cm:
-            self._cm.__exit__(*exc)  # type: ignore[arg-type]

@@ -82,11 +82,21 @@ def test_quick_benchmarks_run_and_verify_their_work(tmp_path: Path) -> None:
         assert result["verified"] is True, result["case"]
         assert result["baseline"] is not None and result["baseline"] > 0, result["case"]
     cases = " ".join(r["case"] for r in results)
-    for expected in ("core decision", "naive peer", "memory", "SQLite"):
+    for expected in ("core decision", "naive peer", "memory", "SQLite file", "SQLite"):
         assert expected in cases
     if data["meta"]["skipped"]:
         assert not IN_CI, f"PostgreSQL missing under CI: {data['meta']['skipped']}"
         pytest.skip(str(data["meta"]["skipped"]))
-    assert "PostgreSQL" in cases
+    for expected in (
+        "durable accept, PostgreSQL",
+        "timeout sweep",
+        "concurrent workers",
+        "outbox dispatch",
+        "accept latency with",
+    ):
+        assert expected in cases, expected
+    growth = next(r for r in results if r["case"].startswith("accept latency with"))
+    assert len(growth["extra"]["curve"]) >= 2
+    assert (tmp_path / "accept_growth.png").stat().st_size > 0
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| case | ours | baseline | ratio | target | met |" in report

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -80,6 +81,8 @@ class ExtensionService:
     in through the ports.  ``scheduler`` is the in-process fast path for
     deadlines; without it, deadlines are met by :meth:`sweep_due` alone (run
     it periodically, e.g. with :func:`extension_fsm.run_sweeper`).
+    ``sweep_spread=True`` (for several sweeping workers on one database) starts
+    each sweep batch at a random row, so the workers spread over what is due.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class ExtensionService:
         new_id: Callable[[], str] = _uuid,
         max_attempts: int = 8,
         sweep_batch: int = 100,
+        sweep_spread: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -107,6 +111,7 @@ class ExtensionService:
         self._new_id = new_id
         self._max_attempts = max_attempts
         self._sweep_batch = sweep_batch
+        self._sweep_spread = random.Random() if sweep_spread else None
         self._timers: dict[str, TimerHandle] = {}
         self._dispatcher = dispatcher or OutboxDispatcher(
             store.outbox, clock=clock, sockets=sockets, push=push, session_timer=session_timer
@@ -225,6 +230,11 @@ class ExtensionService:
                 return resolved
             if not due:
                 return resolved
+            if self._sweep_spread is not None:
+                # Several workers list the same oldest rows: each starts at its own
+                # place in the batch instead of queueing behind the others' locks.
+                start = self._sweep_spread.randrange(len(due))
+                due = due[start:] + due[:start]
             progressed = False
             for extension_id in due:
                 try:
@@ -346,6 +356,18 @@ class ExtensionService:
         raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
 
     async def _write(self, uow: UnitOfWork, decision: core.Decision) -> list[str]:
+        batch = getattr(uow, "write_batch", None)
+        if batch is not None:  # the store writes it all in one round trip (SQL adapter, PG)
+            rows = encode_effects(decision.effects, self._clock.now(), self._new_id)
+            await batch(
+                decision.extension,
+                decision.session,
+                decision.payment,
+                decision.ledger,
+                decision.log,
+                rows,
+            )
+            return [row.id for row in rows]
         # Lock order everywhere: extension, session, payment (no deadlocks).
         if decision.extension is not None:
             change = decision.extension

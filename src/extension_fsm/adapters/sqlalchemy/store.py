@@ -8,12 +8,12 @@ come back as the same ``ExtensionError`` 409 the in-memory store raises.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Row, Select, insert, select, update
+from sqlalchemy import Row, Select, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -33,6 +33,7 @@ from ...model import (
     TransitionRecord,
 )
 from ...ports import OutboxMessage, StoreDump
+from .batch import BatchPart, write_batch
 from .engine import Database, create_engine
 from .outbox import SqlOutboxStore
 from .schema import Tables, build_tables
@@ -40,6 +41,55 @@ from .schema import Tables, build_tables
 __all__ = ["SqlAlchemyStore", "SqlUnitOfWork"]
 
 _LIVE = (ExtensionStatus.PENDING.value, ExtensionStatus.ACCEPTED.value)
+
+
+class _Statements:
+    """The hot statements of one schema, built once.
+
+    Building a SQLAlchemy statement (``update().where().values()``) and its
+    cache key cost about as much as running a short statement (bench/); these
+    are built once with bound parameters and run with a parameter dict.  An
+    ``UPDATE`` without ``.values()`` takes its ``SET`` columns from the keys
+    of that dict.
+    """
+
+    def __init__(self, t: Tables) -> None:
+        def cas(table: Any) -> Any:
+            return update(table).where(
+                table.c.id == bindparam("cas_id"), table.c.status == bindparam("cas_expected")
+            )
+
+        x = t.extensions
+        self.cas = {
+            t.sessions.name: cas(t.sessions),
+            t.payments.name: cas(t.payments),
+            x.name: cas(x),
+        }
+        self.session_by_id = _session_select(t).where(t.sessions.c.id == bindparam("key"))
+        self.payment_by_id = select(t.payments).where(t.payments.c.id == bindparam("key"))
+        self.extension_by_id = select(x).where(x.c.id == bindparam("key"))
+        self.extension_claim_pg = self.extension_by_id.with_for_update(skip_locked=True)
+        self.pending_for_session = select(x).where(
+            x.c.session_id == bindparam("key"), x.c.status == ExtensionStatus.PENDING.value
+        )
+        self.live_for_payment = select(x).where(
+            x.c.payment_session_id == bindparam("key"), x.c.status.in_(_LIVE)
+        )
+        self.insert_extension = insert(x)
+        self.insert_ledger = insert(t.ledger)
+        self.insert_log = insert(t.log)
+        self.insert_outbox = insert(t.outbox)
+
+
+_STATEMENTS: dict[int, tuple[Tables, _Statements]] = {}
+
+
+def _statements(t: Tables) -> _Statements:
+    """The statements of ``t`` (built on first use; the schema never changes)."""
+    hit = _STATEMENTS.get(id(t))
+    if hit is None or hit[0] is not t:
+        hit = _STATEMENTS[id(t)] = (t, _Statements(t))
+    return hit[1]
 
 
 class SqlAlchemyStore:
@@ -147,6 +197,7 @@ class SqlUnitOfWork:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._conn: AsyncConnection | None = None
+        self.statements = _statements(db.tables)
         self.sessions = _Sessions(self)
         self.payments = _Payments(self)
         self.extensions = _Extensions(self)
@@ -200,9 +251,9 @@ class SqlUnitOfWork:
         """Every row ``stmt`` returns."""
         return list((await self.execute(stmt)).all())
 
-    async def first(self, stmt: Any) -> Row[Any] | None:
+    async def first(self, stmt: Any, params: Any = None) -> Row[Any] | None:
         """The first row ``stmt`` returns, if any."""
-        return (await self.execute(stmt)).first()  # type: ignore[no-any-return]
+        return (await self.execute(stmt, params)).first()  # type: ignore[no-any-return]
 
     async def upsert(self, table: Any, values: dict[str, Any]) -> None:
         """Insert ``values`` or overwrite the row with the same ``id``."""
@@ -211,12 +262,55 @@ class SqlUnitOfWork:
         rest = {k: stmt.excluded[k] for k in values if k != "id"}
         await self.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=rest))
 
+    @property
+    def write_batch(self) -> Callable[..., Awaitable[None]] | None:
+        """One statement for all of a decision's writes (PostgreSQL; ``None`` elsewhere).
+
+        ``await uow.write_batch(extension, session, payment, ledger, log, outbox)``
+        with the decision's changes (``Change``-like: ``.row``, ``.expected``;
+        ``expected=None`` inserts) and rows; a compare-and-set that matched
+        nothing raises ``ConcurrencyConflict``, as the separate updates would.
+        """
+        return self._write_batch if self._db.is_postgres else None
+
+    async def _write_batch(
+        self,
+        extension: Any,
+        session: Any,
+        payment: Any,
+        ledger: LedgerEntry | None,
+        log: Sequence[TransitionRecord],
+        outbox: Sequence[OutboxMessage],
+    ) -> None:
+        t = self.tables
+        parts: list[BatchPart] = []
+        for name, table, change, values in (
+            ("x", t.extensions, extension, _extension_values),
+            ("s", t.sessions, session, _session_values),
+            ("p", t.payments, payment, _payment_values),
+        ):
+            if change is None:
+                continue
+            row: dict[str, Any] = values(change.row)
+            if change.expected is None and name == "x":  # as the service: only extensions insert
+                parts.append(BatchPart(name, table, [row]))
+            else:
+                row_id = row.pop("id")
+                parts.append(BatchPart(name, table, [row], (row_id, change.expected or "")))
+        if ledger is not None:
+            parts.append(BatchPart("l", t.ledger, [_ledger_values(ledger)]))
+        parts.append(BatchPart("g", t.log, [_record_values(r) for r in log]))
+        parts.append(BatchPart("o", t.outbox, [_outbox_values(m) for m in outbox]))
+        await write_batch(self, parts)
+
     async def compare_and_set(self, table: Any, row_id: str, expected: str, values: Any) -> bool:
         """``UPDATE … WHERE id = row_id AND status = expected``; whether a row matched."""
-        stmt = (
-            update(table).where(table.c.id == row_id, table.c.status == expected).values(**values)
-        )
-        result = await self.execute(stmt)
+        stmt = self.statements.cas.get(table.name)
+        if stmt is None or stmt.table is not table:
+            stmt = update(table).where(
+                table.c.id == bindparam("cas_id"), table.c.status == bindparam("cas_expected")
+            )
+        result = await self.execute(stmt, {**values, "cas_id": row_id, "cas_expected": expected})
         return bool(result.rowcount == 1)
 
 
@@ -228,8 +322,7 @@ class _Sessions:
         self._uow = uow
 
     async def get(self, session_id: str) -> Session | None:
-        t = self._uow.tables
-        row = await self._uow.first(_session_select(t).where(t.sessions.c.id == session_id))
+        row = await self._uow.first(self._uow.statements.session_by_id, {"key": session_id})
         return _session(row) if row is not None else None
 
     async def update(self, session: Session, expected_status: str) -> bool:
@@ -245,8 +338,7 @@ class _Payments:
         self._uow = uow
 
     async def get(self, payment_id: str) -> PaymentSession | None:
-        t = self._uow.tables.payments
-        row = await self._uow.first(select(t).where(t.c.id == payment_id))
+        row = await self._uow.first(self._uow.statements.payment_by_id, {"key": payment_id})
         return _payment(row) if row is not None else None
 
     async def update(self, payment: PaymentSession, expected_status: str) -> bool:
@@ -262,22 +354,21 @@ class _Extensions:
         self._uow = uow
         self._t = uow.tables.extensions
 
-    async def _one(self, stmt: Select[Any]) -> Extension | None:
-        row = await self._uow.first(stmt)
+    async def _one(self, stmt: Select[Any], key: str) -> Extension | None:
+        row = await self._uow.first(stmt, {"key": key})
         return _extension(row) if row is not None else None
 
     async def get(self, extension_id: str) -> Extension | None:
-        return await self._one(select(self._t).where(self._t.c.id == extension_id))
+        return await self._one(self._uow.statements.extension_by_id, extension_id)
 
     async def claim(self, extension_id: str) -> Extension | None:
-        stmt = select(self._t).where(self._t.c.id == extension_id)
-        if self._uow.is_postgres:
-            stmt = stmt.with_for_update(skip_locked=True)
+        s = self._uow.statements
         # On SQLite the unit of work already holds the database's one write lock.
-        return await self._one(stmt)
+        stmt = s.extension_claim_pg if self._uow.is_postgres else s.extension_by_id
+        return await self._one(stmt, extension_id)
 
     async def add(self, extension: Extension) -> None:
-        await self._uow.execute(insert(self._t).values(**_extension_values(extension)))
+        await self._uow.execute(self._uow.statements.insert_extension, _extension_values(extension))
 
     async def update(self, extension: Extension, expected_status: str) -> bool:
         values = _extension_values(extension)
@@ -285,16 +376,10 @@ class _Extensions:
         return await self._uow.compare_and_set(self._t, extension.id, expected_status, values)
 
     async def pending_for_session(self, session_id: str) -> Extension | None:
-        t = self._t
-        return await self._one(
-            select(t).where(t.c.session_id == session_id, t.c.status == ExtensionStatus.PENDING)
-        )
+        return await self._one(self._uow.statements.pending_for_session, session_id)
 
     async def live_for_payment(self, payment_id: str) -> Extension | None:
-        t = self._t
-        return await self._one(
-            select(t).where(t.c.payment_session_id == payment_id, t.c.status.in_(_LIVE))
-        )
+        return await self._one(self._uow.statements.live_for_payment, payment_id)
 
     async def due(self, now: datetime, limit: int) -> list[str]:
         t = self._t
@@ -316,15 +401,7 @@ class _Ledger:
         self._uow = uow
 
     async def add(self, entry: LedgerEntry) -> None:
-        values = {
-            "customer_id": entry.customer_id,
-            "session_id": entry.session_id,
-            "extension_id": entry.extension_id,
-            "type": entry.type.value,
-            "amount": entry.amount,
-            "created_at": entry.created_at,
-        }
-        await self._uow.execute(insert(self._uow.tables.ledger).values(**values))
+        await self._uow.execute(self._uow.statements.insert_ledger, _ledger_values(entry))
 
 
 class _Log:
@@ -334,20 +411,8 @@ class _Log:
     async def add(self, records: Sequence[TransitionRecord]) -> None:
         if not records:
             return
-        rows = [
-            {
-                "entity": r.entity,
-                "entity_id": r.entity_id,
-                "from_status": r.from_status,
-                "to_status": r.to_status,
-                "event": r.event,
-                "cause": r.cause,
-                "actor": r.actor,
-                "at": r.at,
-            }
-            for r in records
-        ]
-        await self._uow.execute(insert(self._uow.tables.log), rows)
+        rows = [_record_values(r) for r in records]
+        await self._uow.execute(self._uow.statements.insert_log, rows)
 
 
 class _Outbox:
@@ -357,19 +422,8 @@ class _Outbox:
     async def add(self, messages: Sequence[OutboxMessage]) -> None:
         if not messages:
             return
-        rows = [
-            {
-                "id": m.id,
-                "kind": m.kind,
-                "dedupe_key": m.dedupe_key,
-                "payload": dict(m.payload),
-                "created_at": m.created_at,
-                "available_at": m.created_at,
-                "attempts": m.attempts,
-            }
-            for m in messages
-        ]
-        await self._uow.execute(insert(self._uow.tables.outbox), rows)
+        rows = [_outbox_values(m) for m in messages]
+        await self._uow.execute(self._uow.statements.insert_outbox, rows)
 
 
 # ---------------------------------------------------------------- row mapping
@@ -466,6 +520,42 @@ def _extension_values(e: Extension) -> dict[str, Any]:
         "via_timeout": e.via_timeout,
         "reason": e.reason.value if e.reason else None,
         "failure_cause": e.failure_cause.value if e.failure_cause else None,
+    }
+
+
+def _ledger_values(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "customer_id": entry.customer_id,
+        "session_id": entry.session_id,
+        "extension_id": entry.extension_id,
+        "type": entry.type.value,
+        "amount": entry.amount,
+        "created_at": entry.created_at,
+    }
+
+
+def _record_values(r: TransitionRecord) -> dict[str, Any]:
+    return {
+        "entity": r.entity,
+        "entity_id": r.entity_id,
+        "from_status": r.from_status,
+        "to_status": r.to_status,
+        "event": r.event,
+        "cause": r.cause,
+        "actor": r.actor,
+        "at": r.at,
+    }
+
+
+def _outbox_values(m: OutboxMessage) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind,
+        "dedupe_key": m.dedupe_key,
+        "payload": dict(m.payload),
+        "created_at": m.created_at,
+        "available_at": m.created_at,
+        "attempts": m.attempts,
     }
 
 
