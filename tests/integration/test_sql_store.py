@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -163,5 +164,48 @@ async def test_psycopg_driver_runs_the_same_store(pg_url: str) -> None:
                 await uow.extensions.add(ext("e2", "s1", "p2", T0))
         assert caught.value.code is ErrorCode.EXTENSION_PENDING
         assert [e.id for e in (await store.dump()).extensions] == ["e1"]
+    finally:
+        await store.aclose()
+
+
+async def test_write_batch_missed_compare_and_set_is_a_conflict_and_writes_nothing(
+    pg_url: str,
+) -> None:
+    """PostgreSQL's one-statement write: a stale expected status anywhere in the
+    decision rolls the whole statement back, as the separate UPDATEs would."""
+    from extension_fsm.core import Change
+    from extension_fsm.model import LedgerEntry, PaymentStatus, SessionStatus, TransactionType
+
+    store = await SqlAlchemyStore.open(pg_url, create_schema=True, table_prefix="wb_")
+    try:
+        await store.seed_session(make_session("s1", expires_at=T0, status=SessionStatus.EXTENDING))
+        payment = make_payment("p1")
+        await store.seed_payment(payment)
+        pending = ext("e1", "s1", "p1", T0 + timedelta(seconds=10))
+        async with store.unit_of_work() as uow:
+            await uow.extensions.add(pending)
+            await uow.commit()
+        before = await store.dump()
+        session = next(s for s in before.sessions if s.id == "s1")
+        accepted = Change("pending", replace(pending, status=ExtensionStatus.ACCEPTED))
+        ledger = LedgerEntry("c1", "s1", "e1", TransactionType.EXTENSION, 15000, T0)
+        stale_session = Change("active", replace(session, status=SessionStatus.ACTIVE))
+        consumed = Change("confirmed", replace(payment, status=PaymentStatus.CONSUMED))
+        async with store.unit_of_work() as uow:
+            batch = getattr(uow, "write_batch", None)
+            assert batch is not None  # PostgreSQL offers the one-statement path
+            with pytest.raises(ConcurrencyConflict):
+                await batch(accepted, stale_session, consumed, ledger, (), ())
+        assert await store.dump() == before  # extension, payment and ledger untouched
+        async with store.unit_of_work() as uow:
+            batch = uow.write_batch
+            assert batch is not None
+            fresh_session = Change("extending", replace(session, status=SessionStatus.ACTIVE))
+            await batch(accepted, fresh_session, consumed, ledger, (), ())
+            await uow.commit()
+        after = await store.dump()
+        assert [e.status for e in after.extensions] == [ExtensionStatus.ACCEPTED]
+        assert [p.status for p in after.payments] == [PaymentStatus.CONSUMED]
+        assert len(after.ledger) == 1
     finally:
         await store.aclose()
