@@ -13,6 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from .core import Change
 from .model import (
     Extension,
     JSONValue,
@@ -29,6 +30,7 @@ __all__ = [
     "AuditLog",
     "Clock",
     "ConfigSource",
+    "DecisionWriter",
     "DeviceTokens",
     "ExtensionRepository",
     "InspectableStore",
@@ -144,6 +146,23 @@ class OutboxMessage:
     payload: Mapping[str, JSONValue]
     created_at: datetime
     attempts: int = 0
+
+
+class DecisionWriter(Protocol):
+    """An optional fast path a unit of work may offer as ``write_batch``: every
+    write of one decision at once (compare-and-set semantics kept: a stale
+    expected status raises ``ConcurrencyConflict``).  The service uses it when
+    ``uow.write_batch`` is not ``None``; otherwise it writes row by row."""
+
+    async def __call__(
+        self,
+        extension: Change[Extension] | None,
+        session: Change[Session] | None,
+        payment: Change[PaymentSession] | None,
+        ledger: LedgerEntry | None,
+        log: Sequence[TransitionRecord],
+        outbox: Sequence[OutboxMessage],
+    ) -> None: ...
 
 
 class OutboxRepository(Protocol):

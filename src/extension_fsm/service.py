@@ -37,6 +37,7 @@ from .outbox import OutboxDispatcher, encode_effects
 from .ports import (
     Clock,
     ConfigSource,
+    DecisionWriter,
     Presence,
     PushSender,
     Scheduler,
@@ -356,7 +357,7 @@ class ExtensionService:
         raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
 
     async def _write(self, uow: UnitOfWork, decision: core.Decision) -> list[str]:
-        batch = getattr(uow, "write_batch", None)
+        batch: DecisionWriter | None = getattr(uow, "write_batch", None)
         if batch is not None:  # the store writes it all in one round trip (SQL adapter, PG)
             rows = encode_effects(decision.effects, self._clock.now(), self._new_id)
             await batch(

@@ -8,7 +8,7 @@ come back as the same ``ExtensionError`` 409 the in-memory store raises.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -32,7 +32,7 @@ from ...model import (
     TransactionType,
     TransitionRecord,
 )
-from ...ports import OutboxMessage, StoreDump
+from ...ports import DecisionWriter, OutboxMessage, StoreDump
 from .batch import BatchPart, write_batch
 from .engine import Database, create_engine
 from .outbox import SqlOutboxStore
@@ -263,7 +263,7 @@ class SqlUnitOfWork:
         await self.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=rest))
 
     @property
-    def write_batch(self) -> Callable[..., Awaitable[None]] | None:
+    def write_batch(self) -> DecisionWriter | None:
         """One statement for all of a decision's writes (PostgreSQL; ``None`` elsewhere).
 
         ``await uow.write_batch(extension, session, payment, ledger, log, outbox)``
