@@ -1,11 +1,13 @@
-"""Delivery ports that do nothing and keep nothing (so benchmarks time only the library)."""
+"""Delivery ports that do nothing and keep nothing (so benchmarks time only the
+library; the recording fakes of ``adapters.memory`` would add their own cost).
+Configuration comes from ``adapters.memory.MemoryConfig``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
 
-from extension_fsm.model import JSONValue, Participant, PushMessage, TimeoutAction
+from extension_fsm.model import JSONValue, Participant, PushMessage
 
 
 class NullSockets:
@@ -48,20 +50,3 @@ class NullSessionTimer:
 
     async def clear_closure_grace(self, session_id: str) -> None:
         return None
-
-
-class FixedConfig:
-    """Constant configuration."""
-
-    def __init__(self, timeout_seconds: int = 10, action: TimeoutAction | str = "auto_reject"):
-        self.timeout_seconds = timeout_seconds
-        self.action = action
-
-    async def extension_timeout_seconds(self) -> int:
-        return self.timeout_seconds
-
-    async def extension_timeout_action(self) -> TimeoutAction | str:
-        return self.action
-
-    async def closure_grace_seconds(self) -> int:
-        return 60

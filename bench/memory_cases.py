@@ -14,7 +14,7 @@ from transitions import Machine
 from transitions.extensions.states import Timeout, add_state_features
 
 from extension_fsm.adapters.clock import AsyncioScheduler, SystemClock
-from extension_fsm.adapters.memory import MemoryStore
+from extension_fsm.adapters.memory import MemoryConfig, MemoryStore
 from extension_fsm.model import (
     ExtensionStatus,
     PaymentSession,
@@ -24,7 +24,7 @@ from extension_fsm.model import (
 )
 from extension_fsm.service import ExtensionService
 
-from .fakes import CountingPush, FixedConfig, NullPresence, NullSessionTimer, NullSockets
+from .fakes import CountingPush, NullPresence, NullSessionTimer, NullSockets
 from .harness import Result, Sizes, check
 
 
@@ -44,7 +44,7 @@ async def _hold_pending(n: int) -> dict[str, Any]:
     service = ExtensionService(
         store,
         clock=SystemClock(),
-        config=FixedConfig(timeout_seconds=3600),
+        config=MemoryConfig(timeout_seconds=3600, timeout_action="auto_reject"),
         sockets=NullSockets(),
         presence=NullPresence(),
         push=push,

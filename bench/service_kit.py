@@ -7,11 +7,12 @@ import itertools
 from collections.abc import Sequence
 
 from extension_fsm.adapters.clock import SystemClock
+from extension_fsm.adapters.memory import MemoryConfig
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.outbox import DispatchReport, OutboxDispatcher
 from extension_fsm.service import ExtensionService
 
-from .fakes import CountingPush, FixedConfig, NullPresence, NullSessionTimer, NullSockets
+from .fakes import CountingPush, NullPresence, NullSessionTimer, NullSockets
 
 
 class DeferredDispatcher(OutboxDispatcher):
@@ -48,7 +49,7 @@ def make_service(
     return ExtensionService(
         store,
         clock=clock,
-        config=FixedConfig(action=action),
+        config=MemoryConfig(timeout_action=action),
         presence=NullPresence(),
         dispatcher=dispatcher,
         new_id=lambda: f"{id_prefix}{next(counter)}",
