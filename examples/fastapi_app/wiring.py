@@ -176,6 +176,6 @@ async def start_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(
         settings, store, service, hub, sockets, presence, device_tokens, bridge, closers
     )
+    # One loop per worker: it sweeps due extensions and delivers due outbox rows.
     runtime.tasks.append(asyncio.create_task(run_sweeper(service, settings.sweep_interval)))
-    runtime.tasks.append(asyncio.create_task(service.dispatcher.run(settings.sweep_interval / 2)))
     return runtime
