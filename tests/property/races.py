@@ -14,6 +14,7 @@ expose ``YourSubclass.TestCase`` in a ``test_*.py`` module.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import Awaitable, Coroutine
 from datetime import datetime, timedelta
@@ -105,13 +106,22 @@ class ExtensionRaces(RuleBasedStateMachine):
     async def close_store(self, store: InspectableStore) -> None:
         """Release what :meth:`make_store` made."""
 
+    async def concurrently(self, *calls: Awaitable[Any]) -> list[Any]:
+        """Run ``calls`` at once (results or exceptions, in order).  A backend
+        whose driver adds real threads overrides this to keep runs replayable."""
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
     # ------------------------------------------------------------ set-up
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = VirtualTimeLoop()
         self.store = self.run(self.make_store())
-        self.world = World(self.store, sweep_interval=SWEEP_INTERVAL)
+        # Ids from a counter, not uuid4: a store that lists rows by id (SQL)
+        # must list them in the same order when hypothesis replays a run.
+        ids = itertools.count(1)
+        self.new_id = lambda: f"id{next(ids):06d}"
+        self.world = World(self.store, sweep_interval=SWEEP_INTERVAL, new_id=self.new_id)
         self.initial_expiry: dict[str, datetime] = {}
         self.ends = 0
         self.run(self._seed())
@@ -152,6 +162,7 @@ class ExtensionRaces(RuleBasedStateMachine):
             presence=w.presence,
             push=w.push,
             session_timer=w.session_timer,
+            new_id=self.new_id,
         )
 
     def teardown(self) -> None:
@@ -354,7 +365,7 @@ class ExtensionRaces(RuleBasedStateMachine):
         calls = [calls[i] for i in order]
 
         async def together() -> list[Any]:
-            return list(await asyncio.gather(*(c for _, c in calls), return_exceptions=True))
+            return await self.concurrently(*(c for _, c in calls))
 
         results = self.step(together())
         assert isinstance(results, list)
@@ -401,9 +412,7 @@ class ExtensionRaces(RuleBasedStateMachine):
             return await worker.respond_to_extension(ext.id, sid, mitra, accepted)
 
         async def together() -> list[Any]:
-            return list(
-                await asyncio.gather(ask(service, first), ask_and_answer(), return_exceptions=True)
-            )
+            return await self.concurrently(ask(service, first), ask_and_answer())
 
         results = self.step(together())
         assert isinstance(results, list)
@@ -419,7 +428,8 @@ class ExtensionRaces(RuleBasedStateMachine):
     @rule()
     def sweep_two_workers(self) -> None:
         async def both() -> tuple[list[Extension], list[Extension]]:
-            a, b = await asyncio.gather(self.world.service.sweep_due(), self.worker.sweep_due())
+            a, b = await self.concurrently(self.world.service.sweep_due(), self.worker.sweep_due())
+            assert not isinstance(a, BaseException) and not isinstance(b, BaseException), (a, b)
             return a, b
 
         result = self.step(both())
