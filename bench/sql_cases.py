@@ -177,7 +177,8 @@ async def _sqlite_accept(sizes: Sizes, path: Path) -> list[Result]:
             verified=True,
             notes=[
                 "ours: ExtensionService.respond_to_extension over SqlAlchemyStore "
-                "(aiosqlite); outbox rows left for the dispatcher, as the raw code does"
+                "(inline sqlite3 driver, writes via sqlite_batch); outbox rows left for the "
+                "dispatcher, as the raw code does"
             ],
         ),
         Result(

@@ -1,5 +1,6 @@
 """The store contract (``ports.Store`` + ``InspectableStore``), one test class run
-against every store: in memory, SQLite (file and ``sqlite://``) and PostgreSQL."""
+against every store: in memory, SQLite (file, ``sqlite://`` and the
+``+aiosqlite`` driver) and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from extension_fsm.simulation import make_payment, make_session
 from tests.integration.sql_support import private_postgres_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-KINDS = ["memory", "sqlite_file", "sqlite_memory", "postgres"]
+KINDS = ["memory", "sqlite_file", "sqlite_memory", "sqlite_aiosqlite", "postgres"]
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         url = f"sqlite:///{tmp_path / 'contract.db'}"
     elif kind == "sqlite_memory":
         url = "sqlite://"
+    elif kind == "sqlite_aiosqlite":  # the driver that keeps every call off the loop
+        url = f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}"
     else:
         url = request.getfixturevalue("pg_url")
     # A fresh prefix per test: isolation inside one database, and the prefix path tested.

@@ -31,10 +31,12 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite_aiosqlite", "postgres"])
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'service.db'}"
+    elif request.param == "sqlite_aiosqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
     else:
         url = request.getfixturevalue("pg_url")
     prefix = "w" + tmp_path.name[-8:].replace("-", "_") + "_"

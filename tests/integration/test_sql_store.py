@@ -3,6 +3,7 @@ errors mid-transaction, mapped table names."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -12,7 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, inspect
 
-from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, StorageError, to_async_url
+from extension_fsm.adapters.sqlalchemy import (
+    SqlAlchemyStore,
+    StorageError,
+    resolve_url,
+    to_async_url,
+)
 from extension_fsm.errors import ConcurrencyConflict, ErrorCode, ExtensionError
 from extension_fsm.model import Extension, ExtensionStatus
 from extension_fsm.simulation import make_payment, make_session
@@ -28,25 +34,32 @@ def ext(ext_id: str, session_id: str, payment_id: str, expires_at: datetime) -> 
 
 
 @pytest.mark.parametrize(
-    ("given", "expected"),
+    ("given", "store_url", "async_url"),
     [
-        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
-        ("sqlite://", "sqlite+aiosqlite://"),
-        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
-        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
-        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
-        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
-        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:///x.db", "sqlite+pysqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite://", "sqlite+pysqlite://", "sqlite+aiosqlite://"),
+        ("sqlite+pysqlite:///x.db", "sqlite+pysqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        (
+            "postgresql+psycopg://u@h/db",
+            "postgresql+psycopg://u@h/db",
+            "postgresql+psycopg://u@h/db",
+        ),
     ],
 )
-def test_urls_map_to_async_drivers(given: str, expected: str) -> None:
-    assert to_async_url(given).render_as_string() == expected
+def test_urls_map_to_drivers(given: str, store_url: str, async_url: str) -> None:
+    assert resolve_url(given).render_as_string() == store_url
+    assert to_async_url(given).render_as_string() == async_url
 
 
 @pytest.mark.parametrize(
-    "bad", ["mysql://h/db", "postgresql+psycopg2://h/db", "sqlite+pysqlite://"]
+    "bad", ["mysql://h/db", "postgresql+psycopg2://h/db", "sqlite+pysqlcipher://"]
 )
 def test_unsupported_urls_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        resolve_url(bad)
     with pytest.raises(ValueError, match="unsupported"):
         to_async_url(bad)
 
@@ -98,8 +111,7 @@ async def test_table_names_map_one_by_one(tmp_path: Path) -> None:
     )
     try:
         await store.seed_session(make_session("s1", expires_at=T0))
-        async with store.database.engine.connect() as conn:
-            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        tables = set(await store.database.run_sync(lambda c: inspect(c).get_table_names()))
         assert {"host_sessions", "host_users", "fsm_extensions", "fsm_extension_outbox"} <= tables
         assert [s.id for s in (await store.dump()).sessions] == ["s1"]
     finally:
@@ -108,9 +120,10 @@ async def test_table_names_map_one_by_one(tmp_path: Path) -> None:
         await SqlAlchemyStore.open(url, table_names={"sessions": "x"})
 
 
-async def test_sqlite_busy_file_is_a_concurrency_conflict(tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["", "+aiosqlite"])
+async def test_sqlite_busy_file_is_a_concurrency_conflict(tmp_path: Path, driver: str) -> None:
     path = tmp_path / "busy.db"
-    store = await SqlAlchemyStore.open(f"sqlite:///{path}?timeout=0.2", create_schema=True)
+    store = await SqlAlchemyStore.open(f"sqlite{driver}:///{path}?timeout=0.2", create_schema=True)
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # another process holds the one write lock
@@ -120,6 +133,38 @@ async def test_sqlite_busy_file_is_a_concurrency_conflict(tmp_path: Path) -> Non
         other.execute("ROLLBACK")
         async with store.unit_of_work() as uow:  # and the lock was given back on failure
             assert await uow.sessions.get("s1") is None
+    finally:
+        other.close()
+        await store.aclose()
+
+
+async def test_inline_sqlite_waits_for_another_writer_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wait.db"
+    store = await SqlAlchemyStore.open(f"sqlite:///{path}", create_schema=True)
+    assert store.database.is_inline
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the one write lock
+        asyncio.get_running_loop().call_later(0.2, other.execute, "ROLLBACK")
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        before = ticks
+        async with store.unit_of_work() as uow:  # waits for the lock, then runs
+            assert await uow.sessions.get("s1") is None
+            await uow.commit()
+        ticker.cancel()
+        # The loop kept running while the unit of work waited (~0.2 s at 5 ms a tick).
+        assert ticks - before >= 10, ticks - before
     finally:
         other.close()
         await store.aclose()
@@ -169,14 +214,15 @@ async def test_psycopg_driver_runs_the_same_store(pg_url: str) -> None:
 
 
 async def test_write_batch_missed_compare_and_set_is_a_conflict_and_writes_nothing(
-    pg_url: str,
+    sql_store: SqlAlchemyStore,
 ) -> None:
-    """PostgreSQL's one-statement write: a stale expected status anywhere in the
-    decision rolls the whole statement back, as the separate UPDATEs would."""
+    """The batched write (one statement on PostgreSQL, direct ``sqlite3`` calls
+    on SQLite): a stale expected status anywhere in the decision rolls the
+    whole unit of work back, as the separate UPDATEs would."""
     from extension_fsm.core import Change
     from extension_fsm.model import LedgerEntry, PaymentStatus, SessionStatus, TransactionType
 
-    store = await SqlAlchemyStore.open(pg_url, create_schema=True, table_prefix="wb_")
+    store = sql_store
     try:
         await store.seed_session(make_session("s1", expires_at=T0, status=SessionStatus.EXTENDING))
         payment = make_payment("p1")
@@ -193,7 +239,7 @@ async def test_write_batch_missed_compare_and_set_is_a_conflict_and_writes_nothi
         consumed = Change("confirmed", replace(payment, status=PaymentStatus.CONSUMED))
         async with store.unit_of_work() as uow:
             batch = getattr(uow, "write_batch", None)
-            assert batch is not None  # PostgreSQL offers the one-statement path
+            assert batch is not None  # both offer the batched path
             with pytest.raises(ConcurrencyConflict):
                 await batch(accepted, stale_session, consumed, ledger, (), ())
         assert await store.dump() == before  # extension, payment and ledger untouched

@@ -3,12 +3,12 @@ shared connection): the database's unique indexes, compare-and-set updates
 and ``BEGIN IMMEDIATE`` writers are held to the invariants the in-memory
 store is held to.
 
-SQLite costs ~1 ms a unit of work, so this runs fewer, shorter examples than
-the in-memory machine.  aiosqlite answers from its own thread, so calls "at
-once" would interleave by thread timing and hypothesis could not replay a run:
-here they run one after another, in the order hypothesis draws (the
-compare-and-set and already-resolved paths are still taken; real concurrency
-on a database is what tests/integration/test_pg_races.py is for).
+A SQL unit of work costs more than a memory one, so this runs fewer, shorter
+examples than the in-memory machine.  Calls run one after another, in the
+order hypothesis draws, so a run replays exactly (SQLite units of work take
+turns on one lock anyway; the compare-and-set and already-resolved paths are
+still taken; real concurrency on a database is what
+tests/integration/test_pg_races.py is for).
 """
 
 from __future__ import annotations

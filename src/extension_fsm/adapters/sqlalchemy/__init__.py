@@ -1,9 +1,11 @@
-"""Durable storage: SQLAlchemy 2 (async) over SQLite (embedded default) or PostgreSQL.
+"""Durable storage: SQLAlchemy 2 over SQLite (embedded default) or PostgreSQL.
 
 ``store = await SqlAlchemyStore.open(url)`` with ``sqlite:///file.db`` (a file
 in WAL mode), ``sqlite://`` (in memory, one shared connection),
-``postgresql://…`` (asyncpg) or an explicit ``+aiosqlite`` / ``+asyncpg`` /
-``+psycopg`` driver; ``await store.aclose()`` when done.  It implements
+``postgresql://…`` (asyncpg) or an explicit driver: ``+pysqlite`` (the
+default: statements run on the event loop's thread, see :mod:`.engine`),
+``+aiosqlite`` (every driver call in a thread), ``+asyncpg``, ``+psycopg``;
+``await store.aclose()`` when done.  It implements
 :class:`~extension_fsm.ports.Store` (with ``store.outbox``, the
 :class:`~extension_fsm.ports.OutboxStore`) and
 :class:`~extension_fsm.ports.InspectableStore`.
@@ -45,7 +47,7 @@ from .engine import StorageError
 from .outbox import SqlOutboxStore
 from .schema import DEFAULT_TABLE_NAMES, Tables, build_tables
 from .store import SqlAlchemyStore, SqlUnitOfWork
-from .urls import to_async_url
+from .urls import resolve_url, to_async_url
 
 __all__ = [
     "DEFAULT_TABLE_NAMES",
@@ -55,5 +57,6 @@ __all__ = [
     "StorageError",
     "Tables",
     "build_tables",
+    "resolve_url",
     "to_async_url",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...ports import OutboxMessage
 from .engine import Database
@@ -31,7 +32,9 @@ class SqlOutboxStore:
         # Every call here is one statement, atomic on its own: on PostgreSQL it
         # runs without BEGIN/COMMIT (one round trip instead of three).
         self._autocommit = (
-            db.engine.execution_options(isolation_level="AUTOCOMMIT") if db.is_postgres else None
+            db.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if db.is_postgres and isinstance(db.engine, AsyncEngine)
+            else None
         )
 
         t = self._t

@@ -1,4 +1,4 @@
-"""The store and its unit of work over SQLAlchemy Core (async).
+"""The store and its unit of work over SQLAlchemy Core.
 
 A unit of work is one database transaction on one connection.  Status
 changes are compare-and-set ``UPDATE … WHERE id = … AND status = …``; the
@@ -8,6 +8,7 @@ come back as the same ``ExtensionError`` 409 the in-memory store raises.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -17,7 +18,6 @@ from sqlalchemy import Row, Select, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...model import (
     Extension,
@@ -34,9 +34,10 @@ from ...model import (
 )
 from ...ports import DecisionWriter, OutboxMessage, StoreDump
 from .batch import BatchPart, write_batch
-from .engine import Database, create_engine
+from .engine import Database, InlineConnection, TxConnection, create_engine
 from .outbox import SqlOutboxStore
 from .schema import Tables, build_tables
+from .sqlite_batch import write_batch_sqlite
 
 __all__ = ["SqlAlchemyStore", "SqlUnitOfWork"]
 
@@ -127,12 +128,11 @@ class SqlAlchemyStore:
 
     async def create_schema(self) -> None:
         """Create every table and index that does not exist yet."""
-        async with self._db.engine.begin() as conn:
-            await conn.run_sync(self._db.tables.metadata.create_all)
+        await self._db.run_sync(self._db.tables.metadata.create_all)
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
-        await self._db.engine.dispose()
+        await self._db.dispose()
 
     @property
     def tables(self) -> Tables:
@@ -196,7 +196,7 @@ class SqlUnitOfWork:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._conn: AsyncConnection | None = None
+        self._conn: TxConnection | None = None
         self.statements = _statements(db.tables)
         self.sessions = _Sessions(self)
         self.payments = _Payments(self)
@@ -264,14 +264,16 @@ class SqlUnitOfWork:
 
     @property
     def write_batch(self) -> DecisionWriter | None:
-        """One statement for all of a decision's writes (PostgreSQL; ``None`` elsewhere).
+        """All of a decision's writes at once: one statement on PostgreSQL
+        (:mod:`.batch`), straight through ``sqlite3`` on inline SQLite
+        (:mod:`.sqlite_batch`); ``None`` on ``+aiosqlite``.
 
         ``await uow.write_batch(extension, session, payment, ledger, log, outbox)``
         with the decision's changes (``Change``-like: ``.row``, ``.expected``;
         ``expected=None`` inserts) and rows; a compare-and-set that matched
         nothing raises ``ConcurrencyConflict``, as the separate updates would.
         """
-        return self._write_batch if self._db.is_postgres else None
+        return self._write_batch if self._db.is_postgres or self._db.is_inline else None
 
     async def _write_batch(
         self,
@@ -301,7 +303,15 @@ class SqlUnitOfWork:
             parts.append(BatchPart("l", t.ledger, [_ledger_values(ledger)]))
         parts.append(BatchPart("g", t.log, [_record_values(r) for r in log]))
         parts.append(BatchPart("o", t.outbox, [_outbox_values(m) for m in outbox]))
-        await write_batch(self, parts)
+        if isinstance(self._conn, InlineConnection):
+            raw = self._conn.sync.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            try:
+                write_batch_sqlite(raw, self._db.engine.dialect, parts)
+            except DBAPIError as err:
+                raise self._db.translate(err) from err
+        else:
+            await write_batch(self, parts)
 
     async def compare_and_set(self, table: Any, row_id: str, expected: str, values: Any) -> bool:
         """``UPDATE … WHERE id = row_id AND status = expected``; whether a row matched."""

@@ -1,0 +1,78 @@
+"""The inline SQLite driver writes a decision through ``sqlite3`` directly
+(``sqlite_batch``); ``+aiosqlite`` writes it through the repositories, one
+SQLAlchemy statement per table.  The same script must leave the same rows on
+both, and the same rows as the in-memory store."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from contextlib import closing
+from datetime import timedelta
+from pathlib import Path
+
+from extension_fsm.adapters.memory import MemoryStore
+from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+from extension_fsm.invariants import check_invariants
+from extension_fsm.model import ExtensionStatus, Participant
+from extension_fsm.ports import InspectableStore, StoreDump
+from extension_fsm.simulation import World, make_payment, make_session
+
+
+async def _script(store: InspectableStore) -> StoreDump:
+    ids = itertools.count()
+    w = World(store=store, new_id=lambda: f"id{next(ids):04d}")
+    now = w.clock.now()
+    for n in (1, 2, 3):
+        session = make_session(f"s{n}", expires_at=now + timedelta(minutes=5))
+        await w.add_session(session)
+        await w.add_payment(make_payment(f"p{n}"))
+        # s1's mitra on the session's socket, s2's only online, s3's gone: every delivery path
+        w.connect(session, Participant.MITRA, on_session_socket=n == 1, online=n < 3)
+    svc = w.service
+    a = await svc.request_extension(
+        "s1", "c1", duration_minutes=10, price=15000, extension_payment_session_id="p1"
+    )
+    b = await svc.request_extension(
+        "s2", "c1", duration_minutes=20, price=15000, extension_payment_session_id="p2"
+    )
+    c = await svc.request_extension(
+        "s3", "c1", duration_minutes=30, price=15000, extension_payment_session_id="p3"
+    )
+    await svc.respond_to_extension(a.id, "s1", "m1", True)
+    await svc.respond_to_extension(b.id, "s2", "m1", False)
+    await w.clock.advance(120)  # c times out; sessions run on
+    dump = await store.dump()
+    assert [e.status for e in dump.extensions if e.id == c.id] != [ExtensionStatus.PENDING]
+    assert check_invariants(dump, now=w.clock.now()) == []
+    return dump
+
+
+async def test_inline_sqlite_writes_the_same_rows_as_aiosqlite_and_memory(tmp_path: Path) -> None:
+    inline = await SqlAlchemyStore.open(f"sqlite:///{tmp_path / 'inline.db'}", create_schema=True)
+    threaded = await SqlAlchemyStore.open(
+        f"sqlite+aiosqlite:///{tmp_path / 'threaded.db'}", create_schema=True
+    )
+    try:
+        assert inline.database.is_inline and not threaded.database.is_inline
+        async with inline.unit_of_work() as uow:
+            assert uow.write_batch is not None  # the direct path is the one under test
+        async with threaded.unit_of_work() as uow:
+            assert uow.write_batch is None
+        expected = await _script(MemoryStore())
+        assert len(expected.ledger) == 1 and len(expected.log) >= 9 and expected.outbox
+        assert await _script(inline) == expected
+        assert await _script(threaded) == expected
+    finally:
+        await inline.aclose()
+        await threaded.aclose()
+    # Byte for byte: the stored text (timestamps, JSON, booleans) is the same too.
+    stored = [_raw_rows(tmp_path / name) for name in ("inline.db", "threaded.db")]
+    assert stored[0] == stored[1]
+    assert stored[0]["extensions"] and stored[0]["extension_outbox"]
+
+
+def _raw_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with closing(sqlite3.connect(path)) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: conn.execute(f'SELECT * FROM "{n}" ORDER BY 1').fetchall() for n in names}
