@@ -177,7 +177,7 @@ async def _sqlite_accept(sizes: Sizes, path: Path) -> list[Result]:
             verified=True,
             notes=[
                 "ours: ExtensionService.respond_to_extension over SqlAlchemyStore "
-                "(inline sqlite3 driver, writes via sqlite_batch); outbox rows left for the "
+                "(inline sqlite3 driver, writes via sqlite_direct); outbox rows left for the "
                 "dispatcher, as the raw code does"
             ],
         ),

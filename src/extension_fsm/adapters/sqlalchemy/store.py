@@ -37,7 +37,7 @@ from .batch import BatchPart, write_batch
 from .engine import Database, InlineConnection, TxConnection, create_engine
 from .outbox import SqlOutboxStore
 from .schema import Tables, build_tables
-from .sqlite_batch import write_batch_sqlite
+from .sqlite_direct import NOT_DIRECT, first_row, write_batch_sqlite
 
 __all__ = ["SqlAlchemyStore", "SqlUnitOfWork"]
 
@@ -73,8 +73,11 @@ class _Statements:
         self.pending_for_session = select(x).where(
             x.c.session_id == bindparam("key"), x.c.status == ExtensionStatus.PENDING.value
         )
+        # Two plain parameters, not an expanding ``IN`` list: the SQLite direct path
+        # (sqlite_direct) runs statements whose SQL is fixed at compile time.
         self.live_for_payment = select(x).where(
-            x.c.payment_session_id == bindparam("key"), x.c.status.in_(_LIVE)
+            x.c.payment_session_id == bindparam("key"),
+            x.c.status.in_([bindparam(f"live_{n}", v) for n, v in enumerate(_LIVE)]),
         )
         self.insert_extension = insert(x)
         self.insert_ledger = insert(t.ledger)
@@ -253,7 +256,20 @@ class SqlUnitOfWork:
 
     async def first(self, stmt: Any, params: Any = None) -> Row[Any] | None:
         """The first row ``stmt`` returns, if any."""
+        if isinstance(self._conn, InlineConnection):
+            try:
+                row = first_row(self._raw_sqlite(self._conn), self._db.engine.dialect, stmt, params)
+            except DBAPIError as err:
+                raise self._db.translate(err) from err
+            if row is not NOT_DIRECT:
+                return row  # type: ignore[no-any-return]
         return (await self.execute(stmt, params)).first()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _raw_sqlite(conn: InlineConnection) -> sqlite3.Connection:
+        raw = conn.sync.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        return raw
 
     async def upsert(self, table: Any, values: dict[str, Any]) -> None:
         """Insert ``values`` or overwrite the row with the same ``id``."""
@@ -304,10 +320,8 @@ class SqlUnitOfWork:
         parts.append(BatchPart("g", t.log, [_record_values(r) for r in log]))
         parts.append(BatchPart("o", t.outbox, [_outbox_values(m) for m in outbox]))
         if isinstance(self._conn, InlineConnection):
-            raw = self._conn.sync.connection.driver_connection
-            assert isinstance(raw, sqlite3.Connection)
             try:
-                write_batch_sqlite(raw, self._db.engine.dialect, parts)
+                write_batch_sqlite(self._raw_sqlite(self._conn), self._db.engine.dialect, parts)
             except DBAPIError as err:
                 raise self._db.translate(err) from err
         else:
