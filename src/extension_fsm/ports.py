@@ -13,7 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from .core import Change
+from .core import Change, Snapshot
 from .model import (
     Extension,
     JSONValue,
@@ -45,6 +45,7 @@ __all__ = [
     "SessionRepository",
     "SessionSockets",
     "SessionTimer",
+    "SnapshotLoader",
     "Store",
     "StoreDump",
     "TimerHandle",
@@ -163,6 +164,31 @@ class DecisionWriter(Protocol):
         log: Sequence[TransitionRecord],
         outbox: Sequence[OutboxMessage],
     ) -> None: ...
+
+
+class SnapshotLoader(Protocol):
+    """An optional fast path a unit of work may offer as ``snapshots``: the rows
+    one call decides on, read together (one statement, one round trip).  Each
+    method returns what the repositories' reads would give in this unit of work;
+    the service uses it when ``uow.snapshots`` is not ``None`` and otherwise
+    reads row by row."""
+
+    async def for_request(self, session_id: str, payment_id: str | None) -> Snapshot:
+        """The session, the payment session (none when ``payment_id`` is empty), the
+        session's pending extension and the payment's live one; ``session=None``
+        alone when the session does not exist."""
+        ...
+
+    async def for_response(self, session_id: str, extension_id: str) -> Snapshot:
+        """The session, the extension and the extension's payment session;
+        ``session=None`` alone when the session does not exist."""
+        ...
+
+    async def for_timeout(self, extension_id: str) -> Snapshot:
+        """The extension, claimed as :meth:`ExtensionRepository.claim` claims it, its
+        session and its payment session; ``session=None`` alone when the extension
+        does not exist or another worker holds it."""
+        ...
 
 
 class OutboxRepository(Protocol):

@@ -43,6 +43,7 @@ from .ports import (
     Scheduler,
     SessionSockets,
     SessionTimer,
+    SnapshotLoader,
     Store,
     TimerHandle,
     UnitOfWork,
@@ -56,6 +57,24 @@ T = TypeVar("T")
 
 def _uuid() -> str:
     return str(uuid.uuid4())
+
+
+async def _claimed(uow: UnitOfWork, extension_id: str) -> core.Snapshot:
+    """The extension claimed, with its session and payment; ``session=None``
+    alone unless it is a pending extension this unit of work now holds."""
+    joined: SnapshotLoader | None = getattr(uow, "snapshots", None)
+    if joined is not None:  # claim and read in one round trip (SQL adapter)
+        snapshot = await joined.for_timeout(extension_id)
+        ext = snapshot.extension
+        if ext is None or ext.status is not ExtensionStatus.PENDING:
+            return core.Snapshot(session=None)
+        return snapshot
+    ext = await uow.extensions.claim(extension_id)
+    if ext is None or ext.status is not ExtensionStatus.PENDING:
+        return core.Snapshot(session=None)
+    session = await uow.sessions.get(ext.session_id)
+    payment = await uow.payments.get(ext.payment_session_id)
+    return core.Snapshot(session=session, extension=ext, payment=payment)
 
 
 class _Fire:
@@ -145,6 +164,9 @@ class ExtensionService:
         extension_id = self._new_id()
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
+            joined: SnapshotLoader | None = getattr(uow, "snapshots", None)
+            if joined is not None:  # one round trip (SQL adapter)
+                return await joined.for_request(session_id, extension_payment_session_id)
             payment = live = None
             if extension_payment_session_id:
                 payment = await uow.payments.get(extension_payment_session_id)
@@ -175,6 +197,12 @@ class ExtensionService:
         grace = int(await self._config.closure_grace_seconds())
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
+            joined: SnapshotLoader | None = getattr(uow, "snapshots", None)
+            if joined is not None:  # one statement: its rows agree without a re-read
+                snapshot = await joined.for_response(session_id, extension_id)
+                if snapshot.session is None or snapshot.session.mitra_id != mitra_id:
+                    return core.Snapshot(session=None)
+                return snapshot
             session = await uow.sessions.get(session_id)
             if session is None or session.mitra_id != mitra_id:
                 return core.Snapshot(session=None)
@@ -287,16 +315,13 @@ class ExtensionService:
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
             nonlocal connected, online
-            ext = await uow.extensions.claim(extension_id)
-            if ext is None or ext.status is not ExtensionStatus.PENDING:
-                return core.Snapshot(session=None)
-            session = await uow.sessions.get(ext.session_id)
-            payment = await uow.payments.get(ext.payment_session_id)
+            snapshot = await _claimed(uow, extension_id)
+            session = snapshot.session
             if session is not None and action is TimeoutAction.AUTO_APPROVE:
                 # Seed: never use "in-session" as a proxy for "online"; ask both, now.
                 connected = await self._sockets.is_connected(Participant.MITRA, session.mitra_id)
                 online = await self._presence.is_online(session.mitra_id)
-            return core.Snapshot(session=session, extension=ext, payment=payment)
+            return snapshot
 
         def facts() -> Facts:
             return Facts(

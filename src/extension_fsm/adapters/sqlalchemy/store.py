@@ -23,20 +23,30 @@ from sqlalchemy.sql.elements import ColumnClause
 from ...model import (
     Extension,
     ExtensionStatus,
-    FailureCause,
     LedgerEntry,
     PaymentSession,
-    PaymentStatus,
     Session,
-    SessionStatus,
-    TimeoutReason,
-    TransactionType,
     TransitionRecord,
 )
-from ...ports import DecisionWriter, OutboxMessage, StoreDump
+from ...ports import DecisionWriter, OutboxMessage, SnapshotLoader, StoreDump
 from .batch import BatchPart, write_batch
 from .engine import Database, InlineConnection, TxConnection, create_engine
+from .loads import SqlSnapshotLoader
 from .outbox import SqlOutboxStore
+from .rows import (
+    _extension,
+    _extension_values,
+    _ledger,
+    _ledger_values,
+    _outbox_values,
+    _payment,
+    _payment_values,
+    _record,
+    _record_values,
+    _session,
+    _session_select,
+    _session_values,
+)
 from .schema import Tables, build_tables
 from .sqlite_direct import NOT_DIRECT, first_row, write_batch_sqlite
 
@@ -294,6 +304,11 @@ class SqlUnitOfWork:
         """
         return self._write_batch if self._db.is_postgres or self._db.is_inline else None
 
+    @property
+    def snapshots(self) -> SnapshotLoader:
+        """Each call's reads in one joined ``SELECT`` (see :mod:`.loads`)."""
+        return SqlSnapshotLoader(self, self.tables, is_postgres=self._db.is_postgres)
+
     async def _write_batch(
         self,
         extension: Any,
@@ -451,160 +466,3 @@ class _Outbox:
             return
         rows = [_outbox_values(m) for m in messages]
         await self._uow.execute(self._uow.statements.insert_outbox, rows)
-
-
-# ---------------------------------------------------------------- row mapping
-
-
-def _session_select(t: Tables) -> Select[Any]:
-    s, c = t.sessions, t.customers
-    return (
-        select(s, c.c.display_name)
-        .select_from(s.outerjoin(c, c.c.id == s.c.customer_id))
-        .order_by(s.c.id)
-    )
-
-
-def _session(r: Row[Any]) -> Session:
-    return Session(
-        id=r.id,
-        customer_id=r.customer_id,
-        mitra_id=r.mitra_id,
-        status=SessionStatus(r.status),
-        expires_at=r.expires_at,
-        customer_display_name=r.display_name or "",
-        topic_sensitivity=r.topic_sensitivity,
-        closure_deadline=r.closure_deadline,
-    )
-
-
-def _session_values(s: Session) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "customer_id": s.customer_id,
-        "mitra_id": s.mitra_id,
-        "status": s.status.value,
-        "expires_at": s.expires_at,
-        "closure_deadline": s.closure_deadline,
-        "topic_sensitivity": s.topic_sensitivity,
-    }
-
-
-def _payment(r: Row[Any]) -> PaymentSession:
-    return PaymentSession(
-        id=r.id,
-        customer_id=r.customer_id,
-        status=PaymentStatus(r.status),
-        amount=r.amount,
-        is_extension=r.is_extension,
-        is_first_session_discount=r.is_first_session_discount,
-        failure_cause=FailureCause(r.failure_cause) if r.failure_cause else None,
-    )
-
-
-def _payment_values(p: PaymentSession) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "customer_id": p.customer_id,
-        "status": p.status.value,
-        "amount": p.amount,
-        "is_extension": p.is_extension,
-        "is_first_session_discount": p.is_first_session_discount,
-        "failure_cause": p.failure_cause.value if p.failure_cause else None,
-    }
-
-
-def _extension(r: Row[Any]) -> Extension:
-    return Extension(
-        id=r.id,
-        session_id=r.session_id,
-        duration_minutes=r.duration_minutes,
-        price=r.price,
-        payment_session_id=r.payment_session_id,
-        status=ExtensionStatus(r.status),
-        requested_at=r.requested_at,
-        expires_at=r.expires_at,
-        timeout_seconds=r.timeout_seconds,
-        responded_at=r.responded_at,
-        via_timeout=r.via_timeout,
-        reason=TimeoutReason(r.reason) if r.reason else None,
-        failure_cause=FailureCause(r.failure_cause) if r.failure_cause else None,
-    )
-
-
-def _extension_values(e: Extension) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "session_id": e.session_id,
-        "duration_minutes": e.duration_minutes,
-        "price": e.price,
-        "payment_session_id": e.payment_session_id,
-        "status": e.status.value,
-        "requested_at": e.requested_at,
-        "expires_at": e.expires_at,
-        "timeout_seconds": e.timeout_seconds,
-        "responded_at": e.responded_at,
-        "via_timeout": e.via_timeout,
-        "reason": e.reason.value if e.reason else None,
-        "failure_cause": e.failure_cause.value if e.failure_cause else None,
-    }
-
-
-def _ledger_values(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "customer_id": entry.customer_id,
-        "session_id": entry.session_id,
-        "extension_id": entry.extension_id,
-        "type": entry.type.value,
-        "amount": entry.amount,
-        "created_at": entry.created_at,
-    }
-
-
-def _record_values(r: TransitionRecord) -> dict[str, Any]:
-    return {
-        "entity": r.entity,
-        "entity_id": r.entity_id,
-        "from_status": r.from_status,
-        "to_status": r.to_status,
-        "event": r.event,
-        "cause": r.cause,
-        "actor": r.actor,
-        "at": r.at,
-    }
-
-
-def _outbox_values(m: OutboxMessage) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "kind": m.kind,
-        "dedupe_key": m.dedupe_key,
-        "payload": dict(m.payload),
-        "created_at": m.created_at,
-        "available_at": m.created_at,
-        "attempts": m.attempts,
-    }
-
-
-def _ledger(r: Row[Any]) -> LedgerEntry:
-    return LedgerEntry(
-        customer_id=r.customer_id,
-        session_id=r.session_id,
-        extension_id=r.extension_id,
-        type=TransactionType(r.type),
-        amount=r.amount,
-        created_at=r.created_at,
-    )
-
-
-def _record(r: Row[Any]) -> TransitionRecord:
-    return TransitionRecord(
-        entity=r.entity,
-        entity_id=r.entity_id,
-        from_status=r.from_status,
-        to_status=r.to_status,
-        event=r.event,
-        actor=r.actor,
-        at=r.at,
-        cause=r.cause,
-    )

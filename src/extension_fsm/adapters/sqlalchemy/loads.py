@@ -1,0 +1,164 @@
+"""The rows a decision reads, in one joined ``SELECT`` instead of one per row.
+
+:class:`SqlSnapshotLoader` is what the unit of work offers as ``snapshots``
+(:class:`~extension_fsm.ports.SnapshotLoader`): a request reads the session
+(with its customer's display name), the payment session, the session's pending
+extension and the payment's live one; an answer the session, the extension
+and its payment; a timeout the same rows starting from the extension, which it
+claims (``FOR UPDATE OF`` the extension ``SKIP LOCKED`` on PostgreSQL, as
+:meth:`ExtensionRepository.claim` does).  One statement sees one snapshot, so
+the rows agree with each other under any isolation level.
+
+Each table's columns come back labelled ``<alias>_<column>``; at most one row
+matches (primary keys, and the partial unique indexes for the pending and
+live extensions).  The statements are built once per schema.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+from sqlalchemy import Row, Select, and_, bindparam, literal_column, select
+from sqlalchemy.sql.expression import BindParameter, ColumnClause, FromClause
+
+from ...core import Snapshot
+from ...model import ExtensionStatus
+from .rows import _extension, _payment, _session
+from .schema import Tables
+
+__all__ = ["SqlSnapshotLoader"]
+
+_PENDING: ColumnClause[Any] = literal_column(f"'{ExtensionStatus.PENDING.value}'")
+_LIVE = [_PENDING, literal_column(f"'{ExtensionStatus.ACCEPTED.value}'")]
+
+
+class _Reader(Protocol):
+    async def first(self, stmt: Any, params: Any = None) -> Row[Any] | None: ...
+
+
+class _Part:
+    """Where one table's columns sit in a joined row, and their plain names."""
+
+    __slots__ = ("names", "start", "stop")
+
+    def __init__(self, names: list[str], start: int) -> None:
+        self.names = names
+        self.start = start
+        self.stop = start + len(names)
+
+    def of(self, row: Row[Any]) -> SimpleNamespace | None:
+        """The table's columns by plain name; ``None`` when the join found no row."""
+        values = row[self.start : self.stop]
+        if values[0] is None:  # the primary key (first column) of an outer-joined row
+            return None
+        return SimpleNamespace(**dict(zip(self.names, values, strict=True)))
+
+
+def _part(table: FromClause, prefix: str) -> list[Any]:
+    return [c.label(f"{prefix}_{c.name}") for c in table.c]
+
+
+class _Joined:
+    """A joined ``SELECT`` and where each table's columns sit in its rows."""
+
+    def __init__(self, parts: dict[str, list[Any]], joins: FromClause, where: Any) -> None:
+        self.parts: dict[str, _Part] = {}
+        columns: list[Any] = []
+        for name, cols in parts.items():
+            self.parts[name] = _Part([c.name.split("_", 1)[1] for c in cols], len(columns))
+            columns.extend(cols)
+        self.select: Select[Any] = select(*columns).select_from(joins).where(where)
+
+
+class _Statements:
+    def __init__(self, t: Tables, is_postgres: bool) -> None:
+        s, c, x, p = t.sessions, t.customers, t.extensions, t.payments
+        pend, live = x.alias("pend"), x.alias("live")
+        session = [*_part(s, "s"), c.c.display_name.label("s_display_name")]
+        with_customer = s.outerjoin(c, c.c.id == s.c.customer_id)
+        payment_id: BindParameter[Any] = bindparam("payment_id")
+        self.request = _Joined(
+            {"s": session, "p": _part(p, "p"), "n": _part(pend, "n"), "l": _part(live, "l")},
+            with_customer.outerjoin(p, p.c.id == payment_id)
+            .outerjoin(
+                live, and_(live.c.payment_session_id == payment_id, live.c.status.in_(_LIVE))
+            )
+            .outerjoin(pend, and_(pend.c.session_id == s.c.id, pend.c.status == _PENDING)),
+            s.c.id == bindparam("session_id"),
+        )
+        self.response = _Joined(
+            {"s": session, "x": _part(x, "x"), "p": _part(p, "p")},
+            with_customer.outerjoin(x, x.c.id == bindparam("extension_id")).outerjoin(
+                p, p.c.id == x.c.payment_session_id
+            ),
+            s.c.id == bindparam("session_id"),
+        )
+        self.timeout = _Joined(
+            {"x": _part(x, "x"), "s": session, "p": _part(p, "p")},
+            x.outerjoin(s, s.c.id == x.c.session_id)
+            .outerjoin(c, c.c.id == s.c.customer_id)
+            .outerjoin(p, p.c.id == x.c.payment_session_id),
+            x.c.id == bindparam("extension_id"),
+        )
+        if is_postgres:  # on SQLite the unit of work already holds the one write lock
+            self.timeout.select = self.timeout.select.with_for_update(of=x, skip_locked=True)
+
+
+_CACHE: dict[tuple[int, bool], tuple[Tables, _Statements]] = {}
+
+
+def _statements(t: Tables, is_postgres: bool) -> _Statements:
+    key = (id(t), is_postgres)
+    hit = _CACHE.get(key)
+    if hit is None or hit[0] is not t:
+        hit = _CACHE[key] = (t, _Statements(t, is_postgres))
+    return hit[1]
+
+
+def _rows(joined: _Joined, row: Row[Any]) -> dict[str, Any]:
+    """Each table's model (``None`` where the outer join found no row)."""
+    models: dict[str, Any] = {}
+    for name, part in joined.parts.items():
+        values = part.of(row)
+        if values is None:
+            models[name] = None
+        elif name == "s":
+            models[name] = _session(values)
+        elif name == "p":
+            models[name] = _payment(values)
+        else:
+            models[name] = _extension(values)
+    return models
+
+
+class SqlSnapshotLoader:
+    """:class:`~extension_fsm.ports.SnapshotLoader` over one unit of work."""
+
+    def __init__(self, uow: _Reader, tables: Tables, *, is_postgres: bool) -> None:
+        self._uow = uow
+        self._s = _statements(tables, is_postgres)
+
+    async def _load(self, joined: _Joined, params: dict[str, Any]) -> dict[str, Any] | None:
+        row = await self._uow.first(joined.select, params)
+        return None if row is None else _rows(joined, row)
+
+    async def for_request(self, session_id: str, payment_id: str | None) -> Snapshot:
+        params = {"session_id": session_id, "payment_id": payment_id or None}
+        m = await self._load(self._s.request, params)
+        if m is None:
+            return Snapshot(session=None)
+        return Snapshot(session=m["s"], payment=m["p"], pending=m["n"], payment_live=m["l"])
+
+    async def for_response(self, session_id: str, extension_id: str) -> Snapshot:
+        params = {"session_id": session_id, "extension_id": extension_id}
+        m = await self._load(self._s.response, params)
+        if m is None:
+            return Snapshot(session=None)
+        return Snapshot(session=m["s"], extension=m["x"], payment=m["p"])
+
+    async def for_timeout(self, extension_id: str) -> Snapshot:
+        m = await self._load(self._s.timeout, {"extension_id": extension_id})
+        if m is None:
+            return Snapshot(session=None)
+        return Snapshot(session=m["s"], extension=m["x"], payment=m["p"])

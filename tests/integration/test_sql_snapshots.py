@@ -1,0 +1,154 @@
+"""The SQL store's joined reads (``uow.snapshots``) give what the repositories'
+row-by-row reads give, and the timeout's read claims its row as ``claim`` does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, SqlUnitOfWork
+from extension_fsm.core import Snapshot
+from extension_fsm.model import Extension, ExtensionStatus, Session, SessionStatus
+from extension_fsm.simulation import make_payment, make_session
+from tests.integration.sql_support import private_postgres_database
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def ext(ext_id: str, session_id: str, payment_id: str, status: ExtensionStatus) -> Extension:
+    return Extension(
+        ext_id, session_id, 10, 15000, payment_id, status, T0, T0 + timedelta(seconds=10), 10
+    )
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    with private_postgres_database("snap") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlAlchemyStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'snap.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    s = await SqlAlchemyStore.open(
+        url, create_schema=True, table_prefix=f"n{tmp_path.name[-6:].replace('-', '_')}_"
+    )
+    # s1: e1 pending on p1; s2: e2 accepted on p2 (p2 live, nothing pending);
+    # s3: another customer and mitra; p3 backs nothing.
+    await s.seed_session(make_session("s1", expires_at=T0, customer_display_name="Rina"))
+    await s.seed_session(make_session("s2", expires_at=T0))
+    await s.seed_session(make_session("s3", expires_at=T0, customer_id="c3", mitra_id="m3"))
+    for p in ("p1", "p2", "p3"):
+        await s.seed_payment(make_payment(p))
+    async with s.unit_of_work() as uow:
+        await uow.extensions.add(ext("e1", "s1", "p1", ExtensionStatus.PENDING))
+        await uow.extensions.add(ext("e2", "s2", "p2", ExtensionStatus.ACCEPTED))
+        await uow.commit()
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+async def _separate_request(
+    uow: SqlUnitOfWork, session_id: str, payment_id: str | None
+) -> Snapshot:
+    session: Session | None = await uow.sessions.get(session_id)
+    if session is None:
+        return Snapshot(session=None)
+    return Snapshot(
+        session=session,
+        payment=await uow.payments.get(payment_id) if payment_id else None,
+        pending=await uow.extensions.pending_for_session(session_id),
+        payment_live=await uow.extensions.live_for_payment(payment_id) if payment_id else None,
+    )
+
+
+async def _separate_extension(uow: SqlUnitOfWork, session_id: str | None, ext_id: str) -> Snapshot:
+    x = await uow.extensions.get(ext_id)
+    if session_id is None:  # the timeout's read: the extension's own session
+        if x is None:
+            return Snapshot(session=None)
+        session_id = x.session_id
+    session = await uow.sessions.get(session_id)
+    if session is None:
+        return Snapshot(session=None)
+    payment = await uow.payments.get(x.payment_session_id) if x is not None else None
+    return Snapshot(session=session, extension=x, payment=payment)
+
+
+@pytest.mark.parametrize(
+    ("session_id", "payment_id"),
+    [
+        ("s1", "p1"),  # pending here, payment live
+        ("s2", "p2"),  # no pending, payment live through an accepted extension
+        ("s2", "p3"),  # nothing live
+        ("s3", "p1"),  # another customer's payment
+        ("s1", None),
+        ("s1", ""),
+        ("s1", "nope"),
+        ("nope", "p1"),
+    ],
+)
+async def test_request_read_matches_the_row_by_row_reads(
+    store: SqlAlchemyStore, session_id: str, payment_id: str | None
+) -> None:
+    async with store.unit_of_work() as uow:
+        joined = await uow.snapshots.for_request(session_id, payment_id)
+        assert joined == await _separate_request(uow, session_id, payment_id)
+    if session_id == "s1" and payment_id == "p1":
+        assert joined.session is not None and joined.session.customer_display_name == "Rina"
+        assert joined.pending is not None and joined.pending.id == "e1"
+        assert joined.payment_live == joined.pending
+
+
+@pytest.mark.parametrize(
+    ("session_id", "ext_id"),
+    [("s1", "e1"), ("s2", "e2"), ("s1", "e2"), ("s1", "nope"), ("nope", "e1"), ("s3", "e1")],
+)
+async def test_response_read_matches_the_row_by_row_reads(
+    store: SqlAlchemyStore, session_id: str, ext_id: str
+) -> None:
+    async with store.unit_of_work() as uow:
+        joined = await uow.snapshots.for_response(session_id, ext_id)
+        assert joined == await _separate_extension(uow, session_id, ext_id)
+    if (session_id, ext_id) == ("s1", "e1"):
+        assert joined.extension is not None and joined.payment is not None
+        assert joined.payment.id == "p1"
+
+
+@pytest.mark.parametrize("ext_id", ["e1", "e2", "nope"])
+async def test_timeout_read_matches_the_row_by_row_reads(
+    store: SqlAlchemyStore, ext_id: str
+) -> None:
+    async with store.unit_of_work() as uow:
+        joined = await uow.snapshots.for_timeout(ext_id)
+        assert joined == await _separate_extension(uow, None, ext_id)
+    assert (joined.extension is None) == (ext_id == "nope")
+
+
+@pytest.mark.postgres
+async def test_timeout_read_skips_an_extension_another_worker_holds(pg_url: str) -> None:
+    store = await SqlAlchemyStore.open(pg_url, create_schema=True, table_prefix="snapskip_")
+    try:
+        await store.seed_session(make_session("s1", expires_at=T0, status=SessionStatus.EXTENDING))
+        await store.seed_payment(make_payment("p1"))
+        async with store.unit_of_work() as uow:
+            await uow.extensions.add(ext("e1", "s1", "p1", ExtensionStatus.PENDING))
+            await uow.commit()
+        async with store.unit_of_work() as holder:
+            held = await holder.snapshots.for_timeout("e1")
+            assert held.extension is not None and held.session is not None
+            async with store.unit_of_work() as other:
+                assert await other.snapshots.for_timeout("e1") == Snapshot(session=None)
+                assert await other.extensions.claim("e1") is None
+        async with store.unit_of_work() as uow:  # released with the holder's transaction
+            assert (await uow.snapshots.for_timeout("e1")).extension is not None
+    finally:
+        await store.aclose()
