@@ -19,18 +19,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import Row, Select, and_, bindparam, literal_column, select
-from sqlalchemy.sql.expression import BindParameter, ColumnClause, FromClause
+from sqlalchemy import Row, Select, and_, bindparam, select
+from sqlalchemy.sql.expression import BindParameter, FromClause
 
 from ...core import Snapshot
-from ...model import ExtensionStatus
 from .rows import _extension, _payment, _session
 from .schema import Tables
+from .statements import LIVE, PENDING
 
 __all__ = ["SqlSnapshotLoader"]
-
-_PENDING: ColumnClause[Any] = literal_column(f"'{ExtensionStatus.PENDING.value}'")
-_LIVE = [_PENDING, literal_column(f"'{ExtensionStatus.ACCEPTED.value}'")]
 
 
 class _Reader(Protocol):
@@ -81,10 +78,8 @@ class _Statements:
         self.request = _Joined(
             {"s": session, "p": _part(p, "p"), "n": _part(pend, "n"), "l": _part(live, "l")},
             with_customer.outerjoin(p, p.c.id == payment_id)
-            .outerjoin(
-                live, and_(live.c.payment_session_id == payment_id, live.c.status.in_(_LIVE))
-            )
-            .outerjoin(pend, and_(pend.c.session_id == s.c.id, pend.c.status == _PENDING)),
+            .outerjoin(live, and_(live.c.payment_session_id == payment_id, live.c.status.in_(LIVE)))
+            .outerjoin(pend, and_(pend.c.session_id == s.c.id, pend.c.status == PENDING)),
             s.c.id == bindparam("session_id"),
         )
         self.response = _Joined(

@@ -14,15 +14,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Row, Select, bindparam, insert, literal_column, select, update
+from sqlalchemy import Row, Select, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.elements import ColumnClause
 
 from ...model import (
     Extension,
-    ExtensionStatus,
     LedgerEntry,
     PaymentSession,
     Session,
@@ -49,64 +47,9 @@ from .rows import (
 )
 from .schema import Tables, build_tables
 from .sqlite_direct import NOT_DIRECT, first_row, write_batch_sqlite
+from .statements import PENDING, statements
 
 __all__ = ["SqlAlchemyStore", "SqlUnitOfWork"]
-
-# Status filters are written as SQL literals, the very text of the partial
-# indexes' predicates (schema.py): a planner can prove a partial index usable
-# only from constants (SQLite never does for ``IN (?, ?)``: it scanned the
-# table; a PostgreSQL generic plan never does for ``$n``).
-_PENDING: ColumnClause[str] = literal_column(f"'{ExtensionStatus.PENDING.value}'")
-_LIVE: list[ColumnClause[str]] = [_PENDING, literal_column(f"'{ExtensionStatus.ACCEPTED.value}'")]
-
-
-class _Statements:
-    """The hot statements of one schema, built once.
-
-    Building a SQLAlchemy statement (``update().where().values()``) and its
-    cache key cost about as much as running a short statement (bench/); these
-    are built once with bound parameters and run with a parameter dict.  An
-    ``UPDATE`` without ``.values()`` takes its ``SET`` columns from the keys
-    of that dict.
-    """
-
-    def __init__(self, t: Tables) -> None:
-        def cas(table: Any) -> Any:
-            return update(table).where(
-                table.c.id == bindparam("cas_id"), table.c.status == bindparam("cas_expected")
-            )
-
-        x = t.extensions
-        self.cas = {
-            t.sessions.name: cas(t.sessions),
-            t.payments.name: cas(t.payments),
-            x.name: cas(x),
-        }
-        self.session_by_id = _session_select(t).where(t.sessions.c.id == bindparam("key"))
-        self.payment_by_id = select(t.payments).where(t.payments.c.id == bindparam("key"))
-        self.extension_by_id = select(x).where(x.c.id == bindparam("key"))
-        self.extension_claim_pg = self.extension_by_id.with_for_update(skip_locked=True)
-        self.pending_for_session = select(x).where(
-            x.c.session_id == bindparam("key"), x.c.status == _PENDING
-        )
-        self.live_for_payment = select(x).where(
-            x.c.payment_session_id == bindparam("key"), x.c.status.in_(_LIVE)
-        )
-        self.insert_extension = insert(x)
-        self.insert_ledger = insert(t.ledger)
-        self.insert_log = insert(t.log)
-        self.insert_outbox = insert(t.outbox)
-
-
-_STATEMENTS: dict[int, tuple[Tables, _Statements]] = {}
-
-
-def _statements(t: Tables) -> _Statements:
-    """The statements of ``t`` (built on first use; the schema never changes)."""
-    hit = _STATEMENTS.get(id(t))
-    if hit is None or hit[0] is not t:
-        hit = _STATEMENTS[id(t)] = (t, _Statements(t))
-    return hit[1]
 
 
 class SqlAlchemyStore:
@@ -213,7 +156,7 @@ class SqlUnitOfWork:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._conn: TxConnection | None = None
-        self.statements = _statements(db.tables)
+        self.statements = statements(db.tables)
         self.sessions = _Sessions(self)
         self.payments = _Payments(self)
         self.extensions = _Extensions(self)
@@ -427,7 +370,7 @@ class _Extensions:
         t = self._t
         stmt = (
             select(t.c.id)
-            .where(t.c.status == _PENDING, t.c.expires_at <= now)
+            .where(t.c.status == PENDING, t.c.expires_at <= now)
             .order_by(t.c.expires_at, t.c.id)
             .limit(limit)
         )
