@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from transitions import Machine, MachineError
 
-from .model import ExtensionStatus, SessionStatus, TimeoutAction
+from .model import ExtensionStatus, SessionStatus, TimeoutAction, fast_init
 
 __all__ = [
     "EXTENSION_MACHINE",
@@ -33,6 +33,7 @@ __all__ = [
 S = TypeVar("S", bound=Enum)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Guard:
     """What the guards may look at; the only argument a trigger receives."""
