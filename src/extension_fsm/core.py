@@ -124,7 +124,52 @@ _session = builder(Session)
 _payment = builder(PaymentSession)
 _guard = builder(Guard)
 _ledger = builder(LedgerEntry)
+_clear_grace = builder(ClearClosureGrace)
+_start_grace = builder(StartClosureGrace)
+_expiry_extended = builder(SessionExpiryExtended)
 _APPROVE = TimeoutAction.AUTO_APPROVE
+
+# The enum members the decisions read, as plain class attributes: in Python 3.11
+# ``SessionStatus.ENDED`` is a lookup through ``EnumType.__getattr__`` (~70 ns, and
+# a decision reads a dozen).  Same members, so ``is`` and ``==`` hold as before.
+
+
+class _S:
+    ACTIVE, CLOSING, ENDED = SessionStatus.ACTIVE, SessionStatus.CLOSING, SessionStatus.ENDED
+
+
+class _E:
+    PENDING, ACCEPTED = ExtensionStatus.PENDING, ExtensionStatus.ACCEPTED
+    REJECTED, TIMEOUT = ExtensionStatus.REJECTED, ExtensionStatus.TIMEOUT
+
+
+class _P:
+    CONFIRMED, CONSUMED, FAILED = (
+        PaymentStatus.CONFIRMED,
+        PaymentStatus.CONSUMED,
+        PaymentStatus.FAILED,
+    )
+
+
+class _To:
+    CUSTOMER, MITRA = Participant.CUSTOMER, Participant.MITRA
+
+
+class _Msg:
+    SESSION_RESUMED, SESSION_CLOSING = MessageType.SESSION_RESUMED, MessageType.SESSION_CLOSING
+
+
+class _Cause:
+    EXTENSION_REJECTED = FailureCause.EXTENSION_REJECTED
+    EXTENSION_SAFEGUARD_TRIPPED = FailureCause.EXTENSION_SAFEGUARD_TRIPPED
+    SESSION_ENDED = FailureCause.SESSION_ENDED
+
+
+class _Reason:
+    TIMEOUT, SAFEGUARD = TimeoutReason.TIMEOUT, TimeoutReason.SAFEGUARD
+
+
+_CHARGE = TransactionType.EXTENSION
 
 
 def decide(snapshot: Snapshot, event: Event, facts: Facts) -> Decision:
@@ -149,7 +194,7 @@ def _request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
     if (
         session is None
         or session.customer_id != e.customer_id
-        or session.status not in (SessionStatus.ACTIVE, SessionStatus.CLOSING)
+        or session.status not in (_S.ACTIVE, _S.CLOSING)
     ):
         raise ExtensionError(ErrorCode.SESSION_NOT_ACTIVE, "Session not found or already ended")
     if not e.payment_session_id:
@@ -161,7 +206,7 @@ def _request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
         raise ExtensionError(
             ErrorCode.FORBIDDEN, "Payment session does not belong to this customer"
         )
-    if payment.status is not PaymentStatus.CONFIRMED:
+    if payment.status is not _P.CONFIRMED:
         raise ExtensionError(
             ErrorCode.INVALID_STATE,
             f"Payment session is {payment.status.value}, must be confirmed",
@@ -207,7 +252,7 @@ def _request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
         duration,
         price,
         payment.id,
-        ExtensionStatus.PENDING,
+        _E.PENDING,
         now,
         expires_at,
         f.timeout_seconds,
@@ -264,7 +309,7 @@ def _respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
     except InvalidMove as move:
         message = "The answer window has passed" if move.guarded else "Extension already resolved"
         raise ExtensionError(ErrorCode.EXTENSION_RESOLVED, message) from None
-    if session.status is SessionStatus.ENDED:
+    if session.status is _S.ENDED:
         raise ExtensionError(ErrorCode.SESSION_NOT_ACTIVE, "Session already ended")
     if e.accepted:
         return _accept(s, ext, f, False, ACTOR_MITRA, "accept")
@@ -272,8 +317,8 @@ def _respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
         s,
         ext,
         f,
-        ExtensionStatus.REJECTED,
-        FailureCause.EXTENSION_REJECTED,
+        _E.REJECTED,
+        _Cause.EXTENSION_REJECTED,
         None,
         ACTOR_MITRA,
         "reject",
@@ -286,13 +331,13 @@ def _respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
 def _timeout(s: Snapshot, f: Facts) -> Decision:
     ext = s.extension
     session = s.session
-    if ext is None or ext.status is not ExtensionStatus.PENDING or session is None:
+    if ext is None or ext.status is not _E.PENDING or session is None:
         return NOTHING  # resolved first by an answer, another worker or the session's end
-    if session.status is SessionStatus.ENDED:
+    if session.status is _S.ENDED:
         return _cancel(s, ext, f, actor=ACTOR_SYSTEM)
     # A payment the host moved away from ``confirmed`` cannot be charged: the
     # safeguard trips rather than leave the extension pending for ever.
-    chargeable = s.payment is not None and s.payment.status is PaymentStatus.CONFIRMED
+    chargeable = s.payment is not None and s.payment.status is _P.CONFIRMED
     guard = _guard(
         f.now, ext.expires_at, f.timeout_action, f.mitra_connected and chargeable, f.mitra_online
     )
@@ -300,17 +345,17 @@ def _timeout(s: Snapshot, f: Facts) -> Decision:
         outcome = EXTENSION_MACHINE.fire(ext.status, "time_out", guard)
     except InvalidMove:
         return NOTHING  # not due yet
-    if outcome is ExtensionStatus.ACCEPTED:
+    if outcome is _E.ACCEPTED:
         return _accept(s, ext, f, True, ACTOR_SYSTEM, "time_out")
     # Seed: auto_approve whose safeguard tripped is tagged apart from a configured reject.
-    tripped = f.timeout_action is TimeoutAction.AUTO_APPROVE
+    tripped = f.timeout_action is _APPROVE
     return _close(
         s,
         ext,
         f,
-        ExtensionStatus.TIMEOUT,
-        FailureCause.EXTENSION_SAFEGUARD_TRIPPED if tripped else FailureCause.EXTENSION_REJECTED,
-        TimeoutReason.SAFEGUARD if tripped else TimeoutReason.TIMEOUT,
+        _E.TIMEOUT,
+        _Cause.EXTENSION_SAFEGUARD_TRIPPED if tripped else _Cause.EXTENSION_REJECTED,
+        _Reason.SAFEGUARD if tripped else _Reason.TIMEOUT,
         ACTOR_SYSTEM,
         "time_out",
     )
@@ -323,7 +368,7 @@ def _end(s: Snapshot, f: Facts) -> Decision:
     session = s.session
     if session is None:
         raise ExtensionError(ErrorCode.NOT_FOUND, "Session not found")
-    if session.status is SessionStatus.ENDED:
+    if session.status is _S.ENDED:
         return NOTHING  # ending is idempotent; ``ended`` is final
     cancelled = _cancel(s, s.pending, f, ACTOR_HOST) if s.pending else NOTHING
     ended = _move_session(session, "end", f.now, session.expires_at, None)
@@ -344,7 +389,7 @@ def _end(s: Snapshot, f: Facts) -> Decision:
 def _cancel(s: Snapshot, ext: Extension, f: Facts, actor: str) -> Decision:
     """A pending extension under an ending session: rejected, payment failed, no charge."""
     now = f.now
-    cause = FailureCause.SESSION_ENDED
+    cause = _Cause.SESSION_ENDED
     status = EXTENSION_MACHINE.fire(
         ext.status, "cancel", _guard(now, ext.expires_at, _APPROVE, False, False)
     )
@@ -371,10 +416,10 @@ def _accept(
     session = s.session
     payment = s.payment
     assert session is not None
-    if payment is None or payment.status is not PaymentStatus.CONFIRMED:
+    if payment is None or payment.status is not _P.CONFIRMED:
         raise ExtensionError(ErrorCode.INVALID_STATE, "Payment session is no longer confirmed")
     now = f.now
-    accepted = ExtensionStatus.ACCEPTED
+    accepted = _E.ACCEPTED
     resolved = _resolve(ext, accepted, now, via_timeout, None, None)
     # A session whose expiry passed while ``extending`` was paused, not closed.
     base = now if now > session.expires_at else session.expires_at  # max(), without the call
@@ -384,20 +429,20 @@ def _accept(
     consumed = _payment(
         payment.id,
         payment.customer_id,
-        PaymentStatus.CONSUMED,
+        _P.CONSUMED,
         payment.amount,
         payment.is_extension,
         payment.is_first_session_discount,
         payment.failure_cause,
     )
     sid = session.id
-    ledger = _ledger(session.customer_id, sid, ext.id, TransactionType.EXTENSION, ext.price, now)
+    ledger = _ledger(session.customer_id, sid, ext.id, _CHARGE, ext.price, now)
     effects: tuple[Effect, ...] = (
-        ClearClosureGrace(sid),
-        SessionExpiryExtended(sid, expires_at),
+        _clear_grace(sid),
+        _expiry_extended(sid, expires_at),
         messages.accepted_response(session, ext, expires_at, via_timeout),
-        messages.plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_RESUMED),
-        messages.plain(session, ext, Participant.MITRA, MessageType.SESSION_RESUMED),
+        messages.plain(session, ext, _To.CUSTOMER, _Msg.SESSION_RESUMED),
+        messages.plain(session, ext, _To.MITRA, _Msg.SESSION_RESUMED),
     )
     ext_was, session_was, payment_was = str(ext.status), str(session.status), str(payment.status)
     log = (
@@ -407,7 +452,7 @@ def _accept(
             "payment",
             payment.id,
             payment_was,
-            str(PaymentStatus.CONSUMED),
+            str(_P.CONSUMED),
             "consume",
             actor,
             now,
@@ -450,9 +495,9 @@ def _close(
     )
     effects: tuple[Effect, ...] = (
         response,
-        messages.plain(session, ext, Participant.MITRA, MessageType.SESSION_CLOSING),
-        messages.plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_CLOSING),
-        StartClosureGrace(session.id, deadline),
+        messages.plain(session, ext, _To.MITRA, _Msg.SESSION_CLOSING),
+        messages.plain(session, ext, _To.CUSTOMER, _Msg.SESSION_CLOSING),
+        _start_grace(session.id, deadline),
     )
     ext_was, session_was = str(ext.status), str(session.status)
     log = (
@@ -533,12 +578,12 @@ def _move_session(
 def _fail_payment(
     payment: PaymentSession | None, cause: FailureCause
 ) -> Change[PaymentSession] | None:
-    if payment is None or payment.status is not PaymentStatus.CONFIRMED:
+    if payment is None or payment.status is not _P.CONFIRMED:
         return None
     failed = _payment(
         payment.id,
         payment.customer_id,
-        PaymentStatus.FAILED,
+        _P.FAILED,
         payment.amount,
         payment.is_extension,
         payment.is_first_session_discount,

@@ -54,12 +54,16 @@ _MITRA = Participant.MITRA
 _REQUEST = MessageType.EXTENSION_REQUEST.value
 _PAUSED = MessageType.SESSION_PAUSED.value
 _RESPONSE = MessageType.EXTENSION_RESPONSE.value
+_REQUEST_KEY = f":{MessageType.EXTENSION_REQUEST}:{Participant.MITRA}"
+_PAUSED_KEY = f":{MessageType.SESSION_PAUSED}:{Participant.CUSTOMER}"
 _RESPONSE_KEY = f":{MessageType.EXTENSION_RESPONSE}:{Participant.CUSTOMER}"
+# The accepted body around its one field, split once: ``str.format`` parses it per call.
+_ACCEPTED_HEAD, _ACCEPTED_TAIL = CUSTOMER_ACCEPTED[1].split("{duration_minutes}")
 
 
 def dedupe_key(ext: Extension, kind: MessageType, to: Participant) -> str:
     """``extension id:message type:recipient``: what a receiver drops repeats by."""
-    return f"{ext.id}:{kind}:{to}"  # a StrEnum formats as its value
+    return f"{ext.id}:{kind!s}:{to!s}"  # a StrEnum's str is its value (and !s the quicker)
 
 
 def extension_request(session: Session, ext: Extension) -> Notify:
@@ -90,7 +94,7 @@ def extension_request(session: Session, ext: Extension) -> Notify:
             "action": "open_extension",
         },
     )
-    key = dedupe_key(ext, MessageType.EXTENSION_REQUEST, _MITRA)
+    key = f"{ext.id}{_REQUEST_KEY}"  # dedupe_key(ext, EXTENSION_REQUEST, MITRA)
     return _notify(session.id, _MITRA, session.mitra_id, message, key, push)
 
 
@@ -101,7 +105,7 @@ def session_paused(session: Session, ext: Extension) -> Notify:
         "session_id": session.id,
         "reason": "extension_pending",
     }
-    key = dedupe_key(ext, MessageType.SESSION_PAUSED, _CUSTOMER)
+    key = f"{ext.id}{_PAUSED_KEY}"  # dedupe_key(ext, SESSION_PAUSED, CUSTOMER)
     return _notify(session.id, _CUSTOMER, session.customer_id, message, key, None)
 
 
@@ -112,7 +116,7 @@ def plain(session: Session, ext: Extension, to: Participant, kind: MessageType) 
         to,
         session.customer_id if to is _CUSTOMER else session.mitra_id,
         {"type": str(kind), "session_id": session.id},  # a StrEnum's str is its value
-        f"{ext.id}:{kind}:{to}",
+        f"{ext.id}:{kind!s}:{to!s}",
         None,
     )
 
@@ -121,7 +125,6 @@ def accepted_response(
     session: Session, ext: Extension, expires_at: datetime, via_timeout: bool
 ) -> Notify:
     """To the customer: accepted, with the new expiry so the ticker resumes at once."""
-    title, body = CUSTOMER_ACCEPTED
     message: dict[str, JSONValue] = {
         "type": _RESPONSE,
         "accepted": True,
@@ -129,8 +132,8 @@ def accepted_response(
         "expires_at": expires_at.isoformat(),
         "via_timeout": via_timeout,
     }
-    body = body.format(duration_minutes=ext.duration_minutes)
-    return _customer_response(session, ext, message, title, body, True)
+    body = f"{_ACCEPTED_HEAD}{ext.duration_minutes}{_ACCEPTED_TAIL}"  # as str.format would
+    return _customer_response(session, ext, message, CUSTOMER_ACCEPTED[0], body, True)
 
 
 def rejected_response(session: Session, ext: Extension) -> Notify:
@@ -148,7 +151,7 @@ def timed_out_response(session: Session, ext: Extension, reason: TimeoutReason) 
     message: dict[str, JSONValue] = {
         "type": _RESPONSE,
         "accepted": False,
-        "reason": reason.value,
+        "reason": str(reason),  # a StrEnum's str is its value
     }
     return _customer_response(session, ext, message, *CUSTOMER_TIMED_OUT, False)
 
@@ -181,5 +184,5 @@ def _customer_response(
         "action": "open_chat",
     }
     push = _push(title, body, data)
-    key = f"{ext.id}{_RESPONSE_KEY}"
+    key = f"{ext.id}{_RESPONSE_KEY}"  # dedupe_key(ext, EXTENSION_RESPONSE, CUSTOMER)
     return _notify(session.id, _CUSTOMER, session.customer_id, message, key, push)
