@@ -368,17 +368,19 @@ def fast_init(cls: type[T]) -> type[T]:
     such ``__setattr__`` (one plain slot store per field), then takes its class
     back: same class, same fields, as frozen as before.  CPython allows that
     ``__class__`` change only between classes of one layout (TypeError otherwise).
-    Same signature and defaults; a subclass's instance takes the dataclass's path.
+    The ``__init__`` keeps the signature and defaults (a subclass's instance takes
+    the dataclass's own path); the builder takes every field, positionally, and
+    allocates the twin directly (no ``__init__`` frame entered from C).
     """
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     names = [f.name for f in fields]
+    options = getattr(cls, "__dataclass_params__", None)
     if (
         "__slots__" not in cls.__dict__
+        or not (options and options.frozen)
         or hasattr(cls, "__post_init__")
-        or any(
-            not f.init or f.kw_only or n.startswith("_") or n == "self"
-            for f, n in zip(fields, names, strict=True)
-        )
+        or any(not f.init or f.kw_only or f.name.startswith("_") for f in fields)
+        or "self" in names
     ):
         raise TypeError(f"{cls.__name__}: not a plain frozen slotted dataclass")
     slots = cls.__dict__["__slots__"]
@@ -412,15 +414,15 @@ def fast_init(cls: type[T]) -> type[T]:
         f"def __init__(self, {', '.join(params)}):\n{''.join(prep)}"
         f"    if _type(self) is not _cls:\n        return _init(self, {args})\n"
         f"    _osa(self, '__class__', _twin)\n{stores}    self.__class__ = _cls\n"
-        f"def build(self, {args}):\n{stores}    self.__class__ = _cls\n",
+        f"def build({args}):\n    self = _twin()\n{stores}    self.__class__ = _cls\n"
+        "    return self\n",
         ns,
     )
     init = ns["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__annotations__ = cls.__init__.__annotations__
     setattr(cls, "__init__", init)  # noqa: B010 - mypy: no assigning to a method
-    setattr(twin, "__init__", ns["build"])  # noqa: B010
-    _BUILDERS[cls] = twin
+    _BUILDERS[cls] = ns["build"]
     return cls
 
 
@@ -429,22 +431,6 @@ def builder(cls: type[T]) -> Callable[..., T]:
     return _BUILDERS[cls]
 
 
-for _cls in (
-    Session,
-    PaymentSession,
-    Extension,
-    LedgerEntry,
-    TransitionRecord,
-    PendingExtensionInfo,
-    RequestExtension,
-    RespondToExtension,
-    TimeoutExtension,
-    EndSession,
-    Facts,
-    PushMessage,
-    Notify,
-    StartClosureGrace,
-    ClearClosureGrace,
-    SessionExpiryExtended,
-):
-    fast_init(_cls)
+# Every row, event, fact and effect above.
+for _cls in [v for v in list(globals().values()) if dataclasses.is_dataclass(v)]:
+    fast_init(_cls)  # type: ignore[arg-type]
