@@ -266,7 +266,9 @@ def _request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
         messages.session_paused(session, extension),
     )
     log = (
-        _record("extension", extension.id, None, "pending", "request", ACTOR_CUSTOMER, now, None),
+        _record(
+            "extension", extension.id, None, str(_E.PENDING), "request", ACTOR_CUSTOMER, now, None
+        ),
         _record(
             "session", session.id, before, str(paused.status), "pause", ACTOR_CUSTOMER, now, None
         ),
@@ -334,7 +336,7 @@ def _timeout(s: Snapshot, f: Facts) -> Decision:
     if ext is None or ext.status is not _E.PENDING or session is None:
         return NOTHING  # resolved first by an answer, another worker or the session's end
     if session.status is _S.ENDED:
-        return _cancel(s, ext, f, actor=ACTOR_SYSTEM)
+        return _cancel(s, ext, f, ACTOR_SYSTEM)
     # A payment the host moved away from ``confirmed`` cannot be charged: the
     # safeguard trips rather than leave the extension pending for ever.
     chargeable = s.payment is not None and s.payment.status is _P.CONFIRMED
