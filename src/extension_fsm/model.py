@@ -414,15 +414,15 @@ def fast_init(cls: type[T]) -> type[T]:
         f"def __init__(self, {', '.join(params)}):\n{''.join(prep)}"
         f"    if _type(self) is not _cls:\n        return _init(self, {args})\n"
         f"    _osa(self, '__class__', _twin)\n{stores}    self.__class__ = _cls\n"
-        f"def build({args}):\n    self = _twin()\n{stores}    self.__class__ = _cls\n"
-        "    return self\n",
+        f"def build_{cls.__name__}({args}):\n    self = _twin()\n{stores}"
+        "    self.__class__ = _cls\n    return self\n",
         ns,
     )
     init = ns["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__annotations__ = cls.__init__.__annotations__
     setattr(cls, "__init__", init)  # noqa: B010 - mypy: no assigning to a method
-    _BUILDERS[cls] = ns["build"]
+    _BUILDERS[cls] = ns[f"build_{cls.__name__}"]  # named per class, for profiles
     return cls
 
 
