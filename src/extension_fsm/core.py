@@ -10,10 +10,9 @@ machines of :mod:`extension_fsm.machine`.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from . import messages
 from .errors import ErrorCode, ExtensionError
@@ -47,6 +46,8 @@ from .model import (
     TimeoutReason,
     TransactionType,
     TransitionRecord,
+    builder,
+    fast_init,
 )
 
 __all__ = [
@@ -64,6 +65,7 @@ MAX_DURATION_MINUTES = 1440
 R = TypeVar("R")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The rows an event is decided on, as loaded in one unit of work.
@@ -80,6 +82,7 @@ class Snapshot:
     payment_live: Extension | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Change(Generic[R]):
     """Write ``row`` only where the stored status is still ``expected`` (``None``: insert)."""
@@ -88,6 +91,7 @@ class Change(Generic[R]):
     row: R
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Everything one event changes; an empty decision changes nothing."""
@@ -110,6 +114,62 @@ class Decision:
 
 
 NOTHING = Decision()
+
+# Every field, positionally: the fast constructors (see ``model.fast_init``).
+_change = builder(Change)
+_decision = builder(Decision)
+_record = builder(TransitionRecord)
+_extension = builder(Extension)
+_session = builder(Session)
+_payment = builder(PaymentSession)
+_guard = builder(Guard)
+_ledger = builder(LedgerEntry)
+_clear_grace = builder(ClearClosureGrace)
+_start_grace = builder(StartClosureGrace)
+_expiry_extended = builder(SessionExpiryExtended)
+_APPROVE = TimeoutAction.AUTO_APPROVE
+
+# The enum members the decisions read, as plain class attributes: in Python 3.11
+# ``SessionStatus.ENDED`` is a lookup through ``EnumType.__getattr__`` (~70 ns, and
+# a decision reads a dozen).  Same members, so ``is`` and ``==`` hold as before.
+
+
+class _S:
+    ACTIVE, CLOSING, ENDED = SessionStatus.ACTIVE, SessionStatus.CLOSING, SessionStatus.ENDED
+
+
+class _E:
+    PENDING, ACCEPTED = ExtensionStatus.PENDING, ExtensionStatus.ACCEPTED
+    REJECTED, TIMEOUT = ExtensionStatus.REJECTED, ExtensionStatus.TIMEOUT
+
+
+class _P:
+    CONFIRMED, CONSUMED, FAILED = (
+        PaymentStatus.CONFIRMED,
+        PaymentStatus.CONSUMED,
+        PaymentStatus.FAILED,
+    )
+
+
+class _To:
+    CUSTOMER, MITRA = Participant.CUSTOMER, Participant.MITRA
+
+
+class _Msg:
+    SESSION_RESUMED, SESSION_CLOSING = MessageType.SESSION_RESUMED, MessageType.SESSION_CLOSING
+
+
+class _Cause:
+    EXTENSION_REJECTED = FailureCause.EXTENSION_REJECTED
+    EXTENSION_SAFEGUARD_TRIPPED = FailureCause.EXTENSION_SAFEGUARD_TRIPPED
+    SESSION_ENDED = FailureCause.SESSION_ENDED
+
+
+class _Reason:
+    TIMEOUT, SAFEGUARD = TimeoutReason.TIMEOUT, TimeoutReason.SAFEGUARD
+
+
+_CHARGE = TransactionType.EXTENSION
 
 
 def decide(snapshot: Snapshot, event: Event, facts: Facts) -> Decision:
@@ -134,7 +194,7 @@ def _request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
     if (
         session is None
         or session.customer_id != e.customer_id
-        or session.status not in (SessionStatus.ACTIVE, SessionStatus.CLOSING)
+        or session.status not in (_S.ACTIVE, _S.CLOSING)
     ):
         raise ExtensionError(ErrorCode.SESSION_NOT_ACTIVE, "Session not found or already ended")
     if not e.payment_session_id:
@@ -146,7 +206,7 @@ def _request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
         raise ExtensionError(
             ErrorCode.FORBIDDEN, "Payment session does not belong to this customer"
         )
-    if payment.status is not PaymentStatus.CONFIRMED:
+    if payment.status is not _P.CONFIRMED:
         raise ExtensionError(
             ErrorCode.INVALID_STATE,
             f"Payment session is {payment.status.value}, must be confirmed",
@@ -180,36 +240,48 @@ def _request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
             ErrorCode.PAYMENT_IN_USE, "Payment session already backs another extension"
         )
 
-    guard = Guard(now=f.now)
-    paused = _move_session(session, "pause", guard)
-    extension = Extension(
-        id=f.new_extension_id,
-        session_id=session.id,
-        duration_minutes=duration,
-        price=price,
-        payment_session_id=payment.id,
-        status=ExtensionStatus.PENDING,
-        requested_at=f.now,
-        expires_at=f.now + timedelta(seconds=f.timeout_seconds),
-        timeout_seconds=f.timeout_seconds,
+    now = f.now
+    before = str(session.status)
+    paused = _move_session(session, "pause", now, session.expires_at, session.closure_deadline)
+    expires_at = now + timedelta(0, f.timeout_seconds)  # (days, seconds): no keyword parsing
+    # id, session, duration, price, payment, status, requested, expires, timeout, then
+    # responded_at, via_timeout, reason, failure_cause
+    extension = _extension(
+        f.new_extension_id,
+        session.id,
+        duration,
+        price,
+        payment.id,
+        _E.PENDING,
+        now,
+        expires_at,
+        f.timeout_seconds,
+        None,
+        False,
+        None,
+        None,
     )
     effects = (
         messages.extension_request(session, extension),
         messages.session_paused(session, extension),
     )
-    return Decision(
-        extension=Change(None, extension),
-        session=Change(str(session.status), paused),
-        log=(
-            _record(
-                "extension", extension.id, None, extension.status, "request", ACTOR_CUSTOMER, f
-            ),
-            _record(
-                "session", session.id, session.status, paused.status, "pause", ACTOR_CUSTOMER, f
-            ),
+    log = (
+        _record(
+            "extension", extension.id, None, str(_E.PENDING), "request", ACTOR_CUSTOMER, now, None
         ),
-        effects=effects,
-        timer=(extension.id, extension.expires_at),
+        _record(
+            "session", session.id, before, str(paused.status), "pause", ACTOR_CUSTOMER, now, None
+        ),
+    )
+    return _decision(
+        _change(None, extension),
+        _change(before, paused),
+        None,
+        None,
+        log,
+        effects,
+        (extension.id, expires_at),
+        None,
     )
 
 
@@ -233,23 +305,25 @@ def _respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
         raise ExtensionError(ErrorCode.NOT_FOUND, "Extension not found in this session")
     trigger = "accept" if e.accepted else "reject"
     try:
-        EXTENSION_MACHINE.fire(ext.status, trigger, Guard(now=f.now, deadline=ext.expires_at))
+        EXTENSION_MACHINE.fire(
+            ext.status, trigger, _guard(f.now, ext.expires_at, _APPROVE, False, False)
+        )
     except InvalidMove as move:
         message = "The answer window has passed" if move.guarded else "Extension already resolved"
         raise ExtensionError(ErrorCode.EXTENSION_RESOLVED, message) from None
-    if session.status is SessionStatus.ENDED:
+    if session.status is _S.ENDED:
         raise ExtensionError(ErrorCode.SESSION_NOT_ACTIVE, "Session already ended")
     if e.accepted:
-        return _accept(s, ext, f, via_timeout=False, actor=ACTOR_MITRA, event="accept")
+        return _accept(s, ext, f, False, ACTOR_MITRA, "accept")
     return _close(
         s,
         ext,
         f,
-        status=ExtensionStatus.REJECTED,
-        cause=FailureCause.EXTENSION_REJECTED,
-        reason=None,
-        actor=ACTOR_MITRA,
-        event="reject",
+        _E.REJECTED,
+        _Cause.EXTENSION_REJECTED,
+        None,
+        ACTOR_MITRA,
+        "reject",
     )
 
 
@@ -259,39 +333,33 @@ def _respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
 def _timeout(s: Snapshot, f: Facts) -> Decision:
     ext = s.extension
     session = s.session
-    if ext is None or ext.status is not ExtensionStatus.PENDING or session is None:
+    if ext is None or ext.status is not _E.PENDING or session is None:
         return NOTHING  # resolved first by an answer, another worker or the session's end
-    if session.status is SessionStatus.ENDED:
-        return _cancel(s, ext, f, actor=ACTOR_SYSTEM)
+    if session.status is _S.ENDED:
+        return _cancel(s, ext, f, ACTOR_SYSTEM)
     # A payment the host moved away from ``confirmed`` cannot be charged: the
     # safeguard trips rather than leave the extension pending for ever.
-    chargeable = s.payment is not None and s.payment.status is PaymentStatus.CONFIRMED
-    guard = Guard(
-        now=f.now,
-        deadline=ext.expires_at,
-        timeout_action=f.timeout_action,
-        mitra_connected=f.mitra_connected and chargeable,
-        mitra_online=f.mitra_online,
+    chargeable = s.payment is not None and s.payment.status is _P.CONFIRMED
+    guard = _guard(
+        f.now, ext.expires_at, f.timeout_action, f.mitra_connected and chargeable, f.mitra_online
     )
     try:
         outcome = EXTENSION_MACHINE.fire(ext.status, "time_out", guard)
     except InvalidMove:
         return NOTHING  # not due yet
-    if outcome is ExtensionStatus.ACCEPTED:
-        return _accept(s, ext, f, via_timeout=True, actor=ACTOR_SYSTEM, event="time_out")
+    if outcome is _E.ACCEPTED:
+        return _accept(s, ext, f, True, ACTOR_SYSTEM, "time_out")
     # Seed: auto_approve whose safeguard tripped is tagged apart from a configured reject.
-    tripped = f.timeout_action is TimeoutAction.AUTO_APPROVE
+    tripped = f.timeout_action is _APPROVE
     return _close(
         s,
         ext,
         f,
-        status=ExtensionStatus.TIMEOUT,
-        cause=(
-            FailureCause.EXTENSION_SAFEGUARD_TRIPPED if tripped else FailureCause.EXTENSION_REJECTED
-        ),
-        reason=TimeoutReason.SAFEGUARD if tripped else TimeoutReason.TIMEOUT,
-        actor=ACTOR_SYSTEM,
-        event="time_out",
+        _E.TIMEOUT,
+        _Cause.EXTENSION_SAFEGUARD_TRIPPED if tripped else _Cause.EXTENSION_REJECTED,
+        _Reason.SAFEGUARD if tripped else _Reason.TIMEOUT,
+        ACTOR_SYSTEM,
+        "time_out",
     )
 
 
@@ -302,94 +370,106 @@ def _end(s: Snapshot, f: Facts) -> Decision:
     session = s.session
     if session is None:
         raise ExtensionError(ErrorCode.NOT_FOUND, "Session not found")
-    if session.status is SessionStatus.ENDED:
+    if session.status is _S.ENDED:
         return NOTHING  # ending is idempotent; ``ended`` is final
-    cancelled = _cancel(s, s.pending, f, actor=ACTOR_HOST) if s.pending else NOTHING
-    ended = _move_session(session, "end", Guard(now=f.now), closure_deadline=None)
-    return replace(
-        cancelled,
-        session=Change(str(session.status), ended),
-        log=(
-            *cancelled.log,
-            _record("session", session.id, session.status, ended.status, "end", ACTOR_HOST, f),
-        ),
+    cancelled = _cancel(s, s.pending, f, ACTOR_HOST) if s.pending else NOTHING
+    ended = _move_session(session, "end", f.now, session.expires_at, None)
+    before = str(session.status)
+    end = _record("session", session.id, before, str(ended.status), "end", ACTOR_HOST, f.now, None)
+    return _decision(
+        cancelled.extension,
+        _change(before, ended),
+        cancelled.payment,
+        cancelled.ledger,
+        (*cancelled.log, end),
+        cancelled.effects,
+        cancelled.timer,
+        cancelled.resolved,
     )
 
 
-def _cancel(s: Snapshot, ext: Extension, f: Facts, *, actor: str) -> Decision:
+def _cancel(s: Snapshot, ext: Extension, f: Facts, actor: str) -> Decision:
     """A pending extension under an ending session: rejected, payment failed, no charge."""
-    resolved = _resolve(ext, "cancel", f, cause=FailureCause.SESSION_ENDED)
+    now = f.now
+    cause = _Cause.SESSION_ENDED
+    status = EXTENSION_MACHINE.fire(
+        ext.status, "cancel", _guard(now, ext.expires_at, _APPROVE, False, False)
+    )
+    resolved = _resolve(ext, status, now, False, None, cause)
     payment = s.payment if s.payment and s.payment.id == ext.payment_session_id else None
-    failed = _fail_payment(payment, FailureCause.SESSION_ENDED)
+    failed = _fail_payment(payment, cause)
     session = s.session
     assert session is not None
-    effects: tuple[Effect, ...] = (messages.cancelled_response(session, ext),)
-    return Decision(
-        extension=Change(str(ext.status), resolved),
-        payment=failed,
-        log=(
-            _record(
-                "extension",
-                ext.id,
-                ext.status,
-                resolved.status,
-                "cancel",
-                actor,
-                f,
-                FailureCause.SESSION_ENDED,
-            ),
-            *_payment_log(failed, "fail", actor, f),
-        ),
-        effects=effects,
-        resolved=ext.id,
+    before = str(ext.status)
+    log = (
+        _record("extension", ext.id, before, str(status), "cancel", actor, now, str(cause)),
+        *_payment_log(failed, "fail", actor, now),
     )
+    effects: tuple[Effect, ...] = (messages.cancelled_response(session, ext),)
+    return _decision(_change(before, resolved), None, failed, None, log, effects, None, ext.id)
 
 
 # ----------------------------------------------------------------- the outcomes
 
 
 def _accept(
-    s: Snapshot, ext: Extension, f: Facts, *, via_timeout: bool, actor: str, event: str
+    s: Snapshot, ext: Extension, f: Facts, via_timeout: bool, actor: str, event: str
 ) -> Decision:
     session = s.session
     payment = s.payment
     assert session is not None
-    if payment is None or payment.status is not PaymentStatus.CONFIRMED:
+    if payment is None or payment.status is not _P.CONFIRMED:
         raise ExtensionError(ErrorCode.INVALID_STATE, "Payment session is no longer confirmed")
-    resolved = _resolve(ext, event, f, status=ExtensionStatus.ACCEPTED, via_timeout=via_timeout)
+    now = f.now
+    accepted = _E.ACCEPTED
+    resolved = _resolve(ext, accepted, now, via_timeout, None, None)
     # A session whose expiry passed while ``extending`` was paused, not closed.
-    expires_at = max(session.expires_at, f.now) + timedelta(minutes=ext.duration_minutes)
-    resumed = _move_session(
-        session, "resume", Guard(now=f.now), expires_at=expires_at, closure_deadline=None
+    base = now if now > session.expires_at else session.expires_at  # max(), without the call
+    # (days, seconds, microseconds, milliseconds, minutes): no keyword parsing
+    expires_at = base + timedelta(0, 0, 0, 0, ext.duration_minutes)
+    resumed = _move_session(session, "resume", now, expires_at, None)
+    consumed = _payment(
+        payment.id,
+        payment.customer_id,
+        _P.CONSUMED,
+        payment.amount,
+        payment.is_extension,
+        payment.is_first_session_discount,
+        payment.failure_cause,
     )
-    consumed = _evolve(payment, status=PaymentStatus.CONSUMED)
-    ledger = LedgerEntry(
-        customer_id=session.customer_id,
-        session_id=session.id,
-        extension_id=ext.id,
-        type=TransactionType.EXTENSION,
-        amount=ext.price,
-        created_at=f.now,
-    )
+    sid = session.id
+    ledger = _ledger(session.customer_id, sid, ext.id, _CHARGE, ext.price, now)
     effects: tuple[Effect, ...] = (
-        ClearClosureGrace(session.id),
-        SessionExpiryExtended(session.id, expires_at),
-        messages.accepted_response(session, ext, expires_at=expires_at, via_timeout=via_timeout),
-        messages.plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_RESUMED),
-        messages.plain(session, ext, Participant.MITRA, MessageType.SESSION_RESUMED),
+        _clear_grace(sid),
+        _expiry_extended(sid, expires_at),
+        messages.accepted_response(session, ext, expires_at, via_timeout),
+        messages.plain(session, ext, _To.CUSTOMER, _Msg.SESSION_RESUMED),
+        messages.plain(session, ext, _To.MITRA, _Msg.SESSION_RESUMED),
     )
-    return Decision(
-        extension=Change(str(ext.status), resolved),
-        session=Change(str(session.status), resumed),
-        payment=Change(str(payment.status), consumed),
-        ledger=ledger,
-        log=(
-            _record("extension", ext.id, ext.status, resolved.status, event, actor, f),
-            _record("session", session.id, session.status, resumed.status, "resume", actor, f),
-            _record("payment", payment.id, payment.status, consumed.status, "consume", actor, f),
+    ext_was, session_was, payment_was = str(ext.status), str(session.status), str(payment.status)
+    log = (
+        _record("extension", ext.id, ext_was, str(accepted), event, actor, now, None),
+        _record("session", sid, session_was, str(resumed.status), "resume", actor, now, None),
+        _record(
+            "payment",
+            payment.id,
+            payment_was,
+            str(_P.CONSUMED),
+            "consume",
+            actor,
+            now,
+            None,
         ),
-        effects=effects,
-        resolved=ext.id,
+    )
+    return _decision(
+        _change(ext_was, resolved),
+        _change(session_was, resumed),
+        _change(payment_was, consumed),
+        ledger,
+        log,
+        effects,
+        None,
+        ext.id,
     )
 
 
@@ -397,7 +477,6 @@ def _close(
     s: Snapshot,
     ext: Extension,
     f: Facts,
-    *,
     status: ExtensionStatus,
     cause: FailureCause,
     reason: TimeoutReason | None,
@@ -406,11 +485,10 @@ def _close(
 ) -> Decision:
     session = s.session
     assert session is not None
-    resolved = _resolve(
-        ext, event, f, status=status, via_timeout=reason is not None, reason=reason, cause=cause
-    )
-    deadline = f.now + timedelta(seconds=f.grace_seconds)
-    closing = _move_session(session, "close", Guard(now=f.now), closure_deadline=deadline)
+    now = f.now
+    resolved = _resolve(ext, status, now, reason is not None, reason, cause)
+    deadline = now + timedelta(0, f.grace_seconds)  # (days, seconds)
+    closing = _move_session(session, "close", now, session.expires_at, deadline)
     failed = _fail_payment(s.payment, cause)
     response = (
         messages.rejected_response(session, ext)
@@ -419,132 +497,108 @@ def _close(
     )
     effects: tuple[Effect, ...] = (
         response,
-        messages.plain(session, ext, Participant.MITRA, MessageType.SESSION_CLOSING),
-        messages.plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_CLOSING),
-        StartClosureGrace(session.id, deadline),
+        messages.plain(session, ext, _To.MITRA, _Msg.SESSION_CLOSING),
+        messages.plain(session, ext, _To.CUSTOMER, _Msg.SESSION_CLOSING),
+        _start_grace(session.id, deadline),
     )
-    return Decision(
-        extension=Change(str(ext.status), resolved),
-        session=Change(str(session.status), closing),
-        payment=failed,
-        log=(
-            _record("extension", ext.id, ext.status, resolved.status, event, actor, f, cause),
-            _record("session", session.id, session.status, closing.status, "close", actor, f),
-            *_payment_log(failed, "fail", actor, f),
-        ),
-        effects=effects,
-        resolved=ext.id,
+    ext_was, session_was = str(ext.status), str(session.status)
+    log = (
+        _record("extension", ext.id, ext_was, str(status), event, actor, now, str(cause)),
+        _record("session", session.id, session_was, str(closing.status), "close", actor, now, None),
+        *_payment_log(failed, "fail", actor, now),
+    )
+    return _decision(
+        _change(ext_was, resolved),
+        _change(session_was, closing),
+        failed,
+        None,
+        log,
+        effects,
+        None,
+        ext.id,
     )
 
 
 # ----------------------------------------------------------------------- helpers
 
-_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
-
-
-def _evolve(row: R, **changes: Any) -> R:
-    """``dataclasses.replace`` for the frozen rows, minus its per-call introspection.
-
-    A row's ``__init__`` only stores its fields (no ``__post_init__``, every
-    field an init field: checked once per class, else plain ``replace``), so
-    copying the fields onto a new instance builds the same row, twice as fast.
-    """
-    cls = type(row)
-    names = _FIELD_NAMES.get(cls, ())
-    if names == ():
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        plain = not hasattr(cls, "__post_init__") and all(f.init for f in fields)
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields) if plain else None
-    if names is None:
-        return replace(row, **changes)  # type: ignore[type-var]
-    new = object.__new__(cls)
-    for name in names:
-        object.__setattr__(new, name, changes[name] if name in changes else getattr(row, name))
-    return new
-
 
 def _resolve(
     ext: Extension,
-    trigger: str,
-    f: Facts,
-    *,
-    status: ExtensionStatus | None = None,
-    via_timeout: bool = False,
-    reason: TimeoutReason | None = None,
-    cause: FailureCause | None = None,
+    status: ExtensionStatus,
+    now: datetime,
+    via_timeout: bool,
+    reason: TimeoutReason | None,
+    cause: FailureCause | None,
 ) -> Extension:
-    if status is None:
-        status = EXTENSION_MACHINE.fire(
-            ext.status, trigger, Guard(now=f.now, deadline=ext.expires_at)
-        )
-    return _evolve(
-        ext,
-        status=status,
-        responded_at=f.now,
-        via_timeout=via_timeout,
-        reason=reason,
-        failure_cause=cause,
+    """``ext`` resolved as ``status`` at ``now`` (a copy: rows are immutable)."""
+    return _extension(
+        ext.id,
+        ext.session_id,
+        ext.duration_minutes,
+        ext.price,
+        ext.payment_session_id,
+        status,
+        ext.requested_at,
+        ext.expires_at,
+        ext.timeout_seconds,
+        now,
+        via_timeout,
+        reason,
+        cause,
     )
 
 
-def _move_session(session: Session, trigger: str, guard: Guard, **changes: Any) -> Session:
+def _move_session(
+    session: Session,
+    trigger: str,
+    now: datetime,
+    expires_at: datetime,
+    closure_deadline: datetime | None,
+) -> Session:
+    """``session`` moved by ``trigger``, with the expiry and closure deadline given."""
     try:
-        status = SESSION_MACHINE.fire(session.status, trigger, guard)
+        status = SESSION_MACHINE.fire(
+            session.status, trigger, _guard(now, None, _APPROVE, False, False)
+        )
     except InvalidMove:
         raise ExtensionError(
             ErrorCode.INVALID_STATE,
             f"Session is {session.status.value}; it cannot {trigger}",
         ) from None
-    return _evolve(session, status=status, **changes)
+    return _session(
+        session.id,
+        session.customer_id,
+        session.mitra_id,
+        status,
+        expires_at,
+        session.customer_display_name,
+        session.topic_sensitivity,
+        closure_deadline,
+    )
 
 
 def _fail_payment(
     payment: PaymentSession | None, cause: FailureCause
 ) -> Change[PaymentSession] | None:
-    if payment is None or payment.status is not PaymentStatus.CONFIRMED:
+    if payment is None or payment.status is not _P.CONFIRMED:
         return None
-    return Change(
-        str(payment.status), _evolve(payment, status=PaymentStatus.FAILED, failure_cause=cause)
+    failed = _payment(
+        payment.id,
+        payment.customer_id,
+        _P.FAILED,
+        payment.amount,
+        payment.is_extension,
+        payment.is_first_session_discount,
+        cause,
     )
+    return _change(str(payment.status), failed)
 
 
 def _payment_log(
-    change: Change[PaymentSession] | None, event: str, actor: str, f: Facts
+    change: Change[PaymentSession] | None, event: str, actor: str, now: datetime
 ) -> tuple[TransitionRecord, ...]:
     if change is None:
         return ()
     row = change.row
-    return (
-        TransitionRecord(
-            entity="payment",
-            entity_id=row.id,
-            from_status=change.expected,
-            to_status=str(row.status),
-            event=event,
-            actor=actor,
-            at=f.now,
-            cause=str(row.failure_cause) if row.failure_cause else None,
-        ),
-    )
-
-
-def _record(
-    entity: str,
-    entity_id: str,
-    before: ExtensionStatus | SessionStatus | PaymentStatus | None,
-    after: ExtensionStatus | SessionStatus | PaymentStatus,
-    event: str,
-    actor: str,
-    f: Facts,
-    cause: FailureCause | None = None,
-) -> TransitionRecord:
-    return TransitionRecord(
-        entity=entity,
-        entity_id=entity_id,
-        from_status=str(before) if before is not None else None,
-        to_status=str(after),
-        event=event,
-        actor=actor,
-        at=f.now,
-        cause=str(cause) if cause else None,
-    )
+    cause = str(row.failure_cause) if row.failure_cause else None
+    return (_record("payment", row.id, change.expected, str(row.status), event, actor, now, cause),)

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from transitions import Machine, MachineError
 
-from .model import ExtensionStatus, SessionStatus, TimeoutAction
+from .model import ExtensionStatus, SessionStatus, TimeoutAction, fast_init
 
 __all__ = [
     "EXTENSION_MACHINE",
@@ -33,6 +33,7 @@ __all__ = [
 S = TypeVar("S", bound=Enum)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Guard:
     """What the guards may look at; the only argument a trigger receives."""
@@ -59,7 +60,10 @@ def is_due(guard: Guard) -> bool:
 
 def auto_approve_policy(guard: Guard) -> bool:
     """``extension_default_action_on_timeout`` is ``auto_approve``."""
-    return guard.timeout_action is TimeoutAction.AUTO_APPROVE
+    return guard.timeout_action is _AUTO_APPROVE
+
+
+_AUTO_APPROVE = TimeoutAction.AUTO_APPROVE  # read once: an Enum member read is ~70 ns in 3.11
 
 
 def mitra_reachable(guard: Guard) -> bool:

@@ -19,6 +19,7 @@ from .model import (
     PushMessage,
     Session,
     TimeoutReason,
+    builder,
 )
 
 __all__ = [
@@ -44,143 +45,144 @@ CUSTOMER_CANCELLED = (
 )
 
 
+# The hot path builds every field positionally (see ``model.fast_init``) and reads
+# the wire names once here rather than through ``Enum.value`` on every message.
+_notify = builder(Notify)
+_push = builder(PushMessage)
+_CUSTOMER = Participant.CUSTOMER
+_MITRA = Participant.MITRA
+_REQUEST = MessageType.EXTENSION_REQUEST.value
+_PAUSED = MessageType.SESSION_PAUSED.value
+_RESPONSE = MessageType.EXTENSION_RESPONSE.value
+_REQUEST_KEY = f":{MessageType.EXTENSION_REQUEST}:{Participant.MITRA}"
+_PAUSED_KEY = f":{MessageType.SESSION_PAUSED}:{Participant.CUSTOMER}"
+_RESPONSE_KEY = f":{MessageType.EXTENSION_RESPONSE}:{Participant.CUSTOMER}"
+# The accepted body around its one field, split once: ``str.format`` parses it per call.
+_ACCEPTED_HEAD, _ACCEPTED_TAIL = CUSTOMER_ACCEPTED[1].split("{duration_minutes}")
+
+
 def dedupe_key(ext: Extension, kind: MessageType, to: Participant) -> str:
     """``extension id:message type:recipient``: what a receiver drops repeats by."""
-    return f"{ext.id}:{kind}:{to}"  # a StrEnum formats as its value
+    return f"{ext.id}:{kind!s}:{to!s}"  # a StrEnum's str is its value (and !s the quicker)
 
 
 def extension_request(session: Session, ext: Extension) -> Notify:
     """To the mitra: the request, with the seed's FCM fallback when no socket takes it."""
-    return Notify(
-        session_id=session.id,
-        recipient=Participant.MITRA,
-        user_id=session.mitra_id,
-        message={
-            "type": MessageType.EXTENSION_REQUEST.value,
-            "extension_id": ext.id,
+    message: dict[str, JSONValue] = {
+        "type": _REQUEST,
+        "extension_id": ext.id,
+        "session_id": session.id,
+        "duration_minutes": ext.duration_minutes,
+        "price": ext.price,
+        "topic_sensitivity": session.topic_sensitivity,
+        "timeout_seconds": ext.timeout_seconds,
+    }
+    # Seed: the mitra on Home/Undangan or backgrounded gets FCM instead.
+    push = _push(
+        MITRA_REQUEST_TITLE,
+        MITRA_REQUEST_BODY.format(
+            customer_display_name=session.customer_display_name,
+            duration_minutes=ext.duration_minutes,
+        ),
+        {
+            "type": _REQUEST,
             "session_id": session.id,
+            "extension_id": ext.id,
             "duration_minutes": ext.duration_minutes,
             "price": ext.price,
-            "topic_sensitivity": session.topic_sensitivity,
             "timeout_seconds": ext.timeout_seconds,
+            "action": "open_extension",
         },
-        dedupe_key=dedupe_key(ext, MessageType.EXTENSION_REQUEST, Participant.MITRA),
-        # Seed: the mitra on Home/Undangan or backgrounded gets FCM instead.
-        push=PushMessage(
-            title=MITRA_REQUEST_TITLE,
-            body=MITRA_REQUEST_BODY.format(
-                customer_display_name=session.customer_display_name,
-                duration_minutes=ext.duration_minutes,
-            ),
-            data={
-                "type": MessageType.EXTENSION_REQUEST.value,
-                "session_id": session.id,
-                "extension_id": ext.id,
-                "duration_minutes": ext.duration_minutes,
-                "price": ext.price,
-                "timeout_seconds": ext.timeout_seconds,
-                "action": "open_extension",
-            },
-        ),
     )
+    key = f"{ext.id}{_REQUEST_KEY}"  # dedupe_key(ext, EXTENSION_REQUEST, MITRA)
+    return _notify(session.id, _MITRA, session.mitra_id, message, key, push)
 
 
 def session_paused(session: Session, ext: Extension) -> Notify:
     """To the customer: the chat is paused while the mitra decides."""
-    return Notify(
-        session_id=session.id,
-        recipient=Participant.CUSTOMER,
-        user_id=session.customer_id,
-        message={
-            "type": MessageType.SESSION_PAUSED.value,
-            "session_id": session.id,
-            "reason": "extension_pending",
-        },
-        dedupe_key=dedupe_key(ext, MessageType.SESSION_PAUSED, Participant.CUSTOMER),
-    )
+    message: dict[str, JSONValue] = {
+        "type": _PAUSED,
+        "session_id": session.id,
+        "reason": "extension_pending",
+    }
+    key = f"{ext.id}{_PAUSED_KEY}"  # dedupe_key(ext, SESSION_PAUSED, CUSTOMER)
+    return _notify(session.id, _CUSTOMER, session.customer_id, message, key, None)
 
 
 def plain(session: Session, ext: Extension, to: Participant, kind: MessageType) -> Notify:
     """``session_resumed`` / ``session_closing``: just the type and the session."""
-    return Notify(
-        session_id=session.id,
-        recipient=to,
-        user_id=session.customer_id if to is Participant.CUSTOMER else session.mitra_id,
-        message={"type": kind.value, "session_id": session.id},
-        dedupe_key=dedupe_key(ext, kind, to),
+    return _notify(
+        session.id,
+        to,
+        session.customer_id if to is _CUSTOMER else session.mitra_id,
+        {"type": str(kind), "session_id": session.id},  # a StrEnum's str is its value
+        f"{ext.id}:{kind!s}:{to!s}",
+        None,
     )
 
 
 def accepted_response(
-    session: Session, ext: Extension, *, expires_at: datetime, via_timeout: bool
+    session: Session, ext: Extension, expires_at: datetime, via_timeout: bool
 ) -> Notify:
     """To the customer: accepted, with the new expiry so the ticker resumes at once."""
-    title, body = CUSTOMER_ACCEPTED
-    return _customer_response(
-        session,
-        ext,
-        {
-            "type": MessageType.EXTENSION_RESPONSE.value,
-            "accepted": True,
-            "duration_minutes": ext.duration_minutes,
-            "expires_at": expires_at.isoformat(),
-            "via_timeout": via_timeout,
-        },
-        title,
-        body.format(duration_minutes=ext.duration_minutes),
-    )
+    message: dict[str, JSONValue] = {
+        "type": _RESPONSE,
+        "accepted": True,
+        "duration_minutes": ext.duration_minutes,
+        "expires_at": expires_at.isoformat(),
+        "via_timeout": via_timeout,
+    }
+    body = f"{_ACCEPTED_HEAD}{ext.duration_minutes}{_ACCEPTED_TAIL}"  # as str.format would
+    return _customer_response(session, ext, message, CUSTOMER_ACCEPTED[0], body, True)
 
 
 def rejected_response(session: Session, ext: Extension) -> Notify:
     """To the customer: the mitra said no."""
     message: dict[str, JSONValue] = {
-        "type": MessageType.EXTENSION_RESPONSE.value,
+        "type": _RESPONSE,
         "accepted": False,
         "via_timeout": False,
     }
-    return _customer_response(session, ext, message, *CUSTOMER_REJECTED)
+    return _customer_response(session, ext, message, *CUSTOMER_REJECTED, False)
 
 
 def timed_out_response(session: Session, ext: Extension, reason: TimeoutReason) -> Notify:
     """To the customer: no answer in time (``timeout``) or the safeguard tripped."""
     message: dict[str, JSONValue] = {
-        "type": MessageType.EXTENSION_RESPONSE.value,
+        "type": _RESPONSE,
         "accepted": False,
-        "reason": reason.value,
+        "reason": str(reason),  # a StrEnum's str is its value
     }
-    return _customer_response(session, ext, message, *CUSTOMER_TIMED_OUT)
+    return _customer_response(session, ext, message, *CUSTOMER_TIMED_OUT, False)
 
 
 def cancelled_response(session: Session, ext: Extension) -> Notify:
     """To the customer: the session ended under the pending request; no charge."""
     message: dict[str, JSONValue] = {
-        "type": MessageType.EXTENSION_RESPONSE.value,
+        "type": _RESPONSE,
         "accepted": False,
         "via_timeout": False,
         "reason": "session_ended",
     }
-    return _customer_response(session, ext, message, *CUSTOMER_CANCELLED)
+    return _customer_response(session, ext, message, *CUSTOMER_CANCELLED, False)
 
 
 def _customer_response(
-    session: Session, ext: Extension, message: dict[str, JSONValue], title: str, body: str
+    session: Session,
+    ext: Extension,
+    message: dict[str, JSONValue],
+    title: str,
+    body: str,
+    accepted: bool,
 ) -> Notify:
     # Ours (the seed's follow-up): a backgrounded customer still learns the outcome.
-    return Notify(
-        session_id=session.id,
-        recipient=Participant.CUSTOMER,
-        user_id=session.customer_id,
-        message=message,
-        dedupe_key=dedupe_key(ext, MessageType.EXTENSION_RESPONSE, Participant.CUSTOMER),
-        push=PushMessage(
-            title=title,
-            body=body,
-            data={
-                "type": MessageType.EXTENSION_RESPONSE.value,
-                "session_id": session.id,
-                "extension_id": ext.id,
-                "accepted": bool(message.get("accepted")),
-                "action": "open_chat",
-            },
-        ),
-    )
+    data: dict[str, JSONValue] = {
+        "type": _RESPONSE,
+        "session_id": session.id,
+        "extension_id": ext.id,
+        "accepted": accepted,
+        "action": "open_chat",
+    }
+    push = _push(title, body, data)
+    key = f"{ext.id}{_RESPONSE_KEY}"  # dedupe_key(ext, EXTENSION_RESPONSE, CUSTOMER)
+    return _notify(session.id, _CUSTOMER, session.customer_id, message, key, push)
