@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from . import messages
+from ._construct import builder, fast_init
 from .errors import ErrorCode, ExtensionError
 from .machine import EXTENSION_MACHINE, SESSION_MACHINE, Guard, InvalidMove
 from .model import (
@@ -46,8 +47,6 @@ from .model import (
     TimeoutReason,
     TransactionType,
     TransitionRecord,
-    builder,
-    fast_init,
 )
 
 __all__ = [
@@ -115,7 +114,7 @@ class Decision:
 
 NOTHING = Decision()
 
-# Every field, positionally: the fast constructors (see ``model.fast_init``).
+# Every field, positionally: the fast constructors (see ``_construct``).
 _change = builder(Change)
 _decision = builder(Decision)
 _record = builder(TransitionRecord)

@@ -17,7 +17,8 @@ from typing import Any, Generic, TypeVar, cast
 
 from transitions import Machine, MachineError
 
-from .model import ExtensionStatus, SessionStatus, TimeoutAction, fast_init
+from ._construct import fast_init
+from .model import ExtensionStatus, SessionStatus, TimeoutAction
 
 __all__ = [
     "EXTENSION_MACHINE",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ._construct import builder
 from .model import (
     Extension,
     JSONValue,
@@ -19,7 +20,6 @@ from .model import (
     PushMessage,
     Session,
     TimeoutReason,
-    builder,
 )
 
 __all__ = [
@@ -45,7 +45,7 @@ CUSTOMER_CANCELLED = (
 )
 
 
-# The hot path builds every field positionally (see ``model.fast_init``) and reads
+# The hot path builds every field positionally (see ``_construct``) and reads
 # the wire names once here rather than through ``Enum.value`` on every message.
 _notify = builder(Notify)
 _push = builder(PushMessage)

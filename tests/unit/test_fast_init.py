@@ -1,4 +1,4 @@
-"""``model.fast_init``: the faster constructors build exactly what dataclasses would."""
+"""``_construct.fast_init``: the faster constructors build exactly what dataclasses would."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from extension_fsm import core, machine, model
-from extension_fsm.model import builder, fast_init
+from extension_fsm import _construct, core, machine, model
+from extension_fsm._construct import builder, fast_init
 
 FAST = [
-    *model._BUILDERS,  # every class the library sped up, its own ones included
+    *_construct._BUILDERS,  # every class the library sped up, its own ones included
 ]
 
 
@@ -90,7 +90,7 @@ def test_defaults_and_default_factories_are_the_dataclass_ones() -> None:
 
 
 def test_a_subclass_is_built_the_dataclass_way() -> None:
-    class Loose(_Sample):  # has a __dict__: a layout the twin class cannot take
+    class Loose(_Sample):  # has a __dict__
         pass
 
     class Tight(_Sample):
