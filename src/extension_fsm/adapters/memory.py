@@ -88,9 +88,14 @@ class MemoryStore:
         self._pending_by_session: dict[str, str] = {}
         self._live_by_payment: dict[str, str] = {}
         # Commit counter, and for every row or index entry the commit that last
-        # wrote it (table -> key -> epoch; nested to spare a tuple per row).
+        # wrote it (table -> key -> epoch; nested to spare a tuple per row).  A
+        # version matters only to a unit of work whose snapshot is older, so
+        # versions no open snapshot predates are dropped (see ``_release``).
         self._epoch = 0
+        self._next_epoch = 1  # the epoch the commit being applied stamps
         self._changed: dict[str, dict[str, int]] = {}
+        self._open: dict[int, int] = {}  # snapshot epoch -> units of work reading at it
+        self._prune_at = _PRUNE_MIN
         self._seq = 0
         self._lock = threading.Lock()
         self.commits = 0
@@ -102,6 +107,7 @@ class MemoryStore:
     def add_session(self, session: Session) -> None:
         """Seed a host session."""
         with self._lock:
+            self._next_epoch = self._epoch + 1
             self.sessions[session.id] = session
             self._stamp(_SESSION, session.id)
             self._epoch += 1
@@ -109,6 +115,7 @@ class MemoryStore:
     def add_payment(self, payment: PaymentSession) -> None:
         """Seed a host payment session."""
         with self._lock:
+            self._next_epoch = self._epoch + 1
             self.payments[payment.id] = payment
             self._stamp(_PAYMENT, payment.id)
             self._epoch += 1
@@ -153,7 +160,32 @@ class MemoryStore:
         return self._changed.get(table, {}).get(key, 0)
 
     def _stamp(self, table: str, key: str) -> None:
-        self._changed.setdefault(table, {})[key] = self._epoch + 1
+        self._changed.setdefault(table, {})[key] = self._next_epoch
+
+    def _snapshot(self) -> int:
+        """Open a read snapshot at the current epoch (release it with ``_release``)."""
+        with self._lock:
+            epoch = self._epoch
+            self._open[epoch] = self._open.get(epoch, 0) + 1
+            return epoch
+
+    def _release(self, snapshot: int) -> None:
+        with self._lock:
+            left = self._open.pop(snapshot) - 1
+            if left:
+                self._open[snapshot] = left
+            elif not self._open:  # no unit of work can ask about the past any more
+                self._changed.clear()
+
+    def _prune(self) -> None:
+        """Drop versions no open snapshot predates (while snapshots stay open)."""
+        if sum(map(len, self._changed.values())) <= self._prune_at:
+            return
+        floor = min(self._open, default=self._epoch)
+        for versions in self._changed.values():
+            for key in [k for k, v in versions.items() if v <= floor]:
+                del versions[key]
+        self._prune_at = max(_PRUNE_MIN, 2 * sum(map(len, self._changed.values())))
 
     def _apply(self, uow: MemoryUnitOfWork) -> None:
         with self._lock:
@@ -166,6 +198,7 @@ class MemoryStore:
                     raise ConcurrencyConflict(f"{table} {key} changed under this unit of work")
             for ext in uow.staged_extensions.values():
                 _check_unique(self, ext, uow.staged_extensions)
+            self._next_epoch = self._epoch + 1  # one int shared by this commit's versions
             for session in uow.staged_sessions.values():
                 self.sessions[session.id] = session
                 self._stamp(_SESSION, session.id)
@@ -181,6 +214,7 @@ class MemoryStore:
                 self.outbox_rows[message.id] = OutboxRow(message, self._seq, message.created_at)
             self._epoch += 1
             self.commits += 1
+            self._prune()
 
     def _write_extension(self, ext: Extension) -> None:
         old = self.extensions.get(ext.id)
@@ -207,6 +241,7 @@ class MemoryStore:
 
 _SESSION = "session"
 _PAYMENT = "payment"
+_PRUNE_MIN = 4096
 _EXTENSION = "extension"
 _PENDING = "pending@session"
 _LIVE_PAYMENT = "live@payment"
@@ -255,6 +290,7 @@ class MemoryUnitOfWork:
         self.log = _Log(self)
         self.outbox = _Outbox(self)
         self._done = False
+        self._released = False
 
     @property
     def store(self) -> MemoryStore:
@@ -263,7 +299,7 @@ class MemoryUnitOfWork:
     def read(self, table: str, key: str) -> None:
         """Join ``table``/``key`` to the read set; raise if it moved since the snapshot."""
         if self.snapshot is None:
-            self.snapshot = self._store.epoch
+            self.snapshot = self._store._snapshot()
         elif self._store.changed_at(table, key) > self.snapshot:
             raise ConcurrencyConflict(f"{table} {key} changed since this unit of work began")
         self.reads.add((table, key))
@@ -278,12 +314,21 @@ class MemoryUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         self._done = True  # uncommitted staging is simply dropped
+        self._close_snapshot()
 
     async def commit(self) -> None:
         if self._done:
             raise RuntimeError("unit of work already finished")
-        self._store._apply(self)
-        self._done = True
+        try:
+            self._store._apply(self)
+        finally:
+            self._done = True
+            self._close_snapshot()
+
+    def _close_snapshot(self) -> None:
+        if self.snapshot is not None and not self._released:
+            self._released = True
+            self._store._release(self.snapshot)
 
 
 class _Sessions:
