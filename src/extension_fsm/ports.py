@@ -190,6 +190,12 @@ class SnapshotLoader(Protocol):
         does not exist or another worker holds it."""
         ...
 
+    async def for_due(self, now: datetime, limit: int) -> list[Snapshot]:
+        """Up to ``limit`` pending extensions due at ``now``, oldest first, each
+        claimed as :meth:`for_timeout` claims it (rows another worker holds are
+        skipped), with its session and payment session: a sweep's whole batch."""
+        ...
+
 
 class OutboxRepository(Protocol):
     """The outbox inside a unit of work."""

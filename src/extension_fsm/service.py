@@ -249,8 +249,21 @@ class ExtensionService:
 
         The source of truth for timeouts: safe at any time and from many
         workers at once (rows are claimed; another worker's are skipped).
+        A store that reads a whole claimed batch at once (SQL: ``for_due``)
+        resolves it in one unit of work; otherwise each due row in its own.
         """
         resolved: list[Extension] = []
+        while True:
+            try:
+                batch = await self._sweep_claimed_batch()
+            except ConcurrencyConflict:  # a busy database: the next sweep picks them up
+                return resolved
+            if batch is None:
+                break  # the store lists due rows; they are resolved one by one below
+            done, claimed = batch
+            resolved.extend(done)
+            if claimed < self._sweep_batch or not done:  # drained, or only refused rows
+                return resolved
         while True:
             try:
                 async with self._store.unit_of_work() as uow:
@@ -307,33 +320,89 @@ class ExtensionService:
 
     # --------------------------------------------------------------- timeouts
 
+    async def _sweep_claimed_batch(self) -> tuple[list[Extension], int] | None:
+        """Claim up to a batch of due extensions and resolve them in one unit of
+        work: ``(resolved, how many were claimed)``, or ``None`` when the store
+        cannot claim a batch at once.  Workers never claim the same row, so none
+        spends a unit of work on a row another already resolved."""
+        action = TimeoutAction.parse(await self._config.extension_timeout_action())
+        grace = int(await self._config.closure_grace_seconds())
+        for attempt in range(self._max_attempts):
+            done: list[tuple[core.Decision, list[str]]] = []
+            try:
+                async with self._store.unit_of_work() as uow:
+                    joined: SnapshotLoader | None = getattr(uow, "snapshots", None)
+                    if joined is None:
+                        return None
+                    snapshots = await joined.for_due(self._clock.now(), self._sweep_batch)
+                    for snapshot in snapshots:
+                        decision = await self._decide_timeout(snapshot, action, grace)
+                        if decision is not None and not decision.is_empty:
+                            done.append((decision, await self._write(uow, decision)))
+                    if done:
+                        await uow.commit()
+            except ConcurrencyConflict:
+                await asyncio.sleep(0.001 * 2**attempt)
+                continue
+            for decision, outbox_ids in done:
+                await self._after_commit(decision, outbox_ids)
+            return [d.extension.row for d, _ in done if d.extension], len(snapshots)
+        raise ConcurrencyConflict("sweep batch kept losing races")
+
+    async def _decide_timeout(
+        self, snapshot: core.Snapshot, action: TimeoutAction, grace: int
+    ) -> core.Decision | None:
+        """One claimed extension's timeout decision (``None``: refused, logged)."""
+        ext = snapshot.extension
+        assert ext is not None
+        reachable = await self._mitra_reachable(snapshot.session, action)
+        try:
+            return core.decide(
+                snapshot, TimeoutExtension(ext.id), self._timeout_facts(action, grace, reachable)
+            )
+        except ExtensionError:  # one bad row must not stall the rest
+            _log.exception("sweep could not resolve extension %s", ext.id)
+            return None
+
     async def _time_out(self, extension_id: str) -> Extension | None:
         """The timeout path shared by the timer and the sweep."""
         action = TimeoutAction.parse(await self._config.extension_timeout_action())
         grace = int(await self._config.closure_grace_seconds())
-        connected = online = False
+        reachable = (False, False)
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            nonlocal connected, online
+            nonlocal reachable
             snapshot = await _claimed(uow, extension_id)
-            session = snapshot.session
-            if session is not None and action is TimeoutAction.AUTO_APPROVE:
-                # Seed: never use "in-session" as a proxy for "online"; ask both, now.
-                connected = await self._sockets.is_connected(Participant.MITRA, session.mitra_id)
-                online = await self._presence.is_online(session.mitra_id)
+            reachable = await self._mitra_reachable(snapshot.session, action)
             return snapshot
 
-        def facts() -> Facts:
-            return Facts(
-                now=self._clock.now(),
-                timeout_action=action,
-                grace_seconds=grace,
-                mitra_connected=connected,
-                mitra_online=online,
-            )
-
-        decision = await self._run(TimeoutExtension(extension_id), load, facts)
+        decision = await self._run(
+            TimeoutExtension(extension_id),
+            load,
+            lambda: self._timeout_facts(action, grace, reachable),
+        )
         return decision.extension.row if decision.extension else None
+
+    async def _mitra_reachable(
+        self, session: Session | None, action: TimeoutAction
+    ) -> tuple[bool, bool]:
+        """(on a socket, online) for an auto-approve; not asked otherwise."""
+        if session is None or action is not TimeoutAction.AUTO_APPROVE:
+            return False, False
+        # Seed: never use "in-session" as a proxy for "online"; ask both, now.
+        connected = await self._sockets.is_connected(Participant.MITRA, session.mitra_id)
+        return connected, await self._presence.is_online(session.mitra_id)
+
+    def _timeout_facts(
+        self, action: TimeoutAction, grace: int, reachable: tuple[bool, bool]
+    ) -> Facts:
+        return Facts(
+            now=self._clock.now(),
+            timeout_action=action,
+            grace_seconds=grace,
+            mitra_connected=reachable[0],
+            mitra_online=reachable[1],
+        )
 
     def _arm(self, extension_id: str, when: datetime) -> None:
         if self._scheduler is None:

@@ -4,6 +4,7 @@ row-by-row reads give, and the timeout's read claims its row as ``claim`` does."
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -152,3 +153,72 @@ async def test_timeout_read_skips_an_extension_another_worker_holds(pg_url: str)
             assert (await uow.snapshots.for_timeout("e1")).extension is not None
     finally:
         await store.aclose()
+
+
+async def test_due_read_matches_the_row_by_row_reads(store: SqlAlchemyStore) -> None:
+    async with store.unit_of_work() as uow:  # e3 due first, e1 next; e4 not yet due
+        await uow.extensions.add(
+            replace(ext("e3", "s3", "p3", ExtensionStatus.PENDING), expires_at=T0)
+        )
+        await uow.commit()
+    await store.seed_session(make_session("s4", expires_at=T0))
+    await store.seed_payment(make_payment("p4"))
+    async with store.unit_of_work() as uow:
+        later = T0 + timedelta(hours=1)
+        await uow.extensions.add(
+            replace(ext("e4", "s4", "p4", ExtensionStatus.PENDING), expires_at=later)
+        )
+        await uow.commit()
+    now = T0 + timedelta(minutes=1)
+    async with store.unit_of_work() as uow:
+        due_ids = await uow.extensions.due(now, 10)
+        assert due_ids == ["e3", "e1"]
+        expected = [await _separate_extension(uow, None, i) for i in due_ids]
+        assert await uow.snapshots.for_due(now, 10) == expected
+        assert await uow.snapshots.for_due(now, 1) == expected[:1]
+        assert await uow.snapshots.for_due(T0 - timedelta(minutes=1), 10) == []
+
+
+@pytest.mark.postgres
+async def test_due_reads_of_two_workers_never_share_a_row(pg_url: str) -> None:
+    store = await SqlAlchemyStore.open(pg_url, create_schema=True, table_prefix="snapdue_")
+    try:
+        for n in range(6):
+            await store.seed_session(
+                make_session(f"s{n}", expires_at=T0, status=SessionStatus.EXTENDING)
+            )
+            await store.seed_payment(make_payment(f"p{n}"))
+        async with store.unit_of_work() as uow:
+            for n in range(6):
+                await uow.extensions.add(ext(f"e{n}", f"s{n}", f"p{n}", ExtensionStatus.PENDING))
+            await uow.commit()
+        now = T0 + timedelta(minutes=1)
+        async with store.unit_of_work() as first:
+            mine = [s.extension.id for s in await first.snapshots.for_due(now, 4) if s.extension]
+            async with store.unit_of_work() as second:
+                theirs = await second.snapshots.for_due(now, 4)
+                rest = [s.extension.id for s in theirs if s.extension]
+        assert mine == ["e0", "e1", "e2", "e3"]
+        assert rest == ["e4", "e5"]  # the first worker's rows are skipped, not waited for
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_a_sweep_batch_of_rows_it_cannot_resolve_ends(
+    store: SqlAlchemyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """e1 is pending on a session that is not extending (the host moved it): its
+    timeout cannot be decided.  The batch sweep logs it and returns instead of
+    claiming the same rows for ever."""
+    from extension_fsm.adapters.clock import VirtualClock
+    from extension_fsm.simulation import World
+
+    w = World(store=store, clock=VirtualClock(T0 + timedelta(minutes=1)), sweep_interval=None)
+    w.service._sweep_batch = 1  # type: ignore[attr-defined]  # a batch of only the bad row
+    swept = await w.service.sweep_due()
+    assert [e.id for e in swept] == []
+    assert "could not resolve extension e1" in caplog.text
+    assert next(e for e in (await store.dump()).extensions if e.id == "e1").status is (
+        ExtensionStatus.PENDING
+    )

@@ -16,6 +16,7 @@ live extensions).  The statements are built once per schema.
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -32,6 +33,8 @@ __all__ = ["SqlSnapshotLoader"]
 
 class _Reader(Protocol):
     async def first(self, stmt: Any, params: Any = None) -> Row[Any] | None: ...
+
+    async def rows(self, stmt: Any, params: Any = None) -> list[Row[Any]]: ...
 
 
 class _Part:
@@ -60,6 +63,8 @@ class _Joined:
     """A joined ``SELECT`` and where each table's columns sit in its rows."""
 
     def __init__(self, parts: dict[str, list[Any]], joins: FromClause, where: Any) -> None:
+        self.parts_columns = parts
+        self.joins = joins
         self.parts: dict[str, _Part] = {}
         columns: list[Any] = []
         for name, cols in parts.items():
@@ -96,8 +101,17 @@ class _Statements:
             .outerjoin(p, p.c.id == x.c.payment_session_id),
             x.c.id == bindparam("extension_id"),
         )
+        self.due = _Joined(
+            dict(self.timeout.parts_columns),
+            self.timeout.joins,
+            and_(
+                x.c.status == PENDING, x.c.expires_at <= bindparam("now", type_=x.c.expires_at.type)
+            ),
+        )
+        self.due.select = self.due.select.order_by(x.c.expires_at, x.c.id).limit(bindparam("limit"))
         if is_postgres:  # on SQLite the unit of work already holds the one write lock
             self.timeout.select = self.timeout.select.with_for_update(of=x, skip_locked=True)
+            self.due.select = self.due.select.with_for_update(of=x, skip_locked=True)
 
 
 _CACHE: dict[tuple[int, bool], tuple[Tables, _Statements]] = {}
@@ -157,3 +171,11 @@ class SqlSnapshotLoader:
         if m is None:
             return Snapshot(session=None)
         return Snapshot(session=m["s"], extension=m["x"], payment=m["p"])
+
+    async def for_due(self, now: datetime, limit: int) -> list[Snapshot]:
+        rows = await self._uow.rows(self._s.due.select, {"now": now, "limit": limit})
+        snapshots = []
+        for row in rows:
+            m = _rows(self._s.due, row)
+            snapshots.append(Snapshot(session=m["s"], extension=m["x"], payment=m["p"]))
+        return snapshots

@@ -206,9 +206,9 @@ class SqlUnitOfWork:
         except DBAPIError as err:
             raise self._db.translate(err) from err
 
-    async def rows(self, stmt: Any) -> list[Row[Any]]:
+    async def rows(self, stmt: Any, params: Any = None) -> list[Row[Any]]:
         """Every row ``stmt`` returns."""
-        return list((await self.execute(stmt)).all())
+        return list((await self.execute(stmt, params)).all())
 
     async def first(self, stmt: Any, params: Any = None) -> Row[Any] | None:
         """The first row ``stmt`` returns, if any."""
