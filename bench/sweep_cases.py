@@ -233,8 +233,9 @@ def pg_concurrent_sweep(sizes: Sizes, workers: int = 4) -> Result:
         at_most=False,
         verified=True,
         notes=[
-            f"{workers} processes, each its own engine, sweep_spread=True; zero double "
-            "resolutions (worker reports and the audit log)",
+            f"{workers} processes, each its own engine; each sweep claims a whole due batch "
+            "(for_due, FOR UPDATE SKIP LOCKED) and resolves it in one unit of work; zero "
+            "double resolutions (worker reports and the audit log)",
             f"CPU seconds of the Python workers per wall second: one worker "
             f"{median(cpu_share[1]):.2f}, {workers} workers {median(cpu_share[workers]):.2f} "
             f"(of {os.cpu_count()} cores, shared with PostgreSQL)",

@@ -101,8 +101,9 @@ class ExtensionService:
     in through the ports.  ``scheduler`` is the in-process fast path for
     deadlines; without it, deadlines are met by :meth:`sweep_due` alone (run
     it periodically, e.g. with :func:`extension_fsm.run_sweeper`).
-    ``sweep_spread=True`` (for several sweeping workers on one database) starts
-    each sweep batch at a random row, so the workers spread over what is due.
+    A store that claims whole due batches (the SQL store) keeps several
+    sweeping workers apart by itself; for one that only lists due rows,
+    ``sweep_spread=True`` starts each worker's pass at a random row of the list.
     """
 
     def __init__(
