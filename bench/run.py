@@ -74,7 +74,21 @@ def main(argv: list[str] | None = None) -> int:
         "(default: bench/ for a full run, a temporary directory for --quick)",
     )
     parser.add_argument("--only", help="comma-separated substrings of case names to run")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: write RESULTS.md again from results.json (after editing "
+        "ANALYSIS.md)",
+    )
     args = parser.parse_args(argv)
+    if args.report_only:
+        out = args.out or HERE
+        saved = json.loads((out / "results.json").read_text())
+        fields = set(Result.__dataclass_fields__)
+        again = [Result(**{k: v for k, v in r.items() if k in fields}) for r in saved["results"]]
+        write_report(out, again, saved["meta"])
+        print(f"[bench] wrote {out / 'RESULTS.md'} from results.json", file=sys.stderr)
+        return 0
     sizes = Sizes.small() if args.quick else Sizes.full()
     out = args.out or (Path(tempfile.mkdtemp(prefix="efsm_bench_")) if args.quick else HERE)
     out.mkdir(parents=True, exist_ok=True)
