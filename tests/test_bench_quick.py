@@ -100,3 +100,16 @@ def test_quick_benchmarks_run_and_verify_their_work(tmp_path: Path) -> None:
     assert (tmp_path / "accept_growth.png").stat().st_size > 0
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| case | ours | baseline | ratio | target | met |" in report
+    # --report-only: the same table again from results.json, nothing measured.
+    (tmp_path / "RESULTS.md").unlink()
+    again = subprocess.run(
+        [sys.executable, "-m", "bench", "--report-only", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert (tmp_path / "RESULTS.md").read_text() == report
