@@ -19,8 +19,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -43,6 +42,7 @@ from .memory_delivery import (
     MemorySessionTimer,
     MemorySockets,
 )
+from .memory_outbox import MemoryOutboxStore, OutboxRow
 
 __all__ = [
     "Delivery",
@@ -58,19 +58,6 @@ __all__ = [
 ]
 
 _LIVE = (ExtensionStatus.PENDING, ExtensionStatus.ACCEPTED)
-
-
-@dataclass(slots=True)
-class OutboxRow:
-    """An outbox row with its delivery bookkeeping."""
-
-    message: OutboxMessage
-    seq: int
-    available_at: datetime
-    delivered_at: datetime | None = None
-    dead: bool = False
-    attempts: int = 0
-    last_error: str | None = None
 
 
 class MemoryStore:
@@ -101,7 +88,7 @@ class MemoryStore:
         self.commits = 0
         #: test hook: the next ``n`` commits raise ``ConcurrencyConflict``
         self.fail_commits = 0
-        self._outbox = _MemoryOutboxStore(self)
+        self._outbox = MemoryOutboxStore(self)
 
     # host-side seeding (the host owns sessions and payments)
     def add_session(self, session: Session) -> None:
@@ -146,7 +133,7 @@ class MemoryStore:
         return MemoryUnitOfWork(self)
 
     @property
-    def outbox(self) -> _MemoryOutboxStore:
+    def outbox(self) -> MemoryOutboxStore:
         """The outbox as the dispatcher sees it."""
         return self._outbox
 
@@ -465,49 +452,3 @@ class _Outbox:
 
     async def add(self, messages: Sequence[OutboxMessage]) -> None:
         self._uow.staged_outbox.extend(messages)
-
-
-class _MemoryOutboxStore:
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
-
-    async def claim(
-        self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
-    ) -> list[OutboxMessage]:
-        with self._store._lock:
-            rows = self._store.outbox_rows
-            candidates = [rows[i] for i in ids if i in rows] if ids is not None else rows.values()
-            ready = sorted(
-                (
-                    r
-                    for r in candidates
-                    if r.delivered_at is None and not r.dead and r.available_at <= now
-                ),
-                key=lambda r: r.seq,
-            )[:limit]
-            for row in ready:
-                row.available_at = now + timedelta(seconds=lease_seconds)
-            return [replace(r.message, attempts=r.attempts) for r in ready]
-
-    async def mark_delivered(self, message_id: str, at: datetime) -> None:
-        with self._store._lock:
-            self._store.outbox_rows[message_id].delivered_at = at
-
-    async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
-        with self._store._lock:
-            row = self._store.outbox_rows[message_id]
-            row.attempts += 1
-            row.available_at = available_at
-            row.last_error = error
-
-    async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
-        with self._store._lock:
-            row = self._store.outbox_rows[message_id]
-            row.attempts += 1
-            row.dead = True
-            row.last_error = error
-
-    def undelivered(self) -> list[OutboxMessage]:
-        """Rows not yet delivered nor dead, in order (for tests and the simulator)."""
-        rows = sorted(self._store.outbox_rows.values(), key=lambda r: r.seq)
-        return [r.message for r in rows if r.delivered_at is None and not r.dead]
