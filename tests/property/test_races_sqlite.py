@@ -4,17 +4,15 @@ and ``BEGIN IMMEDIATE`` writers are held to the invariants the in-memory
 store is held to.
 
 A SQL unit of work costs more than a memory one, so this runs fewer, shorter
-examples than the in-memory machine.  Calls run one after another, in the
-order hypothesis draws, so a run replays exactly (SQLite units of work take
-turns on one lock anyway; the compare-and-set and already-resolved paths are
-still taken; real concurrency on a database is what
-tests/integration/test_pg_races.py is for).
+examples than the in-memory machine.  Calls run at once, as on the memory
+store: SQLite runs on the event loop's thread (no driver thread whose timing
+would make a run impossible to replay), units of work take turns on the
+store's lock, and everything around them (deliveries, timers, the yielding
+store's switches) interleaves as hypothesis draws it.  Real concurrency
+inside a database is what tests/integration/test_pg_races.py is for.
 """
 
 from __future__ import annotations
-
-from collections.abc import Awaitable
-from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -38,15 +36,6 @@ class ExtensionRacesOnSqlite(ExtensionRaces):
 
     async def close_store(self, store: InspectableStore) -> None:
         await self._sql.aclose()
-
-    async def concurrently(self, *calls: Awaitable[Any]) -> list[Any]:
-        results: list[Any] = []
-        for call in calls:
-            try:
-                results.append(await call)
-            except Exception as err:
-                results.append(err)
-        return results
 
 
 TestExtensionRacesOnSqlite = ExtensionRacesOnSqlite.TestCase
