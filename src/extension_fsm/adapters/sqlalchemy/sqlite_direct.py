@@ -49,15 +49,15 @@ class _Plan:
         out = []
         for k, p in zip(self.keys, self.processors, strict=True):
             v = row[k]
-            if p is not None and v is not None:
-                # One decision repeats the same instant in most of its rows.
-                hit = memo.get((p, v)) if type(v) is datetime else None
-                if hit is None:
-                    hit = p(v)
-                    if type(v) is datetime:
-                        memo[(p, v)] = hit
-                v = hit
-            out.append(v)
+            if p is None or v is None:
+                out.append(v)
+            elif type(v) is datetime:  # one decision repeats the same instant in most rows
+                key = (p, v)
+                if key not in memo:
+                    memo[key] = p(v)
+                out.append(memo[key])
+            else:
+                out.append(p(v))
         return tuple(out)
 
 
