@@ -135,6 +135,7 @@ _APPROVE = TimeoutAction.AUTO_APPROVE
 
 class _S:
     ACTIVE, CLOSING, ENDED = SessionStatus.ACTIVE, SessionStatus.CLOSING, SessionStatus.ENDED
+    EXTENDING = SessionStatus.EXTENDING
 
 
 class _E:
@@ -338,7 +339,11 @@ def _timeout(s: Snapshot, f: Facts) -> Decision:
         return _cancel(s, ext, f, ACTOR_SYSTEM)
     # A payment the host moved away from ``confirmed`` cannot be charged: the
     # safeguard trips rather than leave the extension pending for ever.
-    chargeable = s.payment is not None and s.payment.status is _P.CONFIRMED
+    chargeable = (
+        s.payment is not None
+        and s.payment.status is _P.CONFIRMED
+        and session.status is _S.EXTENDING
+    )
     guard = _guard(
         f.now, ext.expires_at, f.timeout_action, f.mitra_connected and chargeable, f.mitra_online
     )
@@ -350,6 +355,8 @@ def _timeout(s: Snapshot, f: Facts) -> Decision:
         return _accept(s, ext, f, True, ACTOR_SYSTEM, "time_out")
     # Seed: auto_approve whose safeguard tripped is tagged apart from a configured reject.
     tripped = f.timeout_action is _APPROVE
+    if session.status is not _S.EXTENDING:
+        return _time_out_alone(s, ext, f, tripped)
     return _close(
         s,
         ext,
@@ -360,6 +367,36 @@ def _timeout(s: Snapshot, f: Facts) -> Decision:
         ACTOR_SYSTEM,
         "time_out",
     )
+
+
+def _time_out_alone(s: Snapshot, ext: Extension, f: Facts, tripped: bool) -> Decision:
+    """The deadline passed, but the host moved the session away from ``extending``
+    (not through ``end_session``): the extension still times out, uncharged, and
+    the session stays as the host set it (no closing, no grace timer), so
+    nothing is left pending for ever."""
+    session = s.session
+    assert session is not None
+    now = f.now
+    cause = _Cause.EXTENSION_SAFEGUARD_TRIPPED if tripped else _Cause.EXTENSION_REJECTED
+    reason = _Reason.SAFEGUARD if tripped else _Reason.TIMEOUT
+    resolved = _resolve(ext, _E.TIMEOUT, now, True, reason, cause)
+    failed = _fail_payment(s.payment, cause)
+    before = str(ext.status)
+    log = (
+        _record(
+            "extension",
+            ext.id,
+            before,
+            str(resolved.status),
+            "time_out",
+            ACTOR_SYSTEM,
+            now,
+            str(cause),
+        ),
+        *_payment_log(failed, "fail", ACTOR_SYSTEM, now),
+    )
+    effects: tuple[Effect, ...] = (messages.timed_out_response(session, ext, reason),)
+    return _decision(_change(before, resolved), None, failed, None, log, effects, None, ext.id)
 
 
 # --------------------------------------------------------------------------- end

@@ -206,19 +206,41 @@ async def test_due_reads_of_two_workers_never_share_a_row(pg_url: str) -> None:
 
 @pytest.mark.timeout(30)
 async def test_a_sweep_batch_of_rows_it_cannot_resolve_ends(
-    store: SqlAlchemyStore, caplog: pytest.LogCaptureFixture
+    store: SqlAlchemyStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """e1 is pending on a session that is not extending (the host moved it): its
-    timeout cannot be decided.  The batch sweep logs it and returns instead of
-    claiming the same rows for ever."""
+    """A due extension the core refuses to decide is logged, and the batch sweep
+    returns instead of claiming the same rows for ever."""
+    from extension_fsm import core
     from extension_fsm.adapters.clock import VirtualClock
+    from extension_fsm.errors import ErrorCode, ExtensionError
     from extension_fsm.simulation import World
 
+    def refuse(*_: object) -> core.Decision:
+        raise ExtensionError(ErrorCode.INVALID_STATE, "refused for the test")
+
+    monkeypatch.setattr(core, "decide", refuse)
     w = World(store=store, clock=VirtualClock(T0 + timedelta(minutes=1)), sweep_interval=None)
     w.service._sweep_batch = 1  # type: ignore[attr-defined]  # a batch of only the bad row
-    swept = await w.service.sweep_due()
-    assert [e.id for e in swept] == []
+    assert await w.service.sweep_due() == []
     assert "could not resolve extension e1" in caplog.text
     assert next(e for e in (await store.dump()).extensions if e.id == "e1").status is (
         ExtensionStatus.PENDING
     )
+
+
+async def test_the_sweep_resolves_an_extension_whose_session_the_host_moved(
+    store: SqlAlchemyStore,
+) -> None:
+    """e1 is pending on s1, which the host left ``active``: once due it times out,
+    uncharged, and s1 stays as the host set it."""
+    from extension_fsm.adapters.clock import VirtualClock
+    from extension_fsm.model import PaymentStatus
+    from extension_fsm.simulation import World
+
+    w = World(store=store, clock=VirtualClock(T0 + timedelta(minutes=1)), sweep_interval=None)
+    swept = await w.service.sweep_due()
+    assert [(e.id, e.status) for e in swept] == [("e1", ExtensionStatus.TIMEOUT)]
+    dump = await store.dump()
+    assert next(s for s in dump.sessions if s.id == "s1").status is SessionStatus.ACTIVE
+    assert next(p for p in dump.payments if p.id == "p1").status is PaymentStatus.FAILED
+    assert dump.ledger == []

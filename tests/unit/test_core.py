@@ -283,6 +283,51 @@ def test_time_out_outcomes(
     )
 
 
+@pytest.mark.parametrize("host_status", [SessionStatus.ACTIVE, SessionStatus.CLOSING])
+@pytest.mark.parametrize(
+    ("action", "cause", "reason"),
+    [
+        (
+            TimeoutAction.AUTO_APPROVE,
+            FailureCause.EXTENSION_SAFEGUARD_TRIPPED,
+            TimeoutReason.SAFEGUARD,
+        ),
+        (TimeoutAction.AUTO_REJECT, FailureCause.EXTENSION_REJECTED, TimeoutReason.TIMEOUT),
+    ],
+)
+def test_time_out_under_a_session_the_host_moved_resolves_and_leaves_the_session(
+    host_status: SessionStatus,
+    action: TimeoutAction,
+    cause: FailureCause,
+    reason: TimeoutReason,
+) -> None:
+    """The host moved the session away from ``extending`` without ``end_session``:
+    the extension still times out, uncharged (never approved, even with the mitra
+    reachable), and the session is left as the host set it."""
+    moved = replace(_answer_snapshot(), session=replace(SESSION, status=host_status))
+    facts = Facts(
+        now=T0 + timedelta(seconds=10),
+        timeout_action=action,
+        mitra_connected=True,
+        mitra_online=True,
+    )
+    decision = decide(moved, TimeoutExtension("e1"), facts)
+    assert decision.extension is not None and decision.payment is not None
+    row = decision.extension.row
+    assert (row.status, row.via_timeout, row.failure_cause, row.reason) == (
+        ExtensionStatus.TIMEOUT,
+        True,
+        cause,
+        reason,
+    )
+    assert decision.payment.row.status is PaymentStatus.FAILED
+    assert decision.session is None and decision.ledger is None
+    assert [r.entity for r in decision.log] == ["extension", "payment"]
+    assert len(decision.effects) == 1  # the customer's extension_response, nothing closing
+    early = replace(facts, now=T0 + timedelta(seconds=9))
+    assert decide(moved, TimeoutExtension("e1"), early) is NOTHING  # still only when due
+
+
 def test_time_out_before_the_deadline_or_after_resolution_changes_nothing() -> None:
     early = Facts(now=T0 + timedelta(seconds=9), mitra_connected=True, mitra_online=True)
     assert decide(_answer_snapshot(), TimeoutExtension("e1"), early) is NOTHING
