@@ -355,8 +355,6 @@ def _timeout(s: Snapshot, f: Facts) -> Decision:
         return _accept(s, ext, f, True, ACTOR_SYSTEM, "time_out")
     # Seed: auto_approve whose safeguard tripped is tagged apart from a configured reject.
     tripped = f.timeout_action is _APPROVE
-    if session.status is not _S.EXTENDING:
-        return _time_out_alone(s, ext, f, tripped)
     return _close(
         s,
         ext,
@@ -366,37 +364,11 @@ def _timeout(s: Snapshot, f: Facts) -> Decision:
         _Reason.SAFEGUARD if tripped else _Reason.TIMEOUT,
         ACTOR_SYSTEM,
         "time_out",
+        # The host moved the session away from ``extending`` (not through
+        # ``end_session``): the extension still times out, uncharged, and the
+        # session stays as the host set it, so nothing is left pending for ever.
+        close_session=session.status is _S.EXTENDING,
     )
-
-
-def _time_out_alone(s: Snapshot, ext: Extension, f: Facts, tripped: bool) -> Decision:
-    """The deadline passed, but the host moved the session away from ``extending``
-    (not through ``end_session``): the extension still times out, uncharged, and
-    the session stays as the host set it (no closing, no grace timer), so
-    nothing is left pending for ever."""
-    session = s.session
-    assert session is not None
-    now = f.now
-    cause = _Cause.EXTENSION_SAFEGUARD_TRIPPED if tripped else _Cause.EXTENSION_REJECTED
-    reason = _Reason.SAFEGUARD if tripped else _Reason.TIMEOUT
-    resolved = _resolve(ext, _E.TIMEOUT, now, True, reason, cause)
-    failed = _fail_payment(s.payment, cause)
-    before = str(ext.status)
-    log = (
-        _record(
-            "extension",
-            ext.id,
-            before,
-            str(resolved.status),
-            "time_out",
-            ACTOR_SYSTEM,
-            now,
-            str(cause),
-        ),
-        *_payment_log(failed, "fail", ACTOR_SYSTEM, now),
-    )
-    effects: tuple[Effect, ...] = (messages.timed_out_response(session, ext, reason),)
-    return _decision(_change(before, resolved), None, failed, None, log, effects, None, ext.id)
 
 
 # --------------------------------------------------------------------------- end
@@ -518,28 +490,39 @@ def _close(
     reason: TimeoutReason | None,
     actor: str,
     event: str,
+    *,
+    close_session: bool = True,
 ) -> Decision:
+    """``ext`` resolved unpaid; the session closes with a grace timer unless
+    ``close_session`` is false (then only the customer hears of it)."""
     session = s.session
     assert session is not None
     now = f.now
     resolved = _resolve(ext, status, now, reason is not None, reason, cause)
-    deadline = now + timedelta(0, f.grace_seconds)  # (days, seconds)
-    closing = _move_session(session, "close", now, session.expires_at, deadline)
     failed = _fail_payment(s.payment, cause)
     response = (
         messages.rejected_response(session, ext)
         if reason is None
         else messages.timed_out_response(session, ext, reason)
     )
+    ext_was = str(ext.status)
+    resolution = _record("extension", ext.id, ext_was, str(status), event, actor, now, str(cause))
+    if not close_session:
+        log = (resolution, *_payment_log(failed, "fail", actor, now))
+        return _decision(
+            _change(ext_was, resolved), None, failed, None, log, (response,), None, ext.id
+        )
+    deadline = now + timedelta(0, f.grace_seconds)  # (days, seconds)
+    closing = _move_session(session, "close", now, session.expires_at, deadline)
     effects: tuple[Effect, ...] = (
         response,
         messages.plain(session, ext, _To.MITRA, _Msg.SESSION_CLOSING),
         messages.plain(session, ext, _To.CUSTOMER, _Msg.SESSION_CLOSING),
         _start_grace(session.id, deadline),
     )
-    ext_was, session_was = str(ext.status), str(session.status)
+    session_was = str(session.status)
     log = (
-        _record("extension", ext.id, ext_was, str(status), event, actor, now, str(cause)),
+        resolution,
         _record("session", session.id, session_was, str(closing.status), "close", actor, now, None),
         *_payment_log(failed, "fail", actor, now),
     )
