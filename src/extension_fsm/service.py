@@ -59,11 +59,18 @@ def _uuid() -> str:
     return str(uuid.uuid4())
 
 
+def _snapshots(uow: UnitOfWork) -> SnapshotLoader | None:
+    """The unit of work's joined reads, when its store offers them (the SQL
+    adapter: one statement, one round trip); ``None``: read row by row."""
+    loader: SnapshotLoader | None = getattr(uow, "snapshots", None)
+    return loader
+
+
 async def _claimed(uow: UnitOfWork, extension_id: str) -> core.Snapshot:
     """The extension claimed, with its session and payment; ``session=None``
     alone unless it is a pending extension this unit of work now holds."""
-    joined: SnapshotLoader | None = getattr(uow, "snapshots", None)
-    if joined is not None:  # claim and read in one round trip (SQL adapter)
+    joined = _snapshots(uow)
+    if joined is not None:  # claim and read at once
         snapshot = await joined.for_timeout(extension_id)
         ext = snapshot.extension
         if ext is None or ext.status is not ExtensionStatus.PENDING:
@@ -165,8 +172,8 @@ class ExtensionService:
         extension_id = self._new_id()
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            joined: SnapshotLoader | None = getattr(uow, "snapshots", None)
-            if joined is not None:  # one round trip (SQL adapter)
+            joined = _snapshots(uow)
+            if joined is not None:
                 return await joined.for_request(session_id, extension_payment_session_id)
             payment = live = None
             if extension_payment_session_id:
@@ -198,7 +205,7 @@ class ExtensionService:
         grace = int(await self._config.closure_grace_seconds())
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            joined: SnapshotLoader | None = getattr(uow, "snapshots", None)
+            joined = _snapshots(uow)
             if joined is not None:  # one statement: its rows agree without a re-read
                 snapshot = await joined.for_response(session_id, extension_id)
                 if snapshot.session is None or snapshot.session.mitra_id != mitra_id:
@@ -332,7 +339,7 @@ class ExtensionService:
             done: list[tuple[core.Decision, list[str]]] = []
             try:
                 async with self._store.unit_of_work() as uow:
-                    joined: SnapshotLoader | None = getattr(uow, "snapshots", None)
+                    joined = _snapshots(uow)
                     if joined is None:
                         return None
                     snapshots = await joined.for_due(self._clock.now(), self._sweep_batch)

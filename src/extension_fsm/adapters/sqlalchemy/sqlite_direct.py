@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from ...errors import ConcurrencyConflict
 from .batch import BatchPart
 
-__all__ = ["first_row", "write_batch_sqlite"]
+__all__ = ["NOT_DIRECT", "first_row", "write_batch_sqlite"]
 
 _Processor = Callable[[Any], Any] | None
 
@@ -162,17 +162,18 @@ def _select_plan(stmt: Any, dialect: Dialect) -> _Select | None:
     return plan
 
 
-_MISSING = object()
+NOT_DIRECT = object()
+"""What :func:`first_row` returns for a statement it leaves to SQLAlchemy."""
 
 
 def first_row(
     conn: sqlite3.Connection, dialect: Dialect, stmt: Any, params: Mapping[str, Any] | None
 ) -> Any:
-    """The first row ``stmt`` returns with ``params`` (or ``None``); ``_MISSING``
+    """The first row ``stmt`` returns with ``params`` (or ``None``); :data:`NOT_DIRECT`
     when ``stmt`` is not one this module runs (the caller uses SQLAlchemy)."""
     plan = _select_plan(stmt, dialect)
     if plan is None:
-        return _MISSING
+        return NOT_DIRECT
     given = params or {}
     args = []
     for name, default, proc in zip(plan.names, plan.defaults, plan.processors, strict=True):
@@ -187,7 +188,3 @@ def first_row(
     return plan.row(
         v if p is None or v is None else p(v) for v, p in zip(raw, plan.results, strict=True)
     )
-
-
-NOT_DIRECT = _MISSING
-"""What :func:`first_row` returns for a statement it leaves to SQLAlchemy."""
