@@ -256,25 +256,6 @@ async def test_a_stale_session_read_cannot_overwrite_a_paid_extension() -> None:
     assert current.expires_at == session.expires_at + timedelta(minutes=30)
 
 
-async def test_an_answer_never_decides_on_a_half_old_half_new_view() -> None:
-    """The accept reads the extension (pending), stalls, and a reject commits
-    before it reads the payment.  It must not see the payment already failed
-    next to a pending extension (that refused with INVALID_STATE); it retries
-    on fresh state and answers EXTENSION_RESOLVED."""
-    memory = MemoryStore()
-    world, _ = await new_world(store=memory, use_timers=False)
-    ext = await _request(world)
-    gated = _GatedStore(memory, "payments", "get")
-    slow = asyncio.create_task(_worker(world, gated).respond_to_extension(ext.id, "s1", "m1", True))
-    await gated.hold(slow)
-    await world.service.respond_to_extension(ext.id, "s1", "m1", False)
-    gated.gate.set()
-    with pytest.raises(ExtensionError) as info:
-        await slow
-    assert info.value.code.value == "EXTENSION_RESOLVED"
-    await _check(world, {})
-
-
 class _LockingReadStore(_GatedStore):
     """``claim`` returns the latest committed row, as ``SELECT ... FOR UPDATE``
     does under READ COMMITTED (PostgreSQL's default), not the snapshot."""
@@ -340,13 +321,26 @@ def _latest(get: Any, rows: dict[str, Any]) -> Any:
     return read
 
 
-async def test_an_answer_on_read_committed_storage_rereads_after_a_concurrent_reject() -> None:
-    """On READ COMMITTED the accept can read the extension pending and then the
-    payment already failed; it must re-read, not refuse with INVALID_STATE."""
+@pytest.mark.parametrize(
+    "isolation",
+    [
+        # snapshot reads: the accept must not see the payment already failed next
+        # to a pending extension (that refused with INVALID_STATE)
+        "snapshot",
+        # READ COMMITTED: it can read the extension pending and then the payment
+        # already failed; it must re-read, not refuse with INVALID_STATE
+        "read committed",
+    ],
+)
+async def test_an_answer_never_decides_on_a_half_old_half_new_view(isolation: str) -> None:
+    """The accept reads the extension (pending), stalls, and a reject commits
+    before it reads the payment.  It retries on fresh state and answers
+    EXTENSION_RESOLVED."""
     memory = MemoryStore()
     world, _ = await new_world(store=memory, use_timers=False)
     ext = await _request(world)
-    gated = _ReadCommittedStore(memory, "payments", "get")
+    store_class = _GatedStore if isolation == "snapshot" else _ReadCommittedStore
+    gated = store_class(memory, "payments", "get")
     slow = asyncio.create_task(_worker(world, gated).respond_to_extension(ext.id, "s1", "m1", True))
     await gated.hold(slow)
     await world.service.respond_to_extension(ext.id, "s1", "m1", False)
