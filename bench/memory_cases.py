@@ -60,8 +60,8 @@ async def _hold_pending(n: int) -> dict[str, Any]:
     started = time.perf_counter()
     for i in range(n):
         await service.request_extension(
-            f"s{i}",
-            f"c{i}",
+            session_id=f"s{i}",
+            customer_id=f"c{i}",
             duration_minutes=15,
             price=15_000,
             extension_payment_session_id=f"p{i}",

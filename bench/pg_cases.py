@@ -194,7 +194,10 @@ async def _growth(sizes: Sizes, urls: list[str], n_ops: int) -> list[tuple[int, 
                 for i in range(n_ops):
                     t0 = time.perf_counter()
                     await services[k].respond_to_extension(
-                        f"{prefix}e{i}", f"{prefix}s{i}", f"{prefix}m{i}", True
+                        extension_id=f"{prefix}e{i}",
+                        session_id=f"{prefix}s{i}",
+                        mitra_id=f"{prefix}m{i}",
+                        accepted=True,
                     )
                     one.append(time.perf_counter() - t0)
                 raw_sql.check_accepted(conn, prefix, n_ops)

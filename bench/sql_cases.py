@@ -86,7 +86,12 @@ async def time_our_accepts(
     seed(conn, raw_sql.seed_rows(prefix, n, pending=True, now=now()))
     start = time.perf_counter()
     for i in range(n):
-        await service.respond_to_extension(f"{prefix}e{i}", f"{prefix}s{i}", f"{prefix}m{i}", True)
+        await service.respond_to_extension(
+            extension_id=f"{prefix}e{i}",
+            session_id=f"{prefix}s{i}",
+            mitra_id=f"{prefix}m{i}",
+            accepted=True,
+        )
     elapsed = (time.perf_counter() - start) / n
     raw_sql.check_accepted(conn, prefix, n)
     return elapsed
@@ -104,13 +109,15 @@ async def time_our_pairs(
     start = time.perf_counter()
     for i in range(n):
         ext = await service.request_extension(
-            f"{prefix}s{i}",
-            f"{prefix}c{i}",
+            session_id=f"{prefix}s{i}",
+            customer_id=f"{prefix}c{i}",
             duration_minutes=15,
             price=15_000,
             extension_payment_session_id=f"{prefix}p{i}",
         )
-        await service.respond_to_extension(ext.id, f"{prefix}s{i}", f"{prefix}m{i}", True)
+        await service.respond_to_extension(
+            extension_id=ext.id, session_id=f"{prefix}s{i}", mitra_id=f"{prefix}m{i}", accepted=True
+        )
     elapsed = (time.perf_counter() - start) / n
     accepted = raw_sql.count(
         conn,

@@ -141,8 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         require(Participant.CUSTOMER, who)
         ext = await rt.service.request_extension(
-            session_id,
-            who.user_id,
+            session_id=session_id,
+            customer_id=who.user_id,
             duration_minutes=body.duration_minutes,
             price=body.price,
             extension_payment_session_id=body.extension_payment_session_id,
@@ -155,7 +155,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         require(Participant.MITRA, who)
         ext = await rt.service.respond_to_extension(
-            extension_id, session_id, who.user_id, body.accepted
+            extension_id=extension_id,
+            session_id=session_id,
+            mitra_id=who.user_id,
+            accepted=body.accepted,
         )
         return extension_json(ext)
 

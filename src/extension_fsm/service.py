@@ -154,9 +154,9 @@ class ExtensionService:
 
     async def request_extension(
         self,
+        *,
         session_id: str,
         customer_id: str,
-        *,
         duration_minutes: int,
         price: int,
         extension_payment_session_id: str | None,
@@ -198,7 +198,7 @@ class ExtensionService:
         return decision.extension.row
 
     async def respond_to_extension(
-        self, extension_id: str, session_id: str, mitra_id: str, accepted: bool
+        self, *, extension_id: str, session_id: str, mitra_id: str, accepted: bool
     ) -> Extension:
         """The session's mitra accepts or rejects; a second answer is ``EXTENSION_RESOLVED``."""
         event = RespondToExtension(extension_id, session_id, mitra_id, bool(accepted))

@@ -307,8 +307,8 @@ class _Runner:
             self.by_request.append(None)
             customer = a.get("customer_id", session.customer_id)
             ext = await world.service.request_extension(
-                session.id,
-                customer,
+                session_id=session.id,
+                customer_id=customer,
                 duration_minutes=a["duration_minutes"],
                 price=a["price"],
                 extension_payment_session_id=a["payment_id"],
@@ -324,7 +324,9 @@ class _Runner:
                 ext_id = self.extension_ids[-1] if self.extension_ids else "none"
             mitra = a.get("mitra_id", session.mitra_id)
             sid = a.get("session_id", session.id)
-            await world.service.respond_to_extension(ext_id, sid, mitra, step.do == "accept")
+            await world.service.respond_to_extension(
+                extension_id=ext_id, session_id=sid, mitra_id=mitra, accepted=step.do == "accept"
+            )
             if mitra != session.mitra_id or sid != session.id:
                 self.violate(f"8: {step.do} by mitra {mitra} on session {sid} was allowed")
         elif step.do == "mitra":

@@ -58,15 +58,20 @@ async def play(url: str, seed: int) -> None:
         await store.seed_payment(make_payment(f"{tag}p", customer_id=f"{tag}c"))
         try:
             ext = await service.request_extension(
-                session.id,
-                session.customer_id,
+                session_id=session.id,
+                customer_id=session.customer_id,
                 duration_minutes=5,
                 price=15000,
                 extension_payment_session_id=f"{tag}p",
             )
             action = rng.choice(["accept", "reject", "end", "leave"])
             if action in ("accept", "reject"):
-                await service.respond_to_extension(ext.id, session.id, "m1", action == "accept")
+                await service.respond_to_extension(
+                    extension_id=ext.id,
+                    session_id=session.id,
+                    mitra_id="m1",
+                    accepted=action == "accept",
+                )
             elif action == "end":
                 await service.end_session(session.id)
         except ExtensionError:

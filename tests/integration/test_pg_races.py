@@ -141,15 +141,17 @@ def resolve(w: Worker, action: str, ext: Extension) -> Callable[[], Awaitable[ob
         w.clock.at = ext.expires_at
         return w.service.sweep_due
     w.clock.at = ext.expires_at - timedelta(seconds=1)
-    return lambda: w.service.respond_to_extension(ext.id, ext.session_id, "m1", action == "accept")
+    return lambda: w.service.respond_to_extension(
+        extension_id=ext.id, session_id=ext.session_id, mitra_id="m1", accepted=action == "accept"
+    )
 
 
 def ask(w: Worker, session_id: str, payment_id: str) -> Callable[[], Awaitable[Extension]]:
     """Worker ``w``'s extension request for ``session_id`` paid by ``payment_id``."""
     customer = session_id.rsplit("s", 1)[0] + "c"
     return lambda: w.service.request_extension(
-        session_id,
-        customer,
+        session_id=session_id,
+        customer_id=customer,
         duration_minutes=5,
         price=15000,
         extension_payment_session_id=payment_id,
@@ -180,8 +182,8 @@ def test_accept_reject_timeout_from_two_workers(workers: tuple[Worker, Worker]) 
         a.run(seed(a, tag))
         ext = a.run(
             a.service.request_extension(
-                f"{tag}s0",
-                f"{tag}c",
+                session_id=f"{tag}s0",
+                customer_id=f"{tag}c",
                 duration_minutes=5,
                 price=15000,
                 extension_payment_session_id=f"{tag}p0",
@@ -245,7 +247,11 @@ def test_two_extensions_paying_with_one_payment_session(workers: tuple[Worker, W
         winner = next(r for r in results if not isinstance(r, ExtensionError))
         # and the winner's acceptance consumes the payment exactly once
         a.clock.at = T0 + timedelta(seconds=1)
-        a.run(a.service.respond_to_extension(winner.id, winner.session_id, "m1", True))  # type: ignore[union-attr]
+        a.run(
+            a.service.respond_to_extension(
+                extension_id=winner.id, session_id=winner.session_id, mitra_id="m1", accepted=True
+            )
+        )  # type: ignore[union-attr]
         a.clock.at = T0
     dump = a.run(a.store.dump())
     assert_healthy(dump)

@@ -238,7 +238,11 @@ async def test_a_redis_drop_does_not_lose_an_outbox_row(clients: list[Redis], pr
     try:
         await proxy.cut()
         ext = await service.request_extension(
-            "s-1", "c-1", duration_minutes=30, price=25000, extension_payment_session_id="p-1"
+            session_id="s-1",
+            customer_id="c-1",
+            duration_minutes=30,
+            price=25000,
+            extension_payment_session_id="p-1",
         )
         dump = await store.dump()
         assert [e.status.value for e in dump.extensions] == ["pending"]

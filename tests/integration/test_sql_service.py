@@ -58,7 +58,11 @@ def counts(d: StoreDump) -> tuple[int, ...]:
 
 async def request(w: World, payment: str = "p1") -> str:
     ext = await w.service.request_extension(
-        "s1", "c1", duration_minutes=10, price=15000, extension_payment_session_id=payment
+        session_id="s1",
+        customer_id="c1",
+        duration_minutes=10,
+        price=15000,
+        extension_payment_session_id=payment,
     )
     return ext.id
 
@@ -73,7 +77,9 @@ async def test_accept_charges_once_and_extends(world: World) -> None:
     w = world
     before = (await w.store.dump()).sessions[0].expires_at
     ext_id = await request(w)
-    done = await w.service.respond_to_extension(ext_id, "s1", "m1", True)
+    done = await w.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+    )
     assert done.status is ExtensionStatus.ACCEPTED
     d = await healthy(w)
     assert d.sessions[0].status is SessionStatus.ACTIVE
@@ -83,7 +89,9 @@ async def test_accept_charges_once_and_extends(world: World) -> None:
     types = [m.payload["message"]["type"] for m, _ in d.outbox if m.kind == "notify"]  # type: ignore[index,call-overload]
     assert types.count(MessageType.EXTENSION_RESPONSE.value) == 1
     with pytest.raises(ExtensionError) as caught:
-        await w.service.respond_to_extension(ext_id, "s1", "m1", False)
+        await w.service.respond_to_extension(
+            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+        )
     assert caught.value.code is ErrorCode.EXTENSION_RESOLVED
     assert counts(await w.store.dump()) == counts(d)
 
@@ -98,7 +106,11 @@ async def test_refused_requests_write_no_row(world: World) -> None:
         assert caught.value.status_code in (400, 404, 409, 422)
     with pytest.raises(ExtensionError):
         await w.service.request_extension(
-            "s1", "c1", duration_minutes=-3, price=15000, extension_payment_session_id="p2"
+            session_id="s1",
+            customer_id="c1",
+            duration_minutes=-3,
+            price=15000,
+            extension_payment_session_id="p2",
         )
     assert await w.store.dump() == d
 

@@ -31,16 +31,30 @@ async def _script(store: InspectableStore) -> StoreDump:
         w.connect(session, Participant.MITRA, on_session_socket=n == 1, online=n < 3)
     svc = w.service
     a = await svc.request_extension(
-        "s1", "c1", duration_minutes=10, price=15000, extension_payment_session_id="p1"
+        session_id="s1",
+        customer_id="c1",
+        duration_minutes=10,
+        price=15000,
+        extension_payment_session_id="p1",
     )
     b = await svc.request_extension(
-        "s2", "c1", duration_minutes=20, price=15000, extension_payment_session_id="p2"
+        session_id="s2",
+        customer_id="c1",
+        duration_minutes=20,
+        price=15000,
+        extension_payment_session_id="p2",
     )
     c = await svc.request_extension(
-        "s3", "c1", duration_minutes=30, price=15000, extension_payment_session_id="p3"
+        session_id="s3",
+        customer_id="c1",
+        duration_minutes=30,
+        price=15000,
+        extension_payment_session_id="p3",
     )
-    await svc.respond_to_extension(a.id, "s1", "m1", True)
-    await svc.respond_to_extension(b.id, "s2", "m1", False)
+    await svc.respond_to_extension(extension_id=a.id, session_id="s1", mitra_id="m1", accepted=True)
+    await svc.respond_to_extension(
+        extension_id=b.id, session_id="s2", mitra_id="m1", accepted=False
+    )
     await w.clock.advance(120)  # c times out; sessions run on
     dump = await store.dump()
     assert [e.status for e in dump.extensions if e.id == c.id] != [ExtensionStatus.PENDING]

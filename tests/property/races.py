@@ -283,8 +283,8 @@ class ExtensionRaces(RuleBasedStateMachine):
         )
         result = self.step(
             self.world.service.request_extension(
-                sid,
-                customer,
+                session_id=sid,
+                customer_id=customer,
                 duration_minutes=duration,  # type: ignore[arg-type]
                 price=price,  # type: ignore[arg-type]
                 extension_payment_session_id=None if pid == "missing" else pid,
@@ -325,7 +325,11 @@ class ExtensionRaces(RuleBasedStateMachine):
             mitra = SESSIONS[sid][1]
         service = data.draw(st.sampled_from([self.world.service, self.worker]), label="worker")
         current = _by_id(self.dump().extensions)[ext.id]
-        result = self.step(service.respond_to_extension(ext.id, sid, mitra, accepted))
+        result = self.step(
+            service.respond_to_extension(
+                extension_id=ext.id, session_id=sid, mitra_id=mitra, accepted=accepted
+            )
+        )
         if who == "other":
             assert isinstance(result, ExtensionError) and result.code.value == "FORBIDDEN"
         elif who == "sid":
@@ -354,8 +358,18 @@ class ExtensionRaces(RuleBasedStateMachine):
         mitra = SESSIONS[ext.session_id][1]
         w = self.world
         calls: list[tuple[str, Awaitable[Any]]] = [
-            ("accept", w.service.respond_to_extension(ext.id, ext.session_id, mitra, True)),
-            ("reject", self.worker.respond_to_extension(ext.id, ext.session_id, mitra, False)),
+            (
+                "accept",
+                w.service.respond_to_extension(
+                    extension_id=ext.id, session_id=ext.session_id, mitra_id=mitra, accepted=True
+                ),
+            ),
+            (
+                "reject",
+                self.worker.respond_to_extension(
+                    extension_id=ext.id, session_id=ext.session_id, mitra_id=mitra, accepted=False
+                ),
+            ),
             ("sweep", w.service.sweep_due()),
             ("sweep", self.worker.sweep_due()),
         ]
@@ -400,8 +414,8 @@ class ExtensionRaces(RuleBasedStateMachine):
 
         def ask(svc: ExtensionService, pid: str) -> Awaitable[Extension]:
             return svc.request_extension(
-                sid,
-                customer,
+                session_id=sid,
+                customer_id=customer,
                 duration_minutes=30,
                 price=PAYMENTS[pid][1],
                 extension_payment_session_id=pid,
@@ -409,7 +423,9 @@ class ExtensionRaces(RuleBasedStateMachine):
 
         async def ask_and_answer() -> Extension:
             ext = await ask(worker, second)
-            return await worker.respond_to_extension(ext.id, sid, mitra, accepted)
+            return await worker.respond_to_extension(
+                extension_id=ext.id, session_id=sid, mitra_id=mitra, accepted=accepted
+            )
 
         async def together() -> list[Any]:
             return await self.concurrently(ask(service, first), ask_and_answer())

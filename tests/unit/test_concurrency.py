@@ -58,7 +58,11 @@ async def _check(world: World, initial_expiry: dict[str, Any]) -> None:
 
 async def _request(world: World, payment: str = "p1", session: str = "s1") -> Any:
     return await world.service.request_extension(
-        session, "c1", duration_minutes=30, price=15000, extension_payment_session_id=payment
+        session_id=session,
+        customer_id="c1",
+        duration_minutes=30,
+        price=15000,
+        extension_payment_session_id=payment,
     )
 
 
@@ -69,8 +73,12 @@ async def test_accept_reject_and_two_sweeps_before_the_deadline_one_outcome(orde
     ext = await _request(world)
     await world.clock.advance(5)
     calls: list[Awaitable[Any]] = [
-        world.service.respond_to_extension(ext.id, "s1", "m1", True),
-        _worker(world).respond_to_extension(ext.id, "s1", "m1", False),
+        world.service.respond_to_extension(
+            extension_id=ext.id, session_id="s1", mitra_id="m1", accepted=True
+        ),
+        _worker(world).respond_to_extension(
+            extension_id=ext.id, session_id="s1", mitra_id="m1", accepted=False
+        ),
         world.service.sweep_due(),
         _worker(world).sweep_due(),
     ]
@@ -97,8 +105,12 @@ async def test_timer_two_sweeps_and_late_answers_at_the_deadline_one_outcome(ord
         world.service.sweep_due(),
         _worker(world).sweep_due(),
         _worker(world).sweep_due(),
-        world.service.respond_to_extension(ext.id, "s1", "m1", True),
-        _worker(world).respond_to_extension(ext.id, "s1", "m1", False),
+        world.service.respond_to_extension(
+            extension_id=ext.id, session_id="s1", mitra_id="m1", accepted=True
+        ),
+        _worker(world).respond_to_extension(
+            extension_id=ext.id, session_id="s1", mitra_id="m1", accepted=False
+        ),
     ]
     calls = calls[order:] + calls[:order]
     results = await _gather(*calls)
@@ -117,7 +129,9 @@ async def test_end_session_races_an_accept() -> None:
     start = (await world.session("s1")).expires_at  # type: ignore[union-attr]
     ext = await _request(world)
     results = await _gather(
-        world.service.respond_to_extension(ext.id, "s1", "m1", True),
+        world.service.respond_to_extension(
+            extension_id=ext.id, session_id="s1", mitra_id="m1", accepted=True
+        ),
         _worker(world).end_session("s1"),
     )
     dump = await world.store.dump()
@@ -136,7 +150,11 @@ async def test_two_requests_at_once_on_one_session_leave_one_pending() -> None:
     results = await _gather(
         _request(world, "p1"),
         _worker(world).request_extension(
-            "s1", "c1", duration_minutes=30, price=15000, extension_payment_session_id="p2"
+            session_id="s1",
+            customer_id="c1",
+            duration_minutes=30,
+            price=15000,
+            extension_payment_session_id="p2",
         ),
     )
     errors = [r for r in results if isinstance(r, BaseException)]
@@ -154,7 +172,11 @@ async def test_two_extensions_at_once_with_one_payment_session() -> None:
     results = await _gather(
         _request(world, "p1", "s1"),
         _worker(world).request_extension(
-            "s2", "c1", duration_minutes=30, price=15000, extension_payment_session_id="p1"
+            session_id="s2",
+            customer_id="c1",
+            duration_minutes=30,
+            price=15000,
+            extension_payment_session_id="p1",
         ),
     )
     errors = [r for r in results if isinstance(r, BaseException)]
@@ -174,7 +196,9 @@ async def test_injected_commit_conflicts_are_retried() -> None:
     assert memory.fail_commits == 0
     assert (await world.store.dump()).extensions[0].id == ext.id
     memory.fail_commits = 2
-    accepted = await world.service.respond_to_extension(ext.id, "s1", "m1", True)
+    accepted = await world.service.respond_to_extension(
+        extension_id=ext.id, session_id="s1", mitra_id="m1", accepted=True
+    )
     assert accepted.status is ExtensionStatus.ACCEPTED
     await _check(world, {})
 
@@ -242,12 +266,18 @@ async def test_a_stale_session_read_cannot_overwrite_a_paid_extension() -> None:
     gated = _GatedStore(memory, "sessions", "update")
     slow = asyncio.create_task(
         _worker(world, gated).request_extension(
-            "s1", "c1", duration_minutes=10, price=15000, extension_payment_session_id="p2"
+            session_id="s1",
+            customer_id="c1",
+            duration_minutes=10,
+            price=15000,
+            extension_payment_session_id="p2",
         )
     )
     await gated.hold(slow)  # the slow request has read the session and holds its write
     fast = await _request(world, "p1")
-    await world.service.respond_to_extension(fast.id, "s1", "m1", True)
+    await world.service.respond_to_extension(
+        extension_id=fast.id, session_id="s1", mitra_id="m1", accepted=True
+    )
     gated.gate.set()
     await slow
     await _check(world, {"s1": session.expires_at})
@@ -283,7 +313,9 @@ async def test_ending_while_the_pending_extension_is_answered_retries_on_fresh_s
     gated = _LockingReadStore(memory, "extensions", "claim")
     ending = asyncio.create_task(_worker(world, gated).end_session("s1"))
     await gated.hold(ending)
-    await world.service.respond_to_extension(ext.id, "s1", "m1", False)
+    await world.service.respond_to_extension(
+        extension_id=ext.id, session_id="s1", mitra_id="m1", accepted=False
+    )
     gated.gate.set()
     ended = await ending
     assert ended.status.value == "ended"
@@ -341,9 +373,15 @@ async def test_an_answer_never_decides_on_a_half_old_half_new_view(isolation: st
     ext = await _request(world)
     store_class = _GatedStore if isolation == "snapshot" else _ReadCommittedStore
     gated = store_class(memory, "payments", "get")
-    slow = asyncio.create_task(_worker(world, gated).respond_to_extension(ext.id, "s1", "m1", True))
+    slow = asyncio.create_task(
+        _worker(world, gated).respond_to_extension(
+            extension_id=ext.id, session_id="s1", mitra_id="m1", accepted=True
+        )
+    )
     await gated.hold(slow)
-    await world.service.respond_to_extension(ext.id, "s1", "m1", False)
+    await world.service.respond_to_extension(
+        extension_id=ext.id, session_id="s1", mitra_id="m1", accepted=False
+    )
     gated.gate.set()
     with pytest.raises(ExtensionError) as info:
         await slow

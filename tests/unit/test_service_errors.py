@@ -24,8 +24,8 @@ def _request(
 ) -> Callable[[], Awaitable[object]]:
     def call() -> Awaitable[object]:
         return world.service.request_extension(
-            session_id,
-            customer_id,
+            session_id=session_id,
+            customer_id=customer_id,
             duration_minutes=duration,  # type: ignore[arg-type]
             price=price,  # type: ignore[arg-type]
             extension_payment_session_id=payment_id,
@@ -112,7 +112,9 @@ async def test_answer_to_an_unknown_extension() -> None:
     await _pending(world)
     await assert_refused(
         world,
-        lambda: world.service.respond_to_extension("nope", "s1", "m1", True),
+        lambda: world.service.respond_to_extension(
+            extension_id="nope", session_id="s1", mitra_id="m1", accepted=True
+        ),
         "NOT_FOUND",
         404,
     )
@@ -126,7 +128,9 @@ async def test_answer_naming_an_extension_of_another_session() -> None:
     ext_id = await _pending(world)
     await assert_refused(
         world,
-        lambda: world.service.respond_to_extension(ext_id, "s2", "m1", True),
+        lambda: world.service.respond_to_extension(
+            extension_id=ext_id, session_id="s2", mitra_id="m1", accepted=True
+        ),
         "NOT_FOUND",
         404,
     )
@@ -154,7 +158,9 @@ async def test_answer_by_someone_who_is_not_the_sessions_mitra(
     ext_id = await _pending(world)
     await assert_refused(
         world,
-        lambda: world.service.respond_to_extension(ext_id, session_id, mitra_id, True),
+        lambda: world.service.respond_to_extension(
+            extension_id=ext_id, session_id=session_id, mitra_id=mitra_id, accepted=True
+        ),
         "FORBIDDEN",
         403,
     )
@@ -196,10 +202,14 @@ async def test_request_with_a_first_session_discount_payment() -> None:
 async def test_a_second_answer(first: bool, second: bool) -> None:
     world, _ = await new_world()
     ext_id = await _pending(world)
-    await world.service.respond_to_extension(ext_id, "s1", "m1", first)
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=first
+    )
     await assert_refused(
         world,
-        lambda: world.service.respond_to_extension(ext_id, "s1", "m1", second),
+        lambda: world.service.respond_to_extension(
+            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=second
+        ),
         "EXTENSION_RESOLVED",
         409,
     )
@@ -211,7 +221,9 @@ async def test_an_answer_after_the_timeout_resolved_it() -> None:
     await world.clock.advance(10)
     await assert_refused(
         world,
-        lambda: world.service.respond_to_extension(ext_id, "s1", "m1", True),
+        lambda: world.service.respond_to_extension(
+            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+        ),
         "EXTENSION_RESOLVED",
         409,
     )
@@ -223,7 +235,9 @@ async def test_an_answer_after_the_deadline_but_before_any_sweep() -> None:
     await world.clock.advance(30)  # still pending in storage: no timer, no sweep ran
     await assert_refused(
         world,
-        lambda: world.service.respond_to_extension(ext_id, "s1", "m1", True),
+        lambda: world.service.respond_to_extension(
+            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+        ),
         "EXTENSION_RESOLVED",
         409,
     )
@@ -237,7 +251,9 @@ async def test_a_late_answer_hurries_the_timeout() -> None:
     assert (await world.store.dump()).extensions[0].status.value == "pending"
     await assert_refused(
         world,
-        lambda: world.service.respond_to_extension(ext_id, "s1", "m1", True),
+        lambda: world.service.respond_to_extension(
+            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+        ),
         "EXTENSION_RESOLVED",
         409,
     )

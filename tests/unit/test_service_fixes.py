@@ -27,7 +27,11 @@ C, M = Participant.CUSTOMER, Participant.MITRA
 
 async def _request(world: World, session_id: str = "s1", payment_id: str = "p1") -> str:
     ext = await world.service.request_extension(
-        session_id, "c1", duration_minutes=30, price=15000, extension_payment_session_id=payment_id
+        session_id=session_id,
+        customer_id="c1",
+        duration_minutes=30,
+        price=15000,
+        extension_payment_session_id=payment_id,
     )
     return ext.id
 
@@ -42,7 +46,11 @@ async def test_a_payment_session_backing_a_pending_extension_is_in_use() -> None
     await assert_refused(
         world,
         lambda: world.service.request_extension(
-            "s2", "c1", duration_minutes=30, price=15000, extension_payment_session_id="p1"
+            session_id="s2",
+            customer_id="c1",
+            duration_minutes=30,
+            price=15000,
+            extension_payment_session_id="p1",
         ),
         "PAYMENT_IN_USE",
         409,
@@ -84,7 +92,9 @@ async def test_the_store_itself_refuses_a_second_pending_extension_per_session()
 async def test_a_failed_payment_is_not_live_but_cannot_be_reused_either() -> None:
     world, _ = await new_world()
     ext_id = await _request(world)
-    await world.service.respond_to_extension(ext_id, "s1", "m1", False)
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+    )
     # p1 is failed now; a new request with it is refused on its status
     await assert_refused(world, lambda: _request(world, "s1", "p1"), "INVALID_STATE", 409)
 
@@ -135,7 +145,9 @@ async def test_ending_resolves_a_pending_extension_as_rejected_and_fails_its_pay
     assert await world.store.dump() == dump
     await assert_refused(
         world,
-        lambda: world.service.respond_to_extension(ext_id, "s1", "m1", True),
+        lambda: world.service.respond_to_extension(
+            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+        ),
         "EXTENSION_RESOLVED",
         409,
     )
@@ -152,7 +164,9 @@ async def test_a_customer_off_the_session_socket_gets_the_response_by_push(
 ) -> None:
     world, _ = await new_world(customer_on_socket=False)
     ext_id = await _request(world)
-    await world.service.respond_to_extension(ext_id, "s1", "m1", accepted)
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=accepted
+    )
     (push,) = [p for p in world.push.sent if p.participant is C]
     assert push.user_id == "c1"
     assert push.payload["title"] == title
@@ -178,7 +192,9 @@ async def test_a_customer_off_the_socket_hears_about_a_timeout_by_push() -> None
 async def test_a_customer_on_the_session_socket_gets_no_push() -> None:
     world, _ = await new_world(customer_on_socket=True)
     ext_id = await _request(world)
-    await world.service.respond_to_extension(ext_id, "s1", "m1", True)
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+    )
     assert [p for p in world.push.sent if p.participant is C] == []
 
 
@@ -261,7 +277,9 @@ async def test_a_push_failure_on_the_resolution_never_rolls_it_back() -> None:
     world, _ = await new_world(customer_on_socket=False)
     ext_id = await _request(world)
     world.push.failures.append(DeliveryError("unavailable", retryable=True))
-    await world.service.respond_to_extension(ext_id, "s1", "m1", True)
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+    )
     dump = await world.store.dump()
     assert dump.extensions[0].status is ExtensionStatus.ACCEPTED
     assert dump.payments[0].status is PaymentStatus.CONSUMED
@@ -277,7 +295,11 @@ async def test_timeout_with_a_payment_no_longer_confirmed_resolves_without_charg
     world, session = await new_world()
     world.connect(session, Participant.MITRA, connected=True, online=True)
     ext = await world.service.request_extension(
-        "s1", "c1", duration_minutes=15, price=15000, extension_payment_session_id="p1"
+        session_id="s1",
+        customer_id="c1",
+        duration_minutes=15,
+        price=15000,
+        extension_payment_session_id="p1",
     )
     store = world.store
     assert isinstance(store, MemoryStore)

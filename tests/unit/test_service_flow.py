@@ -24,7 +24,11 @@ C, M = Participant.CUSTOMER, Participant.MITRA
 
 async def _request(world: World, duration: int = 30, price: int = 15000) -> str:
     ext = await world.service.request_extension(
-        "s1", "c1", duration_minutes=duration, price=price, extension_payment_session_id="p1"
+        session_id="s1",
+        customer_id="c1",
+        duration_minutes=duration,
+        price=price,
+        extension_payment_session_id="p1",
     )
     return ext.id
 
@@ -120,7 +124,9 @@ async def test_accept_charges_extends_resumes_and_tells_both() -> None:
     world, session = await new_world()
     ext_id = await _request(world)
     await world.clock.advance(3)
-    returned = await world.service.respond_to_extension(ext_id, "s1", "m1", True)
+    returned = await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+    )
     ext, ses, pay = await _rows(world)
     new_expiry = session.expires_at + timedelta(minutes=30)
     assert returned == ext
@@ -166,7 +172,9 @@ async def test_accept_of_a_session_that_expired_while_extending_extends_from_now
     await world.clock.advance(20)  # past the session's expiry: paused, not closed
     paused = await world.session("s1")
     assert paused is not None and paused.status is SessionStatus.EXTENDING
-    await world.service.respond_to_extension(ext_id, "s1", "m1", True)
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+    )
     ses = await world.session("s1")
     assert ses is not None and ses.status is SessionStatus.ACTIVE
     assert ses.expires_at == world.clock.now() + timedelta(minutes=30)
@@ -181,7 +189,9 @@ async def test_accept_from_closing_clears_the_running_grace_timer() -> None:
     assert closing is not None and closing.status is SessionStatus.CLOSING
     assert closing.closure_deadline is not None
     ext_id = await _request(world)
-    await world.service.respond_to_extension(ext_id, "s1", "m1", True)
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+    )
     ses = await world.session("s1")
     assert ses is not None and ses.closure_deadline is None
     await world.clock.advance(120)  # the old grace deadline passes: nothing ends
@@ -197,7 +207,9 @@ async def test_reject_fails_the_payment_closes_and_starts_grace() -> None:
     world.config.grace_seconds = 45
     ext_id = await _request(world)
     await world.clock.advance(2)
-    await world.service.respond_to_extension(ext_id, "s1", "m1", False)
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+    )
     ext, ses, pay = await _rows(world)
     deadline = world.clock.now() + timedelta(seconds=45)
     assert ext.status is ExtensionStatus.REJECTED
@@ -359,5 +371,7 @@ async def test_pending_extension_rehydrates_the_window_then_says_none() -> None:
 async def test_pending_extension_is_none_once_answered() -> None:
     world, _ = await new_world()
     ext_id = await _request(world)
-    await world.service.respond_to_extension(ext_id, "s1", "m1", False)
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+    )
     assert await world.service.pending_extension("s1") is None
