@@ -1,24 +1,25 @@
 """Scenario files for the timeline simulator: read, validate, and nothing else.
 
 A scenario (``.json`` or ``.toml``) seeds one session, its payment sessions
-and who is connected, then lists steps at seconds from the start.  Validation
-is strict because a typo in a timeline is a wrong timeline: an unknown key, an
-unknown ``do``, a missing or ill-typed field or a decreasing ``at`` is a
-:class:`ScenarioError` whose one-line message names the file, the step index
-and the field.  The format is documented in the README and in issue #4.
+and who is connected, then lists steps at seconds from the start.  The file's
+shape is a set of pydantic models (:class:`ScenarioFile`; its JSON Schema is
+``extension-fsm schema scenario``).  Validation is strict because a typo in a
+timeline is a wrong timeline: an unknown key, an unknown ``do``, a missing or
+ill-typed field or a decreasing ``at`` is a :class:`ScenarioError` whose
+one-line message names the file, the step and the field.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from .model import PaymentStatus
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 __all__ = [
     "RESULT_KEYS",
@@ -29,6 +30,7 @@ __all__ = [
     "PaymentSpec",
     "Scenario",
     "ScenarioError",
+    "ScenarioFile",
     "SessionSpec",
     "Step",
     "load_scenario",
@@ -57,58 +59,160 @@ class ScenarioError(Exception):
         super().__init__(f"bad scenario {source}: {where}: {problem}")
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigSpec:
+# ------------------------------------------------------------------ the models
+
+Count = Annotated[int, Field(strict=True, ge=0)]
+Seconds = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+Text = Annotated[str, Field(strict=True, min_length=1)]
+Flag = Annotated[bool, Field(strict=True)]
+Whole = Annotated[int, Field(strict=True)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigSpec(_Spec):
     """The run-time configuration at the start (``set_config`` changes it)."""
 
-    timeout_seconds: int = 10
-    timeout_action: str = "auto_approve"
-    grace_seconds: int = 60
+    timeout_seconds: Count = 10
+    timeout_action: Text = "auto_approve"
+    grace_seconds: Count = 60
 
 
-@dataclass(frozen=True, slots=True)
-class SessionSpec:
+class SessionSpec(_Spec):
     """The one chat session of the timeline."""
 
-    id: str = "s1"
-    customer_id: str = "c1"
-    customer_name: str = "Rina"
-    mitra_id: str = "m1"
-    status: str = "active"
-    minutes_left: float = 5
+    id: Text = "s1"
+    customer_id: Text = "c1"
+    customer_name: Text = "Rina"
+    mitra_id: Text = "m1"
+    status: Literal["active", "closing", "ended"] = "active"
+    minutes_left: Seconds = 5
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentSpec:
+class PaymentSpec(_Spec):
     """A payment session the host holds; ``customer_id`` ``None`` means the session's."""
 
-    id: str
-    customer_id: str | None = None
-    status: str = "confirmed"
-    is_extension: bool = True
-    first_session_discount: bool = False
-    amount: int = 15000
+    id: Text
+    customer_id: Text | None = None
+    status: Literal["pending", "confirmed", "consumed", "failed"] = "confirmed"
+    is_extension: Flag = True
+    first_session_discount: Flag = False
+    amount: Whole = 15000
 
 
-@dataclass(frozen=True, slots=True)
-class MitraSpec:
+class MitraSpec(_Spec):
     """The mitra's socket and presence flags at the start."""
 
-    on_session_socket: bool = True
-    connected: bool = True
-    online: bool = True
+    on_session_socket: Flag = True
+    connected: Flag = True
+    online: Flag = True
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerSpec:
+class CustomerSpec(_Spec):
     """The customer's socket flag at the start."""
 
-    on_session_socket: bool = True
+    on_session_socket: Flag = True
+
+
+class _Step(_Spec):
+    at: Seconds
+    note: Annotated[str, Field(strict=True)] | None = None
+
+
+class RequestStep(_Step):
+    """The customer asks for ``duration_minutes`` more at ``price``."""
+
+    do: Literal["request"]
+    duration_minutes: Whole
+    price: Whole
+    payment_id: Text | None
+    customer_id: Text | None = None
+
+
+class AnswerStep(_Step):
+    """The mitra answers the ``extension``-th request (default: the latest)."""
+
+    do: Literal["accept", "reject"]
+    extension: Count | None = None
+    mitra_id: Text | None = None
+    session_id: Text | None = None
+
+
+class MitraStep(_Step):
+    """The mitra's flags change (at least one of them)."""
+
+    do: Literal["mitra"]
+    on_session_socket: Flag | None = None
+    connected: Flag | None = None
+    online: Flag | None = None
+
+
+class CustomerStep(_Step):
+    """The customer opens or leaves the session's socket."""
+
+    do: Literal["customer"]
+    on_session_socket: Flag
+
+
+class SetConfigStep(_Step):
+    """The configuration changes (at least one value)."""
+
+    do: Literal["set_config"]
+    timeout_seconds: Count | None = None
+    timeout_action: Text | None = None
+    grace_seconds: Count | None = None
+
+
+class PlainStep(_Step):
+    """A restart (every in-process timer lost), the host ending the session, or a sweep."""
+
+    do: Literal["restart", "end_session", "sweep"]
+
+
+AnyStep = Annotated[
+    RequestStep | AnswerStep | MitraStep | CustomerStep | SetConfigStep | PlainStep,
+    Field(discriminator="do"),
+]
+
+_STEP_MODELS: tuple[type[_Step], ...] = (
+    RequestStep,
+    AnswerStep,
+    MitraStep,
+    CustomerStep,
+    SetConfigStep,
+    PlainStep,
+)
+#: every ``do`` and the model of its step
+STEP_KINDS: dict[str, type[_Step]] = {
+    kind: model
+    for model in _STEP_MODELS
+    for kind in model.model_fields["do"].annotation.__args__  # type: ignore[union-attr]
+}
+_NEEDS_ONE = ("mitra", "set_config")
+
+
+class ScenarioFile(_Spec):
+    """A whole scenario file, as written."""
+
+    description: Annotated[str, Field(strict=True)] | None = None
+    config: ConfigSpec = ConfigSpec()
+    session: SessionSpec = SessionSpec()
+    payments: list[PaymentSpec] = []
+    mitra: MitraSpec = MitraSpec()
+    customer: CustomerSpec = CustomerSpec()
+    steps: list[AnyStep]
+    until: Seconds | None = None
+    expect: dict[str, Any] | None = None
+
+
+# ------------------------------------------------------------ what a run plays
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step: ``do`` at ``at`` seconds with its validated fields in ``args``."""
+    """One step: ``do`` at ``at`` seconds with its given fields in ``args``."""
 
     index: int
     at: float
@@ -133,121 +237,6 @@ class Scenario:
     description: str | None = None
 
 
-# ------------------------------------------------------------------ field kinds
-# A kind is (name for messages, check); a check returns the value or raises ValueError.
-
-Kind = tuple[str, Callable[[object], object]]
-
-
-def _int(value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError
-    return value
-
-
-def _non_negative_int(value: object) -> object:
-    if _int(value) < 0:  # type: ignore[operator]
-        raise ValueError
-    return value
-
-
-def _seconds(value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError
-    if value < 0:
-        raise ValueError
-    return float(value)
-
-
-def _str(value: object) -> object:
-    if not isinstance(value, str) or not value:
-        raise ValueError
-    return value
-
-
-def _str_or_null(value: object) -> object:
-    return None if value is None else _str(value)
-
-
-def _bool(value: object) -> object:
-    if not isinstance(value, bool):
-        raise ValueError
-    return value
-
-
-def _one_of(*choices: str) -> Kind:
-    def check(value: object) -> object:
-        if value not in choices:
-            raise ValueError
-        return value
-
-    return (f"one of {', '.join(choices)}", check)
-
-
-INT: Kind = ("an integer", _int)
-COUNT: Kind = ("an integer >= 0", _non_negative_int)
-SECONDS: Kind = ("a number of seconds >= 0", _seconds)
-STR: Kind = ("a non-empty string", _str)
-STR_OR_NULL: Kind = ("a string or null", _str_or_null)
-BOOL: Kind = ("true or false", _bool)
-
-_REQUIRED = object()
-
-_CONFIG: dict[str, tuple[Kind, object]] = {
-    "timeout_seconds": (COUNT, 10),
-    "timeout_action": (STR, "auto_approve"),
-    "grace_seconds": (COUNT, 60),
-}
-_SESSION: dict[str, tuple[Kind, object]] = {
-    "id": (STR, "s1"),
-    "customer_id": (STR, "c1"),
-    "customer_name": (STR, "Rina"),
-    "mitra_id": (STR, "m1"),
-    "status": (_one_of("active", "closing", "ended"), "active"),
-    "minutes_left": (SECONDS, 5.0),
-}
-_PAYMENT: dict[str, tuple[Kind, object]] = {
-    "id": (STR, _REQUIRED),
-    "customer_id": (STR, None),
-    "status": (_one_of(*(s.value for s in PaymentStatus)), "confirmed"),
-    "is_extension": (BOOL, True),
-    "first_session_discount": (BOOL, False),
-    "amount": (INT, 15000),
-}
-_MITRA: dict[str, tuple[Kind, object]] = {
-    "on_session_socket": (BOOL, True),
-    "connected": (BOOL, True),
-    "online": (BOOL, True),
-}
-_CUSTOMER: dict[str, tuple[Kind, object]] = {"on_session_socket": (BOOL, True)}
-_ANSWER: dict[str, tuple[Kind, object]] = {
-    "extension": (COUNT, None),
-    "mitra_id": (STR, None),
-    "session_id": (STR, None),
-}
-
-#: every ``do`` and its fields: (kind, default or required); ``None`` default = absent
-STEP_KINDS: dict[str, dict[str, tuple[Kind, object]]] = {
-    "request": {
-        "duration_minutes": (INT, _REQUIRED),
-        "price": (INT, _REQUIRED),
-        "payment_id": (STR_OR_NULL, _REQUIRED),
-        "customer_id": (STR, None),
-    },
-    "accept": _ANSWER,
-    "reject": _ANSWER,
-    "mitra": {k: (kind, None) for k, (kind, _) in _MITRA.items()},
-    "customer": {"on_session_socket": (BOOL, _REQUIRED)},
-    "restart": {},
-    "set_config": {k: (kind, None) for k, (kind, _) in _CONFIG.items()},
-    "end_session": {},
-    "sweep": {},
-}
-_NEEDS_ONE = ("mitra", "set_config")
-_TOP = ("description", "config", "session", "payments", "mitra", "customer", "steps", "until")
-_TOP_ALL = (*_TOP, "expect")
-
-
 # --------------------------------------------------------------------- parsing
 
 
@@ -262,11 +251,8 @@ def load_scenario(path: str | Path) -> Scenario:
     except OSError as err:
         raise ScenarioError(source, "file", f"cannot read it ({err.strerror})") from None
     try:
-        data: object = (
-            json.loads(raw.decode("utf-8"))
-            if suffix == ".json"
-            else tomllib.loads(raw.decode("utf-8"))
-        )
+        text = raw.decode("utf-8")
+        data: object = json.loads(text) if suffix == ".json" else tomllib.loads(text)
     except UnicodeDecodeError:
         raise ScenarioError(source, "file", "is not UTF-8 text") from None
     except json.JSONDecodeError as err:
@@ -282,80 +268,56 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
     """Validate an already-decoded scenario document."""
     if not isinstance(data, dict):
         raise ScenarioError(source, "file", "the document must be an object/table")
-    _no_unknown(data, _TOP_ALL, source, "")
-    config = ConfigSpec(**_section(data, "config", _CONFIG, source))
-    session = SessionSpec(**_section(data, "session", _SESSION, source))
-    payments = tuple(
-        PaymentSpec(**_fields(item, _PAYMENT, source, f"payments[{i}]"))
-        for i, item in enumerate(_list(data, "payments", source))
-    )
+    try:
+        doc = ScenarioFile.model_validate(data)
+    except ValidationError as err:
+        where, problem = _explain(err.errors()[0], data)
+        raise ScenarioError(source, where, problem) from None
     seen: set[str] = set()
-    for i, payment in enumerate(payments):
+    for i, payment in enumerate(doc.payments):
         if payment.id in seen:
             raise ScenarioError(source, f"field 'payments[{i}].id'", f"duplicate id {payment.id!r}")
         seen.add(payment.id)
-    mitra = MitraSpec(**_section(data, "mitra", _MITRA, source))
-    customer = CustomerSpec(**_section(data, "customer", _CUSTOMER, source))
-    if "steps" not in data:
-        raise ScenarioError(source, "field 'steps'", "is required (a list, may be empty)")
-    steps = _steps(_list(data, "steps", source), source)
-    until = _value(data, "until", SECONDS, source, "field 'until'") if "until" in data else None
-    if until is not None and steps and until < steps[-1].at:  # type: ignore[operator]
+    steps = _steps(doc.steps, source)
+    if doc.until is not None and steps and doc.until < steps[-1].at:
         raise ScenarioError(source, "field 'until'", "is before the last step's 'at'")
-    expect = data.get("expect")
-    if expect is not None:
-        if not isinstance(expect, dict):
-            raise ScenarioError(source, "field 'expect'", "must be an object")
-        _no_unknown(expect, RESULT_KEYS, source, "expect.")
-    description = data.get("description")
-    if description is not None and not isinstance(description, str):
-        raise ScenarioError(source, "field 'description'", "must be a string")
+    for key in doc.expect or {}:
+        if key not in RESULT_KEYS:
+            known = ", ".join(RESULT_KEYS)
+            raise ScenarioError(source, f"field 'expect.{key}'", f"unknown key (known: {known})")
     return Scenario(
         source=source,
-        config=config,
-        session=session,
-        payments=payments,
-        mitra=mitra,
-        customer=customer,
+        config=doc.config,
+        session=doc.session,
+        payments=tuple(doc.payments),
+        mitra=doc.mitra,
+        customer=doc.customer,
         steps=steps,
-        until=until,  # type: ignore[arg-type]
-        expect=expect,
-        description=description,
+        until=doc.until,
+        expect=doc.expect,
+        description=doc.description,
     )
 
 
-def _steps(items: list[object], source: str) -> tuple[Step, ...]:
+def _steps(items: Sequence[_Step], source: str) -> tuple[Step, ...]:
+    """The checks that span steps: time moves forward, answers name earlier requests."""
     steps: list[Step] = []
     requests = 0
     last_at = 0.0
     for i, item in enumerate(items):
-        where = f"step {i}"
-        if not isinstance(item, dict):
-            raise ScenarioError(source, where, "must be an object/table")
-        do = item.get("do")
-        if do is None:
-            raise ScenarioError(source, f"{where}: field 'do'", "is required")
-        if do not in STEP_KINDS:
-            raise ScenarioError(
-                source, f"{where}: field 'do'", f"unknown {do!r} (one of {', '.join(STEP_KINDS)})"
-            )
+        do = item.model_dump()["do"]
         where = f"step {i} ({do})"
-        if "at" not in item:
-            raise ScenarioError(source, f"{where}: field 'at'", "is required")
-        at = float(_value(item, "at", SECONDS, source, f"{where}: field 'at'"))  # type: ignore[arg-type]
-        if at < last_at:
+        if item.at < last_at:
             raise ScenarioError(
-                source, f"{where}: field 'at'", f"{at:g} is before the previous step's {last_at:g}"
+                source,
+                f"{where}: field 'at'",
+                f"{item.at:g} is before the previous step's {last_at:g}",
             )
-        last_at = at
-        note = item.get("note")
-        if note is not None and not isinstance(note, str):
-            raise ScenarioError(source, f"{where}: field 'note'", "must be a string")
-        body = {k: v for k, v in item.items() if k not in ("at", "do", "note")}
-        spec = STEP_KINDS[do]
-        args = _fields(body, spec, source, where, in_step=True, drop_none=True)
+        last_at = item.at
+        args = item.model_dump(exclude={"at", "do", "note"}, exclude_unset=True)
         if do in _NEEDS_ONE and not args:
-            raise ScenarioError(source, where, f"needs at least one of {', '.join(spec)}")
+            fields = ", ".join(k for k in type(item).model_fields if k not in ("at", "do", "note"))
+            raise ScenarioError(source, where, f"needs at least one of {fields}")
         if args.get("extension") is not None and args["extension"] >= requests:
             raise ScenarioError(
                 source,
@@ -364,71 +326,45 @@ def _steps(items: list[object], source: str) -> tuple[Step, ...]:
             )
         if do == "request":
             requests += 1
-        steps.append(Step(i, at, do, args, note))
+        steps.append(Step(i, item.at, do, args, item.note))
     return tuple(steps)
 
 
-def _section(
-    data: Mapping[str, object], name: str, spec: dict[str, tuple[Kind, object]], source: str
-) -> dict[str, Any]:
-    return _fields(data.get(name, {}), spec, source, name)
+def _explain(error: ErrorDetails, data: Mapping[str, object]) -> tuple[str, str]:
+    """(where, problem) of pydantic's first error, in the file's own words."""
+    loc = list(error["loc"])
+    kind = error["type"]
+    if loc[:1] == ["steps"] and len(loc) >= 2 and isinstance(loc[1], int):
+        i = loc[1]
+        if kind == "union_tag_not_found":
+            return f"step {i}: field 'do'", "is required"
+        if kind == "union_tag_invalid":
+            do = error["input"].get("do") if isinstance(error["input"], dict) else None
+            return f"step {i}: field 'do'", f"unknown {do!r} (one of {', '.join(STEP_KINDS)})"
+        if len(loc) == 2:
+            return f"step {i}", "must be an object/table"
+        do, rest = loc[2], loc[3:]
+        where = f"step {i} ({do})"
+        if not rest:
+            return where, _problem(error)
+        if kind == "extra_forbidden":
+            known = ", ".join(STEP_KINDS[str(do)].model_fields)
+            return f"{where}: field '{rest[0]}'", f"unknown key (known: {known})"
+        return f"{where}: field '{rest[0]}'", _problem(error)
+    name = ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in loc)
+    name = name.replace(".[", "[")
+    if kind == "extra_forbidden":
+        model: type[BaseModel] = ScenarioFile
+        for part in loc[:-1]:
+            if isinstance(part, str):
+                annotation = model.model_fields[part].annotation
+                model = annotation.__args__[0] if part == "payments" else annotation  # type: ignore[union-attr,assignment]
+        return f"field '{name}'", f"unknown key (known: {', '.join(model.model_fields)})"
+    return f"field '{name}'", _problem(error)
 
 
-def _list(data: Mapping[str, object], name: str, source: str) -> list[object]:
-    value = data.get(name, [])
-    if not isinstance(value, list):
-        raise ScenarioError(source, f"field '{name}'", "must be a list")
-    return value
-
-
-def _fields(
-    obj: object,
-    spec: dict[str, tuple[Kind, object]],
-    source: str,
-    where: str,
-    *,
-    in_step: bool = False,
-    drop_none: bool = False,
-) -> dict[str, Any]:
-    """Check ``obj`` against ``spec``: known keys only, required ones present, kinds right.
-
-    ``where`` is a section name (``config``, ``payments[1]``) or, with
-    ``in_step``, a step label (``step 3 (request)``).
-    """
-
-    def name(key: str) -> str:
-        return f"{where}: field '{key}'" if in_step else f"field '{where}.{key}'"
-
-    if not isinstance(obj, dict):
-        raise ScenarioError(source, where if in_step else f"field '{where}'", "must be an object")
-    for key in obj:
-        if key not in spec:
-            known = (*(("at", "do", "note") if in_step else ()), *spec)
-            raise ScenarioError(source, name(key), f"unknown key (known: {', '.join(known)})")
-    out: dict[str, Any] = {}
-    for key, (kind, default) in spec.items():
-        if key in obj:
-            out[key] = _value(obj, key, kind, source, name(key))
-        elif default is _REQUIRED:
-            raise ScenarioError(source, name(key), "is required")
-        elif not drop_none or default is not None:
-            out[key] = default
-    return out
-
-
-def _value(obj: Mapping[str, object], key: str, kind: Kind, source: str, name: str) -> object:
-    what, check = kind
-    try:
-        return check(obj[key])
-    except ValueError:
-        raise ScenarioError(source, name, f"must be {what}, got {obj[key]!r}") from None
-
-
-def _no_unknown(
-    obj: Mapping[str, object], known: tuple[str, ...], source: str, prefix: str
-) -> None:
-    for key in obj:
-        if key not in known:
-            raise ScenarioError(
-                source, f"field '{prefix}{key}'", f"unknown key (known: {', '.join(known)})"
-            )
+def _problem(error: ErrorDetails) -> str:
+    if error["type"] == "missing":
+        return "is required"
+    message = error["msg"]
+    return f"{message[0].lower()}{message[1:]}, got {error['input']!r}"
