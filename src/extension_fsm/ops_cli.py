@@ -115,6 +115,13 @@ def add_parsers(sub: Any) -> None:
         default=10.0,
         help="seconds to finish the current step after SIGTERM",
     )
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        default=_env("METRICS_PORT"),
+        help="serve Prometheus text at :PORT/metrics (the 'prometheus' extra)",
+    )
     w.add_argument("--log-format", choices=("json", "kv"), default=_env("LOG_FORMAT", "json"))
     w.add_argument(
         "--log-level",
@@ -271,5 +278,26 @@ def _worker(args: argparse.Namespace, url: str) -> int:
         cfg.validate()
     except ConfigError as err:
         raise UsageError(str(err)) from None
+    if args.metrics_port is not None:
+        _serve_metrics(args.metrics_port)
     configure_logging(args.log_format, args.log_level)
     return asyncio.run(run_worker(cfg))
+
+
+def _serve_metrics(port: int) -> None:
+    """Prometheus text at ``:port/metrics`` from the library's instruments."""
+    if not 0 < port < 65536:
+        raise UsageError(f"--metrics-port {port}: not a port")
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import start_http_server
+    except ImportError:
+        raise UsageError("--metrics-port needs pip install 'extension-fsm[prometheus]'") from None
+    from . import metrics
+
+    try:
+        start_http_server(port)
+    except OSError as err:
+        raise Failure(f"--metrics-port {port}: {err}") from None
+    metrics.use_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))

@@ -214,6 +214,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["worker", "--db", "sqlite:///w.db", "--timeout-action", "maybe"], "--timeout-action"),
         (["worker", "--db", "sqlite:///w.db", "--redis", "http://x"], "--redis"),
         (["worker", "--db", "sqlite:///w.db", "--interval", "0"], "--sweep-interval"),
+        (["worker", "--db", "sqlite:///w.db", "--metrics-port", "0"], "not a port"),
     ],
 )
 def test_nonsense_is_refused_in_one_line(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -24,7 +26,7 @@ from extension_fsm.model import Notify, Participant, SessionExpiryExtended
 from extension_fsm.outbox import encode_effects
 from extension_fsm.status import collect_status
 from extension_fsm.worker import WorkerConfig, run_worker
-from tests.fakes.redis_env import connect, new_prefix, redis_url, wipe
+from tests.fakes.redis_env import closed_port, connect, new_prefix, redis_url, wipe
 from tests.fakes.waiting import eventually
 from tests.integration.sql_support import private_postgres_database
 from tests.ops.seed_overdue import seed
@@ -247,8 +249,10 @@ def test_sigterm_finishes_and_exits_0_with_json_logs(tmp_path: Path) -> None:
     upgrade(url)
     asyncio.run(seed(url, 4))
     env = {**os.environ, "EXTENSION_FSM_DATABASE_URL": url}
+    port = closed_port()
+    argv = ["worker", "--interval", "0.1", "--metrics-port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "extension_fsm.cli", "worker", "--interval", "0.1"],
+        [sys.executable, "-m", "extension_fsm.cli", *argv],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -261,6 +265,7 @@ def test_sigterm_finishes_and_exits_0_with_json_logs(tmp_path: Path) -> None:
             lines.append(json.loads(raw))
             if lines[-1]["msg"] == "swept":
                 break
+        exposed = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=60)
     finally:
@@ -271,3 +276,6 @@ def test_sigterm_finishes_and_exits_0_with_json_logs(tmp_path: Path) -> None:
     assert [d["msg"] for d in lines][-2:] == ["stopping", "worker stopped"]
     assert next(d for d in lines if d["msg"] == "swept")["resolved"] == 4
     assert asyncio.run(_overdue(url)) == 0
+    assert re.search(
+        r'^extension_fsm_timeout_lag_seconds_count\{[^}]*path="sweep"[^}]*\} 4\.0$', exposed, re.M
+    )
