@@ -160,7 +160,7 @@ def _database(args: argparse.Namespace) -> str:
     _need("sqlalchemy", "sql")
     _need("alembic", "sql")
     if not url.startswith("sqlite"):
-        _need("asyncpg", "postgres")
+        _need("psycopg" if "+psycopg" in url.split(":", 1)[0] else "asyncpg", "postgres")
     return str(url)
 
 

@@ -289,3 +289,11 @@ def test_the_console_script_exits_2_on_a_missing_extra_without_a_traceback(tmp_p
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "extension-fsm[cli]" in done.stderr
+
+
+async def test_migrations_run_from_inside_an_event_loop(tmp_path: Path) -> None:
+    from extension_fsm import db
+
+    url = f"sqlite:///{tmp_path / 'loop.db'}"
+    assert db.upgrade(url) == [head()]  # a host's async start-up: Alembic runs in a thread
+    assert db.downgrade(url, "base") == []
