@@ -30,20 +30,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from . import metrics
 from .errors import DeliveryError
+from .logs import configure_logging
 from .model import Participant, PushMessage, TimeoutAction
 from .outbox import DispatchReport, OutboxDispatcher
 
@@ -124,45 +123,6 @@ def _need(module: str, extra: str, flag: str) -> None:
         __import__(module)
     except ImportError:
         raise ConfigError(f"{flag} needs pip install 'extension-fsm[{extra}]'") from None
-
-
-# ------------------------------------------------------------------- logging
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        doc.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            doc["error"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
-
-
-class _KeyValueFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, UTC).isoformat()
-        parts = [f"ts={ts}", f"level={record.levelname.lower()}", f"logger={record.name}"]
-        parts.append(f"msg={json.dumps(record.getMessage())}")
-        for key, value in getattr(record, "fields", {}).items():
-            text = str(value)
-            parts.append(f"{key}={json.dumps(text) if ' ' in text or not text else text}")
-        if record.exc_info:
-            parts.append(f"error={json.dumps(self.formatException(record.exc_info))}")
-        return " ".join(parts)
-
-
-def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
-    """One line per record on stderr, JSON (``json``) or ``key=value`` (``kv``)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _KeyValueFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
 
 
 def _info(msg: str, **fields: Any) -> None:
@@ -313,14 +273,14 @@ async def run_worker(cfg: WorkerConfig, stop: asyncio.Event | None = None) -> in
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     try:
         store = await SqlAlchemyStore.open(cfg.db, table_prefix=cfg.table_prefix)
     except Exception as err:
         _log.error("cannot open the database: %s: %s", type(err).__name__, err)
         return 1
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     ports: _Ports | None = None
     try:
         try:
@@ -410,6 +370,9 @@ async def run_worker(cfg: WorkerConfig, stop: asyncio.Event | None = None) -> in
         if ports is not None:
             await ports.aclose()
         await store.aclose()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
 
 
 def _redact(url: str) -> str:
