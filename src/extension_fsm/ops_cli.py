@@ -255,6 +255,10 @@ def _retry_dead(args: argparse.Namespace, url: str) -> int:
 def _worker(args: argparse.Namespace, url: str) -> int:
     from .worker import ConfigError, WorkerConfig, configure_logging, run_worker
 
+    if args.log_format not in ("json", "kv"):  # an environment default escapes choices
+        raise UsageError(f"--log-format {args.log_format!r}: json or kv")
+    if str(args.log_level).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise UsageError(f"--log-level {args.log_level!r}: DEBUG, INFO, WARNING or ERROR")
     if args.fcm_endpoint and not args.fcm_credentials:
         raise UsageError("--fcm-endpoint makes no sense without --fcm-credentials")
     if args.session_timer == "redis" and not args.redis:
@@ -280,7 +284,7 @@ def _worker(args: argparse.Namespace, url: str) -> int:
         raise UsageError(str(err)) from None
     if args.metrics_port is not None:
         _serve_metrics(args.metrics_port)
-    configure_logging(args.log_format, args.log_level)
+    configure_logging(args.log_format, str(args.log_level).upper())
     return asyncio.run(run_worker(cfg))
 
 

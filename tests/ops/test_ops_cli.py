@@ -297,3 +297,23 @@ async def test_migrations_run_from_inside_an_event_loop(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'loop.db'}"
     assert db.upgrade(url) == [head()]  # a host's async start-up: Alembic runs in a thread
     assert db.downgrade(url, "base") == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("EXTENSION_FSM_LOG_FORMAT", "xml", "--log-format"),
+        ("EXTENSION_FSM_LOG_LEVEL", "LOUD", "--log-level"),
+        ("EXTENSION_FSM_SESSION_TIMER", "kafka", "--session-timer"),
+    ],
+)
+def test_bad_environment_defaults_are_refused_too(
+    variable: str,
+    value: str,
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(variable, value)
+    status, _, err = run(capsys, "worker", "--db", "sqlite:///w.db")
+    assert status == 2 and says in err and len(err.strip().splitlines()) == 1
