@@ -22,6 +22,7 @@ from extension_fsm import Extension, ExtensionError, Participant
 
 from .auth import Identity, Unauthorized, bearer_token, decode_token
 from .dev import seed_demo
+from .ops import add_ops_routes
 from .settings import Settings
 from .wiring import Runtime, start_runtime
 
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runtime.aclose()
 
     app = FastAPI(title="extension_fsm example host", lifespan=lifespan)
+    add_ops_routes(app)  # GET /metrics, GET /healthz
 
     @app.exception_handler(ExtensionError)
     async def extension_error(_: Request, err: ExtensionError) -> JSONResponse:

@@ -68,6 +68,7 @@ class Runtime:
     bridge: RedisSocketBridge | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    redis: Any = None  # the Redis client when configured (health checks)
 
     async def register(self, ws: object, role: Participant, user_id: str, session_id: str) -> None:
         """A chat screen's socket opened."""
@@ -176,6 +177,7 @@ async def start_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(
         settings, store, service, hub, sockets, presence, device_tokens, bridge, closers
     )
+    runtime.redis = redis if settings.redis_url else None
     # One loop per worker: it sweeps due extensions and delivers due outbox rows.
     runtime.tasks.append(asyncio.create_task(run_sweeper(service, settings.sweep_interval)))
     return runtime

@@ -1,13 +1,16 @@
-"""``extension-fsm``: play timelines on a virtual clock, draw the machines.
+"""``extension-fsm``: play timelines on a virtual clock, draw the machines,
+and operate a deployment.
 
 ``extension-fsm simulate SCENARIO [--json] [--db URL]`` plays one scenario file;
 ``extension-fsm simulate --random N --seed S`` plays N random timelines;
-``extension-fsm diagram [--format mermaid|dot]`` prints both state machines.
+``extension-fsm diagram [--format mermaid|dot]`` prints both state machines;
+``db``, ``status``, ``outbox retry-dead`` and ``worker`` are the operator's
+(:mod:`extension_fsm.ops_cli`).
 
 Exit status: 0 when every invariant held (and the file's ``expect`` matched),
-1 when one did not (printed), 2 for a bad scenario file or command line (one
-line on stderr, never a traceback).  ``rich`` (the ``cli`` extra) is imported
-here only.
+1 when one did not (printed), 2 for a bad scenario file or command line, or a
+missing extra (one line on stderr naming it, never a traceback).  ``rich``
+(the ``cli`` extra) is imported here only, and only for the table views.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from . import __version__, ops_cli
 from .adapters.memory import MemoryStore
 from .diagram import FORMATS, render
 from .expect import mismatches
@@ -82,8 +86,12 @@ async def opened_store(url: str) -> AsyncIterator[InspectableStore]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="extension-fsm",
-        description="Play extension timelines on a virtual clock; draw the state machines.",
+        description=(
+            "Play extension timelines on a virtual clock; draw the state machines; "
+            "migrate, watch and run a deployment (db, status, outbox, worker)."
+        ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser(
         "simulate",
@@ -107,15 +115,15 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     sim.add_argument("--random", type=int, metavar="N", help="play N random timelines")
-    sim.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    sim.add_argument("--seed", type=int, help="seed for --random (default 0)")
     sim.add_argument(
         "--out",
-        default=".",
         metavar="DIR",
         help="where --random writes failing timelines as scenario files (default .)",
     )
     dia = sub.add_parser("diagram", help="print the extension and session state machines")
     dia.add_argument("--format", choices=FORMATS, default="mermaid")
+    ops_cli.add_parsers(sub)
     return parser
 
 
@@ -125,16 +133,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "diagram":
         sys.stdout.write(render(args.format))
         return 0
+    if args.command != "simulate":
+        return ops_cli.run(args)
     if (args.scenario is None) == (args.random is None):
         return _usage("simulate takes a SCENARIO file or --random N (one of them)")
+    if args.random is None and (args.seed is not None or args.out is not None):
+        return _usage("--seed and --out go with --random N, not with a scenario file")
+    if args.random is not None and args.json:
+        return _usage("--json prints one scenario's document; --random N prints a summary")
+    if (args.random is not None or not args.json) and not _has_rich():
+        return _usage("the table view needs pip install 'extension-fsm[cli]' (or use --json)")
     try:
         if args.random is not None:
             if args.random < 1:
                 return _usage("--random N needs N >= 1")
-            return asyncio.run(_random(args.random, args.seed, args.db or "memory", args.out))
+            return asyncio.run(
+                _random(args.random, args.seed or 0, args.db or "memory", args.out or ".")
+            )
         return asyncio.run(_simulate(args.scenario, args.db or default_db(), args.json))
     except (ScenarioError, StoreUnavailable) as err:
         return _usage(str(err))
+
+
+def _has_rich() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _usage(message: str) -> int:

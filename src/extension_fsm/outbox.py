@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
+from . import metrics
 from .errors import DeliveryError
 from .model import (
     ClearClosureGrace,
@@ -201,17 +202,21 @@ class OutboxDispatcher:
                 if err.retryable and row.attempts + 1 < self._max_attempts:
                     await self._retry(row, err)
                     retried += 1
+                    metrics.delivery(row.kind, "retried")
                 else:
                     await self._outbox.mark_dead(row.id, self._clock.now(), str(err))
                     dead += 1
+                    metrics.delivery(row.kind, "dead")
                 continue
             except Exception as err:  # an adapter bug must not lose the row
                 _log.exception("outbox row %s failed", row.id)
                 await self._retry(row, err)
                 retried += 1
+                metrics.delivery(row.kind, "retried")
                 continue
             await self._outbox.mark_delivered(row.id, self._clock.now())
             delivered += 1
+            metrics.delivery(row.kind, "delivered")
         return DispatchReport(delivered, retried, dead)
 
     async def _retry(self, row: OutboxMessage, err: BaseException) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
-from . import core
+from . import core, metrics
 from .errors import ConcurrencyConflict, ErrorCode, ExtensionError
 from .model import (
     EndSession,
@@ -354,6 +354,7 @@ class ExtensionService:
                 continue
             for decision, outbox_ids in done:
                 await self._after_commit(decision, outbox_ids)
+            metrics.swept([d.extension.row for d, _ in done if d.extension], self._clock.now())
             return [d.extension.row for d, _ in done if d.extension], len(snapshots)
         raise ConcurrencyConflict("sweep batch kept losing races")
 
@@ -442,19 +443,26 @@ class ExtensionService:
         facts: Callable[[], Facts],
     ) -> core.Decision:
         """Load, decide, write, commit; re-run on a lost race; then deliver."""
+        since = metrics.started()
         for attempt in range(self._max_attempts):
             try:
                 async with self._store.unit_of_work() as uow:
                     snapshot = await load(uow)
                     decision = core.decide(snapshot, event, facts())
                     if decision.is_empty:
+                        metrics.decided(event, decision, since, self._clock.now())
                         return decision
                     outbox_ids = await self._write(uow, decision)
                     await uow.commit()
             except ConcurrencyConflict:
+                metrics.conflict(event)
                 await asyncio.sleep(0.001 * 2**attempt)
                 continue
+            except ExtensionError as err:
+                metrics.refused(event, err, since)
+                raise
             await self._after_commit(decision, outbox_ids)
+            metrics.decided(event, decision, since, self._clock.now())
             return decision
         raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
 

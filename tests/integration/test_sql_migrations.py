@@ -18,6 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from alembic import command
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, build_tables, to_async_url
+from extension_fsm.db import version_table
 from extension_fsm.simulation import make_session
 from tests.integration.sql_support import private_postgres_database
 
@@ -60,7 +61,8 @@ def drift(url: str, prefix: str = "") -> list[Any]:
     metadata = build_tables(prefix).metadata
 
     def compare(conn: Any) -> list[Any]:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        opts = {"compare_type": True, "version_table": version_table(prefix)}
+        ctx = MigrationContext.configure(conn, opts=opts)
         return list(compare_metadata(ctx, metadata))
 
     return list(inspect_db(url, compare))
@@ -78,7 +80,7 @@ def test_upgrade_matches_models_and_downgrade_removes_all(
     assert drift(database_url, prefix) == []
     assert {t.name for t in build_tables(prefix).metadata.sorted_tables} <= tables(database_url)
     alembic(database_url, monkeypatch, "downgrade", "base", prefix=prefix)
-    assert tables(database_url) <= {"alembic_version"}
+    assert tables(database_url) <= {version_table(prefix)}
 
 
 def test_drift_is_detected(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,7 +91,8 @@ def test_drift_is_detected(database_url: str, monkeypatch: pytest.MonkeyPatch) -
     metadata.tables["extensions"].append_column(Column("surprise", String(8)))
 
     def compare(conn: Any) -> list[Any]:
-        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+        ctx = MigrationContext.configure(conn, opts={"version_table": version_table()})
+        return list(compare_metadata(ctx, metadata))
 
     diffs = inspect_db(database_url, compare)
     assert [d[0] for d in diffs] == ["add_column"]

@@ -79,15 +79,19 @@ class SqlAlchemyStore:
         store = cls(Database(create_engine(url), build_tables(table_prefix, table_names)))
         if create_schema:
             try:
-                await store.create_schema()
+                await store.create_schema(table_prefix=table_prefix)
             except BaseException:
                 await store.aclose()
                 raise
         return store
 
-    async def create_schema(self) -> None:
-        """Create every table and index that does not exist yet."""
-        await self._db.run_sync(self._db.tables.metadata.create_all)
+    async def create_schema(self, *, table_prefix: str = "") -> None:
+        """Create every table and index that does not exist yet; a schema created
+        here is stamped with the head migration (``extension-fsm db upgrade``
+        then has nothing to do)."""
+        from ...db import create_and_stamp
+
+        await self._db.run_sync(lambda conn: create_and_stamp(conn, self._db.tables, table_prefix))
 
     async def aclose(self) -> None:
         """Close every pooled connection."""

@@ -15,7 +15,7 @@ from alembic import context, op
 
 revision: str = "0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = ("extension_fsm",)
 depends_on: str | Sequence[str] | None = None
 
 ID = sa.String(64)

@@ -1,0 +1,101 @@
+"""Alembic environment: async engines, SQLite batch mode, host table prefix.
+
+URL, first found: ``config.attributes["database_url"]`` (what
+``extension-fsm db --db URL`` passes), ``EXTENSION_FSM_DATABASE_URL``, then
+``sqlalchemy.url`` in alembic.ini (plain ``sqlite://`` / ``postgresql://``
+URLs are mapped to the async drivers).  ``-x table_prefix=fsm_`` prefixes
+every table, and the version table: ``{prefix}extension_fsm_version``, so the
+library's revisions never mix with a host's own ``alembic_version``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from alembic import context
+from extension_fsm.adapters.sqlalchemy import build_tables, to_async_url
+from extension_fsm.db import version_table
+
+config = context.config
+table_prefix = str(context.get_x_argument(as_dictionary=True).get("table_prefix", ""))
+target_metadata = build_tables(table_prefix).metadata
+
+
+def database_url() -> str:
+    """Where to migrate: the caller, the environment, then alembic.ini."""
+    url = (
+        config.attributes.get("database_url")
+        or os.environ.get("EXTENSION_FSM_DATABASE_URL")
+        or config.get_main_option("sqlalchemy.url")
+    )
+    if not url:
+        raise RuntimeError("set EXTENSION_FSM_DATABASE_URL or sqlalchemy.url in alembic.ini")
+    return str(url)
+
+
+def _configure(**kwargs: Any) -> None:
+    context.configure(
+        target_metadata=target_metadata,
+        render_as_batch=True,  # SQLite cannot ALTER most things; batch copies the table
+        compare_type=True,
+        version_table=version_table(table_prefix),
+        **kwargs,
+    )
+
+
+def run_migrations_offline() -> None:
+    """Emit SQL to stdout instead of running it."""
+    _configure(url=to_async_url(database_url()), literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run_sync(connection: Connection) -> None:
+    _configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async() -> None:
+    engine = create_async_engine(to_async_url(database_url()), poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run_sync)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+def _run_online() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_run_async())
+        return
+    # Called from inside an event loop (a host's async start-up): a thread of its own.
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(_run_async())
+        except BaseException as err:
+            failure.append(err)
+
+    worker = threading.Thread(target=run, name="extension-fsm-migrate")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    _run_online()

@@ -1,0 +1,307 @@
+"""The operator's subcommands of ``extension-fsm``: ``db``, ``status``,
+``outbox retry-dead`` and ``worker`` (wired into :mod:`extension_fsm.cli`).
+
+Every one takes ``--db URL`` (default ``EXTENSION_FSM_DATABASE_URL``) and
+``--table-prefix`` (default ``EXTENSION_FSM_TABLE_PREFIX``).  Exit status: 0
+done, 1 the database or a service failed (one line on stderr), 2 a bad
+command line or a missing extra (one line naming it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["add_parsers", "run"]
+
+_ENV = "EXTENSION_FSM_"
+
+
+class UsageError(Exception):
+    """A bad command line or a missing extra: exit 2."""
+
+
+class Failure(Exception):
+    """The database or a service failed: exit 1."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(_ENV + name) or default
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        default=_env("DATABASE_URL"),
+        help="sqlite:///file.db or postgresql://… (default: $EXTENSION_FSM_DATABASE_URL)",
+    )
+    p.add_argument(
+        "--table-prefix",
+        default=_env("TABLE_PREFIX", ""),
+        metavar="P",
+        help="the tables' prefix (default: $EXTENSION_FSM_TABLE_PREFIX or none)",
+    )
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``db``, ``status``, ``outbox`` and ``worker`` to ``sub``."""
+    db = sub.add_parser("db", help="run the packaged schema migrations (Alembic)")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    up = dbs.add_parser("upgrade", help="migrate up (default: to the newest revision)")
+    up.add_argument("revision", nargs="?", default="head")
+    down = dbs.add_parser("downgrade", help="migrate down to REV ('base' drops every table)")
+    down.add_argument("revision")
+    st = dbs.add_parser("stamp", help="record REV as applied without running it")
+    st.add_argument("revision")
+    dbs.add_parser("current", help="print the revision the database is at")
+    for p in (up, down, st, dbs.choices["current"]):
+        _common(p)
+
+    status = sub.add_parser("status", help="counts: pending, overdue, outbox backlog")
+    _common(status)
+    status.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+    outbox = sub.add_parser("outbox", help="outbox maintenance")
+    obs = outbox.add_subparsers(dest="outbox_command", required=True)
+    retry = obs.add_parser("retry-dead", help="requeue every dead outbox row")
+    _common(retry)
+
+    w = sub.add_parser(
+        "worker",
+        help="run the sweep and the outbox dispatcher until SIGTERM",
+        description=(
+            "Resolve due extensions and deliver outbox rows until SIGTERM; run as many "
+            "replicas as you like. Flags default to EXTENSION_FSM_* environment variables."
+        ),
+    )
+    _common(w)
+    w.add_argument(
+        "--redis",
+        metavar="URL",
+        default=_env("REDIS_URL"),
+        help="socket bridge, presence, push tokens, session-timer stream",
+    )
+    w.add_argument("--redis-prefix", default=_env("REDIS_PREFIX", "extension_fsm:"))
+    w.add_argument(
+        "--fcm-credentials",
+        metavar="FILE",
+        default=_env("FCM_CREDENTIALS"),
+        help="Firebase service-account JSON: enables push (needs --redis)",
+    )
+    w.add_argument(
+        "--fcm-endpoint",
+        metavar="URL",
+        default=_env("FCM_ENDPOINT"),
+        help="replaces https://fcm.googleapis.com (a local fake)",
+    )
+    w.add_argument(
+        "--session-timer",
+        choices=("redis", "none"),
+        default=_env("SESSION_TIMER"),
+        help="where session-timer rows go (default: redis with --redis, else none)",
+    )
+    w.add_argument("--timeout-action", default=_env("TIMEOUT_ACTION", "auto_approve"))
+    w.add_argument("--grace-seconds", type=int, default=_env("GRACE_SECONDS", "60"))
+    w.add_argument("--interval", type=float, default=1.0, help="seconds between idle passes")
+    w.add_argument("--batch", type=int, default=100, help="rows per claim")
+    w.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to finish the current step after SIGTERM",
+    )
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        default=_env("METRICS_PORT"),
+        help="serve Prometheus text at :PORT/metrics (the 'prometheus' extra)",
+    )
+    w.add_argument("--log-format", choices=("json", "kv"), default=_env("LOG_FORMAT", "json"))
+    w.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run an operator subcommand; the exit status."""
+    try:
+        url = _database(args)
+        match args.command:
+            case "db":
+                return _db(args, url)
+            case "status":
+                return _status(args, url)
+            case "outbox":
+                return _retry_dead(args, url)
+            case _:
+                return _worker(args, url)
+    except UsageError as err:
+        print(f"extension-fsm {args.command}: {err}", file=sys.stderr)
+        return 2
+    except Failure as err:
+        print(f"extension-fsm {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+def _database(args: argparse.Namespace) -> str:
+    url = args.db
+    if not url:
+        raise UsageError("--db URL is required (or set EXTENSION_FSM_DATABASE_URL)")
+    if url.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
+        raise UsageError(f"--db {url!r}: use sqlite:///file.db or postgresql://…")
+    _need("sqlalchemy", "sql")
+    _need("alembic", "sql")
+    if not url.startswith("sqlite"):
+        _need("psycopg" if "+psycopg" in url.split(":", 1)[0] else "asyncpg", "postgres")
+    return str(url)
+
+
+def _need(module: str, extra: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise UsageError(f"needs pip install 'extension-fsm[{extra}]' ({module})") from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def _db(args: argparse.Namespace, url: str) -> int:
+    from alembic.util import CommandError
+
+    from . import db
+
+    prefix = args.table_prefix
+    try:
+        match args.db_command:
+            case "upgrade":
+                at = db.upgrade(url, args.revision, table_prefix=prefix)
+            case "downgrade":
+                at = db.downgrade(url, args.revision, table_prefix=prefix)
+            case "stamp":
+                at = db.stamp(url, args.revision, table_prefix=prefix)
+            case _:
+                at = db.current(url, table_prefix=prefix)
+    except CommandError as err:
+        raise UsageError(_one_line(err)) from None
+    except Exception as err:
+        raise Failure(_one_line(err)) from None
+    head = db.head()
+    print(" ".join(f"{rev} (head)" if rev == head else rev for rev in at) or "base (empty)")
+    return 0
+
+
+async def _with_store(args: argparse.Namespace, url: str, fn: Any) -> Any:
+    from .adapters.sqlalchemy import SqlAlchemyStore
+    from .status import missing_tables
+
+    try:
+        store = await SqlAlchemyStore.open(url, table_prefix=args.table_prefix)
+    except Exception as err:
+        raise Failure(_one_line(err)) from None
+    try:
+        try:
+            missing = await missing_tables(store)
+        except Exception as err:
+            raise Failure(_one_line(err)) from None
+        if missing:
+            missed = ", ".join(missing)
+            raise Failure(f"not migrated (missing {missed}): run extension-fsm db upgrade")
+        try:
+            return await fn(store)
+        except Exception as err:
+            raise Failure(_one_line(err)) from None
+    finally:
+        await store.aclose()
+
+
+def _status(args: argparse.Namespace, url: str) -> int:
+    from .status import collect_status
+
+    doc = asyncio.run(_with_store(args, url, collect_status))
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    x, o = doc["extensions"], doc["outbox"]
+    by = ", ".join(f"{k} {v}" for k, v in sorted(x["by_status"].items())) or "none"
+    print(f"extensions: {by}")
+    late = x["oldest_overdue_seconds"]
+    oldest = f" (oldest {late:.1f} s past its deadline)" if late else ""
+    print(f"overdue: {x['overdue']}{oldest}")
+    if x["set_aside"] is not None:
+        print(f"set aside: {x['set_aside']}")
+    print(f"outbox: waiting {o['waiting']}, retrying {o['retrying']}, dead {o['dead']}")
+    return 0
+
+
+def _retry_dead(args: argparse.Namespace, url: str) -> int:
+    from .status import retry_dead
+
+    n = asyncio.run(_with_store(args, url, retry_dead))
+    print(f"requeued {n} dead outbox row(s)")
+    return 0
+
+
+def _worker(args: argparse.Namespace, url: str) -> int:
+    from .worker import ConfigError, WorkerConfig, configure_logging, run_worker
+
+    if args.log_format not in ("json", "kv"):  # an environment default escapes choices
+        raise UsageError(f"--log-format {args.log_format!r}: json or kv")
+    if str(args.log_level).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise UsageError(f"--log-level {args.log_level!r}: DEBUG, INFO, WARNING or ERROR")
+    if args.fcm_endpoint and not args.fcm_credentials:
+        raise UsageError("--fcm-endpoint makes no sense without --fcm-credentials")
+    if args.session_timer == "redis" and not args.redis:
+        raise UsageError("--session-timer redis needs --redis URL")
+    cfg = WorkerConfig(
+        db=url,
+        table_prefix=args.table_prefix,
+        redis_url=args.redis,
+        redis_prefix=args.redis_prefix,
+        fcm_credentials=args.fcm_credentials,
+        fcm_endpoint=args.fcm_endpoint,
+        session_timer=args.session_timer,
+        timeout_action=args.timeout_action,
+        grace_seconds=args.grace_seconds,
+        sweep_interval=args.interval,
+        dispatch_interval=args.interval,
+        batch=args.batch,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    try:
+        cfg.validate()
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    if args.metrics_port is not None:
+        _serve_metrics(args.metrics_port)
+    configure_logging(args.log_format, str(args.log_level).upper())
+    return asyncio.run(run_worker(cfg))
+
+
+def _serve_metrics(port: int) -> None:
+    """Prometheus text at ``:port/metrics`` from the library's instruments."""
+    if not 0 < port < 65536:
+        raise UsageError(f"--metrics-port {port}: not a port")
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import start_http_server
+    except ImportError:
+        raise UsageError("--metrics-port needs pip install 'extension-fsm[prometheus]'") from None
+    from . import metrics
+
+    try:
+        start_http_server(port)
+    except OSError as err:
+        raise Failure(f"--metrics-port {port}: {err}") from None
+    metrics.use_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))

@@ -1,0 +1,87 @@
+"""The example host's ``/metrics`` (Prometheus text from the library's
+OpenTelemetry instruments) and ``/healthz`` (database, Redis, sweep lag)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("opentelemetry.exporter.prometheus", reason="the example extra is absent")
+
+import httpx
+
+from examples.fastapi_app.app import create_app
+from examples.fastapi_app.settings import Settings
+from extension_fsm.db import upgrade
+from tests.e2e.live import LiveServer
+from tests.fakes.redis_env import closed_port, new_prefix, redis_url
+from tests.ops.seed_overdue import seed
+
+SECRET = "ops-secret-" + "x" * 40
+
+
+def _settings(db: str, **kwargs: object) -> Settings:
+    return Settings(jwt_secret=SECRET, database_url=db, **kwargs)  # type: ignore[arg-type]
+
+
+class Client:
+    """The app served live; ``get`` a path."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.server = LiveServer(create_app(settings))
+
+    def __enter__(self) -> Client:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.server.url + path, timeout=30)
+
+
+def test_healthz_is_green_then_red_when_the_sweep_falls_behind(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    upgrade(db)
+    # The app's own sweeper runs once at start, then not for an hour.
+    with Client(_settings(db, sweep_interval=3600.0)) as client:
+        first = client.get("/healthz")
+        assert first.status_code == 200 and first.json()["ok"] is True
+        assert first.json()["checks"]["database"]["overdue"] == 0
+        asyncio.run(seed(db, 2))  # deadlines passed a minute ago, nobody sweeps
+        late = client.get("/healthz")
+        assert late.status_code == 503
+        check = late.json()["checks"]["database"]
+        assert check["ok"] is False and check["overdue"] == 2 and check["sweep_lag_seconds"] > 30
+        text = client.get("/metrics").text
+    assert "extension_fsm_decisions_total" in text
+    assert 'event="RequestExtension"' in text
+    # the gauge the probe refreshed
+    assert re.search(r"^extension_fsm_extensions_overdue(\{[^}]*\})? 2\.0$", text, re.M)
+
+
+def test_healthz_reports_an_unreachable_database(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'gone.db'}"
+    with Client(_settings(db)) as client:
+        client.server.call(client.server.runtime.store.database.dispose())  # type: ignore[attr-defined]
+        (tmp_path / "gone.db").unlink()
+        (tmp_path / "gone.db").mkdir()  # a directory: SQLite cannot open it
+        reply = client.get("/healthz")
+    assert reply.status_code == 503
+    assert reply.json()["checks"]["database"]["ok"] is False
+
+
+def test_healthz_checks_redis_when_configured(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    up = _settings(db, redis_url=redis_url(), redis_prefix=new_prefix())
+    with Client(up) as client:
+        reply = client.get("/healthz")
+    assert reply.json()["checks"]["redis"] == {"ok": True}, reply.json()
+    down = _settings(db, redis_url=f"redis://127.0.0.1:{closed_port()}/0", redis_prefix="x:")
+    with Client(down) as client:
+        reply = client.get("/healthz")
+    assert reply.status_code == 503 and reply.json()["checks"]["redis"]["ok"] is False

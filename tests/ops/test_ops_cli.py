@@ -1,0 +1,319 @@
+"""``extension-fsm db / status / outbox`` in-process, on SQLite and PostgreSQL,
+and the command line's clean refusals (missing extras, nonsense flags)."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from extension_fsm import __version__
+from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+from extension_fsm.cli import main
+from extension_fsm.db import head, version_table
+from extension_fsm.ports import OutboxMessage
+from extension_fsm.status import collect_status
+from tests.integration.sql_support import private_postgres_database
+from tests.ops.seed_overdue import seed
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMELINE = ROOT / "examples" / "timelines" / "accept.json"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ops.db'}"
+        return
+    with private_postgres_database("ops") as pg:
+        yield pg
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_db_upgrade_current_downgrade_and_stamp(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "db", "current", "--db", url)[:2] == (0, "base (empty)\n")
+    assert run(capsys, "db", "upgrade", "--db", url)[:2] == (0, f"{head()} (head)\n")
+    assert run(capsys, "db", "current", "--db", url)[1] == f"{head()} (head)\n"
+    assert run(capsys, "db", "upgrade", "--db", url)[0] == 0  # again: nothing to do
+    assert run(capsys, "db", "downgrade", "base", "--db", url)[:2] == (0, "base (empty)\n")
+    status, out, err = run(capsys, "status", "--db", url)
+    assert status == 1 and "not migrated" in err and "db upgrade" in err and out == ""
+    assert run(capsys, "db", "stamp", "head", "--db", url)[1] == f"{head()} (head)\n"
+
+
+def test_a_prefixed_schema_has_its_own_version_table(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "db", "upgrade", "--db", url, "--table-prefix", "fsm_")[0] == 0
+    assert run(capsys, "db", "current", "--db", url)[1] == "base (empty)\n"
+    status, out, _ = run(capsys, "status", "--db", url, "--table-prefix", "fsm_", "--json")
+    assert status == 0 and json.loads(out)["extensions"]["pending"] == 0
+
+
+def test_create_schema_stamps_the_head_so_upgrade_is_a_no_op(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def create() -> None:
+        store = await SqlAlchemyStore.open(url, create_schema=True)
+        await store.aclose()
+
+    asyncio.run(create())
+    assert run(capsys, "db", "current", "--db", url)[1] == f"{head()} (head)\n"
+    status, _, err = run(capsys, "db", "upgrade", "--db", url)
+    assert status == 0, err  # at branch point: "table customers already exists"
+
+
+def test_create_schema_over_existing_tables_does_not_guess_a_revision(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def create_twice() -> None:
+        store = await SqlAlchemyStore.open(url, create_schema=True)
+        try:
+            await store.database.run_sync(
+                lambda c: c.execute(text(f"DELETE FROM {version_table()}"))
+            )
+        finally:
+            await store.aclose()
+        store = await SqlAlchemyStore.open(url, create_schema=True)
+        await store.aclose()
+
+    asyncio.run(create_twice())
+    assert run(capsys, "db", "current", "--db", url)[1] == "base (empty)\n"
+
+
+def test_status_counts_overdue_and_the_outbox(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "db", "upgrade", "--db", url)[0] == 0
+    asyncio.run(seed(url, 3))
+    asyncio.run(_outbox_rows(url))
+    status, out, err = run(capsys, "status", "--db", url, "--json")
+    assert status == 0, err
+    doc = json.loads(out)
+    assert doc["extensions"]["pending"] == 3 and doc["extensions"]["overdue"] == 3
+    assert doc["extensions"]["by_status"] == {"pending": 3}
+    assert 55 <= doc["extensions"]["oldest_overdue_seconds"] < 3600
+    assert doc["extensions"]["set_aside"] is None  # no such column yet
+    assert {k: doc["outbox"][k] for k in ("waiting", "retrying", "dead")} == {
+        "waiting": 1,
+        "retrying": 1,
+        "dead": 2,
+    }
+    text_status, text_out, _ = run(capsys, "status", "--db", url)
+    assert text_status == 0 and "overdue: 3" in text_out and "dead 2" in text_out
+
+    assert run(capsys, "outbox", "retry-dead", "--db", url)[1] == "requeued 2 dead outbox row(s)\n"
+    doc = json.loads(run(capsys, "status", "--db", url, "--json")[1])
+    assert (doc["outbox"]["waiting"], doc["outbox"]["dead"]) == (3, 0)
+
+
+def test_status_counts_set_aside_rows_when_the_column_exists(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "db", "upgrade", "--db", url)[0] == 0
+    asyncio.run(seed(url, 2))
+    kind = "TIMESTAMP WITH TIME ZONE" if url.startswith("postgresql") else "TIMESTAMP"
+
+    async def set_one_aside() -> None:
+        store = await SqlAlchemyStore.open(url)
+        try:
+
+            def alter(c: Any) -> None:
+                c.execute(text(f"ALTER TABLE extensions ADD COLUMN set_aside_until {kind}"))
+                first = c.execute(text("SELECT min(id) FROM extensions")).scalar_one()
+                c.execute(
+                    text("UPDATE extensions SET set_aside_until = :t WHERE id = :id"),
+                    {"t": datetime(2030, 1, 1), "id": first},
+                )
+
+            await store.database.run_sync(alter)
+        finally:
+            await store.aclose()
+
+    asyncio.run(set_one_aside())
+    doc = json.loads(run(capsys, "status", "--db", url, "--json")[1])
+    assert doc["extensions"]["set_aside"] == 1
+
+
+async def _outbox_rows(url: str) -> None:
+    """One fresh row, one retrying, two dead (besides the seeded, delivered ones)."""
+    store = await SqlAlchemyStore.open(url)
+    now = datetime.now(UTC)
+    rows = [OutboxMessage(f"o{i}", "notify", f"k{i}", {"n": i}, now) for i in range(4)]
+    try:
+        async with store.unit_of_work() as uow:
+            await uow.outbox.add(rows)  # type: ignore[attr-defined]
+            await uow.commit()
+        await store.outbox.mark_retry("o1", now + timedelta(minutes=5), "down")
+        await store.outbox.mark_dead("o2", now, "gone")
+        await store.outbox.mark_dead("o3", now, "gone")
+    finally:
+        await store.aclose()
+
+
+def test_collect_status_on_an_empty_database(tmp_path: Path) -> None:
+    async def empty() -> dict[str, Any]:
+        store = await SqlAlchemyStore.open(f"sqlite:///{tmp_path / 'e.db'}", create_schema=True)
+        try:
+            return await collect_status(store)
+        finally:
+            await store.aclose()
+
+    doc = asyncio.run(empty())
+    assert doc["extensions"]["overdue"] == 0 and doc["extensions"]["oldest_overdue_seconds"] is None
+    assert doc["outbox"] == {"waiting": 0, "retrying": 0, "dead": 0, "oldest_waiting_seconds": None}
+
+
+# ----------------------------------------------------------- the command line
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"extension-fsm {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["simulate", str(TIMELINE), "--seed", "3"], "--seed and --out go with --random"),
+        (["simulate", str(TIMELINE), "--out", "x"], "--seed and --out go with --random"),
+        (["simulate", "--random", "3", "--json"], "--json prints one scenario"),
+        (["status"], "--db URL is required"),
+        (["status", "--db", "memory"], "use sqlite:///file.db or postgresql"),
+        (["worker", "--db", "sqlite://"], "in-memory SQLite"),
+        (["worker", "--db", "sqlite:///w.db", "--session-timer", "redis"], "needs --redis"),
+        (["worker", "--db", "sqlite:///w.db", "--fcm-endpoint", "http://x"], "without --fcm"),
+        (
+            [
+                "worker",
+                "--db",
+                "sqlite:///w.db",
+                "--fcm-credentials",
+                "/nope.json",
+                "--redis",
+                "redis://127.0.0.1:1/0",
+            ],
+            "no such file",
+        ),
+        (["worker", "--db", "sqlite:///w.db", "--fcm-credentials", "/nope.json"], "needs --redis"),
+        (["worker", "--db", "sqlite:///w.db", "--timeout-action", "maybe"], "--timeout-action"),
+        (["worker", "--db", "sqlite:///w.db", "--redis", "http://x"], "--redis"),
+        (["worker", "--db", "sqlite:///w.db", "--interval", "0"], "--sweep-interval"),
+        (["worker", "--db", "sqlite:///w.db", "--metrics-port", "0"], "not a port"),
+    ],
+)
+def test_nonsense_is_refused_in_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and says in err and len(err.strip().splitlines()) == 1 and out == ""
+
+
+def _without(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
+    real = builtins.__import__
+
+    def fake(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.split(".")[0] in modules:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    for name in list(sys.modules):
+        if name.split(".")[0] in modules:
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(builtins, "__import__", fake)
+
+
+def test_simulate_without_rich_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _without(monkeypatch, "rich")
+    status, _, err = run(capsys, "simulate", "--db", "memory", str(TIMELINE))
+    assert status == 2 and "extension-fsm[cli]" in err and "Traceback" not in err
+    assert run(capsys, "simulate", "--random", "2")[0] == 2
+    status, out, _ = run(capsys, "simulate", "--json", "--db", "memory", str(TIMELINE))
+    assert status == 0 and json.loads(out)["invariants"]["ok"] is True  # JSON needs no rich
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["db", "current", "--db", "sqlite:///x.db"], "extension-fsm[sql]"),
+        (["status", "--db", "sqlite:///x.db"], "extension-fsm[sql]"),
+        (["worker", "--db", "sqlite:///x.db"], "extension-fsm[sql]"),
+    ],
+)
+def test_operator_commands_without_sql_name_the_extra(
+    argv: list[str], extra: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _without(monkeypatch, "sqlalchemy", "alembic")
+    status, _, err = run(capsys, *argv)
+    assert status == 2 and extra in err and len(err.strip().splitlines()) == 1
+
+
+def test_worker_with_redis_but_no_redis_package_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _without(monkeypatch, "redis")
+    status, _, err = run(capsys, "worker", "--db", "sqlite:///w.db", "--redis", "redis://x:1/0")
+    assert status == 2 and "extension-fsm[redis]" in err
+
+
+def test_the_console_script_exits_2_on_a_missing_extra_without_a_traceback(tmp_path: Path) -> None:
+    # A real process: an import hook hides rich, as on an install without the [cli] extra.
+    code = (
+        "import sys, importlib.abc\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'rich': raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "from extension_fsm.cli import main\n"
+        f"sys.exit(main(['simulate', '--db', 'memory', {str(TIMELINE)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "extension-fsm[cli]" in done.stderr
+
+
+async def test_migrations_run_from_inside_an_event_loop(tmp_path: Path) -> None:
+    from extension_fsm import db
+
+    url = f"sqlite:///{tmp_path / 'loop.db'}"
+    assert db.upgrade(url) == [head()]  # a host's async start-up: Alembic runs in a thread
+    assert db.downgrade(url, "base") == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("EXTENSION_FSM_LOG_FORMAT", "xml", "--log-format"),
+        ("EXTENSION_FSM_LOG_LEVEL", "LOUD", "--log-level"),
+        ("EXTENSION_FSM_SESSION_TIMER", "kafka", "--session-timer"),
+    ],
+)
+def test_bad_environment_defaults_are_refused_too(
+    variable: str,
+    value: str,
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(variable, value)
+    status, _, err = run(capsys, "worker", "--db", "sqlite:///w.db")
+    assert status == 2 and says in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,138 @@
+"""OpenTelemetry metrics, read back with the SDK's in-memory reader: decisions
+by event and outcome, refusals by code, conflicts retried, unit-of-work
+latency, timeout lag, outbox deliveries and the backlog gauges."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from extension_fsm import ExtensionError, metrics
+from extension_fsm.adapters.memory import MemoryStore
+from tests.unit._support import new_world
+
+pytest.importorskip("opentelemetry.sdk.metrics", reason="the OpenTelemetry SDK is not installed")
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+
+@pytest.fixture
+def reader() -> Iterator[InMemoryMetricReader]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics.use_meter_provider(provider)
+    yield reader
+    metrics.use_meter_provider(None)
+    provider.shutdown()
+
+
+def points(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+    """``{sorted attributes: value}`` (sum, gauge value, or histogram count)."""
+    data = reader.get_metrics_data()
+    found: dict[tuple[tuple[str, Any], ...], Any] = {}
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name != name:
+                    continue
+                for p in metric.data.data_points:
+                    key = tuple(sorted((p.attributes or {}).items()))
+                    found[key] = getattr(p, "value", None)
+                    if found[key] is None:
+                        found[key] = p.count
+    return found
+
+
+async def _request(world: Any) -> str:
+    ext = await world.service.request_extension(
+        session_id="s1",
+        customer_id="c1",
+        duration_minutes=30,
+        price=15000,
+        extension_payment_session_id="p1",
+    )
+    return str(ext.id)
+
+
+async def test_decisions_refusals_and_latency(reader: InMemoryMetricReader) -> None:
+    world, _ = await new_world()
+    ext_id = await _request(world)
+    with pytest.raises(ExtensionError):
+        await _request(world)  # the session is paused while one is pending
+    with pytest.raises(ExtensionError):
+        await world.service.respond_to_extension(
+            extension_id=ext_id, session_id="s1", mitra_id="intruder", accepted=True
+        )
+    await world.service.respond_to_extension(
+        extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
+    )
+    decisions = points(reader, "extension_fsm.decisions")
+    assert decisions[(("event", "RequestExtension"), ("outcome", "applied"))] == 1
+    assert decisions[(("event", "RequestExtension"), ("outcome", "refused"))] == 1
+    assert decisions[(("event", "RespondToExtension"), ("outcome", "applied"))] == 1
+    assert decisions[(("event", "RespondToExtension"), ("outcome", "refused"))] == 1
+    refusals = points(reader, "extension_fsm.refusals")
+    assert refusals == {
+        (("code", "SESSION_NOT_ACTIVE"), ("event", "RequestExtension")): 1,
+        (("code", "FORBIDDEN"), ("event", "RespondToExtension")): 1,
+    }
+    latency = points(reader, "extension_fsm.unit_of_work.duration")
+    assert latency[(("event", "RequestExtension"),)] == 2  # refused calls are timed too
+
+
+async def test_lost_races_are_counted(reader: InMemoryMetricReader) -> None:
+    memory = MemoryStore()
+    world, _ = await new_world(store=memory)
+    memory.fail_commits = 2
+    await _request(world)
+    assert points(reader, "extension_fsm.conflicts_retried") == {
+        (("event", "RequestExtension"),): 2
+    }
+
+
+async def test_timeouts_record_their_lag_and_deliveries_their_result(
+    reader: InMemoryMetricReader,
+) -> None:
+    world, _ = await new_world(use_timers=False)
+    world.config.timeout_seconds = 10
+    await _request(world)
+    await world.clock.advance(25)
+    (resolved,) = await world.service.sweep_due()
+    assert resolved.via_timeout
+    lag = reader.get_metrics_data()
+    histograms = [
+        p
+        for rm in lag.resource_metrics  # type: ignore[union-attr]
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "extension_fsm.timeout.lag"
+        for p in m.data.data_points
+    ]
+    assert len(histograms) == 1 and histograms[0].count == 1
+    assert histograms[0].sum == pytest.approx(15.0)  # resolved 15 s after its deadline
+    deliveries = points(reader, "extension_fsm.outbox.deliveries")
+    assert deliveries[(("channel", "notify"), ("result", "delivered"))] >= 2
+
+
+async def test_backlog_gauges_follow_the_last_status(reader: InMemoryMetricReader) -> None:
+    metrics.record_status(
+        {"extensions": {"overdue": 4}, "outbox": {"waiting": 3, "retrying": 2, "dead": 1}}
+    )
+    assert points(reader, "extension_fsm.outbox.backlog") == {
+        (("state", "waiting"),): 3,
+        (("state", "retrying"),): 2,
+        (("state", "dead"),): 1,
+    }
+    assert points(reader, "extension_fsm.extensions.overdue") == {(): 4}
+
+
+async def test_without_a_provider_nothing_breaks() -> None:
+    metrics.use_meter_provider(None)  # the API's global no-op provider
+    world, _ = await new_world()
+    await _request(world)
+    await world.clock.advance(timedelta(minutes=5).total_seconds())
+    assert metrics.enabled()
