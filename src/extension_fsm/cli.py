@@ -1,9 +1,11 @@
 """``extension-fsm``: play timelines on a virtual clock, draw the machines,
 and operate a deployment.
 
-``extension-fsm simulate SCENARIO [--json] [--db URL]`` plays one scenario file;
+``extension-fsm simulate SCENARIO [--format table|json|sequence] [--db URL]`` plays one
+scenario file (``--json`` is ``--format json``);
 ``extension-fsm simulate --random N --seed S`` plays N random timelines;
 ``extension-fsm diagram [--format mermaid|dot]`` prints both state machines;
+``extension-fsm schema scenario|messages`` prints a JSON Schema;
 ``db``, ``status``, ``outbox retry-dead`` and ``worker`` are the operator's
 (:mod:`extension_fsm.ops_cli`).
 
@@ -32,8 +34,10 @@ from .diagram import FORMATS, render
 from .expect import mismatches
 from .ports import InspectableStore
 from .randomize import namespaced, random_scenario
-from .scenario import ScenarioError, load_scenario, parse_scenario
+from .scenario import ScenarioError, ScenarioFile, load_scenario, parse_scenario
+from .sequence import sequence_diagram
 from .timeline import RunResult, run_scenario
+from .wire import messages_schema
 
 __all__ = ["StoreUnavailable", "default_db", "main", "opened_store"]
 
@@ -103,7 +107,17 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     sim.add_argument("scenario", nargs="?", help="scenario file (.json or .toml)")
-    sim.add_argument("--json", action="store_true", help="print the result document as JSON")
+    sim.add_argument(
+        "--format",
+        choices=("table", "json", "sequence"),
+        help=(
+            "table: the timeline (needs the cli extra); json: the result document; "
+            "sequence: a Mermaid sequence diagram of the run (default table)"
+        ),
+    )
+    sim.add_argument(
+        "--json", action="store_true", help="the same as --format json (kept for scripts)"
+    )
     sim.add_argument(
         "--db",
         metavar="URL",
@@ -123,6 +137,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     dia = sub.add_parser("diagram", help="print the extension and session state machines")
     dia.add_argument("--format", choices=FORMATS, default="mermaid")
+    sch = sub.add_parser(
+        "schema",
+        help="print a JSON Schema: scenario files, or the wire messages",
+        description=(
+            "Print the JSON Schema of scenario files ('scenario') or of every socket "
+            "frame, push payload and pending_extension ('messages')."
+        ),
+    )
+    sch.add_argument("what", choices=("scenario", "messages"))
     ops_cli.add_parsers(sub)
     return parser
 
@@ -133,16 +156,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "diagram":
         sys.stdout.write(render(args.format))
         return 0
+    if args.command == "schema":
+        schema = ScenarioFile.model_json_schema() if args.what == "scenario" else messages_schema()
+        print(json.dumps(schema, indent=2, ensure_ascii=False))
+        return 0
     if args.command != "simulate":
         return ops_cli.run(args)
     if (args.scenario is None) == (args.random is None):
         return _usage("simulate takes a SCENARIO file or --random N (one of them)")
     if args.random is None and (args.seed is not None or args.out is not None):
         return _usage("--seed and --out go with --random N, not with a scenario file")
+    if args.json and args.format not in (None, "json"):
+        return _usage(f"--json means --format json, not --format {args.format}")
+    fmt = "json" if args.json else args.format or "table"
+    if args.random is not None and args.format is not None:
+        return _usage("--format shows one scenario's run; --random N prints a summary")
     if args.random is not None and args.json:
         return _usage("--json prints one scenario's document; --random N prints a summary")
-    if (args.random is not None or not args.json) and not _has_rich():
-        return _usage("the table view needs pip install 'extension-fsm[cli]' (or use --json)")
+    if (args.random is not None or fmt == "table") and not _has_rich():
+        return _usage(
+            "the table view needs pip install 'extension-fsm[cli]' (or use --format json)"
+        )
     try:
         if args.random is not None:
             if args.random < 1:
@@ -150,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(
                 _random(args.random, args.seed or 0, args.db or "memory", args.out or ".")
             )
-        return asyncio.run(_simulate(args.scenario, args.db or default_db(), args.json))
+        return asyncio.run(_simulate(args.scenario, args.db or default_db(), fmt))
     except (ScenarioError, StoreUnavailable) as err:
         return _usage(str(err))
 
@@ -171,18 +205,20 @@ def _usage(message: str) -> int:
 # ------------------------------------------------------------------- simulate
 
 
-async def _simulate(path: str, db: str, as_json: bool) -> int:
+async def _simulate(path: str, db: str, fmt: str) -> int:
     scenario = load_scenario(path)
     async with opened_store(db) as store:
         result = await run_scenario(scenario, store)
     missed = mismatches(scenario.expect, result.document) if scenario.expect else []
-    if as_json:
+    if fmt == "table":
+        _print_run(result, missed, db)
+        return 0 if result.ok and not missed else 1
+    if fmt == "json":
         print(json.dumps(result.document, indent=2, ensure_ascii=False))
     else:
-        _print_run(result, missed, db)
-    if missed and as_json:
-        for line in missed:
-            print(f"expect: {line}", file=sys.stderr)
+        sys.stdout.write(sequence_diagram(result))
+    for line in [*result.violations, *(f"expect: {m}" for m in missed)]:
+        print(line if line.startswith("expect: ") else f"invariant: {line}", file=sys.stderr)
     return 0 if result.ok and not missed else 1
 
 

@@ -318,3 +318,71 @@ def test_extension_index_counts_request_steps(
         (0, "VALIDATION_ERROR"),
         (2, "NOT_FOUND"),
     ]
+
+
+# ----------------------------------------------------- formats and schemas
+
+
+def test_format_sequence_prints_the_runs_diagram(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(TIMELINES / "reject.json")
+    status, out, err = _run(capsys, "simulate", "--db", "memory", path, "--format", "sequence")
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == "sequenceDiagram"
+    assert any(line.startswith("    M->>S: ") and "reject" in line for line in lines)
+    assert any("session_closing" in line for line in lines)
+
+
+def test_format_json_and_the_json_alias_print_the_same_document(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = str(TIMELINES / "accept.json")
+    by_format = _run(capsys, "simulate", "--db", "memory", path, "--format", "json")
+    by_alias = _run(capsys, "simulate", "--db", "memory", path, "--json")
+    assert by_format[0] == by_alias[0] == 0
+    assert json.loads(by_format[1]) == json.loads(by_alias[1])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--json", "--format", "sequence"],
+        ["--format", "table", "--json"],
+    ],
+)
+def test_conflicting_format_flags_are_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    status, out, err = _run(capsys, "simulate", str(TIMELINES / "accept.json"), *argv)
+    assert status == 2 and out == "" and "--json means --format json" in err
+
+
+def test_format_goes_with_one_scenario_not_random(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run(capsys, "simulate", "--random", "2", "--format", "sequence")
+    assert status == 2 and "--format shows one scenario" in err
+
+
+def test_a_broken_invariant_exits_1_in_every_format(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lying(self: MemoryPresence, mitra_id: str) -> bool:
+        return True
+
+    monkeypatch.setattr(MemoryPresence, "is_online", lying)
+    path = str(TIMELINES / "safeguard-offline.json")
+    for fmt in ("json", "sequence"):
+        status, out, err = _run(capsys, "simulate", "--db", "memory", path, "--format", fmt)
+        assert status == 1 and out and "approved via timeout" in err
+
+
+@pytest.mark.parametrize("what", ["scenario", "messages"])
+def test_schema_prints_a_json_schema(capsys: pytest.CaptureFixture[str], what: str) -> None:
+    status, out, _ = _run(capsys, "schema", what)
+    schema = json.loads(out)
+    assert status == 0
+    names = set(schema["$defs"])
+    if what == "scenario":
+        assert {"RequestStep", "AnswerStep", "PaymentSpec"} <= names
+        assert schema["required"] == ["steps"]
+    else:
+        assert {"ExtensionRequest", "ExtensionAccepted", "Push", "PendingExtension"} <= names
