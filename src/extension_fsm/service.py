@@ -293,6 +293,11 @@ class ExtensionService:
                 batch = await self._sweep_claimed_batch()
             except ConcurrencyConflict:  # a busy database: the next sweep picks them up
                 return resolved
+            except (ExtensionError, ValueError, TypeError):
+                # A batch that cannot even be read (a value the driver cannot
+                # convert): row by row, the culprit is found and set aside.
+                _log.exception("sweep batch unreadable; resolving due rows one by one")
+                break
             if batch is None:
                 break  # the store lists due rows; they are resolved one by one below
             done, claimed, progressed = batch

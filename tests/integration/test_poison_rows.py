@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from extension_fsm import core
 from extension_fsm.adapters.clock import VirtualClock
@@ -162,3 +162,28 @@ async def test_poison_deleted_sessions_do_not_starve_the_healthy_extension_behin
     failed = {p.id for p in dump.payments if p.status is PaymentStatus.FAILED}
     assert failed == {f"gp{i:04d}" for i in range(100)}
     assert await service.sweep_due() == []  # nothing left to claim again
+
+
+async def test_poison_a_value_the_driver_cannot_read_is_found_and_set_aside() -> None:
+    """SQLite keeps any text in a timestamp column: the batch read fails as a whole,
+    so the sweep goes row by row, sets the culprit aside and resolves the rest."""
+    from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+
+    store = await SqlAlchemyStore.open("sqlite://", create_schema=True, clock="local")
+    try:
+        h = Host("sqlite", store)
+        ids = await h.seed_due(30)
+        t = store.tables.extensions
+        async with store.unit_of_work() as uow:
+            sql = f"UPDATE {t.name} SET responded_at = 'junk' WHERE id = :id"  # as the host would
+            await uow.execute(text(sql), {"id": ids[7]})
+            await uow.commit()
+        service = make_service(store, VirtualClock(LATER))
+
+        resolved = await service.sweep_due()
+
+        assert sorted(e.id for e in resolved) == sorted(set(ids) - {ids[7]})
+        assert (await h.set_aside_of(ids[7]))[1] == 1
+        assert await service.sweep_due() == []  # the batch path now skips it
+    finally:
+        await store.aclose()
