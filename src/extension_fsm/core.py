@@ -606,7 +606,7 @@ def _move_session(
     except InvalidMove:
         raise ExtensionError(
             ErrorCode.INVALID_STATE,
-            f"Session is {session.status.value}; it cannot {trigger}",
+            f"Session is {session.unknown_status or session.status.value}; it cannot {trigger}",
         ) from None
     return _session(
         session.id,
