@@ -61,4 +61,4 @@ def make_service(
 
 async def open_store(url: str) -> SqlAlchemyStore:
     """The adapter's store with its own tables created (the raw code writes these too)."""
-    return await SqlAlchemyStore.open(url, create_schema=True)
+    return await SqlAlchemyStore.open(url, create_schema=True, clock="local")

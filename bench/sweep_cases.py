@@ -144,7 +144,7 @@ def _worker(url: str, barrier: Any, out: Any, tag: str) -> None:
 
 
 async def _worker_async(url: str, barrier: Any, out: Any, tag: str) -> None:
-    store = await SqlAlchemyStore.open(url)
+    store = await SqlAlchemyStore.open(url, clock="local")
     try:
         service = make_service(store, id_prefix=f"{tag}_", sweep_spread=True)
         async with store.unit_of_work():  # connect before the clock starts

@@ -75,7 +75,8 @@ async def opened_store(url: str) -> AsyncIterator[InspectableStore]:
     if store_class is None:
         raise StoreUnavailable(f"--db {url} needs {_SQL_MODULE} (pip install 'extension-fsm[sql]')")
     try:
-        store = await store_class.open(url, create_schema=True)
+        # The CLI drives virtual time: deadlines by its clock, not the database's.
+        store = await store_class.open(url, create_schema=True, clock="local")
     except Exception as err:  # a driver's error, shown as one line
         raise StoreUnavailable(f"cannot open --db {url}: {type(err).__name__}: {err}") from None
     try:

@@ -55,6 +55,7 @@ __all__ = [
     "Change",
     "Decision",
     "Snapshot",
+    "Undecidable",
     "decide",
 ]
 
@@ -71,7 +72,9 @@ class Snapshot:
 
     ``extension`` is the extension the event names (respond, timeout);
     ``pending`` is the session's pending extension (request, end);
-    ``payment_live`` a pending or accepted extension the payment already backs.
+    ``payment_live`` a pending or accepted extension the payment already backs;
+    ``now`` the store's own clock when it has one (PostgreSQL), read with these
+    rows: deadlines are then judged by it rather than by each worker's clock.
     """
 
     session: Session | None
@@ -79,6 +82,16 @@ class Snapshot:
     payment: PaymentSession | None = None
     pending: Extension | None = None
     payment_live: Extension | None = None
+    now: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Undecidable:
+    """A due extension whose rows could not even be read into a snapshot (what
+    the host wrote does not parse): the sweep sets it aside instead of deciding."""
+
+    extension_id: str
+    error: str
 
 
 @fast_init
@@ -135,7 +148,7 @@ _APPROVE = TimeoutAction.AUTO_APPROVE
 
 class _S:
     ACTIVE, CLOSING, ENDED = SessionStatus.ACTIVE, SessionStatus.CLOSING, SessionStatus.ENDED
-    EXTENDING = SessionStatus.EXTENDING
+    EXTENDING, UNKNOWN = SessionStatus.EXTENDING, SessionStatus.UNKNOWN
 
 
 class _E:
@@ -209,7 +222,8 @@ def _request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
     if payment.status is not _P.CONFIRMED:
         raise ExtensionError(
             ErrorCode.INVALID_STATE,
-            f"Payment session is {payment.status.value}, must be confirmed",
+            f"Payment session is {payment.unknown_status or payment.status.value},"
+            " must be confirmed",
         )
     if not payment.is_extension:
         raise ExtensionError(
@@ -313,6 +327,8 @@ def _respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
         raise ExtensionError(ErrorCode.EXTENSION_RESOLVED, message) from None
     if session.status is _S.ENDED:
         raise ExtensionError(ErrorCode.SESSION_NOT_ACTIVE, "Session already ended")
+    if session.status is _S.UNKNOWN:  # the host moved it somewhere this library does not know
+        raise ExtensionError(ErrorCode.SESSION_NOT_ACTIVE, "Session is not active")
     if e.accepted:
         return _accept(s, ext, f, False, ACTOR_MITRA, "accept")
     return _close(
@@ -333,14 +349,17 @@ def _respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
 def _timeout(s: Snapshot, f: Facts) -> Decision:
     ext = s.extension
     session = s.session
-    if ext is None or ext.status is not _E.PENDING or session is None:
+    if ext is None or ext.status is not _E.PENDING:
         return NOTHING  # resolved first by an answer, another worker or the session's end
-    if session.status is _S.ENDED:
+    if session is not None and session.status is _S.ENDED:
         return _cancel(s, ext, f, ACTOR_SYSTEM)
-    # A payment the host moved away from ``confirmed`` cannot be charged: the
-    # safeguard trips rather than leave the extension pending for ever.
+    # A payment the host moved away from ``confirmed`` (or to a status this
+    # library does not know), a session it moved away from ``extending`` or
+    # deleted: nothing can be charged; the extension still times out, uncharged,
+    # rather than stay pending for ever.
     chargeable = (
-        s.payment is not None
+        session is not None
+        and s.payment is not None
         and s.payment.status is _P.CONFIRMED
         and session.status is _S.EXTENDING
     )
@@ -367,7 +386,7 @@ def _timeout(s: Snapshot, f: Facts) -> Decision:
         # The host moved the session away from ``extending`` (not through
         # ``end_session``): the extension still times out, uncharged, and the
         # session stays as the host set it, so nothing is left pending for ever.
-        close_session=session.status is _S.EXTENDING,
+        close_session=session is not None and session.status is _S.EXTENDING,
     )
 
 
@@ -444,6 +463,7 @@ def _accept(
         payment.is_extension,
         payment.is_first_session_discount,
         payment.failure_cause,
+        None,
     )
     sid = session.id
     ledger = _ledger(session.customer_id, sid, ext.id, _CHARGE, ext.price, now)
@@ -494,19 +514,23 @@ def _close(
     close_session: bool = True,
 ) -> Decision:
     """``ext`` resolved unpaid; the session closes with a grace timer unless
-    ``close_session`` is false (then only the customer hears of it)."""
+    ``close_session`` is false (then only the customer hears of it, and no one
+    when the host deleted the session row)."""
     session = s.session
-    assert session is not None
     now = f.now
     resolved = _resolve(ext, status, now, reason is not None, reason, cause)
-    failed = _fail_payment(s.payment, cause)
+    payment = s.payment if s.payment and s.payment.id == ext.payment_session_id else None
+    failed = _fail_payment(payment, cause)
+    ext_was = str(ext.status)
+    resolution = _record("extension", ext.id, ext_was, str(status), event, actor, now, str(cause))
+    if session is None:
+        log = (resolution, *_payment_log(failed, "fail", actor, now))
+        return _decision(_change(ext_was, resolved), None, failed, None, log, (), None, ext.id)
     response = (
         messages.rejected_response(session, ext)
         if reason is None
         else messages.timed_out_response(session, ext, reason)
     )
-    ext_was = str(ext.status)
-    resolution = _record("extension", ext.id, ext_was, str(status), event, actor, now, str(cause))
     if not close_session:
         log = (resolution, *_payment_log(failed, "fail", actor, now))
         return _decision(
@@ -582,7 +606,7 @@ def _move_session(
     except InvalidMove:
         raise ExtensionError(
             ErrorCode.INVALID_STATE,
-            f"Session is {session.status.value}; it cannot {trigger}",
+            f"Session is {session.unknown_status or session.status.value}; it cannot {trigger}",
         ) from None
     return _session(
         session.id,
@@ -593,6 +617,7 @@ def _move_session(
         session.customer_display_name,
         session.topic_sensitivity,
         closure_deadline,
+        None,
     )
 
 
@@ -609,6 +634,7 @@ def _fail_payment(
         payment.is_extension,
         payment.is_first_session_discount,
         cause,
+        None,
     )
     return _change(str(payment.status), failed)
 

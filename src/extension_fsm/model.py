@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeAlias
 
@@ -48,6 +48,7 @@ __all__ = [
     "TimeoutReason",
     "TransactionType",
     "TransitionRecord",
+    "set_aside_delay",
 ]
 
 JSONValue: TypeAlias = "str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None"
@@ -69,6 +70,15 @@ class SessionStatus(StrEnum):
     CLOSING = "closing"
     EXTENDING = "extending"
     ENDED = "ended"
+    #: a value the host wrote that this library does not know (``Session.unknown_status``
+    #: keeps the text): never extendable, never charged, never written back
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def read(cls, value: str) -> tuple[SessionStatus, str | None]:
+        """The status a stored value names, and the value itself when it is unknown."""
+        status = _KNOWN_SESSION.get(value)
+        return (status, None) if status is not None else (cls.UNKNOWN, value)
 
 
 class PaymentStatus(StrEnum):
@@ -78,6 +88,20 @@ class PaymentStatus(StrEnum):
     CONFIRMED = "confirmed"
     CONSUMED = "consumed"
     FAILED = "failed"
+    #: a value the host wrote that this library does not know (``PaymentSession.unknown_status``
+    #: keeps the text): never chargeable, never written back
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def read(cls, value: str) -> tuple[PaymentStatus, str | None]:
+        """The status a stored value names, and the value itself when it is unknown."""
+        status = _KNOWN_PAYMENT.get(value)
+        return (status, None) if status is not None else (cls.UNKNOWN, value)
+
+
+# value -> status for every status a stored row may name ("unknown" itself is not one)
+_KNOWN_SESSION = {s.value: s for s in SessionStatus if s is not SessionStatus.UNKNOWN}
+_KNOWN_PAYMENT = {p.value: p for p in PaymentStatus if p is not PaymentStatus.UNKNOWN}
 
 
 class TimeoutAction(StrEnum):
@@ -154,6 +178,8 @@ class Session:
     customer_display_name: str = ""
     topic_sensitivity: str | None = None
     closure_deadline: datetime | None = None
+    #: the stored status text when ``status`` is ``UNKNOWN`` (for logs and messages)
+    unknown_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +193,8 @@ class PaymentSession:
     is_extension: bool = True
     is_first_session_discount: bool = False
     failure_cause: FailureCause | None = None
+    #: the stored status text when ``status`` is ``UNKNOWN`` (for logs and messages)
+    unknown_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +372,12 @@ class SessionExpiryExtended:
 
 
 Effect: TypeAlias = Notify | StartClosureGrace | ClearClosureGrace | SessionExpiryExtended
+
+
+def set_aside_delay(times: int) -> timedelta:
+    """How long a due extension the sweep could not decide is skipped after its
+    ``times``-th failure: 30 s, doubling, at most an hour."""
+    return timedelta(seconds=min(30 * 2 ** min(max(times, 1) - 1, 16), 3600))
 
 
 # Every row, event, fact and effect above: faster constructors (see ``_construct``).

@@ -13,7 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from .core import Change, Snapshot
+from .core import Change, Snapshot, Undecidable
 from .model import (
     Extension,
     JSONValue,
@@ -115,8 +115,16 @@ class ExtensionRepository(Protocol):
 
     async def due(self, now: datetime, limit: int) -> list[str]:
         """Ids of pending extensions whose deadline is at or before ``now``, oldest
-        first; rows another worker holds right now may be skipped.  A candidate
-        list only: :meth:`claim` is what takes a row."""
+        first, leaving out rows set aside until after ``now``; rows another worker
+        holds right now may be skipped.  A candidate list only: :meth:`claim` is
+        what takes a row."""
+        ...
+
+    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
+        """Put a pending extension the sweep could not decide aside: skipped by
+        :meth:`due` until ``now + set_aside_delay(times)``, ``reason`` kept.
+        Returns ``times``, how often it has been set aside (1 the first time);
+        0 when no such pending extension exists."""
         ...
 
     async def claim(self, extension_id: str) -> Extension | None:
@@ -190,10 +198,19 @@ class SnapshotLoader(Protocol):
         does not exist or another worker holds it."""
         ...
 
-    async def for_due(self, now: datetime, limit: int) -> list[Snapshot]:
-        """Up to ``limit`` pending extensions due at ``now``, oldest first, each
+    async def for_due(self, now: datetime, limit: int) -> list[Snapshot | Undecidable]:
+        """Up to ``limit`` pending extensions due at ``now`` (or at the store's own
+        clock, which then wins), oldest first, not set aside beyond then, each
         claimed as :meth:`for_timeout` claims it (rows another worker holds are
-        skipped), with its session and payment session: a sweep's whole batch."""
+        skipped), with its session and payment session: a sweep's whole batch.
+        A row whose columns do not read into the model comes back as
+        :class:`Undecidable` (claimed all the same)."""
+        ...
+
+    async def mitras_due(self, now: datetime, limit: int) -> set[str]:
+        """The mitras of the sessions of the extensions :meth:`for_due` would
+        return, read without claiming anything: whose presence to gather before
+        the claiming unit of work is opened."""
         ...
 
 

@@ -54,7 +54,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         url = request.getfixturevalue("pg_url")
     # A fresh prefix per test: isolation inside one database, and the prefix path tested.
     prefix = f"t{uuid.uuid4().hex[:8]}_"
-    sql = await SqlAlchemyStore.open(url, create_schema=True, table_prefix=prefix)
+    sql = await SqlAlchemyStore.open(url, create_schema=True, table_prefix=prefix, clock="local")
     try:
         yield sql
     finally:

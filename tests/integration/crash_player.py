@@ -43,7 +43,7 @@ def build(store: SqlAlchemyStore, clock: SystemClock) -> ExtensionService:
 
 async def play(url: str, seed: int) -> None:
     rng = random.Random(seed)
-    store = await SqlAlchemyStore.open(url)
+    store = await SqlAlchemyStore.open(url)  # real time: the database's clock on PostgreSQL
     clock = SystemClock()
     service = build(store, clock)
     print("ready", flush=True)

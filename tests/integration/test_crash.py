@@ -75,7 +75,7 @@ def play_and_kill(url: str, seed: int, rng: random.Random) -> None:
 
 
 async def recover_and_check(url: str) -> tuple[int, int]:
-    store = await SqlAlchemyStore.open(url)
+    store = await SqlAlchemyStore.open(url, clock="local")
     try:
         clock = LaterClock()
         service = build(store, clock)
@@ -97,7 +97,7 @@ async def recover_and_check(url: str) -> tuple[int, int]:
 
 def test_sigkill_at_random_moments_loses_nothing(database_url: str) -> None:
     async def create() -> None:
-        store = await SqlAlchemyStore.open(database_url, create_schema=True)
+        store = await SqlAlchemyStore.open(database_url, create_schema=True, clock="local")
         await store.aclose()
 
     asyncio.run(create())

@@ -65,7 +65,7 @@ class Worker:
         self.clock = FixedClock()
         self.config = MemoryConfig(timeout_seconds=TIMEOUT)
         self.presence = MemoryPresence()
-        self.store: SqlAlchemyStore = self.run(SqlAlchemyStore.open(url))
+        self.store: SqlAlchemyStore = self.run(SqlAlchemyStore.open(url, clock="local"))
         self.service = ExtensionService(
             self.store,
             clock=self.clock,
@@ -94,7 +94,7 @@ def workers() -> Iterator[tuple[Worker, Worker]]:
     with private_postgres_database("races") as url:
 
         async def create() -> None:
-            store = await SqlAlchemyStore.open(url, create_schema=True)
+            store = await SqlAlchemyStore.open(url, create_schema=True, clock="local")
             await store.aclose()
 
         asyncio.run(create())

@@ -28,7 +28,7 @@ LOOKUPS = {
 
 
 async def _statements(url: str) -> Any:
-    store = await SqlAlchemyStore.open(url, create_schema=True)
+    store = await SqlAlchemyStore.open(url, create_schema=True, clock="local")
     try:
         async with store.unit_of_work() as uow:
             return uow.statements

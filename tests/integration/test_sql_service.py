@@ -40,7 +40,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     else:
         url = request.getfixturevalue("pg_url")
     prefix = "w" + tmp_path.name[-8:].replace("-", "_") + "_"
-    store = await SqlAlchemyStore.open(url, create_schema=True, table_prefix=prefix)
+    store = await SqlAlchemyStore.open(url, create_schema=True, table_prefix=prefix, clock="local")
     w = World(store=store)
     now = w.clock.now()
     await w.add_session(make_session("s1", expires_at=now + timedelta(minutes=5)))

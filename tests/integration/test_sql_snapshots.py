@@ -38,7 +38,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     else:
         url = request.getfixturevalue("pg_url")
     s = await SqlAlchemyStore.open(
-        url, create_schema=True, table_prefix=f"n{tmp_path.name[-6:].replace('-', '_')}_"
+        url,
+        create_schema=True,
+        table_prefix=f"n{tmp_path.name[-6:].replace('-', '_')}_",
+        clock="local",
     )
     # s1: e1 pending on p1; s2: e2 accepted on p2 (p2 live, nothing pending);
     # s3: another customer and mitra; p3 backs nothing.
@@ -136,7 +139,9 @@ async def test_timeout_read_matches_the_row_by_row_reads(
 
 @pytest.mark.postgres
 async def test_timeout_read_skips_an_extension_another_worker_holds(pg_url: str) -> None:
-    store = await SqlAlchemyStore.open(pg_url, create_schema=True, table_prefix="snapskip_")
+    store = await SqlAlchemyStore.open(
+        pg_url, create_schema=True, table_prefix="snapskip_", clock="local"
+    )
     try:
         await store.seed_session(make_session("s1", expires_at=T0, status=SessionStatus.EXTENDING))
         await store.seed_payment(make_payment("p1"))
@@ -181,7 +186,9 @@ async def test_due_read_matches_the_row_by_row_reads(store: SqlAlchemyStore) -> 
 
 @pytest.mark.postgres
 async def test_due_reads_of_two_workers_never_share_a_row(pg_url: str) -> None:
-    store = await SqlAlchemyStore.open(pg_url, create_schema=True, table_prefix="snapdue_")
+    store = await SqlAlchemyStore.open(
+        pg_url, create_schema=True, table_prefix="snapdue_", clock="local"
+    )
     try:
         for n in range(6):
             await store.seed_session(
@@ -208,8 +215,8 @@ async def test_due_reads_of_two_workers_never_share_a_row(pg_url: str) -> None:
 async def test_a_sweep_batch_of_rows_it_cannot_resolve_ends(
     store: SqlAlchemyStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A due extension the core refuses to decide is logged, and the batch sweep
-    returns instead of claiming the same rows for ever."""
+    """A due extension the core refuses to decide is logged and set aside, and the
+    batch sweep returns instead of claiming the same rows for ever."""
     from extension_fsm import core
     from extension_fsm.adapters.clock import VirtualClock
     from extension_fsm.errors import ErrorCode, ExtensionError
@@ -222,7 +229,7 @@ async def test_a_sweep_batch_of_rows_it_cannot_resolve_ends(
     w = World(store=store, clock=VirtualClock(T0 + timedelta(minutes=1)), sweep_interval=None)
     w.service._sweep_batch = 1  # type: ignore[attr-defined]  # a batch of only the bad row
     assert await w.service.sweep_due() == []
-    assert "could not resolve extension e1" in caplog.text
+    assert "set extension e1 aside" in caplog.text
     assert next(e for e in (await store.dump()).extensions if e.id == "e1").status is (
         ExtensionStatus.PENDING
     )

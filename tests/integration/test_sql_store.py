@@ -172,7 +172,9 @@ async def test_inline_sqlite_waits_for_another_writer_without_blocking_the_loop(
 
 @pytest.mark.postgres
 async def test_postgres_claim_skips_a_row_another_worker_holds(pg_url: str) -> None:
-    store = await SqlAlchemyStore.open(pg_url, create_schema=True, table_prefix="skip_")
+    store = await SqlAlchemyStore.open(
+        pg_url, create_schema=True, table_prefix="skip_", clock="local"
+    )
     try:
         for n in (1, 2):
             await store.seed_session(make_session(f"s{n}", expires_at=T0))
@@ -196,7 +198,7 @@ async def test_postgres_claim_skips_a_row_another_worker_holds(pg_url: str) -> N
 @pytest.mark.postgres
 async def test_psycopg_driver_runs_the_same_store(pg_url: str) -> None:
     url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    store = await SqlAlchemyStore.open(url, create_schema=True, table_prefix="psy_")
+    store = await SqlAlchemyStore.open(url, create_schema=True, table_prefix="psy_", clock="local")
     try:
         await store.seed_session(make_session("s1", expires_at=T0))
         await store.seed_payment(make_payment("p1"))

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import random
 from collections.abc import Awaitable, Coroutine
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -186,15 +187,26 @@ class ExtensionRaces(RuleBasedStateMachine):
             mitra, False
         )
 
-    def step(self, coro: Awaitable[T]) -> T | ExtensionError:
+    def step(self, coro: Awaitable[T], *, late_reject: str | None = None) -> T | ExtensionError:
         """Run ``coro``; check every resolution it caused against the facts of
         this moment (invariant 5 and the timeout policy), and that a refusal
-        wrote nothing (invariant 9)."""
+        wrote nothing (invariant 9) but, for a late reject of ``late_reject``,
+        that extension's uncharged timeout."""
         before = self.dump()
         try:
             result: T | ExtensionError = self.run(_awaited(coro))
         except ExtensionError as err:
-            assert self.dump() == before, f"{err!r} but rows were written"
+            after = self.dump()
+            if late_reject is not None and after != before:
+                ext = _by_id(after.extensions)[late_reject]
+                assert (ext.status, ext.reason, ext.failure_cause) == (
+                    ExtensionStatus.TIMEOUT,
+                    TimeoutReason.TIMEOUT,
+                    FailureCause.EXTENSION_REJECTED,
+                ), ext
+                assert after.ledger == before.ledger, "a late reject was charged"
+                return err
+            assert after == before, f"{err!r} but rows were written"
             return err
         after = self.dump()
         self._check_resolutions(before, after)
@@ -203,6 +215,7 @@ class ExtensionRaces(RuleBasedStateMachine):
     def _check_resolutions(self, before: StoreDump, after: StoreDump) -> None:
         old = _by_id(before.extensions)
         sessions = _by_id(after.sessions)
+        payments = _by_id(after.payments)
         action = TimeoutAction.parse(self.world.config.timeout_action)
         for ext in after.extensions:
             prev = old.get(ext.id)
@@ -216,13 +229,16 @@ class ExtensionRaces(RuleBasedStateMachine):
                 assert action is TimeoutAction.AUTO_APPROVE and reachable, ext
             if ext.status is ExtensionStatus.TIMEOUT:
                 assert ext.responded_at is not None and ext.responded_at >= ext.expires_at
+                late_no = (ext.reason, ext.failure_cause) == (
+                    TimeoutReason.TIMEOUT,
+                    FailureCause.EXTENSION_REJECTED,
+                )
                 if action is TimeoutAction.AUTO_REJECT:
-                    assert (ext.reason, ext.failure_cause) == (
-                        TimeoutReason.TIMEOUT,
-                        FailureCause.EXTENSION_REJECTED,
-                    )
-                else:
-                    assert not reachable
+                    assert late_no, ext
+                elif not late_no:  # a late reject times out as auto_reject does
+                    # The host's payment status: not chargeable, whoever is reachable.
+                    host_moved = payments[ext.payment_session_id].status is PaymentStatus.UNKNOWN
+                    assert not reachable or host_moved
                     assert (ext.reason, ext.failure_cause) == (
                         TimeoutReason.SAFEGUARD,
                         FailureCause.EXTENSION_SAFEGUARD_TRIPPED,
@@ -325,15 +341,24 @@ class ExtensionRaces(RuleBasedStateMachine):
             mitra = SESSIONS[sid][1]
         service = data.draw(st.sampled_from([self.world.service, self.worker]), label="worker")
         current = _by_id(self.dump().extensions)[ext.id]
+        payment = _by_id(self.dump().payments)[ext.payment_session_id]
         result = self.step(
             service.respond_to_extension(
                 extension_id=ext.id, session_id=sid, mitra_id=mitra, accepted=accepted
-            )
+            ),
+            late_reject=ext.id if who == "mitra" and not accepted else None,
         )
         if who == "other":
             assert isinstance(result, ExtensionError) and result.code.value == "FORBIDDEN"
         elif who == "sid":
             assert isinstance(result, ExtensionError) and result.code.value == "NOT_FOUND"
+        elif (
+            current.status is ExtensionStatus.PENDING
+            and self.world.clock.now() < current.expires_at
+            and accepted
+            and payment.status is PaymentStatus.UNKNOWN
+        ):  # the host refunded the payment: nothing to charge
+            assert isinstance(result, ExtensionError) and result.code.value == "INVALID_STATE"
         elif (
             current.status is ExtensionStatus.PENDING
             and self.world.clock.now() < current.expires_at
@@ -386,10 +411,14 @@ class ExtensionRaces(RuleBasedStateMachine):
         answered = [
             r for (kind, _), r in zip(calls, results, strict=True) if kind in ("accept", "reject")
         ]
+        refunded = _by_id(self.dump().payments)[ext.payment_session_id].status is (
+            PaymentStatus.UNKNOWN
+        )
         for r in answered:
             assert isinstance(r, Extension | ExtensionError), r
             if isinstance(r, ExtensionError):
-                assert r.code.value == "EXTENSION_RESOLVED", r
+                allowed = {"EXTENSION_RESOLVED"} | ({"INVALID_STATE"} if refunded else set())
+                assert r.code.value in allowed, r
         swept = [e.id for (kind, _), r in zip(calls, results, strict=True) if kind == "sweep"
                  for e in r]  # fmt: skip
         assert len(swept) == len(set(swept)), "two workers resolved one extension"
@@ -490,7 +519,15 @@ class ExtensionRaces(RuleBasedStateMachine):
                 ExtensionStatus.REJECTED,
                 FailureCause.SESSION_ENDED,
             )
-            assert _by_id(after.payments)[ext.payment_session_id].status is PaymentStatus.FAILED
+            paid = _by_id(after.payments)[ext.payment_session_id].status
+            assert paid in (PaymentStatus.FAILED, PaymentStatus.UNKNOWN)  # the host's stays
+
+    @rule(pid=st.sampled_from(sorted(PAYMENTS)))
+    def host_refunds(self, pid: str) -> None:
+        """The host writes a payment status of its own, whatever the payment backs."""
+        payment = _by_id(self.dump().payments)[pid]
+        refunded = replace(payment, status=PaymentStatus.UNKNOWN, unknown_status="refunded")
+        self.run(self.world.add_payment(refunded))
 
     @rule(mitra=st.sampled_from(MITRAS[:3]), connected=st.booleans(), online=st.booleans())
     def presence(self, mitra: str, connected: bool, online: bool) -> None:

@@ -31,6 +31,7 @@ from ..model import (
     PaymentSession,
     Session,
     TransitionRecord,
+    set_aside_delay,
 )
 from ..ports import OutboxMessage, StoreDump
 from .memory_delivery import (
@@ -70,6 +71,10 @@ class MemoryStore:
         self.ledger: list[LedgerEntry] = []
         self.log: list[TransitionRecord] = []
         self.outbox_rows: dict[str, OutboxRow] = {}
+        #: pending extensions the sweep set aside: id -> (until, times, reason)
+        self.set_aside: dict[str, tuple[datetime, int, str]] = {}
+        #: units of work entered and not yet finished (tests: nothing slow runs inside one)
+        self.open_units = 0
         # The partial unique indexes: session -> its pending extension, payment
         # session -> the pending or accepted extension it backs.
         self._pending_by_session: dict[str, str] = {}
@@ -194,6 +199,10 @@ class MemoryStore:
                 self._stamp(_PAYMENT, payment.id)
             for ext in uow.staged_extensions.values():
                 self._write_extension(ext)
+            for ext_id, aside in uow.staged_set_aside.items():
+                row = self.extensions.get(ext_id)
+                if row is not None and row.status is ExtensionStatus.PENDING:
+                    self.set_aside[ext_id] = aside
             self.ledger.extend(uow.staged_ledger)
             self.log.extend(uow.staged_log)
             for message in uow.staged_outbox:
@@ -215,6 +224,8 @@ class MemoryStore:
             if self._live_by_payment.get(old.payment_session_id) == old.id:
                 del self._live_by_payment[old.payment_session_id]
         self.extensions[ext.id] = ext
+        if ext.status is not ExtensionStatus.PENDING:  # decided: no longer set aside
+            self.set_aside.pop(ext.id, None)
         self._stamp(_EXTENSION, ext.id)
         if ext.status is ExtensionStatus.PENDING:
             self._pending_by_session[ext.session_id] = ext.id
@@ -270,6 +281,7 @@ class MemoryUnitOfWork:
         self.staged_ledger: list[LedgerEntry] = []
         self.staged_log: list[TransitionRecord] = []
         self.staged_outbox: list[OutboxMessage] = []
+        self.staged_set_aside: dict[str, tuple[datetime, int, str]] = {}
         self.sessions = _Sessions(self)
         self.payments = _Payments(self)
         self.extensions = _Extensions(self)
@@ -278,6 +290,7 @@ class MemoryUnitOfWork:
         self.outbox = _Outbox(self)
         self._done = False
         self._released = False
+        self._entered = False
 
     @property
     def store(self) -> MemoryStore:
@@ -292,6 +305,9 @@ class MemoryUnitOfWork:
         self.reads.add((table, key))
 
     async def __aenter__(self) -> Self:
+        if not self._entered:
+            self._entered = True
+            self._store.open_units += 1
         return self
 
     async def __aexit__(
@@ -302,6 +318,9 @@ class MemoryUnitOfWork:
     ) -> None:
         self._done = True  # uncommitted staging is simply dropped
         self._close_snapshot()
+        if self._entered:
+            self._entered = False
+            self._store.open_units -= 1
 
     async def commit(self) -> None:
         if self._done:
@@ -424,10 +443,25 @@ class _Extensions:
         store = self._uow.store
         rows = {key: store.extensions[key] for key in store.pending_ids()}
         rows.update(self._uow.staged_extensions)
+        aside = store.set_aside
         due = (
-            e for e in rows.values() if e.status is ExtensionStatus.PENDING and e.expires_at <= now
+            e
+            for e in rows.values()
+            if e.status is ExtensionStatus.PENDING
+            and e.expires_at <= now
+            and (e.id not in aside or aside[e.id][0] <= now)
         )
         return [e.id for e in heapq.nsmallest(limit, due, key=lambda e: (e.expires_at, e.id))]
+
+    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
+        ext = await self.get(extension_id)
+        if ext is None or ext.status is not ExtensionStatus.PENDING:
+            return 0
+        staged = self._uow.staged_set_aside.get(extension_id)
+        before = staged or self._uow.store.set_aside.get(extension_id)
+        times = (before[1] if before else 0) + 1
+        self._uow.staged_set_aside[extension_id] = (now + set_aside_delay(times), times, reason)
+        return times
 
 
 class _Ledger:

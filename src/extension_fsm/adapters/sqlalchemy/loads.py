@@ -20,12 +20,12 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import Row, Select, and_, bindparam, select
+from sqlalchemy import Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.sql.expression import BindParameter, FromClause
 
-from ...core import Snapshot
+from ...core import Snapshot, Undecidable
 from .rows import _extension, _payment, _session
-from .schema import Tables
+from .schema import Tables, UTCDateTime
 from .statements import LIVE, PENDING
 
 __all__ = ["SqlSnapshotLoader"]
@@ -60,21 +60,27 @@ def _part(table: FromClause, prefix: str) -> list[Any]:
 
 
 class _Joined:
-    """A joined ``SELECT`` and where each table's columns sit in its rows."""
+    """A joined ``SELECT`` and where each table's columns sit in its rows; with
+    ``db_now`` its last column is the database's clock (``now()``)."""
 
-    def __init__(self, parts: dict[str, list[Any]], joins: FromClause, where: Any) -> None:
+    def __init__(
+        self, parts: dict[str, list[Any]], joins: FromClause, where: Any, db_now: bool
+    ) -> None:
         self.parts_columns = parts
         self.joins = joins
+        self.db_now = db_now
         self.parts: dict[str, _Part] = {}
         columns: list[Any] = []
         for name, cols in parts.items():
             self.parts[name] = _Part([c.name.split("_", 1)[1] for c in cols], len(columns))
             columns.extend(cols)
+        if db_now:  # read with the rows: no extra round trip for the time
+            columns.append(func.now(type_=UTCDateTime()).label("db_now"))
         self.select: Select[Any] = select(*columns).select_from(joins).where(where)
 
 
 class _Statements:
-    def __init__(self, t: Tables, is_postgres: bool) -> None:
+    def __init__(self, t: Tables, is_postgres: bool, db_now: bool) -> None:
         s, c, x, p = t.sessions, t.customers, t.extensions, t.payments
         pend, live = x.alias("pend"), x.alias("live")
         session = [*_part(s, "s"), c.c.display_name.label("s_display_name")]
@@ -86,6 +92,7 @@ class _Statements:
             .outerjoin(live, and_(live.c.payment_session_id == payment_id, live.c.status.in_(LIVE)))
             .outerjoin(pend, and_(pend.c.session_id == s.c.id, pend.c.status == PENDING)),
             s.c.id == bindparam("session_id"),
+            db_now,
         )
         self.response = _Joined(
             {"s": session, "x": _part(x, "x"), "p": _part(p, "p")},
@@ -93,6 +100,7 @@ class _Statements:
                 p, p.c.id == x.c.payment_session_id
             ),
             s.c.id == bindparam("session_id"),
+            db_now,
         )
         self.timeout = _Joined(
             {"x": _part(x, "x"), "s": session, "p": _part(p, "p")},
@@ -100,34 +108,46 @@ class _Statements:
             .outerjoin(c, c.c.id == s.c.customer_id)
             .outerjoin(p, p.c.id == x.c.payment_session_id),
             x.c.id == bindparam("extension_id"),
+            db_now,
         )
-        self.due = _Joined(
-            dict(self.timeout.parts_columns),
-            self.timeout.joins,
-            and_(
-                x.c.status == PENDING, x.c.expires_at <= bindparam("now", type_=x.c.expires_at.type)
-            ),
+        # Due at the database's clock when it is the one, else at the caller's;
+        # a row set aside until later is skipped, so it never blocks the rows behind it.
+        now: Any = func.now() if db_now else bindparam("now", type_=x.c.expires_at.type)
+        due = and_(
+            x.c.status == PENDING,
+            x.c.expires_at <= now,
+            or_(x.c.set_aside_until.is_(None), x.c.set_aside_until <= now),
         )
+        self.due = _Joined(dict(self.timeout.parts_columns), self.timeout.joins, due, db_now)
         self.due.select = self.due.select.order_by(x.c.expires_at, x.c.id).limit(bindparam("limit"))
+        # The same rows' mitras, unlocked: whose presence to ask before claiming.
+        self.due_mitras = (
+            select(s.c.mitra_id)
+            .select_from(x.join(s, s.c.id == x.c.session_id))
+            .where(due)
+            .order_by(x.c.expires_at, x.c.id)
+            .limit(bindparam("limit"))
+        )
         if is_postgres:  # on SQLite the unit of work already holds the one write lock
             self.timeout.select = self.timeout.select.with_for_update(of=x, skip_locked=True)
             self.due.select = self.due.select.with_for_update(of=x, skip_locked=True)
 
 
-_CACHE: dict[tuple[int, bool], tuple[Tables, _Statements]] = {}
+_CACHE: dict[tuple[int, bool, bool], tuple[Tables, _Statements]] = {}
 
 
-def _statements(t: Tables, is_postgres: bool) -> _Statements:
-    key = (id(t), is_postgres)
+def _statements(t: Tables, is_postgres: bool, db_now: bool) -> _Statements:
+    key = (id(t), is_postgres, db_now)
     hit = _CACHE.get(key)
     if hit is None or hit[0] is not t:
-        hit = _CACHE[key] = (t, _Statements(t, is_postgres))
+        hit = _CACHE[key] = (t, _Statements(t, is_postgres, db_now))
     return hit[1]
 
 
 def _rows(joined: _Joined, row: Row[Any]) -> dict[str, Any]:
-    """Each table's model (``None`` where the outer join found no row)."""
-    models: dict[str, Any] = {}
+    """Each table's model (``None`` where the outer join found no row), and
+    ``now``: the database's clock, or ``None`` when the statement has none."""
+    models: dict[str, Any] = {"now": row[-1] if joined.db_now else None}
     for name, part in joined.parts.items():
         values = part.of(row)
         if values is None:
@@ -142,11 +162,16 @@ def _rows(joined: _Joined, row: Row[Any]) -> dict[str, Any]:
 
 
 class SqlSnapshotLoader:
-    """:class:`~extension_fsm.ports.SnapshotLoader` over one unit of work."""
+    """:class:`~extension_fsm.ports.SnapshotLoader` over one unit of work.
 
-    def __init__(self, uow: _Reader, tables: Tables, *, is_postgres: bool) -> None:
+    With ``db_clock`` (PostgreSQL) every snapshot carries the database's
+    ``now()``, read in the same statement, and due rows are due by it."""
+
+    def __init__(
+        self, uow: _Reader, tables: Tables, *, is_postgres: bool, db_clock: bool = False
+    ) -> None:
         self._uow = uow
-        self._s = _statements(tables, is_postgres)
+        self._s = _statements(tables, is_postgres, db_clock)
 
     async def _load(self, joined: _Joined, params: dict[str, Any]) -> dict[str, Any] | None:
         row = await self._uow.first(joined.select, params)
@@ -157,25 +182,38 @@ class SqlSnapshotLoader:
         m = await self._load(self._s.request, params)
         if m is None:
             return Snapshot(session=None)
-        return Snapshot(session=m["s"], payment=m["p"], pending=m["n"], payment_live=m["l"])
+        return Snapshot(
+            session=m["s"], payment=m["p"], pending=m["n"], payment_live=m["l"], now=m["now"]
+        )
 
     async def for_response(self, session_id: str, extension_id: str) -> Snapshot:
         params = {"session_id": session_id, "extension_id": extension_id}
         m = await self._load(self._s.response, params)
         if m is None:
             return Snapshot(session=None)
-        return Snapshot(session=m["s"], extension=m["x"], payment=m["p"])
+        return Snapshot(session=m["s"], extension=m["x"], payment=m["p"], now=m["now"])
 
     async def for_timeout(self, extension_id: str) -> Snapshot:
         m = await self._load(self._s.timeout, {"extension_id": extension_id})
         if m is None:
             return Snapshot(session=None)
-        return Snapshot(session=m["s"], extension=m["x"], payment=m["p"])
+        return Snapshot(session=m["s"], extension=m["x"], payment=m["p"], now=m["now"])
 
-    async def for_due(self, now: datetime, limit: int) -> list[Snapshot]:
+    async def for_due(self, now: datetime, limit: int) -> list[Snapshot | Undecidable]:
         rows = await self._uow.rows(self._s.due.select, {"now": now, "limit": limit})
-        snapshots = []
+        snapshots: list[Snapshot | Undecidable] = []
+        x = self._s.due.parts["x"]
         for row in rows:
-            m = _rows(self._s.due, row)
-            snapshots.append(Snapshot(session=m["s"], extension=m["x"], payment=m["p"]))
+            try:
+                m = _rows(self._s.due, row)
+            except (ValueError, TypeError, KeyError) as err:  # what the host wrote does not parse
+                snapshots.append(Undecidable(str(row[x.start]), f"{type(err).__name__}: {err}"))
+                continue
+            snapshots.append(
+                Snapshot(session=m["s"], extension=m["x"], payment=m["p"], now=m["now"])
+            )
         return snapshots
+
+    async def mitras_due(self, now: datetime, limit: int) -> set[str]:
+        rows = await self._uow.rows(self._s.due_mitras, {"now": now, "limit": limit})
+        return {row[0] for row in rows}

@@ -32,16 +32,31 @@ def _session_select(t: Tables) -> Select[Any]:
     )
 
 
+def _cause(value: str | None) -> FailureCause | None:
+    """A failure cause as stored; one the host wrote that this library does not
+    know reads as none (it is only ever shown, never decided on)."""
+    if not value:
+        return None
+    try:
+        return FailureCause(value)
+    except ValueError:
+        return None
+
+
 def _session(r: Any) -> Session:
+    # A status the host wrote that the library does not know is read as UNKNOWN
+    # with its text kept: decided on (refused, or timed out uncharged), never a crash.
+    status, unknown = SessionStatus.read(r.status)
     return Session(
         id=r.id,
         customer_id=r.customer_id,
         mitra_id=r.mitra_id,
-        status=SessionStatus(r.status),
+        status=status,
         expires_at=r.expires_at,
         customer_display_name=r.display_name or "",
         topic_sensitivity=r.topic_sensitivity,
         closure_deadline=r.closure_deadline,
+        unknown_status=unknown,
     )
 
 
@@ -50,7 +65,7 @@ def _session_values(s: Session) -> dict[str, Any]:
         "id": s.id,
         "customer_id": s.customer_id,
         "mitra_id": s.mitra_id,
-        "status": s.status.value,
+        "status": s.unknown_status or s.status.value,
         "expires_at": s.expires_at,
         "closure_deadline": s.closure_deadline,
         "topic_sensitivity": s.topic_sensitivity,
@@ -58,14 +73,16 @@ def _session_values(s: Session) -> dict[str, Any]:
 
 
 def _payment(r: Any) -> PaymentSession:
+    status, unknown = PaymentStatus.read(r.status)
     return PaymentSession(
         id=r.id,
         customer_id=r.customer_id,
-        status=PaymentStatus(r.status),
+        status=status,
         amount=r.amount,
         is_extension=r.is_extension,
         is_first_session_discount=r.is_first_session_discount,
-        failure_cause=FailureCause(r.failure_cause) if r.failure_cause else None,
+        failure_cause=_cause(r.failure_cause),
+        unknown_status=unknown,
     )
 
 
@@ -73,7 +90,7 @@ def _payment_values(p: PaymentSession) -> dict[str, Any]:
     return {
         "id": p.id,
         "customer_id": p.customer_id,
-        "status": p.status.value,
+        "status": p.unknown_status or p.status.value,
         "amount": p.amount,
         "is_extension": p.is_extension,
         "is_first_session_discount": p.is_first_session_discount,
@@ -114,6 +131,8 @@ def _extension_values(e: Extension) -> dict[str, Any]:
         "via_timeout": e.via_timeout,
         "reason": e.reason.value if e.reason else None,
         "failure_cause": e.failure_cause.value if e.failure_cause else None,
+        # an extension written by a decision is decided: no longer set aside
+        "set_aside_until": None,
     }
 
 

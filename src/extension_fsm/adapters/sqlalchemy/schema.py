@@ -180,6 +180,11 @@ def build_tables(table_prefix: str = "", table_names: Mapping[str, str] | None =
         Column("via_timeout", Boolean(), nullable=False),
         Column("reason", String(16), nullable=True),
         Column("failure_cause", String(48), nullable=True),
+        # A pending row the sweep could not decide: skipped until this time
+        # (backoff), how many times so far, and why (the last error).
+        Column("set_aside_until", UTCDateTime(), nullable=True),
+        Column("set_aside_count", Integer(), nullable=False, server_default="0"),
+        Column("set_aside_reason", Text(), nullable=True),
     )
     x = extensions.name
     Index(

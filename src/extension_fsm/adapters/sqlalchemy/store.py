@@ -12,9 +12,9 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
-from sqlalchemy import Row, Select, bindparam, select, update
+from sqlalchemy import Row, Select, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -25,6 +25,7 @@ from ...model import (
     PaymentSession,
     Session,
     TransitionRecord,
+    set_aside_delay,
 )
 from ...ports import DecisionWriter, OutboxMessage, SnapshotLoader, StoreDump
 from .batch import BatchPart, write_batch
@@ -49,7 +50,9 @@ from .schema import Tables, build_tables
 from .sqlite_direct import NOT_DIRECT, first_row, write_batch_sqlite
 from .statements import PENDING, statements
 
-__all__ = ["SqlAlchemyStore", "SqlUnitOfWork"]
+__all__ = ["SqlAlchemyStore", "SqlUnitOfWork", "StoreClock"]
+
+StoreClock = Literal["database", "local"]
 
 
 class SqlAlchemyStore:
@@ -58,9 +61,13 @@ class SqlAlchemyStore:
     Open with :meth:`open`; close with :meth:`aclose`.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: StoreClock | None = None) -> None:
         self._db = db
         self._outbox = SqlOutboxStore(db)
+        if clock not in (None, "database", "local"):
+            raise ValueError(f"clock must be 'database' or 'local', not {clock!r}")
+        # PostgreSQL has one clock for every worker: deadlines are judged by it.
+        self._db_clock = db.is_postgres and clock != "local"
 
     @classmethod
     async def open(
@@ -70,13 +77,20 @@ class SqlAlchemyStore:
         create_schema: bool = False,
         table_prefix: str = "",
         table_names: Mapping[str, str] | None = None,
+        clock: StoreClock | None = None,
     ) -> SqlAlchemyStore:
         """Connect to ``url`` (``sqlite:///file.db``, ``sqlite://``, ``postgresql://…``).
 
         ``create_schema`` creates missing tables directly (tests, the CLI);
-        production schemas come from the Alembic migrations.
+        production schemas come from the Alembic migrations.  ``clock``: whose
+        time judges deadlines; ``"database"`` (the default on PostgreSQL) reads
+        ``now()`` with each call's rows, so workers whose clocks disagree still
+        agree on every deadline; ``"local"`` uses the service's ``Clock`` (the
+        only choice on SQLite, and what tests that drive virtual time need).
         """
-        store = cls(Database(create_engine(url), build_tables(table_prefix, table_names)))
+        store = cls(
+            Database(create_engine(url), build_tables(table_prefix, table_names)), clock=clock
+        )
         if create_schema:
             try:
                 await store.create_schema(table_prefix=table_prefix)
@@ -107,9 +121,14 @@ class SqlAlchemyStore:
         """The engine and transaction primitive (for tests and tools)."""
         return self._db
 
+    @property
+    def uses_database_clock(self) -> bool:
+        """Whether deadlines are judged by the database's clock (see :meth:`open`)."""
+        return self._db_clock
+
     def unit_of_work(self) -> SqlUnitOfWork:
         """A new unit of work (one transaction)."""
-        return SqlUnitOfWork(self._db)
+        return SqlUnitOfWork(self._db, db_clock=self._db_clock)
 
     @property
     def outbox(self) -> SqlOutboxStore:
@@ -157,8 +176,9 @@ class SqlAlchemyStore:
 class SqlUnitOfWork:
     """One transaction; rolled back on exit unless :meth:`commit` ran."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, db_clock: bool = False) -> None:
         self._db = db
+        self._db_clock = db_clock
         self._conn: TxConnection | None = None
         self.statements = statements(db.tables)
         self.sessions = _Sessions(self)
@@ -254,7 +274,9 @@ class SqlUnitOfWork:
     @property
     def snapshots(self) -> SnapshotLoader:
         """Each call's reads in one joined ``SELECT`` (see :mod:`.loads`)."""
-        return SqlSnapshotLoader(self, self.tables, is_postgres=self._db.is_postgres)
+        return SqlSnapshotLoader(
+            self, self.tables, is_postgres=self._db.is_postgres, db_clock=self._db_clock
+        )
 
     async def _write_batch(
         self,
@@ -374,7 +396,11 @@ class _Extensions:
         t = self._t
         stmt = (
             select(t.c.id)
-            .where(t.c.status == PENDING, t.c.expires_at <= now)
+            .where(
+                t.c.status == PENDING,
+                t.c.expires_at <= now,
+                or_(t.c.set_aside_until.is_(None), t.c.set_aside_until <= now),
+            )
             .order_by(t.c.expires_at, t.c.id)
             .limit(limit)
         )
@@ -383,6 +409,25 @@ class _Extensions:
         # snapshot, and the service does not retry this read.  ``claim``
         # (``FOR UPDATE SKIP LOCKED``) is what keeps two sweepers apart.
         return [row.id for row in await self._uow.rows(stmt)]
+
+    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
+        t = self._t
+        row = await self._uow.first(
+            select(t.c.set_aside_count).where(t.c.id == extension_id, t.c.status == PENDING)
+        )
+        if row is None:
+            return 0
+        times = int(row[0] or 0) + 1
+        await self._uow.execute(
+            update(t)
+            .where(t.c.id == extension_id, t.c.status == PENDING)
+            .values(
+                set_aside_until=now + set_aside_delay(times),
+                set_aside_count=times,
+                set_aside_reason=reason[:2000],
+            )
+        )
+        return times
 
 
 class _Ledger:
