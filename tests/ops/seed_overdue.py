@@ -34,7 +34,8 @@ class PastClock:
 
 
 async def seed(url: str, n: int, prefix: str = "") -> None:
-    store = await SqlAlchemyStore.open(url, table_prefix=prefix)
+    # the past clock decides the deadlines, not the database's
+    store = await SqlAlchemyStore.open(url, table_prefix=prefix, clock="local")
     past = datetime.now(UTC) - timedelta(seconds=70)
     service = ExtensionService(
         store,
