@@ -86,8 +86,9 @@ class SqlAlchemyStore:
         return store
 
     async def create_schema(self) -> None:
-        """Create every table and index that does not exist yet."""
-        await self._db.run_sync(self._db.tables.metadata.create_all)
+        """Create every table and index that does not exist yet (safe from
+        several instances starting at once)."""
+        await self._db.create_schema()
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
