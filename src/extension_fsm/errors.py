@@ -56,7 +56,8 @@ _STATUS: dict[ErrorCode, int] = {
 
 
 class ExtensionError(Exception):
-    """A refused call: nothing was written.
+    """A refused call: nothing was written (for the database's own failures
+    see :class:`StorageError`).
 
     ``code`` is one of :class:`ErrorCode`; ``status_code`` is the HTTP status a
     host should answer with; ``message`` is for people.
