@@ -4,6 +4,7 @@ driver sees it, and a value that is not a number of seconds is refused."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from extension_fsm.adapters.sqlalchemy.engine import create_engine
@@ -33,9 +34,16 @@ def test_a_bad_value_is_refused(value: str) -> None:
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
-def test_the_engine_pings_pooled_connections_and_bounds_its_waits(driver: str) -> None:
+def test_the_engine_checks_pooled_connections_and_bounds_its_waits(driver: str) -> None:
     engine = create_engine(f"postgresql+{driver}://u@h/db?pool_timeout=3&connect_timeout=2")
-    pool = engine.sync_engine.pool  # type: ignore[union-attr]
-    assert pool._pre_ping
-    assert pool._timeout == 3
+    sync = engine.sync_engine  # type: ignore[union-attr]
+    assert sync.pool._timeout == 3
     assert "timeout" not in str(engine.url)
+    # psycopg: SQLAlchemy's pre-ping; asyncpg: a cheaper check of its own
+    assert sync.pool._pre_ping == (driver == "psycopg")
+    assert event.contains(sync, "checkout", _alive_listener(sync)) == (driver == "asyncpg")
+
+
+def _alive_listener(engine: object) -> object:
+    listeners = getattr(engine.pool.dispatch, "checkout", ())  # type: ignore[attr-defined]
+    return next((fn for fn in listeners if fn.__name__ == "_alive"), None)
