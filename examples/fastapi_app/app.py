@@ -14,14 +14,22 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from extension_fsm import Extension, ExtensionError, Participant
+from extension_fsm.validation import check_ids
 
 from .auth import Identity, Unauthorized, bearer_token, decode_token
 from .dev import seed_demo
+from .http_errors import install_error_handlers, responses
+from .models import (
+    MAX_DEVICE_TOKENS,
+    DeviceBody,
+    ExtensionOut,
+    ExtensionRequestBody,
+    InfoOut,
+    PathId,
+    RespondBody,
+)
 from .ops import add_ops_routes
 from .settings import Settings
 from .wiring import Runtime, start_runtime
@@ -29,31 +37,6 @@ from .wiring import Runtime, start_runtime
 __all__ = ["app", "create_app"]
 
 _log = logging.getLogger("fastapi_app")
-
-Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
-
-
-class ExtensionRequestBody(BaseModel):
-    """``POST /chat/{session_id}/extensions``."""
-
-    model_config = ConfigDict(extra="forbid")
-    duration_minutes: Int32
-    price: Int32
-    extension_payment_session_id: Annotated[str, Field(max_length=200)] | None = None
-
-
-class RespondBody(BaseModel):
-    """``POST /chat/{session_id}/extensions/{extension_id}/respond``."""
-
-    model_config = ConfigDict(extra="forbid")
-    accepted: bool
-
-
-class DeviceBody(BaseModel):
-    """``PUT /devices/me``: the caller's FCM registration token."""
-
-    model_config = ConfigDict(extra="forbid")
-    token: Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -117,29 +100,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="extension_fsm example host", lifespan=lifespan)
     add_ops_routes(app)  # GET /metrics, GET /healthz
 
-    @app.exception_handler(ExtensionError)
-    async def extension_error(_: Request, err: ExtensionError) -> JSONResponse:
-        return JSONResponse({"code": err.code.value, "message": err.message}, err.status_code)
+    install_error_handlers(app)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, err: HTTPException) -> JSONResponse:
-        code = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}.get(
-            err.status_code, "ERROR"
-        )
-        return JSONResponse(
-            {"code": code, "message": str(err.detail)}, err.status_code, headers=err.headers
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        message = f"{where}: {first.get('msg', 'invalid request')}"
-        return JSONResponse({"code": "VALIDATION_ERROR", "message": message}, 422)
-
-    @app.post("/chat/{session_id}/extensions", status_code=201)
+    @app.post(
+        "/chat/{session_id}/extensions",
+        status_code=201,
+        response_model=ExtensionOut,
+        responses=responses(400, 401, 403, 404, 409, 422, 500, 503),
+    )
     async def request_extension(
-        session_id: str, body: ExtensionRequestBody, who: Who, rt: Rt
+        session_id: PathId, body: ExtensionRequestBody, who: Who, rt: Rt
     ) -> dict[str, Any]:
         require(Participant.CUSTOMER, who)
         ext = await rt.service.request_extension(
@@ -151,9 +121,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return extension_json(ext)
 
-    @app.post("/chat/{session_id}/extensions/{extension_id}/respond")
+    @app.post(
+        "/chat/{session_id}/extensions/{extension_id}/respond",
+        response_model=ExtensionOut,
+        responses=responses(401, 403, 404, 409, 422, 500, 503),
+    )
     async def respond(
-        session_id: str, extension_id: str, body: RespondBody, who: Who, rt: Rt
+        session_id: PathId, extension_id: PathId, body: RespondBody, who: Who, rt: Rt
     ) -> dict[str, Any]:
         require(Participant.MITRA, who)
         ext = await rt.service.respond_to_extension(
@@ -164,8 +138,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return extension_json(ext)
 
-    @app.get("/chat/{session_id}/info")
-    async def info(session_id: str, who: Who, rt: Rt) -> dict[str, Any]:
+    @app.get(
+        "/chat/{session_id}/info",
+        response_model=InfoOut,
+        responses=responses(401, 404, 422, 500, 503),
+    )
+    async def info(session_id: PathId, who: Who, rt: Rt) -> dict[str, Any]:
         async with rt.store.unit_of_work() as uow:
             session = await uow.sessions.get(session_id)
         if session is None or who.user_id != (
@@ -180,11 +158,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "pending_extension": pending.to_payload() if pending else None,
         }
 
-    @app.put("/devices/me", status_code=204)
+    @app.put("/devices/me", status_code=204, responses=responses(401, 422))
     async def register_device(body: DeviceBody, who: Who, rt: Rt) -> None:
+        # The most recent MAX_DEVICE_TOKENS per user: a re-registered token
+        # moves to the end, the oldest ones are forgotten.
         tokens = rt.device_tokens.by_user.setdefault((who.role, who.user_id), [])
-        if body.token not in tokens:
-            tokens.append(body.token)
+        if body.token in tokens:
+            tokens.remove(body.token)
+        tokens.append(body.token)
+        del tokens[:-MAX_DEVICE_TOKENS]
 
     @app.websocket("/ws/chat/{session_id}")
     async def chat_socket(ws: WebSocket, session_id: str) -> None:
@@ -197,8 +179,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Unauthorized:
             await ws.close(code=1008, reason="unauthorized")
             return
-        async with rt.store.unit_of_work() as uow:
-            session = await uow.sessions.get(session_id)
+        try:
+            check_ids(session_id=session_id)
+            async with rt.store.unit_of_work() as uow:
+                session = await uow.sessions.get(session_id)
+        except ExtensionError as err:
+            # 1013: try again later (database trouble); 1008: a bad session id
+            await ws.close(code=1013 if err.status_code == 503 else 1008, reason=err.code.value)
+            return
         owner = None
         if session is not None:
             owner = session.customer_id if who.role is Participant.CUSTOMER else session.mitra_id

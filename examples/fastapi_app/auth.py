@@ -42,8 +42,10 @@ def decode_token(token: str, secret: str) -> Identity:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "role"]}
         )
-    except jwt.PyJWTError as err:
-        raise Unauthorized(f"invalid token: {err}") from err
+    except jwt.ExpiredSignatureError as err:
+        raise Unauthorized("token expired") from err
+    except jwt.PyJWTError as err:  # its text names library internals: not echoed
+        raise Unauthorized("invalid token") from err
     role, sub = claims.get("role"), claims.get("sub")
     if role not in (Participant.CUSTOMER.value, Participant.MITRA.value):
         raise Unauthorized("invalid token: unknown role")

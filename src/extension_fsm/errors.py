@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ConcurrencyConflict", "DeliveryError", "ErrorCode", "ExtensionError"]
+__all__ = ["ConcurrencyConflict", "DeliveryError", "ErrorCode", "ExtensionError", "StorageError"]
 
 
 class ErrorCode(StrEnum):
@@ -28,6 +28,10 @@ class ErrorCode(StrEnum):
     PAYMENT_IN_USE = "PAYMENT_IN_USE"
     # Ours: a storage conflict that did not settle within the retry budget.
     CONFLICT = "CONFLICT"
+    # Ours: the database could not be reached or did not answer in time
+    # (retry later), or failed in a way retrying cannot fix (a bug, no schema).
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
+    STORAGE_ERROR = "STORAGE_ERROR"
 
     @property
     def status_code(self) -> int:
@@ -46,11 +50,14 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.EXTENSION_PENDING: 409,
     ErrorCode.PAYMENT_IN_USE: 409,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.STORAGE_UNAVAILABLE: 503,
+    ErrorCode.STORAGE_ERROR: 500,
 }
 
 
 class ExtensionError(Exception):
-    """A refused call: nothing was written.
+    """A refused call: nothing was written (for the database's own failures
+    see :class:`StorageError`).
 
     ``code`` is one of :class:`ErrorCode`; ``status_code`` is the HTTP status a
     host should answer with; ``message`` is for people.
@@ -68,6 +75,25 @@ class ExtensionError(Exception):
     def to_dict(self) -> dict[str, str | int]:
         """The ``{code, message, status_code}`` body a host returns."""
         return {"code": self.code.value, "message": self.message, "status_code": self.status_code}
+
+
+class StorageError(ExtensionError):
+    """The database failed the call: a lost race is not this (that is retried
+    inside the service), nor is a refused request.
+
+    ``retryable`` (code ``STORAGE_UNAVAILABLE``, status 503): the database was
+    unreachable, dropped the connection or did not answer within its timeout;
+    try again later.  Otherwise (code ``STORAGE_ERROR``, status 500) it is a
+    fault retrying cannot fix, such as a missing table.  The driver's error is
+    chained.  Unlike other refusals, a failure while committing can leave the
+    caller unsure whether the commit landed; every public call is safe to
+    repeat (a repeated request or answer is refused as already done).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        code = ErrorCode.STORAGE_UNAVAILABLE if retryable else ErrorCode.STORAGE_ERROR
+        super().__init__(code, message)
+        self.retryable = retryable
 
 
 class ConcurrencyConflict(Exception):

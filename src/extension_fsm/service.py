@@ -50,6 +50,7 @@ from .ports import (
     TimerHandle,
     UnitOfWork,
 )
+from .validation import check_ids
 
 __all__ = ["ExtensionService"]
 
@@ -183,6 +184,11 @@ class ExtensionService:
 
         The payment session is only checked here; it is consumed on approval.
         """
+        check_ids(
+            session_id=session_id,
+            customer_id=customer_id,
+            extension_payment_session_id=extension_payment_session_id,
+        )
         event = RequestExtension(
             session_id, customer_id, duration_minutes, price, extension_payment_session_id
         )
@@ -219,6 +225,7 @@ class ExtensionService:
         self, *, extension_id: str, session_id: str, mitra_id: str, accepted: bool
     ) -> Extension:
         """The session's mitra accepts or rejects; a second answer is ``EXTENSION_RESOLVED``."""
+        check_ids(extension_id=extension_id, session_id=session_id, mitra_id=mitra_id)
         event = RespondToExtension(extension_id, session_id, mitra_id, bool(accepted))
         grace = int(await self._config.closure_grace_seconds())
 
@@ -263,6 +270,7 @@ class ExtensionService:
 
     async def pending_extension(self, session_id: str) -> PendingExtensionInfo | None:
         """What the chat screen needs to rehydrate; ``None`` once the window has passed."""
+        check_ids(session_id=session_id)
         async with self._store.unit_of_work() as uow:
             ext = await uow.extensions.pending_for_session(session_id)
         if ext is None or self._clock.now() >= ext.expires_at:
@@ -336,6 +344,7 @@ class ExtensionService:
 
     async def end_session(self, session_id: str) -> Session:
         """End the session (final); a pending extension is rejected, its payment failed."""
+        check_ids(session_id=session_id)
         grace = int(await self._config.closure_grace_seconds())
 
         async def load(uow: UnitOfWork) -> core.Snapshot:

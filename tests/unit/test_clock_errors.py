@@ -194,6 +194,8 @@ def test_timeout_action_parse_defaults_unknown_values_to_auto_approve(
         ("EXTENSION_PENDING", 409),
         ("PAYMENT_IN_USE", 409),
         ("CONFLICT", 409),
+        ("STORAGE_UNAVAILABLE", 503),
+        ("STORAGE_ERROR", 500),
     ],
 )
 def test_every_code_has_its_status_and_a_host_body(code: str, status: int) -> None:
@@ -201,4 +203,4 @@ def test_every_code_has_its_status_and_a_host_body(code: str, status: int) -> No
     assert err.status_code == status == ErrorCode(code).status_code
     assert err.to_dict() == {"code": code, "message": "why", "status_code": status}
     assert str(err) == "why" and repr(err) == f"ExtensionError({code!r}, {status}, 'why')"
-    assert len(ErrorCode) == 10
+    assert len(ErrorCode) == 12

@@ -100,12 +100,13 @@ class SqlAlchemyStore:
         return store
 
     async def create_schema(self, *, table_prefix: str = "") -> None:
-        """Create every table and index that does not exist yet; a schema created
-        here is stamped with the head migration (``extension-fsm db upgrade``
-        then has nothing to do)."""
+        """Create every table and index that does not exist yet, safe from several
+        instances starting at once; a schema created here is stamped with the head
+        migration (``extension-fsm db upgrade`` then has nothing to do)."""
         from ...db import create_and_stamp
 
-        await self._db.run_sync(lambda conn: create_and_stamp(conn, self._db.tables, table_prefix))
+        tables = self._db.tables
+        await self._db.create_schema(lambda conn: create_and_stamp(conn, tables, table_prefix))
 
     async def aclose(self) -> None:
         """Close every pooled connection."""

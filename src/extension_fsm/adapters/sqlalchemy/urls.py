@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.engine import URL, make_url
 
-__all__ = ["is_inline_sqlite", "is_memory_sqlite", "resolve_url", "to_async_url"]
+__all__ = [
+    "PgTimeouts",
+    "is_inline_sqlite",
+    "is_memory_sqlite",
+    "resolve_url",
+    "split_pg_timeouts",
+    "to_async_url",
+]
 
 _SQLITE_DRIVERS = {"": "pysqlite", "pysqlite": "pysqlite", "aiosqlite": "aiosqlite"}
 _POSTGRES_DRIVERS = {"": "asyncpg", "asyncpg": "asyncpg", "psycopg": "psycopg"}
@@ -43,7 +52,56 @@ def to_async_url(url: str | URL) -> URL:
     resolved = resolve_url(url)
     if resolved.get_backend_name() == "sqlite":
         return resolved.set(drivername="sqlite+aiosqlite")
-    return resolved
+    return split_pg_timeouts(resolved)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class PgTimeouts:
+    """How long PostgreSQL work may take, in seconds (``0``: no limit).
+
+    ``connect``: opening a connection; ``statement``: the server cancels a
+    statement running longer (``statement_timeout``); ``command``: the client
+    gives up on an answer that does not come (asyncpg only: a frozen server
+    or a network that swallows packets); ``pool``: waiting for a free pooled
+    connection.  The client limit is a little longer than the server's, so a
+    slow statement is cancelled cleanly by the server first.
+    """
+
+    connect: float = 5.0
+    statement: float = 10.0
+    command: float = 12.0
+    pool: float = 10.0
+
+
+_TIMEOUT_PARAMS = {
+    "connect_timeout": "connect",
+    "statement_timeout": "statement",
+    "command_timeout": "command",
+    "pool_timeout": "pool",
+}
+
+
+def split_pg_timeouts(url: URL) -> tuple[URL, PgTimeouts]:
+    """``url`` without its timeout parameters, and the timeouts they set.
+
+    ``postgresql://…?connect_timeout=2&statement_timeout=5&command_timeout=6&pool_timeout=3``
+    (seconds; ``0`` turns a limit off); an absent one keeps its default.
+    A value that is not a number is a ``ValueError``.
+    """
+    values: dict[str, float] = {}
+    for param, field in _TIMEOUT_PARAMS.items():
+        raw = url.query.get(param)
+        if raw is None:
+            continue
+        text = raw[-1] if isinstance(raw, tuple) else raw
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise ValueError(f"{param} must be a number of seconds, not {text!r}") from None
+        if not seconds >= 0 or seconds == float("inf"):
+            raise ValueError(f"{param} must be a finite number of seconds >= 0, not {text!r}")
+        values[field] = seconds
+    return url.difference_update_query(_TIMEOUT_PARAMS), PgTimeouts(**values)
 
 
 def is_inline_sqlite(url: URL) -> bool:

@@ -1,0 +1,49 @@
+"""PostgreSQL timeouts come from the URL, are taken out of it before the
+driver sees it, and a value that is not a number of seconds is refused."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from extension_fsm.adapters.sqlalchemy.engine import create_engine
+from extension_fsm.adapters.sqlalchemy.urls import PgTimeouts, split_pg_timeouts, to_async_url
+
+
+def test_defaults_bound_every_wait() -> None:
+    url, limits = split_pg_timeouts(make_url("postgresql+asyncpg://u@h/db"))
+    assert limits == PgTimeouts()
+    assert all(v > 0 for v in (limits.connect, limits.statement, limits.command, limits.pool))
+    assert limits.command > limits.statement  # the server cancels a slow statement first
+    assert str(url) == "postgresql+asyncpg://u@h/db"
+
+
+def test_the_url_sets_them_and_loses_them() -> None:
+    raw = "postgresql://u@h/db?connect_timeout=2&statement_timeout=0&command_timeout=1.5&x=y"
+    url, limits = split_pg_timeouts(make_url(raw))
+    assert limits == PgTimeouts(connect=2, statement=0, command=1.5, pool=PgTimeouts().pool)
+    assert dict(url.query) == {"x": "y"}
+    assert "timeout" not in str(to_async_url(raw))
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "inf", "1s"])
+def test_a_bad_value_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="statement_timeout"):
+        split_pg_timeouts(make_url(f"postgresql://u@h/db?statement_timeout={value}"))
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_the_engine_checks_pooled_connections_and_bounds_its_waits(driver: str) -> None:
+    engine = create_engine(f"postgresql+{driver}://u@h/db?pool_timeout=3&connect_timeout=2")
+    sync = engine.sync_engine  # type: ignore[union-attr]
+    assert sync.pool._timeout == 3
+    assert "timeout" not in str(engine.url)
+    # psycopg: SQLAlchemy's pre-ping; asyncpg: a cheaper check of its own
+    assert sync.pool._pre_ping == (driver == "psycopg")
+    assert event.contains(sync, "checkout", _alive_listener(sync)) == (driver == "asyncpg")
+
+
+def _alive_listener(engine: object) -> object:
+    listeners = getattr(engine.pool.dispatch, "checkout", ())  # type: ignore[attr-defined]
+    return next((fn for fn in listeners if fn.__name__ == "_alive"), None)
