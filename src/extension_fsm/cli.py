@@ -37,7 +37,7 @@ from .randomize import namespaced, random_scenario
 from .scenario import ScenarioError, ScenarioFile, load_scenario, parse_scenario
 from .sequence import sequence_diagram
 from .timeline import RunResult, run_scenario
-from .wire import messages_schema
+from .payloads import messages_schema
 
 __all__ = ["StoreUnavailable", "default_db", "main", "opened_store"]
 

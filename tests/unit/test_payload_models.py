@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from extension_fsm import messages, wire
+from extension_fsm import messages, payloads
 from extension_fsm.model import (
     Extension,
     ExtensionStatus,
@@ -24,7 +24,7 @@ from extension_fsm.simulation import make_session
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SESSION = make_session(expires_at=T0 + timedelta(minutes=5))
 EXT = Extension("e-1", SESSION.id, 15, 15000, "p-1", ExtensionStatus.PENDING, T0, T0, 10)
-FRAME = TypeAdapter(wire.SocketFrame)
+FRAME = TypeAdapter(payloads.SocketFrame)
 
 
 def built() -> list[Notify]:
@@ -60,18 +60,18 @@ def test_every_socket_frame_is_its_model_byte_for_byte(notify: Notify) -> None:
 def test_every_push_is_its_model_byte_for_byte(notify: Notify) -> None:
     assert notify.push is not None
     sent = {"title": notify.push.title, "body": notify.push.body, "data": dict(notify.push.data)}
-    assert _same_bytes(wire.Push.model_validate(sent), sent)
+    assert _same_bytes(payloads.Push.model_validate(sent), sent)
 
 
 def test_every_frame_model_describes_something_the_library_sends() -> None:
     used = {type(FRAME.validate_python({**n.message, "dedupe_key": n.dedupe_key})) for n in built()}
-    assert used == set(wire.SocketFrame.__args__)  # type: ignore[attr-defined]
+    assert used == set(payloads.SocketFrame.__args__)  # type: ignore[attr-defined]
 
 
 def test_pending_extension_is_its_model_byte_for_byte() -> None:
     info = PendingExtensionInfo("e-1", 15, 15000, T0, T0 + timedelta(seconds=10), 10)
     payload = info.to_payload()
-    assert _same_bytes(wire.PendingExtension.model_validate(payload), payload)
+    assert _same_bytes(payloads.PendingExtension.model_validate(payload), payload)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_the_models_refuse_what_the_library_never_sends(frame: dict[str, object]
 
 
 def test_the_schema_names_every_model() -> None:
-    schema = wire.messages_schema()
-    names = {m.__name__ for m in wire.SocketFrame.__args__}  # type: ignore[attr-defined]
+    schema = payloads.messages_schema()
+    names = {m.__name__ for m in payloads.SocketFrame.__args__}  # type: ignore[attr-defined]
     assert names | {"Push", "PendingExtension"} <= set(schema["$defs"])
     json.dumps(schema)  # plain JSON
