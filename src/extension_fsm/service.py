@@ -48,6 +48,7 @@ from .ports import (
     TimerHandle,
     UnitOfWork,
 )
+from .wire import whole_seconds
 
 __all__ = ["ExtensionService"]
 
@@ -168,7 +169,7 @@ class ExtensionService:
         event = RequestExtension(
             session_id, customer_id, duration_minutes, price, extension_payment_session_id
         )
-        timeout_seconds = int(await self._config.extension_timeout_seconds())
+        timeout_seconds = whole_seconds(await self._config.extension_timeout_seconds())
         extension_id = self._new_id()
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
