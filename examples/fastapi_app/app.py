@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from extension_fsm import Extension, ExtensionError, Participant
+from extension_fsm.wire import js_date
 
 from .auth import Identity, Unauthorized, bearer_token, decode_token
 from .dev import seed_demo
@@ -56,7 +57,8 @@ class DeviceBody(BaseModel):
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    # The replaced service's clients parse ``Date.toJSON()`` timestamps.
+    return js_date(value) if value is not None else None
 
 
 def extension_json(ext: Extension) -> dict[str, Any]:
@@ -175,7 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "session_id": session.id,
             "status": session.status.value,
             "expires_at": _iso(session.expires_at),
-            "pending_extension": pending.to_payload() if pending else None,
+            "pending_extension": pending.to_json() if pending else None,
         }
 
     @app.put("/devices/me", status_code=204)
