@@ -70,13 +70,16 @@ class SqlAlchemyStore:
         create_schema: bool = False,
         table_prefix: str = "",
         table_names: Mapping[str, str] | None = None,
+        layout: str = "default",
     ) -> SqlAlchemyStore:
         """Connect to ``url`` (``sqlite:///file.db``, ``sqlite://``, ``postgresql://…``).
 
         ``create_schema`` creates missing tables directly (tests, the CLI);
-        production schemas come from the Alembic migrations.
+        production schemas come from the Alembic migrations.  ``layout="seed"``
+        reads and writes the Node service's own tables (see ``build_tables``).
         """
-        store = cls(Database(create_engine(url), build_tables(table_prefix, table_names)))
+        tables = build_tables(table_prefix, table_names, layout=layout)
+        store = cls(Database(create_engine(url), tables))
         if create_schema:
             try:
                 await store.create_schema()
