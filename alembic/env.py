@@ -2,7 +2,8 @@
 
 URL: ``EXTENSION_FSM_DATABASE_URL`` if set, else ``sqlalchemy.url`` in
 alembic.ini (plain ``sqlite://`` / ``postgresql://`` URLs are mapped to the
-async drivers).  ``-x table_prefix=fsm_`` prefixes every table.
+async drivers).  ``-x table_prefix=fsm_`` prefixes every table; ``-x layout=seed``
+adopts the Node service's tables (revision 0003).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from alembic import context
 from extension_fsm.adapters.sqlalchemy import build_tables, to_async_url
 
 config = context.config
-table_prefix = context.get_x_argument(as_dictionary=True).get("table_prefix", "")
-target_metadata = build_tables(table_prefix).metadata
+x_args = context.get_x_argument(as_dictionary=True)
+table_prefix = x_args.get("table_prefix", "")
+# ``-x layout=seed``: the Node service's tables (see 0003_seed_cutover).
+target_metadata = build_tables(table_prefix, layout=x_args.get("layout", "default")).metadata
 
 
 def database_url() -> str:
