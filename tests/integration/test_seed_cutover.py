@@ -93,8 +93,10 @@ def _id(name: str) -> str:
 
 
 C, M_ON, M_OFF = _id("customer"), _id("mitra-online"), _id("mitra-offline")
-S = {k: _id(f"session-{k}") for k in ("due", "later", "accepted", "rejected", "timeout")}
-P = {k: _id(f"payment-{k}") for k in S}
+S = {k: _id(f"session-{k}") for k in ("due", "later", "accepted", "rejected", "timeout", "free")}
+# "free": a request from before payment sessions were required (the seed's
+# ``if (extension.payment_session_id)``): no payment behind it.
+P = {k: _id(f"payment-{k}") for k in S if k != "free"}
 E = {k: _id(f"extension-{k}") for k in S}
 SESSION_EXPIRY = CUTOVER + timedelta(minutes=2)
 
@@ -112,6 +114,7 @@ def _seed_rows() -> dict[str, list[dict[str, Any]]]:
         "accepted": ("active", M_ON),
         "rejected": ("closing", M_ON),
         "timeout": ("closing", M_OFF),
+        "free": ("extending", M_ON),
     }
     payments = {
         "due": "confirmed",
@@ -126,6 +129,7 @@ def _seed_rows() -> dict[str, list[dict[str, Any]]]:
         "accepted": ("accepted", 600, 595),
         "rejected": ("rejected", 500, 497),
         "timeout": ("timeout", 400, 390),
+        "free": ("pending", 60, None),
     }
     return {
         "customers": [{"id": C, "display_name": "Rina"}],
@@ -169,7 +173,7 @@ def _seed_rows() -> dict[str, list[dict[str, Any]]]:
                 "status": status,
                 "requested_at": ago(requested),
                 "responded_at": None if responded is None else ago(responded),
-                "payment_session_id": P[k],
+                "payment_session_id": P.get(k),
             }
             for k, (status, requested, responded) in extensions.items()
         ],
@@ -274,7 +278,7 @@ def test_seed_cutover_resolves_in_flight_extensions_and_leaves_the_rest(
             assert info is not None and info.to_json()["expires_at"] == "2026-03-01T12:00:06.250Z"
 
             first = await world.service.sweep_due()
-            assert [e.id for e in first] == [E["due"]]
+            assert [e.id for e in first] == [E["free"], E["due"]]  # by deadline
             await world.clock.advance(5.999)
             assert await world.service.sweep_due() == []
             await world.clock.advance(0.001)  # exactly requested_at + 10 s
@@ -303,6 +307,10 @@ def test_seed_cutover_resolves_in_flight_extensions_and_leaves_the_rest(
         assert later.reason is (TimeoutReason.SAFEGUARD if approve else TimeoutReason.TIMEOUT)
         assert pay[P["later"]].status is PaymentStatus.FAILED
         assert ses[S["later"]].status is SessionStatus.CLOSING
+        # Nothing to charge: timed out, free of charge (the seed extended it for free).
+        free = ext[E["free"]]
+        assert (free.status, free.payment_session_id) == (ExtensionStatus.TIMEOUT, None)
+        assert ses[S["free"]].status is SessionStatus.CLOSING
         # What the seed had resolved is untouched, row for row.
         for k in ("accepted", "rejected", "timeout"):
             assert ext[E[k]] == _by_id(before.extensions)[E[k]]
