@@ -28,6 +28,7 @@ from alembic.config import Config
 from alembic import command
 from extension_fsm.adapters.clock import VirtualClock
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, build_tables
+from extension_fsm.errors import ExtensionError
 from extension_fsm.model import (
     ExtensionStatus,
     FailureCause,
@@ -458,3 +459,42 @@ def test_seed_cutover_then_new_requests_run_on_the_seed_tables(
     finally:
         engine.dispose()
     assert tuple(row) == (10, 9000, "accepted")
+
+
+def test_seed_cutover_a_malformed_id_is_bad_input_not_a_crash(
+    seed_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cut_over(seed_url, monkeypatch)
+    uuid_columns = seed_url.startswith("postgresql")
+
+    async def run() -> list[tuple[str, int]]:
+        world = await _world(seed_url, TimeoutAction.AUTO_APPROVE)
+        calls = [
+            lambda: world.service.request_extension(
+                session_id="nope",
+                customer_id=C,
+                duration_minutes=15,
+                price=15000,
+                extension_payment_session_id=P["due"],
+            ),
+            lambda: world.service.respond_to_extension(
+                extension_id="nope", session_id=S["due"], mitra_id=M_ON, accepted=True
+            ),
+        ]
+        try:
+            before = await world.store.dump()
+            refused = []
+            for call in calls:
+                with pytest.raises(ExtensionError) as err:
+                    await call()
+                refused.append((err.value.code.value, err.value.status_code))
+            assert await world.store.dump() == before
+            return refused
+        finally:
+            await world.store.aclose()
+
+    refused = asyncio.run(run())
+    if uuid_columns:  # the database refuses a non-uuid: answered as bad input
+        assert refused == [("VALIDATION_ERROR", 422)] * 2
+    else:  # text ids: simply not found, with the seed's codes
+        assert refused == [("SESSION_NOT_ACTIVE", 409), ("EXTENSION_RESOLVED", 409)]
