@@ -17,8 +17,12 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-__all__ = ["js_date", "js_round", "js_stringify", "whole_seconds"]
+if TYPE_CHECKING:  # model imports this module
+    from .model import Extension
+
+__all__ = ["js_date", "js_round", "js_stringify", "seed_extension_json", "whole_seconds"]
 
 
 def js_date(value: datetime) -> str:
@@ -59,3 +63,24 @@ def whole_seconds(configured: object) -> int:
 def js_stringify(message: Mapping[str, object]) -> str:
     """The text ``JSON.stringify(message)`` sends for the flow's payloads."""
     return json.dumps(dict(message), separators=(",", ":"), ensure_ascii=False)
+
+
+def seed_extension_json(ext: Extension, *, answered: bool = False) -> dict[str, object]:
+    """The extension as the replaced service's calls returned it (its column names).
+
+    A request returned ``id, session_id, requested_duration_minutes,
+    requested_price, status, requested_at, payment_session_id``; an answer the
+    same without ``requested_at`` (``answered=True``).  For a host whose HTTP
+    routes must keep answering in that shape.
+    """
+    row: dict[str, object] = {
+        "id": ext.id,
+        "session_id": ext.session_id,
+        "requested_duration_minutes": ext.duration_minutes,
+        "requested_price": ext.price,
+        "status": str(ext.status),
+    }
+    if not answered:
+        row["requested_at"] = js_date(ext.requested_at)
+    row["payment_session_id"] = ext.payment_session_id
+    return row

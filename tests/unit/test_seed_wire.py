@@ -24,7 +24,13 @@ from extension_fsm.model import (
     TimeoutReason,
 )
 from extension_fsm.simulation import World, make_payment, make_session
-from extension_fsm.wire import js_date, js_round, js_stringify, whole_seconds
+from extension_fsm.wire import (
+    js_date,
+    js_round,
+    js_stringify,
+    seed_extension_json,
+    whole_seconds,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SESSION = make_session(expires_at=T0 + timedelta(minutes=5))
@@ -220,3 +226,16 @@ async def test_a_text_socket_gets_json_stringify_text() -> None:
         '{"type":"extension_response","accepted":false,"via_timeout":false,'
         '"reason":"session_ended","dedupe_key":"k","note":"Sesi berakhir — tanpa biaya"}'
     ]
+
+
+def test_the_returned_extension_in_the_seeds_shape() -> None:
+    ext = Extension("e-1", "s1", 15, 15000, "p-1", ExtensionStatus.PENDING, T0, T0, 10)
+    assert js_stringify(seed_extension_json(ext)) == (
+        '{"id":"e-1","session_id":"s1","requested_duration_minutes":15,"requested_price":15000,'
+        '"status":"pending","requested_at":"2026-01-01T00:00:00.000Z","payment_session_id":"p-1"}'
+    )
+    answered = Extension("e-1", "s1", 15, 15000, "p-1", ExtensionStatus.ACCEPTED, T0, T0, 10)
+    assert js_stringify(seed_extension_json(answered, answered=True)) == (
+        '{"id":"e-1","session_id":"s1","requested_duration_minutes":15,"requested_price":15000,'
+        '"status":"accepted","payment_session_id":"p-1"}'
+    )
