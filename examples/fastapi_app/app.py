@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSock
 
 from extension_fsm import Extension, ExtensionError, Participant
 from extension_fsm.validation import check_ids
+from extension_fsm.wire import js_date
 
 from .auth import Identity, Unauthorized, bearer_token, decode_token
 from .dev import seed_demo
@@ -40,7 +41,8 @@ _log = logging.getLogger("fastapi_app")
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    # The replaced service's clients parse ``Date.toJSON()`` timestamps.
+    return js_date(value) if value is not None else None
 
 
 def extension_json(ext: Extension) -> dict[str, Any]:
@@ -124,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/chat/{session_id}/extensions/{extension_id}/respond",
         response_model=ExtensionOut,
-        responses=responses(401, 403, 404, 409, 422, 500, 503),
+        responses=responses(401, 403, 409, 422, 500, 503),
     )
     async def respond(
         session_id: PathId, extension_id: PathId, body: RespondBody, who: Who, rt: Rt
@@ -155,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "session_id": session.id,
             "status": session.status.value,
             "expires_at": _iso(session.expires_at),
-            "pending_extension": pending.to_payload() if pending else None,
+            "pending_extension": pending.to_json() if pending else None,
         }
 
     @app.put("/devices/me", status_code=204, responses=responses(401, 422))

@@ -32,12 +32,12 @@ from . import __version__, ops_cli
 from .adapters.memory import MemoryStore
 from .diagram import FORMATS, render
 from .expect import mismatches
+from .payloads import messages_schema
 from .ports import InspectableStore
 from .randomize import namespaced, random_scenario
 from .scenario import ScenarioError, ScenarioFile, load_scenario, parse_scenario
 from .sequence import sequence_diagram
 from .timeline import RunResult, run_scenario
-from .payloads import messages_schema
 
 __all__ = ["StoreUnavailable", "default_db", "main", "opened_store"]
 

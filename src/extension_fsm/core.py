@@ -310,20 +310,25 @@ def _whole_number(value: object, name: str) -> int:
 # ----------------------------------------------------------------------- respond
 
 
+_NOT_PENDING = "Extension not found or already resolved"
+
+
 def _respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
     session = s.session
     if session is None or session.id != e.session_id or session.mitra_id != e.mitra_id:
         raise ExtensionError(ErrorCode.FORBIDDEN, "Session not found")
     ext = s.extension
     if ext is None or ext.session_id != session.id:
-        raise ExtensionError(ErrorCode.NOT_FOUND, "Extension not found in this session")
+        # Seed: one compare-and-set found nothing, whether the id is unknown,
+        # of another session or resolved: one code, one text (clients key on it).
+        raise ExtensionError(ErrorCode.EXTENSION_RESOLVED, _NOT_PENDING)
     trigger = "accept" if e.accepted else "reject"
     try:
         EXTENSION_MACHINE.fire(
             ext.status, trigger, _guard(f.now, ext.expires_at, _APPROVE, False, False)
         )
     except InvalidMove as move:
-        message = "The answer window has passed" if move.guarded else "Extension already resolved"
+        message = "The answer window has passed" if move.guarded else _NOT_PENDING
         raise ExtensionError(ErrorCode.EXTENSION_RESOLVED, message) from None
     if session.status is _S.ENDED:
         raise ExtensionError(ErrorCode.SESSION_NOT_ACTIVE, "Session already ended")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from collections.abc import Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -47,15 +48,23 @@ def version_table(table_prefix: str = "") -> str:
     return f"{table_prefix}extension_fsm_version"
 
 
-def alembic_config(url: str, *, table_prefix: str = "", stdout: Any = None) -> Config:
-    """An Alembic ``Config`` for the packaged revisions against ``url``."""
+def alembic_config(
+    url: str,
+    *,
+    table_prefix: str = "",
+    stdout: Any = None,
+    options: Mapping[str, str] | None = None,
+) -> Config:
+    """An Alembic ``Config`` for the packaged revisions against ``url``;
+    ``options`` are the revisions' ``-x`` arguments (``layout``,
+    ``extension_timeout_seconds``)."""
     from alembic.config import Config
 
     cfg = Config(stdout=stdout or io.StringIO(), cmd_opts=argparse.Namespace(x=[]))
     cfg.set_main_option("script_location", SCRIPT_LOCATION)
     cfg.attributes["database_url"] = url  # not a main option: no %-interpolation of the URL
-    if table_prefix:
-        cfg.cmd_opts.x.append(f"table_prefix={table_prefix}")  # type: ignore[union-attr]
+    x = {"table_prefix": table_prefix, **(options or {})}
+    cfg.cmd_opts.x.extend(f"{k}={v}" for k, v in x.items() if v)  # type: ignore[union-attr]
     return cfg
 
 
@@ -69,27 +78,45 @@ def head() -> str:
     return heads[0]
 
 
-def upgrade(url: str, revision: str = "head", *, table_prefix: str = "") -> list[str]:
+def upgrade(
+    url: str,
+    revision: str = "head",
+    *,
+    table_prefix: str = "",
+    options: Mapping[str, str] | None = None,
+) -> list[str]:
     """Migrate ``url`` up to ``revision``; the revision(s) it is at afterwards."""
     from alembic import command
 
-    command.upgrade(alembic_config(url, table_prefix=table_prefix), revision)
+    command.upgrade(alembic_config(url, table_prefix=table_prefix, options=options), revision)
     return current(url, table_prefix=table_prefix)
 
 
-def downgrade(url: str, revision: str, *, table_prefix: str = "") -> list[str]:
+def downgrade(
+    url: str,
+    revision: str,
+    *,
+    table_prefix: str = "",
+    options: Mapping[str, str] | None = None,
+) -> list[str]:
     """Migrate ``url`` down to ``revision`` (``base`` removes every table)."""
     from alembic import command
 
-    command.downgrade(alembic_config(url, table_prefix=table_prefix), revision)
+    command.downgrade(alembic_config(url, table_prefix=table_prefix, options=options), revision)
     return current(url, table_prefix=table_prefix)
 
 
-def stamp(url: str, revision: str, *, table_prefix: str = "") -> list[str]:
+def stamp(
+    url: str,
+    revision: str,
+    *,
+    table_prefix: str = "",
+    options: Mapping[str, str] | None = None,
+) -> list[str]:
     """Record ``revision`` as applied without running anything."""
     from alembic import command
 
-    command.stamp(alembic_config(url, table_prefix=table_prefix), revision)
+    command.stamp(alembic_config(url, table_prefix=table_prefix, options=options), revision)
     return current(url, table_prefix=table_prefix)
 
 

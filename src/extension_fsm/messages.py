@@ -1,8 +1,9 @@
 """Every message the flow sends, in one place: the seed's WebSocket payloads,
 its FCM fallback for the mitra, and our push fallback for the customer.
 
-These are the wire contract (``extension.service.js``): keys, values and the
-Indonesian texts are kept as the seed has them.  Pure functions of the rows;
+These are the wire contract (``extension.service.js``): keys, key order, values,
+the Indonesian texts and the timestamp form (``Date.toJSON()``, see
+:mod:`.wire`) are kept as the seed has them.  Pure functions of the rows;
 the core calls them, the outbox delivers what they return.
 """
 
@@ -21,6 +22,7 @@ from .model import (
     Session,
     TimeoutReason,
 )
+from .wire import js_date
 
 __all__ = [
     "accepted_response",
@@ -129,7 +131,7 @@ def accepted_response(
         "type": _RESPONSE,
         "accepted": True,
         "duration_minutes": ext.duration_minutes,
-        "expires_at": expires_at.isoformat(),
+        "expires_at": js_date(expires_at),  # the seed's Date, as JSON.stringify wrote it
         "via_timeout": via_timeout,
     }
     body = f"{_ACCEPTED_HEAD}{ext.duration_minutes}{_ACCEPTED_TAIL}"  # as str.format would

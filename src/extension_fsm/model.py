@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TypeAlias
 
 from ._construct import fast_init
+from .wire import js_date
 
 __all__ = [
     "ACTOR_CUSTOMER",
@@ -257,16 +258,22 @@ class PendingExtensionInfo:
     expires_at: datetime
     timeout_seconds: int
 
-    def to_payload(self) -> dict[str, JSONValue]:
-        """The seed's ``pending_extension`` object, timestamps as ISO 8601."""
+    def to_json(self) -> dict[str, JSONValue]:
+        """The ``pending_extension`` object a chat screen's ``/info`` returns, as the
+        replaced service sent it: same keys in the same order, timestamps in
+        ``Date.toJSON()`` form (``2026-01-01T00:00:10.000Z``)."""
         return {
             "extension_id": self.extension_id,
             "duration_minutes": self.duration_minutes,
             "price": self.price,
-            "requested_at": self.requested_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
+            "requested_at": js_date(self.requested_at),
+            "expires_at": js_date(self.expires_at),
             "timeout_seconds": self.timeout_seconds,
         }
+
+    def to_payload(self) -> dict[str, JSONValue]:
+        """The same object as :meth:`to_json` (the older name)."""
+        return self.to_json()
 
 
 # --------------------------------------------------------------------------- events

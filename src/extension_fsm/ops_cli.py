@@ -46,6 +46,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="P",
         help="the tables' prefix (default: $EXTENSION_FSM_TABLE_PREFIX or none)",
     )
+    p.add_argument(
+        "--layout",
+        choices=("default", "seed"),
+        default=_env("LAYOUT", "default"),
+        help="'seed': the Node service's own tables (default: $EXTENSION_FSM_LAYOUT or default)",
+    )
 
 
 def add_parsers(sub: Any) -> None:
@@ -54,6 +60,13 @@ def add_parsers(sub: Any) -> None:
     dbs = db.add_subparsers(dest="db_command", required=True)
     up = dbs.add_parser("upgrade", help="migrate up (default: to the newest revision)")
     up.add_argument("revision", nargs="?", default="head")
+    up.add_argument(
+        "--extension-timeout-seconds",
+        type=float,
+        metavar="N",
+        help="with --layout seed: the old service's configured timeout; requests pending at "
+        "cutover get requested_at + N as their deadline (default 10)",
+    )
     down = dbs.add_parser("downgrade", help="migrate down to REV ('base' drops every table)")
     down.add_argument("revision")
     st = dbs.add_parser("stamp", help="record REV as applied without running it")
@@ -182,14 +195,20 @@ def _db(args: argparse.Namespace, url: str) -> int:
     from . import db
 
     prefix = args.table_prefix
+    options = {"layout": args.layout if args.layout != "default" else ""}
+    timeout = getattr(args, "extension_timeout_seconds", None)
+    if timeout is not None:
+        if args.layout != "seed":
+            raise UsageError("--extension-timeout-seconds goes with --layout seed")
+        options["extension_timeout_seconds"] = f"{timeout:g}"
     try:
         match args.db_command:
             case "upgrade":
-                at = db.upgrade(url, args.revision, table_prefix=prefix)
+                at = db.upgrade(url, args.revision, table_prefix=prefix, options=options)
             case "downgrade":
-                at = db.downgrade(url, args.revision, table_prefix=prefix)
+                at = db.downgrade(url, args.revision, table_prefix=prefix, options=options)
             case "stamp":
-                at = db.stamp(url, args.revision, table_prefix=prefix)
+                at = db.stamp(url, args.revision, table_prefix=prefix, options=options)
             case _:
                 at = db.current(url, table_prefix=prefix)
     except CommandError as err:
@@ -206,7 +225,7 @@ async def _with_store(args: argparse.Namespace, url: str, fn: Any) -> Any:
     from .status import missing_tables
 
     try:
-        store = await SqlAlchemyStore.open(url, table_prefix=args.table_prefix)
+        store = await SqlAlchemyStore.open(url, table_prefix=args.table_prefix, layout=args.layout)
     except Exception as err:
         raise Failure(_one_line(err)) from None
     try:
@@ -266,6 +285,7 @@ def _worker(args: argparse.Namespace, url: str) -> int:
     cfg = WorkerConfig(
         db=url,
         table_prefix=args.table_prefix,
+        layout=args.layout,
         redis_url=args.redis,
         redis_prefix=args.redis_prefix,
         fcm_credentials=args.fcm_credentials,

@@ -51,6 +51,7 @@ from .ports import (
     UnitOfWork,
 )
 from .validation import check_ids
+from .wire import whole_seconds
 
 __all__ = ["ExtensionService"]
 
@@ -192,7 +193,7 @@ class ExtensionService:
         event = RequestExtension(
             session_id, customer_id, duration_minutes, price, extension_payment_session_id
         )
-        timeout_seconds = int(await self._config.extension_timeout_seconds())
+        timeout_seconds = whole_seconds(await self._config.extension_timeout_seconds())
         extension_id = self._new_id()
 
         async def load(uow: UnitOfWork) -> core.Snapshot:

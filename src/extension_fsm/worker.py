@@ -62,6 +62,7 @@ class WorkerConfig:
 
     db: str
     table_prefix: str = ""
+    layout: str = "default"
     redis_url: str | None = None
     redis_prefix: str = "extension_fsm:"
     fcm_credentials: str | None = None
@@ -274,7 +275,7 @@ async def run_worker(cfg: WorkerConfig, stop: asyncio.Event | None = None) -> in
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
-        store = await SqlAlchemyStore.open(cfg.db, table_prefix=cfg.table_prefix)
+        store = await SqlAlchemyStore.open(cfg.db, table_prefix=cfg.table_prefix, layout=cfg.layout)
     except Exception as err:
         _log.error("cannot open the database: %s: %s", type(err).__name__, err)
         return 1

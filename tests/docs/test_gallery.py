@@ -48,7 +48,7 @@ def test_a_diagram_shows_calls_timers_refusals_and_both_channels() -> None:
     assert any(line.startswith("    Note over S: 10s timer") for line in lines)  # the deadline
     assert "    S-xM: extension_request (no socket)" in lines  # no socket took it...
     assert "    P->>M: Permintaan Perpanjang" in lines  # ...so a push
-    assert "    S--xM: EXTENSION_RESOLVED 409: Extension already resolved" in lines  # a refusal
+    assert "    S--xM: EXTENSION_RESOLVED 409: Extension not found or already resolved" in lines
     # one arrow per delivery the run recorded, in order
     pushed = sum(1 for row in result.rows for d in row.deliveries if d.channel == "push")
     assert sum(1 for line in lines if line.startswith("    S->>P: push ")) == pushed

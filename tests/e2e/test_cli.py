@@ -316,7 +316,7 @@ def test_extension_index_counts_request_steps(
     assert result["extensions"][0]["resolved_at"] == 3.0
     assert [(e["step"], e["code"]) for e in result["errors"]] == [
         (0, "VALIDATION_ERROR"),
-        (2, "NOT_FOUND"),
+        (2, "EXTENSION_RESOLVED"),
     ]
 
 

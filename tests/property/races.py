@@ -351,7 +351,7 @@ class ExtensionRaces(RuleBasedStateMachine):
         if who == "other":
             assert isinstance(result, ExtensionError) and result.code.value == "FORBIDDEN"
         elif who == "sid":
-            assert isinstance(result, ExtensionError) and result.code.value == "NOT_FOUND"
+            assert isinstance(result, ExtensionError) and result.code.value == "EXTENSION_RESOLVED"
         elif (
             current.status is ExtensionStatus.PENDING
             and self.world.clock.now() < current.expires_at

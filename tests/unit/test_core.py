@@ -214,10 +214,11 @@ def test_reject_fails_the_payment_and_closes_with_grace() -> None:
         (_answer_snapshot(), RespondToExtension("e1", "s1", "m2", True), "FORBIDDEN"),
         (Snapshot(session=None), RespondToExtension("e1", "s1", "m1", True), "FORBIDDEN"),
         (_answer_snapshot(), RespondToExtension("e1", "s9", "m1", True), "FORBIDDEN"),
+        # The seed's one answer for an unknown, foreign or resolved extension.
         (replace(_answer_snapshot(), extension=None), RespondToExtension("e1", "s1", "m1", True),
-         "NOT_FOUND"),
+         "EXTENSION_RESOLVED"),
         (replace(_answer_snapshot(), extension=_pending(session_id="s2")),
-         RespondToExtension("e1", "s1", "m1", True), "NOT_FOUND"),
+         RespondToExtension("e1", "s1", "m1", True), "EXTENSION_RESOLVED"),
         (replace(_answer_snapshot(), extension=_pending(status=ExtensionStatus.REJECTED)),
          RespondToExtension("e1", "s1", "m1", True), "EXTENSION_RESOLVED"),
     ],

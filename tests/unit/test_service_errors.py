@@ -115,8 +115,8 @@ async def test_answer_to_an_unknown_extension() -> None:
         lambda: world.service.respond_to_extension(
             extension_id="nope", session_id="s1", mitra_id="m1", accepted=True
         ),
-        "NOT_FOUND",
-        404,
+        "EXTENSION_RESOLVED",  # the seed's code: its update matched no pending row
+        409,
     )
 
 
@@ -131,8 +131,8 @@ async def test_answer_naming_an_extension_of_another_session() -> None:
         lambda: world.service.respond_to_extension(
             extension_id=ext_id, session_id="s2", mitra_id="m1", accepted=True
         ),
-        "NOT_FOUND",
-        404,
+        "EXTENSION_RESOLVED",  # the seed's code: its update matched no pending row
+        409,
     )
 
 

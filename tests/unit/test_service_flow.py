@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from extension_fsm import (
     Extension,
@@ -149,7 +149,7 @@ async def test_accept_charges_extends_resumes_and_tells_both() -> None:
             "type": "extension_response",
             "accepted": True,
             "duration_minutes": 30,
-            "expires_at": new_expiry.isoformat(),
+            "expires_at": new_expiry.strftime("%Y-%m-%dT%H:%M:%S.000Z"),  # Date.toJSON()
             "via_timeout": False,
             "dedupe_key": f"{ext_id}:extension_response:customer",
         }
@@ -354,14 +354,19 @@ async def test_pending_extension_rehydrates_the_window_then_says_none() -> None:
     await world.clock.advance(5)
     info = await world.service.pending_extension("s1")
     assert info is not None
-    assert info.to_payload() == {
-        "extension_id": ext_id,
-        "duration_minutes": 15,
-        "price": 15000,
-        "requested_at": start.isoformat(),
-        "expires_at": (start + timedelta(seconds=20)).isoformat(),
-        "timeout_seconds": 20,
-    }
+    assert start == datetime(2026, 1, 1, tzinfo=UTC)
+    assert (
+        info.to_json()
+        == info.to_payload()
+        == {
+            "extension_id": ext_id,
+            "duration_minutes": 15,
+            "price": 15000,
+            "requested_at": "2026-01-01T00:00:00.000Z",  # the seed's Date.toJSON() form
+            "expires_at": "2026-01-01T00:00:20.000Z",
+            "timeout_seconds": 20,
+        }
+    )
     await world.clock.advance(15)  # exactly at the deadline: the window has passed
     assert await world.service.pending_extension("s1") is None
     assert (await world.store.dump()).extensions[0].status is ExtensionStatus.PENDING

@@ -13,13 +13,13 @@ the exception.  For several instances wrap the hub in
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..model import JSONValue, Participant
+from ..wire import js_stringify
 
 __all__ = ["JsonSocket", "SessionKey", "SocketKey", "TextSocket", "UserKey", "WebSocketHub"]
 
@@ -152,7 +152,7 @@ class WebSocketHub:
                     await socket.send_json(dict(message))
                 else:
                     assert isinstance(socket, TextSocket)
-                    await socket.send_text(json.dumps(dict(message)))
+                    await socket.send_text(js_stringify(message))  # as the seed's frames
         except Exception as err:  # a dead socket is a "no", never the caller's problem
             _log.info("dropping a socket whose send failed: %r", err)
             self.unregister(socket)

@@ -5,7 +5,8 @@ URL, first found: ``config.attributes["database_url"]`` (what
 ``sqlalchemy.url`` in alembic.ini (plain ``sqlite://`` / ``postgresql://``
 URLs are mapped to the async drivers).  ``-x table_prefix=fsm_`` prefixes
 every table, and the version table: ``{prefix}extension_fsm_version``, so the
-library's revisions never mix with a host's own ``alembic_version``.
+library's revisions never mix with a host's own ``alembic_version``;
+``-x layout=seed`` adopts the Node service's tables (revision 0002).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from extension_fsm.adapters.sqlalchemy import build_tables, to_async_url
 from extension_fsm.db import version_table
 
 config = context.config
-table_prefix = str(context.get_x_argument(as_dictionary=True).get("table_prefix", ""))
-target_metadata = build_tables(table_prefix).metadata
+x_args = context.get_x_argument(as_dictionary=True)
+table_prefix = str(x_args.get("table_prefix", ""))
+target_metadata = build_tables(table_prefix, layout=str(x_args.get("layout", "default"))).metadata
 
 
 def database_url() -> str:

@@ -386,6 +386,9 @@ class Database:
             if t.ledger_extension_index in message or f"{ledger}.extension_id" in message:
                 return ConcurrencyConflict(f"extension already charged: {message}")
         sqlstate = getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)
+        if sqlstate == "22P02" or "invalid input for query argument" in message:
+            # An id that is no uuid, on a host's uuid column (the seed layout).
+            return ExtensionError(ErrorCode.VALIDATION_ERROR, "Malformed id")
         if sqlstate in _RETRYABLE_SQLSTATES:
             return ConcurrencyConflict(message)
         lowered = message.lower()

@@ -56,7 +56,8 @@ class _Part:
 
 
 def _part(table: FromClause, prefix: str) -> list[Any]:
-    return [c.label(f"{prefix}_{c.name}") for c in table.c]
+    # By key, not SQL name: a seed layout's ``requested_price`` is ``price`` here.
+    return [c.label(f"{prefix}_{c.key}") for c in table.c]
 
 
 class _Joined:

@@ -2,7 +2,8 @@
 
 :func:`build_tables` returns the seven tables under their default names, or
 prefixed (``table_prefix``) or renamed one by one (``table_names``, keyed by
-the default name).  Index names follow the table names so that two prefixed
+the default name), or laid out as the Node service's own tables
+(``layout="seed"``).  Index names follow the table names so that two prefixed
 schemas can live in one PostgreSQL schema.  The Alembic migrations under
 ``alembic/`` create exactly these tables; a test fails when the two drift.
 """
@@ -29,9 +30,9 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, UserDefinedType
 
-__all__ = ["DEFAULT_TABLE_NAMES", "Tables", "UTCDateTime", "build_tables"]
+__all__ = ["DEFAULT_TABLE_NAMES", "LAYOUTS", "Tables", "UTCDateTime", "build_tables"]
 
 DEFAULT_TABLE_NAMES: tuple[str, ...] = (
     "customers",
@@ -49,6 +50,29 @@ DEFAULT_TABLE_NAMES: tuple[str, ...] = (
 _SEQ = BigInteger().with_variant(Integer(), "sqlite")
 _ID = String(64)
 _STATUS = String(16)
+
+
+class _HostId(UserDefinedType[str]):
+    """A host id under the seed layout: ``text`` or ``uuid``, read back as ``str``.
+
+    No cast is written around its parameters (``String`` gets ``$1::VARCHAR``
+    on PostgreSQL, which a ``uuid`` column refuses), so the server types each
+    one from its column; a ``uuid`` comes back as its canonical text.
+    """
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        """The type ``create_schema`` gives new tables (tests, the CLI)."""
+        return "VARCHAR(64)"
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """``str`` of whatever the driver returns (``asyncpg`` has its own UUID)."""
+
+        def process(value: object) -> str | None:
+            return None if value is None else str(value)
+
+        return process
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -107,12 +131,43 @@ class Tables:
         return f"uq_{self.ledger.name}_extension"
 
 
-def _names(table_prefix: str, table_names: Mapping[str, str] | None) -> dict[str, str]:
+LAYOUTS: tuple[str, ...] = ("default", "seed")
+"""``default``: the reference schema.  ``seed``: the Node service's own tables
+(``session_extensions`` with ``requested_duration_minutes``,
+``requested_price``; a ledger keyed by ``id``), after the seed cutover
+migration added what the library needs."""
+
+# The seed's names where they differ from ours (table key -> table; column key -> column).
+_SEED_TABLES = {"extensions": "session_extensions"}
+_SEED_COLUMNS = {
+    "extensions": {"duration_minutes": "requested_duration_minutes", "price": "requested_price"},
+    "customer_transactions": {"seq": "id"},
+}
+
+
+def _names(
+    table_prefix: str, table_names: Mapping[str, str] | None, layout: str = "default"
+) -> dict[str, str]:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     mapped = dict(table_names or {})
     unknown = set(mapped) - set(DEFAULT_TABLE_NAMES)
     if unknown:
         raise ValueError(f"unknown table keys {sorted(unknown)}; expected {DEFAULT_TABLE_NAMES}")
-    return {key: mapped.get(key, table_prefix + key) for key in DEFAULT_TABLE_NAMES}
+    defaults = _SEED_TABLES if layout == "seed" else {}
+    return {
+        key: mapped.get(key, table_prefix + defaults.get(key, key)) for key in DEFAULT_TABLE_NAMES
+    }
+
+
+def _column(layout: str, table_key: str, key: str, *args: Any, **kwargs: Any) -> Column[Any]:
+    """Column ``key`` of ``table_key``, under the layout's name for it.
+
+    The key stays ours (``c.duration_minutes``), so nothing else changes with
+    the layout; only the SQL says ``requested_duration_minutes``.
+    """
+    name = _SEED_COLUMNS.get(table_key, {}).get(key, key) if layout == "seed" else key
+    return Column(name, *args, key=key, **kwargs)
 
 
 def _partial(sql: str) -> dict[str, Any]:
@@ -120,22 +175,32 @@ def _partial(sql: str) -> dict[str, Any]:
     return {"postgresql_where": clause, "sqlite_where": clause}
 
 
-def build_tables(table_prefix: str = "", table_names: Mapping[str, str] | None = None) -> Tables:
-    """The reference schema; ``table_names`` wins over ``table_prefix`` per table."""
-    n = _names(table_prefix, table_names)
+def build_tables(
+    table_prefix: str = "",
+    table_names: Mapping[str, str] | None = None,
+    *,
+    layout: str = "default",
+) -> Tables:
+    """The reference schema; ``table_names`` wins over ``table_prefix`` per table.
+
+    ``layout="seed"`` names the extension table and its columns as the Node
+    service did (see :data:`LAYOUTS`); every column keeps its key.
+    """
+    n = _names(table_prefix, table_names, layout)
     md = MetaData()
+    ident = _HostId() if layout == "seed" else _ID
     customers = Table(
         n["customers"],
         md,
-        Column("id", _ID, primary_key=True),
+        Column("id", ident, primary_key=True),
         Column("display_name", String(255), nullable=False, server_default=""),
     )
     sessions = Table(
         n["chat_sessions"],
         md,
-        Column("id", _ID, primary_key=True),
-        Column("customer_id", _ID, nullable=False),
-        Column("mitra_id", _ID, nullable=False),
+        Column("id", ident, primary_key=True),
+        Column("customer_id", ident, nullable=False),
+        Column("mitra_id", ident, nullable=False),
         Column("status", _STATUS, nullable=False),
         Column("expires_at", UTCDateTime(), nullable=False),
         Column("closure_deadline", UTCDateTime(), nullable=True),
@@ -144,8 +209,8 @@ def build_tables(table_prefix: str = "", table_names: Mapping[str, str] | None =
     payments = Table(
         n["payment_sessions"],
         md,
-        Column("id", _ID, primary_key=True),
-        Column("customer_id", _ID, nullable=False),
+        Column("id", ident, primary_key=True),
+        Column("customer_id", ident, nullable=False),
         Column("status", _STATUS, nullable=False),
         Column("amount", BigInteger(), nullable=False),
         Column("is_extension", Boolean(), nullable=False),
@@ -155,10 +220,10 @@ def build_tables(table_prefix: str = "", table_names: Mapping[str, str] | None =
     ledger = Table(
         n["customer_transactions"],
         md,
-        Column("seq", _SEQ, primary_key=True, autoincrement=True),
-        Column("customer_id", _ID, nullable=False),
-        Column("session_id", _ID, nullable=False),
-        Column("extension_id", _ID, nullable=True),
+        _column(layout, "customer_transactions", "seq", _SEQ, primary_key=True, autoincrement=True),
+        Column("customer_id", ident, nullable=False),
+        Column("session_id", ident, nullable=False),
+        Column("extension_id", ident, nullable=True),
         Column("type", String(32), nullable=False),
         Column("amount", BigInteger(), nullable=False),
         Column("created_at", UTCDateTime(), nullable=False),
@@ -167,11 +232,11 @@ def build_tables(table_prefix: str = "", table_names: Mapping[str, str] | None =
     extensions = Table(
         n["extensions"],
         md,
-        Column("id", _ID, primary_key=True),
-        Column("session_id", _ID, nullable=False),
-        Column("duration_minutes", Integer(), nullable=False),
-        Column("price", BigInteger(), nullable=False),
-        Column("payment_session_id", _ID, nullable=False),
+        Column("id", ident, primary_key=True),
+        Column("session_id", ident, nullable=False),
+        _column(layout, "extensions", "duration_minutes", Integer(), nullable=False),
+        _column(layout, "extensions", "price", BigInteger(), nullable=False),
+        Column("payment_session_id", ident, nullable=False),
         Column("status", _STATUS, nullable=False),
         Column("requested_at", UTCDateTime(), nullable=False),
         Column("expires_at", UTCDateTime(), nullable=False),

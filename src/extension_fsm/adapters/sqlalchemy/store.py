@@ -78,6 +78,7 @@ class SqlAlchemyStore:
         table_prefix: str = "",
         table_names: Mapping[str, str] | None = None,
         clock: StoreClock | None = None,
+        layout: str = "default",
     ) -> SqlAlchemyStore:
         """Connect to ``url`` (``sqlite:///file.db``, ``sqlite://``, ``postgresql://…``).
 
@@ -87,10 +88,11 @@ class SqlAlchemyStore:
         ``now()`` with each call's rows, so workers whose clocks disagree still
         agree on every deadline; ``"local"`` uses the service's ``Clock`` (the
         only choice on SQLite, and what tests that drive virtual time need).
+        ``layout="seed"`` reads and writes the Node service's own tables (see
+        ``build_tables``).
         """
-        store = cls(
-            Database(create_engine(url), build_tables(table_prefix, table_names)), clock=clock
-        )
+        tables = build_tables(table_prefix, table_names, layout=layout)
+        store = cls(Database(create_engine(url), tables), clock=clock)
         if create_schema:
             try:
                 await store.create_schema(table_prefix=table_prefix)
