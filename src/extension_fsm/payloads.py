@@ -36,6 +36,7 @@ __all__ = [
 Timestamp = Annotated[
     str,
     Field(
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
         description="UTC, JavaScript Date.toJSON() form",
         examples=["2026-01-01T00:20:00.000Z"],
     ),

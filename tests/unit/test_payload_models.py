@@ -93,3 +93,12 @@ def test_the_schema_names_every_model() -> None:
     names = {m.__name__ for m in payloads.SocketFrame.__args__}  # type: ignore[attr-defined]
     assert names | {"Push", "PendingExtension"} <= set(schema["$defs"])
     json.dumps(schema)  # plain JSON
+
+
+def test_timestamps_must_be_in_the_date_tojson_form() -> None:
+    good = {"type": "extension_response", "accepted": True, "duration_minutes": 15,
+            "via_timeout": False, "dedupe_key": "k"}  # fmt: skip
+    FRAME.validate_python({**good, "expires_at": "2026-01-01T00:20:00.000Z"})
+    for other in ("2026-01-01T00:20:00+00:00", "2026-01-01T00:20:00Z", "2026-01-01 00:20:00"):
+        with pytest.raises(ValidationError):
+            FRAME.validate_python({**good, "expires_at": other})
