@@ -34,7 +34,7 @@ from extension_fsm.model import (
 )
 from extension_fsm.ports import StoreDump
 from extension_fsm.simulation import make_payment, make_session
-from tests.conftest import IN_CI
+from tests.ci import IN_CI
 from tests.integration.sql_support import private_postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
