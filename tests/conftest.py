@@ -6,6 +6,10 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+from tests.ci import IN_CI
+
+__all__ = ["IN_CI"]  # kept for older imports; import it from ``tests.ci``
+
 settings.register_profile(
     "ci",
     max_examples=500,
@@ -21,8 +25,15 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile(
-    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+# Mutation testing (tools/mutation.sh): few, fixed examples, so each mutant's run
+# is short and the score is the same on every run.
+settings.register_profile(
+    "mutation",
+    max_examples=20,
+    stateful_step_count=20,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
-
-IN_CI = os.environ.get("CI") == "true"
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev"))

@@ -15,7 +15,7 @@ import pytest
 
 from extension_fsm.machine import EXTENSION_MACHINE, SESSION_MACHINE, Guard, InvalidMove
 from extension_fsm.model import TimeoutAction
-from tests.conftest import IN_CI
+from tests.ci import IN_CI
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from extension_fsm.cli import default_db, main
-from tests.conftest import IN_CI
+from tests.ci import IN_CI
 
 pytest.importorskip("extension_fsm.adapters.sqlalchemy", reason="the SQL adapter is not installed")
 

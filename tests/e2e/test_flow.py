@@ -11,8 +11,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from extension_fsm import Participant
 from extension_fsm.adapters.websocket import SessionKey
-from tests.e2e.conftest import Party, auth
 from tests.e2e.live import LiveServer
+from tests.e2e.parties import Party, auth
 from tests.fakes.fcm_server import FakeFcm
 from tests.fakes.waiting import eventually
 

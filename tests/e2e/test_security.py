@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.e2e.conftest import SECRET, Party, auth, seed_party
 from tests.e2e.live import LiveServer
+from tests.e2e.parties import SECRET, Party, auth, seed_party
 
 
 def rows(live: LiveServer) -> tuple[Any, ...]:
@@ -125,6 +125,7 @@ async def test_websocket_needs_a_valid_token_of_a_participant(
     live: LiveServer, party: Party, how: str
 ) -> None:
     other = seed_party(live)
+    assert (other.session_id, other.mitra_id) != (party.session_id, party.mitra_id)
     base = f"{live.ws_url}/ws/chat/{party.session_id}"
     if how == "header-ok":
         async with connect(base, additional_headers=auth(party.mitra)) as ws:
@@ -157,7 +158,7 @@ request_bodies = st.fixed_dictionaries(
     optional={
         "duration_minutes": json_values | st.integers(-(2**40), 2**40),
         "price": json_values | st.integers(-(2**40), 2**40),
-        "extension_payment_session_id": json_values | st.sampled_from(["p-0", "p-1"]),
+        "extension_payment_session_id": json_values | st.sampled_from(["own", "p-0"]),
         "accepted": json_values,
         "token": json_values,
         "extra": json_values,
@@ -196,6 +197,8 @@ def test_generated_requests_never_5xx_and_refusals_write_nothing(
     party = fuzz_party
     sid = party.session_id if session == "own" else quote(session, safe="")
     extension = quote(extension, safe="")
+    if isinstance(body, dict) and body.get("extension_payment_session_id") == "own":
+        body = {**body, "extension_payment_session_id": party.payment_id}  # the party's own
     token = {
         "customer": party.customer,
         "mitra": party.mitra,

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from tests.conftest import IN_CI
+from tests.ci import IN_CI
 
 __all__ = ["RedisProxy", "closed_port", "connect", "new_prefix", "redis_url", "wipe"]
 

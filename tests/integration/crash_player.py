@@ -4,6 +4,11 @@ Used by ``test_crash.py``: ``python crash_player.py URL SEED``.  Prints
 ``ready`` once the store is open, then loops: new session and payment, a
 request, then an accept, a reject, an end of session or nothing (left for the
 sweep), with sweeps and outbox dispatches in between.
+
+Each call that returned (so committed) is reported on stdout, one line each:
+``requested EXT SESSION``, then ``accept EXT``, ``reject EXT`` or ``end SESSION``.
+The test kills the player after a number of reports, never after a time, and
+checks afterwards that every reported commit survived.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ async def play(url: str, seed: int) -> None:
                 price=15000,
                 extension_payment_session_id=f"{tag}p",
             )
+            print("requested", ext.id, session.id, flush=True)
             action = rng.choice(["accept", "reject", "end", "leave"])
             if action in ("accept", "reject"):
                 await service.respond_to_extension(
@@ -72,8 +78,10 @@ async def play(url: str, seed: int) -> None:
                     mitra_id="m1",
                     accepted=action == "accept",
                 )
+                print(action, ext.id, flush=True)
             elif action == "end":
                 await service.end_session(session.id)
+                print("end", session.id, flush=True)
         except ExtensionError:
             pass  # a late answer after a sweep, for instance: refused, nothing written
         if n % 3 == 0:

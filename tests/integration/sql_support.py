@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import IN_CI
+from tests.ci import IN_CI
 
 PG_ADMIN_URL = os.environ.get(
     "EXTENSION_FSM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

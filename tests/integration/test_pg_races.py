@@ -6,22 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from concurrent.futures import Future
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 
 import pytest
 
-from extension_fsm import ExtensionService
-from extension_fsm.adapters.memory import (
-    MemoryConfig,
-    MemoryPresence,
-    MemoryPush,
-    MemorySessionTimer,
-    MemorySockets,
-)
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.errors import ExtensionError
 from extension_fsm.invariants import check_invariants
@@ -33,60 +22,13 @@ from extension_fsm.model import (
     TimeoutAction,
 )
 from extension_fsm.ports import StoreDump
-from extension_fsm.simulation import make_payment, make_session
-from tests.conftest import IN_CI
+from tests.ci import IN_CI
+from tests.integration.pg_workers import T0, Worker, race, seed
 from tests.integration.sql_support import private_postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 TRIALS = 500 if IN_CI else 60
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-TIMEOUT = 10
-T = TypeVar("T")
-
-
-class FixedClock:
-    """A worker's wall clock, set per trial (workers may disagree, as real ones do)."""
-
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> datetime:
-        return self.at
-
-
-class Worker:
-    """A thread running its own event loop, store and service."""
-
-    def __init__(self, url: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.clock = FixedClock()
-        self.config = MemoryConfig(timeout_seconds=TIMEOUT)
-        self.presence = MemoryPresence()
-        self.store: SqlAlchemyStore = self.run(SqlAlchemyStore.open(url, clock="local"))
-        self.service = ExtensionService(
-            self.store,
-            clock=self.clock,
-            config=self.config,
-            sockets=MemorySockets(),
-            presence=self.presence,
-            push=MemoryPush(),
-            session_timer=MemorySessionTimer(),
-        )
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.submit(coro).result(timeout=60)
-
-    def close(self) -> None:
-        self.run(self.store.aclose())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -104,34 +46,6 @@ def workers() -> Iterator[tuple[Worker, Worker]]:
         finally:
             a.close()
             b.close()
-
-
-def race(
-    a: Worker, b: Worker, first: Callable[[], Awaitable[T]], second: Callable[[], Awaitable[T]]
-) -> list[T | ExtensionError]:
-    """Run both calls at once (a barrier releases them together); results or refusals."""
-    barrier = threading.Barrier(2)
-
-    async def go(call: Callable[[], Awaitable[T]]) -> T | ExtensionError:
-        barrier.wait(timeout=30)
-        try:
-            return await call()
-        except ExtensionError as err:
-            return err
-
-    futures = [a.submit(go(first)), b.submit(go(second))]
-    return [f.result(timeout=60) for f in futures]
-
-
-async def seed(w: Worker, trial: str, *, sessions: int = 1, payments: int = 1) -> None:
-    for n in range(sessions):
-        await w.store.seed_session(
-            make_session(
-                f"{trial}s{n}", customer_id=f"{trial}c", expires_at=T0 + timedelta(hours=1)
-            )
-        )
-    for n in range(payments):
-        await w.store.seed_payment(make_payment(f"{trial}p{n}", customer_id=f"{trial}c"))
 
 
 def resolve(w: Worker, action: str, ext: Extension) -> Callable[[], Awaitable[object]]:

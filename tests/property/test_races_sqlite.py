@@ -19,7 +19,7 @@ from hypothesis import settings
 
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.ports import InspectableStore
-from tests.conftest import IN_CI
+from tests.ci import IN_CI
 from tests.property.races import ExtensionRaces
 from tests.unit._support import YieldingStore
 
