@@ -10,6 +10,7 @@ benchmark process goes away, so a crashed run never leaves them behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -75,6 +76,10 @@ def busy_cores(count: int | None = None, *, max_seconds: float = 900.0) -> Itera
         )
         for core in cores
     ]
+    for p, core in zip(procs, cores, strict=True):  # pinned now, not once it has started
+        if hasattr(os, "sched_setaffinity"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(p.pid, {core})
     busy = Busy(pids=[p.pid for p in procs], cores=cores)
     try:
         yield busy

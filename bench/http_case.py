@@ -87,17 +87,18 @@ async def _start(app: str, url: str) -> tuple[subprocess.Popen[bytes], str]:
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.2)
-    _stop(proc)
+    await _stop(proc)
     raise RuntimeError(f"{app} server did not start in 60 s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+async def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate, wait without blocking the loop (the counting proxy lives in it), kill at 30 s."""
     proc.terminate()
     try:
-        proc.wait(timeout=30)
+        await asyncio.to_thread(proc.wait, 30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout=10)
+        await asyncio.to_thread(proc.wait, 10)
 
 
 @dataclass
@@ -208,7 +209,7 @@ async def _one_run(app: str, url: str, prefix: str, sizes: Sizes) -> Run:
         cpu1 = proc_cpu_seconds(proc.pid)
         pg_cpu = poller.stop()
     finally:
-        _stop(proc)
+        await _stop(proc)
     check(cpu0 is not None and cpu1 is not None, "the server's /proc/<pid>/stat is unreadable")
     assert cpu0 is not None and cpu1 is not None
     refused = sum(1 for s in seen.statuses if 400 <= s < 500)
@@ -261,7 +262,7 @@ async def _count_statements(
                     per[phase] = (made - idle_rate * spent) / k
                     per[f"{phase}_connections"] = (counts.connections - before.connections) / k
         finally:
-            _stop(proc)
+            await _stop(proc)
     return per
 
 

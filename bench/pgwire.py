@@ -98,6 +98,7 @@ async def counting_proxy(url: str) -> AsyncIterator[tuple[str, WireCounts]]:
     host, port = target.hostname or "127.0.0.1", target.port or 5432
     counts = WireCounts()
     handlers: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         counts.connections += 1
@@ -111,6 +112,7 @@ async def counting_proxy(url: str) -> AsyncIterator[tuple[str, WireCounts]]:
         except (OSError, TimeoutError):
             client_w.close()
             return
+        writers.extend((client_w, server_w))
         await asyncio.gather(
             _pipe(client_r, server_w, _FrontendParser(counts)),
             _pipe(server_r, client_w, None),
@@ -124,8 +126,9 @@ async def counting_proxy(url: str) -> AsyncIterator[tuple[str, WireCounts]]:
         yield urlunsplit(target._replace(netloc=f"{user}127.0.0.1:{proxy_port}")), counts
     finally:
         server.close()
-        for task in handlers:  # connections the app left open: cut them
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
+        for writer in writers:  # connections the app left open: cut them, both ends
+            writer.close()
+        if handlers:
+            await asyncio.wait(handlers, timeout=10)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), timeout=5)

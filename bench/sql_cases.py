@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -296,8 +297,9 @@ def pg_accept(sizes: Sizes, *, contended: bool = False) -> list[Result]:
     with pg.temporary_database() as url:
         if not contended:
             return asyncio.run(_pg_accept(sizes, url, ""))
+        small = replace(sizes, repeats=1) if sizes.quick else sizes  # --quick: the path only
         with busy_cores(max_seconds=sizes.busy_max_s) as busy:
-            results = asyncio.run(_pg_accept(sizes, url, CONTENDED))
+            results = asyncio.run(_pg_accept(small, url, CONTENDED))
         for r in results:
             r.notes.append(busy.note())
         return results
