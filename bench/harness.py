@@ -58,7 +58,7 @@ class Sizes:
             http_sessions=600,
             http_clients=50,
             http_runs=3,
-            busy_max_s=900.0,
+            busy_max_s=1800.0,
         )
 
     @classmethod
