@@ -163,6 +163,19 @@ class Run:
     drive: Drive
     server_cpu: float  # seconds, uvicorn process, over the drive
     pg_cpu: float | None
+    sessions: int  # PostgreSQL sessions opened from server start to stop
+
+
+def _sessions(url: str) -> int:
+    """Sessions ever opened on the database (``pg_stat_database.sessions``, PG 14+)."""
+    conn = pg_connect(url)
+    try:
+        row = conn.execute(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _seed(url: str, prefix: str, n: int) -> None:
@@ -199,6 +212,7 @@ def _verify(url: str, prefix: str, pairs: int) -> None:
 
 async def _one_run(app: str, url: str, prefix: str, sizes: Sizes) -> Run:
     n, clients = sizes.http_sessions, sizes.http_clients
+    opened = _sessions(url)
     proc, base = await _start(app, url)
     try:
         warm = await _drive(base, prefix, range(n, n + clients), clients)
@@ -210,12 +224,14 @@ async def _one_run(app: str, url: str, prefix: str, sizes: Sizes) -> Run:
         pg_cpu = poller.stop()
     finally:
         await _stop(proc)
+    await asyncio.sleep(1.0)  # the backends' last statistics reach the collector
+    opened = _sessions(url) - opened - 2  # minus this function's own two connections
     check(cpu0 is not None and cpu1 is not None, "the server's /proc/<pid>/stat is unreadable")
     assert cpu0 is not None and cpu1 is not None
     refused = sum(1 for s in seen.statuses if 400 <= s < 500)
     check(refused == 0, f"{app}: {refused} requests refused (4xx)")
     check(seen.pairs > 0, f"{app}: no request + accept pair completed")
-    return Run(app, seen, cpu1 - cpu0, pg_cpu)
+    return Run(app, seen, cpu1 - cpu0, pg_cpu, opened)
 
 
 async def _count_statements(
@@ -336,6 +352,13 @@ def _results(runs: list[Run], wire: dict[str, dict[str, float]], sizes: Sizes) -
         f"{w['request_connections']:.2f}/{w['accept_connections']:.2f} per call, "
         f"{w['idle_per_s']:.1f}/s while idle (subtracted)"
         for a, w in wire.items()
+    )
+    opened = "; ".join(
+        f"{a}: {statistics.median(r.sessions for r in rs):,.0f}" for a, rs in by.items()
+    )
+    stmts += (
+        f". PostgreSQL sessions opened per run, server start to stop ({len(runs) // 2} run(s) "
+        f"per app, median; pg_stat_database.sessions): {opened}"
     )
     failed = [f"{errors['ours']} 5xx from ours"] if errors["ours"] else []
     failed += [f"{errors['raw']} 5xx from the raw app"] if errors["raw"] else []
