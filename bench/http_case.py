@@ -13,10 +13,7 @@ through :mod:`bench.pgwire` to count the statements and connections per call.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -28,77 +25,13 @@ from extension_fsm.model import Participant
 from . import pg, raw_sql
 from .cpu import BackendPoller, proc_cpu_seconds
 from .harness import Result, Sizes, check
-from .load_case import ROOT, SECRET, _free_port
+from .http_servers import RAW_POOL, RUN_LIMIT_S, start_server, stop_server
+from .load_case import SECRET
 from .pgwire import counting_proxy
 from .service_kit import open_store
 from .sql_cases import now, pg_connect
 
 CASE = "HTTP accept, FastAPI example vs raw FastAPI+asyncpg app"
-TIMEOUT_S = 60  # the extensions' answer window: every accept beats it under load
-RUN_LIMIT_S = 180.0  # a run stops handing out sessions after this
-RAW_POOL = 10
-APPS = {
-    "ours": "examples.fastapi_app.app:create_app",
-    "raw": "bench.raw_app:create_app",
-}
-
-
-def _env(app: str, url: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    if app == "ours":
-        env.update(
-            EXTENSION_FSM_DATABASE_URL=url,
-            EXTENSION_FSM_JWT_SECRET=SECRET,
-            EXTENSION_FSM_TIMEOUT_SECONDS=str(TIMEOUT_S),
-            EXTENSION_FSM_TIMEOUT_ACTION="auto_reject",
-        )
-    else:
-        env.update(
-            RAW_APP_DATABASE_URL=url,
-            RAW_APP_JWT_SECRET=SECRET,
-            RAW_APP_POOL_SIZE=str(RAW_POOL),
-            RAW_APP_TIMEOUT_SECONDS=str(TIMEOUT_S),
-        )
-    return env
-
-
-def _spawn(app: str, url: str) -> tuple[subprocess.Popen[bytes], int]:
-    """uvicorn with the same settings for both apps: one process, loopback, warnings only."""
-    port = _free_port()
-    args = ["--factory", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", APPS[app], *args], cwd=ROOT, env=_env(app, url)
-    )
-    return proc, port
-
-
-async def _start(app: str, url: str) -> tuple[subprocess.Popen[bytes], str]:
-    """:func:`_spawn`, then wait (without blocking the loop) until it answers."""
-    proc, port = _spawn(app, url)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient(timeout=2) as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{app} server exited with {proc.returncode}")
-            try:
-                if (await http.get(f"{base}/openapi.json")).status_code == 200:
-                    return proc, base
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    await _stop(proc)
-    raise RuntimeError(f"{app} server did not start in 60 s")
-
-
-async def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate, wait without blocking the loop (the counting proxy lives in it), kill at 30 s."""
-    proc.terminate()
-    try:
-        await asyncio.to_thread(proc.wait, 30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        await asyncio.to_thread(proc.wait, 10)
 
 
 @dataclass
@@ -213,7 +146,7 @@ def _verify(url: str, prefix: str, pairs: int) -> None:
 async def _one_run(app: str, url: str, prefix: str, sizes: Sizes) -> Run:
     n, clients = sizes.http_sessions, sizes.http_clients
     opened = _sessions(url)
-    proc, base = await _start(app, url)
+    proc, base = await start_server(app, url)
     try:
         warm = await _drive(base, prefix, range(n, n + clients), clients)
         check(warm.pairs == clients, f"{app}: warm-up answered {warm.pairs} of {clients}")
@@ -223,7 +156,7 @@ async def _one_run(app: str, url: str, prefix: str, sizes: Sizes) -> Run:
         cpu1 = proc_cpu_seconds(proc.pid)
         pg_cpu = poller.stop()
     finally:
-        await _stop(proc)
+        await stop_server(proc)
     await asyncio.sleep(1.0)  # the backends' last statistics reach the collector
     opened = _sessions(url) - opened - 2  # minus this function's own two connections
     check(cpu0 is not None and cpu1 is not None, "the server's /proc/<pid>/stat is unreadable")
@@ -240,7 +173,7 @@ async def _count_statements(
     """Statements and connections per call through the counting proxy, one call at a
     time: ``k`` requests, then ``k`` accepts (sessions ``0..k``; ``k`` warms up)."""
     async with counting_proxy(url) as (proxied, counts):
-        proc, base = await _start(app, proxied)
+        proc, base = await start_server(app, proxied)
         try:
             warm = await _drive(base, prefix, range(k, k + 1), 1)  # pool open, statements ready
             check(warm.pairs == 1, f"{app}: counting warm-up failed")
@@ -278,7 +211,7 @@ async def _count_statements(
                     per[phase] = (made - idle_rate * spent) / k
                     per[f"{phase}_connections"] = (counts.connections - before.connections) / k
         finally:
-            await _stop(proc)
+            await stop_server(proc)
     return per
 
 
