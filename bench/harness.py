@@ -35,6 +35,10 @@ class Sizes:
     concurrent_due: int
     outbox_rows: int
     growth_sizes: tuple[int, ...]
+    http_sessions: int  # per HTTP run: each a request then an accept
+    http_clients: int
+    http_runs: int  # per app, alternating
+    busy_max_s: float  # a contention block's busy processes stop by themselves after this
 
     @classmethod
     def full(cls) -> Sizes:
@@ -51,6 +55,10 @@ class Sizes:
             concurrent_due=10_000,
             outbox_rows=10_000,
             growth_sizes=(10_000, 100_000, 1_000_000),
+            http_sessions=600,
+            http_clients=50,
+            http_runs=3,
+            busy_max_s=1800.0,
         )
 
     @classmethod
@@ -68,6 +76,10 @@ class Sizes:
             concurrent_due=200,
             outbox_rows=200,
             growth_sizes=(1_000, 5_000),
+            http_sessions=10,
+            http_clients=5,
+            http_runs=1,
+            busy_max_s=120.0,
         )
 
 
@@ -76,7 +88,9 @@ class Result:
     """One row of the results table.
 
     ``ratio`` is ``ours / baseline`` unless ``ratio_label`` says otherwise;
-    ``met`` compares it with ``limit`` in the direction ``at_most``.
+    ``met`` compares it with ``limit`` in the direction ``at_most``; any entry
+    in ``failed`` (a part of the target besides the ratio, e.g. "zero 5xx")
+    makes it missed.
     """
 
     case: str
@@ -92,6 +106,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.ratio is None and self.ours is not None and self.baseline:
@@ -102,6 +117,8 @@ class Result:
         """Whether the target was met (``None``: not measured or no target)."""
         if self.ratio is None or self.limit is None or self.error:
             return None
+        if self.failed:
+            return False
         return self.ratio <= self.limit if self.at_most else self.ratio >= self.limit
 
     def as_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,19 @@ otherwise.
 
 **Noise**: this machine has 2 cores shared with other jobs (other test suites ran at the
 same time); absolute numbers move by tens of percent between runs, the ratios much less,
-because ours and the baseline alternate within one run.
+because ours and the baseline alternate within one run. Two kinds of rows resist the
+noise further: **CPU time** rows (the Python process's CPU per operation, with the
+PostgreSQL backends' CPU in their notes) count work done rather than time waited, and
+**under contention** rows repeat the PostgreSQL cases with a busy process pinned on
+each core, as in production next to a web server.
 """
+
+SECTIONS = (
+    ("Results (wall time)", "wall"),
+    ("CPU time per operation", "cpu"),
+    ("Under contention (a busy process pinned on each core)", "contention"),
+    ("HTTP: the FastAPI example against a raw FastAPI + asyncpg app", "http"),
+)
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -29,9 +41,22 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+def section(r: Result) -> str:
+    """Which table of RESULTS.md a row goes to."""
+    if r.case.startswith("HTTP"):
+        return "http"
+    if "contention" in r.case:
+        return "contention"
+    if "CPU" in r.case:
+        return "cpu"
+    return "wall"
+
+
 def _verdict(r: Result) -> str:
     if r.error:
         return "ERROR"
+    if r.limit is None and r.ratio is not None:
+        return "—"  # informative row: no target of its own
     if r.met is None:
         return "not measured"
     return "met" if r.met else "**missed**"
@@ -47,7 +72,8 @@ def table(results: list[Result]) -> str:
         lines.append(
             f"| {r.case} | {_fmt(r.ours, r.unit)} | {_fmt(r.baseline, r.unit)}"
             f"<br><sub>{r.baseline_name}</sub> | "
-            f"{'n/a' if r.ratio is None else f'{r.ratio:.2f}x'} | {r.target} | {_verdict(r)} | "
+            f"{'n/a' if r.ratio is None else f'{r.ratio:.2f}x'} | {r.target} | {_verdict(r)}"
+            f"{''.join(f'<br><sub>{f}</sub>' for f in r.failed)} | "
             f"{'yes' if r.verified else 'no'} |"
         )
     return "\n".join(lines)
@@ -56,7 +82,10 @@ def table(results: list[Result]) -> str:
 def write_report(out: Path, results: list[Result], meta: dict[str, Any]) -> None:
     """Write ``RESULTS.md`` and the PNG plots into ``out``."""
     parts = [INTRO.format(quick=" --quick" if meta["quick"] else "", seconds=meta["seconds"])]
-    parts.append("## Results\n\n" + table(results))
+    for title, key in SECTIONS:
+        rows = [r for r in results if section(r) == key]
+        if rows:
+            parts.append(f"## {title}\n\n" + table(rows))
     notes = [(r.case, note) for r in results for note in r.notes]
     errors = [(r.case, r.error) for r in results if r.error]
     if notes or errors:
@@ -123,3 +152,130 @@ def write_plots(out: Path, results: list[Result]) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+# ------------------------------------------------------------ README summary
+
+#: The README's highlights: (label, case-name patterns, target); each line shows
+#: the ratios of the rows its patterns match, in pattern order, joined by " / ".
+SUMMARY: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        "whole accept decision (rows, ledger, log, 5 effects) vs one `transitions` trigger",
+        (r"core decision: one accept",),
+        "≤ 1.5x",
+    ),
+    (
+        "state move alone vs `transitions`' own trigger",
+        (r"core decision: the state move alone.*",),
+        "≤ 1.5x",
+    ),
+    (
+        "per-extension use vs a `transitions.Machine` per extension / `python-statemachine`",
+        (r"naive peer usage.*",),
+        "≤ 0.2x",
+    ),
+    ("memory per pending extension with its deadline timer", (r"memory: .*",), "≤ 1 KB"),
+    (
+        "durable accept vs raw sqlite3 / raw psycopg (4 statements), wall time",
+        (r"durable accept, SQLite file \(WAL\)", r"durable accept, PostgreSQL"),
+        "≤ 2x / ≤ 1.0x",
+    ),
+    (
+        "the same, CPU time of the Python process",
+        (r"durable accept, SQLite file \(WAL\), CPU time", r"durable accept, PostgreSQL, CPU time"),
+        "≤ 2x / ≤ 1.0x",
+    ),
+    (
+        "durable accept vs raw psycopg (4 statements) under contention, wall / CPU",
+        (
+            r"durable accept, PostgreSQL, under contention",
+            r"durable accept, PostgreSQL, under contention, CPU time",
+        ),
+        "≤ 1.0x",
+    ),
+    (
+        "request + accept end to end vs raw (SQLite / PostgreSQL), wall time",
+        (r"request \+ accept .*, SQLite", r"request \+ accept .*, PostgreSQL"),
+        "≤ 2x / ≤ 1.5x",
+    ),
+    (
+        "the same, CPU time",
+        (r"request \+ accept .*, SQLite, CPU time", r"request \+ accept .*, PostgreSQL, CPU time"),
+        "≤ 2x / ≤ 1.5x",
+    ),
+    (
+        "request + accept vs raw psycopg under contention, wall / CPU",
+        (
+            r"request \+ accept .*, PostgreSQL, under contention",
+            r"request \+ accept .*, PostgreSQL, under contention, CPU time",
+        ),
+        "≤ 1.5x",
+    ),
+    (
+        "timeout sweep, due among 100x as many pending (SQLite / PostgreSQL)",
+        (r"timeout sweep: .*, SQLite", r"timeout sweep: .*, PostgreSQL"),
+        "≤ 1.5x",
+    ),
+    (
+        "sweep, 4 workers vs one (PostgreSQL), idle / under contention",
+        (
+            r"sweep with 4 concurrent workers, [\d,]+ due \(PostgreSQL\)",
+            r"sweep with 4 concurrent workers, .*, under contention",
+        ),
+        "≥ 1.5x",
+    ),
+    (
+        "accept latency, the most extensions stored vs the fewest (PostgreSQL)",
+        (r"accept latency with .*\(PostgreSQL\)",),
+        "≤ 1.3x",
+    ),
+    (
+        "outbox dispatch vs a raw claim-and-mark loop, wall / CPU",
+        (r"outbox dispatch .*\(PostgreSQL\)", r"outbox dispatch .*\(PostgreSQL\), CPU time"),
+        "≤ 1.5x",
+    ),
+    (
+        "outbox dispatch under contention, wall / CPU",
+        (
+            r"outbox dispatch .*, under contention",
+            r"outbox dispatch .*, under contention, CPU time",
+        ),
+        "≤ 1.5x",
+    ),
+    (
+        "HTTP, FastAPI example vs raw FastAPI + asyncpg app: throughput / accept p99",
+        (
+            r"HTTP accept, FastAPI example vs raw FastAPI\+asyncpg app",
+            r"HTTP accept, .*, accept p99",
+        ),
+        "≥ 0.8x / ≤ 1.5x; zero 5xx",
+    ),
+    (
+        "HTTP server CPU per 1,000 requests, ours / raw app",
+        (r"HTTP accept, .*, server CPU time",),
+        "—",
+    ),
+)
+
+
+def _cell(r: Result) -> str:
+    if r.error or r.ratio is None:
+        return "error" if r.error else "n/a"
+    value = (
+        f"{r.ours:,.0f} B" if r.unit == "bytes/ext" and r.ours is not None else f"{r.ratio:.2f}x"
+    )
+    if r.failed:
+        value += " (" + "; ".join(r.failed) + ")"
+    return value + (" (missed)" if r.met is False else "")
+
+
+def readme_table(results: list[Result]) -> str:
+    """The README's highlights table from a run's results (rows not measured: "—")."""
+    lines = ["| case | ratio | target |", "| --- | --- | --- |"]
+    for label, patterns, target in SUMMARY:
+        cells = [_cell(r) for pattern in patterns for r in results if re.fullmatch(pattern, r.case)]
+        lines.append(f"| {label} | {' / '.join(cells) or '—'} | {target} |")
+    return _TIMES.sub("\\1\u00d7", "\n".join(lines))
+
+
+_TIMES = re.compile(r"(\d)x\b")  # a ratio's x becomes the README's multiplication sign

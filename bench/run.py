@@ -13,9 +13,9 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from . import core_cases, load_case, memory_cases, pg, pg_cases, sql_cases, sweep_cases
+from . import core_cases, http_case, load_case, memory_cases, pg, pg_cases, sql_cases, sweep_cases
 from .harness import Result, Sizes
-from .report import write_report
+from .report import readme_table, write_report
 
 HERE = Path(__file__).resolve().parent
 
@@ -80,12 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         help="measure nothing: write RESULTS.md again from results.json (after editing "
         "ANALYSIS.md)",
     )
+    parser.add_argument(
+        "--readme-table",
+        action="store_true",
+        help="measure nothing: print the README's highlights table from results.json",
+    )
     args = parser.parse_args(argv)
-    if args.report_only:
+    if args.report_only or args.readme_table:
         out = args.out or HERE
         saved = json.loads((out / "results.json").read_text())
         fields = set(Result.__dataclass_fields__)
         again = [Result(**{k: v for k, v in r.items() if k in fields}) for r in saved["results"]]
+        if args.readme_table:
+            print(readme_table(again))
+            return 0
         write_report(out, again, saved["meta"])
         print(f"[bench] wrote {out / 'RESULTS.md'} from results.json", file=sys.stderr)
         return 0
@@ -112,6 +120,20 @@ def main(argv: list[str] | None = None) -> int:
                 ("postgres concurrent sweep", lambda: sweep_cases.pg_concurrent_sweep(sizes)),
                 ("postgres outbox", lambda: pg_cases.pg_outbox(sizes)),
                 ("postgres growth", lambda: pg_cases.pg_growth(sizes)),
+                # the same cases again with a busy process pinned on each core
+                (
+                    "postgres accept under contention",
+                    lambda: sql_cases.pg_accept(sizes, contended=True),
+                ),
+                (
+                    "postgres outbox under contention",
+                    lambda: pg_cases.pg_outbox(sizes, contended=True),
+                ),
+                (
+                    "postgres concurrent sweep under contention",
+                    lambda: sweep_cases.pg_concurrent_sweep(sizes, contended=True),
+                ),
+                ("http vs raw app", lambda: http_case.http_vs_raw(sizes)),
             ]
             if not sizes.quick:  # a real server and 50 clients: never in CI
                 cases.append(("load", lambda: load_case.load_run()))
