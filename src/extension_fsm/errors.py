@@ -23,7 +23,8 @@ class ErrorCode(StrEnum):
     INVALID_STATE = "INVALID_STATE"
     FIRST_SESSION_DISCOUNT_NOT_ALLOWED = "FIRST_SESSION_DISCOUNT_NOT_ALLOWED"
     EXTENSION_RESOLVED = "EXTENSION_RESOLVED"
-    # Ours: the database-enforced uniqueness rules of DESIGN.md §2.
+    # Ours: the uniqueness rules the database enforces (one pending per session,
+    # one live extension per payment session).
     EXTENSION_PENDING = "EXTENSION_PENDING"
     PAYMENT_IN_USE = "PAYMENT_IN_USE"
     # Ours: a storage conflict that did not settle within the retry budget.
