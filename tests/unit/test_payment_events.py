@@ -157,3 +157,22 @@ async def test_a_host_without_a_payment_port_keeps_working() -> None:
     kinds = [m.kind for m, delivered in dump.outbox if delivered]
     assert "payment" in kinds and all(delivered for _, delivered in dump.outbox)
     assert world.payment_events.events == []  # the world's recorder was not this service's
+
+
+def test_payment_events_survive_the_round_trip_through_a_row() -> None:
+    from datetime import UTC, datetime
+
+    from extension_fsm.outbox import decode_effect, encode_effects
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [
+        PaymentConsumed("s1", "e1", "p1", "c1", 15000, 30, True, at),
+        PaymentFailed("s1", "e2", "p2", "c1", 15000, FailureCause.EXTENSION_SAFEGUARD_TRIPPED, at),
+    ]
+    ids = iter(["r1", "r2"])
+    rows = encode_effects(events, at, lambda: next(ids))
+    assert [decode_effect(r) for r in rows] == events
+    assert [(r.kind, r.lane, r.dedupe_key) for r in rows] == [
+        ("payment", "s1:payment", "e1:payment_consumed:p1"),
+        ("payment", "s1:payment", "e2:payment_failed:p2"),
+    ]

@@ -90,9 +90,21 @@ class MemoryOutboxStore:
                 row.available_at = now + timedelta(seconds=lease_seconds)
             return [replace(r.message, attempts=r.attempts) for r in ready]
 
+    def _close_in_lane(self, row: OutboxRow) -> None:
+        """``row`` is delivered or dead: it no longer holds its lane."""
+        lane = row.message.lane
+        rows = self._lanes.get(lane) if lane is not None else None
+        if lane is None or rows is None:
+            return
+        rows.pop(row.seq, None)
+        if not rows:
+            del self._lanes[lane]
+
     async def mark_delivered(self, message_id: str, at: datetime) -> None:
         with self._store._lock:
-            self._store.outbox_rows[message_id].delivered_at = at
+            row = self._store.outbox_rows[message_id]
+            row.delivered_at = at
+            self._close_in_lane(row)
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
         with self._store._lock:
@@ -107,6 +119,7 @@ class MemoryOutboxStore:
             row.attempts += 1
             row.dead = True
             row.last_error = error
+            self._close_in_lane(row)
 
     def undelivered(self) -> list[OutboxMessage]:
         """Rows not yet delivered nor dead, in order (for tests and the simulator)."""
