@@ -259,10 +259,14 @@ class OutboxDispatcher:
                 return
             await asyncio.wait(live)
 
-    async def aclose(self) -> None:
-        """Cancel background deliveries (their rows stay in the outbox, leased
-        until the lease runs out) and wait for them to stop."""
-        live = list(self._background)
+    async def aclose(self, *, grace: float = 5.0) -> None:
+        """Let background deliveries finish for up to ``grace`` seconds, then
+        cancel the rest (their rows stay in the outbox, leased until the lease
+        runs out) and wait for them to stop."""
+        live = [t for t in self._background if not t.done()]
+        if live and grace > 0:
+            _, live_set = await asyncio.wait(live, timeout=grace)
+            live = list(live_set)
         for task in live:
             task.cancel()
         if live:

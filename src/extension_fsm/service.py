@@ -164,15 +164,16 @@ class ExtensionService:
         """
         return self._dispatcher
 
-    async def aclose(self) -> None:
-        """Stop: cancel in-process deadline timers and background deliveries.
+    async def aclose(self, *, grace: float = 5.0) -> None:
+        """Stop: cancel in-process deadline timers; let background deliveries
+        finish for up to ``grace`` seconds, then cancel them.
 
         Nothing is lost: deadlines are data (the sweep meets them) and
         undelivered rows stay in the outbox for the next dispatch pass.
         """
         for extension_id in list(self._timers):
             self._disarm(extension_id)
-        await self._dispatcher.aclose()
+        await self._dispatcher.aclose(grace=grace)
 
     # ------------------------------------------------------------- public API
 
