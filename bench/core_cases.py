@@ -57,7 +57,7 @@ def _check_accept(decision: core.Decision, snapshot: core.Snapshot) -> None:
     assert snapshot.session is not None
     grown = decision.session.row.expires_at - snapshot.session.expires_at
     check(grown == timedelta(minutes=15), "session expiry not extended by the duration")
-    check(len(decision.effects) == 5 and len(decision.log) == 3, "effects or audit log missing")
+    check(len(decision.effects) == 6 and len(decision.log) == 3, "effects or audit log missing")
 
 
 class _PlainModel:
@@ -117,7 +117,7 @@ def core_decision(sizes: Sizes) -> list[Result]:
         verified=True,
         notes=[
             "ours builds the whole decision (3 compare-and-set rows, ledger entry, 3 audit "
-            "records, 5 effects, 2 guarded machine moves); the baseline moves one state",
+            "records, 6 effects, 2 guarded machine moves); the baseline moves one state",
         ],
     )
     state_move = Result(

@@ -66,6 +66,7 @@ async def _hold_pending(n: int) -> dict[str, Any]:
             price=15_000,
             extension_payment_session_id=f"p{i}",
         )
+    await service.dispatcher.drain()  # the requests' deliveries ran in the background
     elapsed = time.perf_counter() - started
     gc.collect()
     with_history, _ = tracemalloc.get_traced_memory()

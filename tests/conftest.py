@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
+from extension_fsm.outbox import BACKGROUND_TASK_NAME
 from tests.ci import IN_CI
 
 __all__ = ["IN_CI"]  # kept for older imports; import it from ``tests.ci``
@@ -37,3 +41,20 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev"))
+
+
+@pytest.fixture(autouse=True)
+async def _background_deliveries_end_with_the_test() -> AsyncIterator[None]:
+    """A call's outbox rows are delivered by a background task; a test that does
+    not wait for them (it checks rows, not deliveries) must not leave them
+    running into the next test's loop: wait for them (bounded), then cancel."""
+    yield
+    tasks = [
+        t for t in asyncio.all_tasks() if t.get_name() == BACKGROUND_TASK_NAME and not t.done()
+    ]
+    if tasks:
+        _, late = await asyncio.wait(tasks, timeout=10)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)

@@ -11,7 +11,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from extension_fsm import DeliveryError, ExtensionService, Participant, PushMessage, run_sweeper
+from extension_fsm import (
+    DeliveryError,
+    ExtensionService,
+    Participant,
+    PaymentConsumed,
+    PaymentFailed,
+    PushMessage,
+    run_sweeper,
+)
 from extension_fsm.adapters.clock import AsyncioScheduler, SystemClock
 from extension_fsm.adapters.memory import (
     MemoryConfig,
@@ -51,6 +59,33 @@ class NoPush:
     async def send(self, participant: Participant, user_id: str, message: PushMessage) -> None:
         raise DeliveryError(
             "push is not configured (EXTENSION_FSM_FCM_CREDENTIALS)", retryable=False
+        )
+
+
+class LoggedPaymentEvents:
+    """The host's money side effects, here only logged: a real host records the
+    earnings on ``consumed`` and refunds, releases and writes its failed-pairings
+    audit row (tagged with ``event.cause``) on ``failed``.  Each event may come
+    more than once: act once per ``event.dedupe_key``."""
+
+    async def consumed(self, event: PaymentConsumed) -> None:
+        _log.info(
+            "payment consumed: %s for extension %s of session %s, amount %s (key %s)",
+            event.payment_session_id,
+            event.extension_id,
+            event.session_id,
+            event.amount,
+            event.dedupe_key,
+        )
+
+    async def failed(self, event: PaymentFailed) -> None:
+        _log.info(
+            "payment failed: %s for extension %s of session %s, cause %s (key %s)",
+            event.payment_session_id,
+            event.extension_id,
+            event.session_id,
+            event.cause.value,
+            event.dedupe_key,
         )
 
 
@@ -172,12 +207,16 @@ async def start_runtime(settings: Settings) -> Runtime:
         presence=presence,
         push=push,
         session_timer=MemorySessionTimer(),
+        payment_events=LoggedPaymentEvents(),
         scheduler=scheduler,
     )
+    # At shutdown: stop the calls' background deliveries (their rows stay in the outbox).
+    closers.append(service.aclose)
     runtime = Runtime(
         settings, store, service, hub, sockets, presence, device_tokens, bridge, closers
     )
     runtime.redis = redis if settings.redis_url else None
-    # One loop per worker: it sweeps due extensions and delivers due outbox rows.
+    # Per worker: one task running two loops, the sweep of due extensions and the
+    # delivery of due outbox rows (a slow push provider never delays a deadline).
     runtime.tasks.append(asyncio.create_task(run_sweeper(service, settings.sweep_interval)))
     return runtime

@@ -34,6 +34,8 @@ from .model import (
     LedgerEntry,
     MessageType,
     Participant,
+    PaymentConsumed,
+    PaymentFailed,
     PaymentSession,
     PaymentStatus,
     RequestExtension,
@@ -437,7 +439,10 @@ def _cancel(s: Snapshot, ext: Extension, f: Facts, actor: str) -> Decision:
         _record("extension", ext.id, before, str(status), "cancel", actor, now, str(cause)),
         *_payment_log(failed, "fail", actor, now),
     )
-    effects: tuple[Effect, ...] = (messages.cancelled_response(session, ext),)
+    effects: tuple[Effect, ...] = (
+        messages.cancelled_response(session, ext),
+        *_payment_failed(failed, ext, now),
+    )
     return _decision(_change(before, resolved), None, failed, None, log, effects, None, ext.id)
 
 
@@ -478,6 +483,17 @@ def _accept(
         messages.accepted_response(session, ext, expires_at, via_timeout),
         messages.plain(session, ext, _To.CUSTOMER, _Msg.SESSION_RESUMED),
         messages.plain(session, ext, _To.MITRA, _Msg.SESSION_RESUMED),
+        # The host's money side effects of the charge (the seed's consumePaymentSession).
+        PaymentConsumed(
+            sid,
+            ext.id,
+            payment.id,
+            payment.customer_id,
+            payment.amount,
+            ext.duration_minutes,
+            via_timeout,
+            now,
+        ),
     )
     ext_was, session_was, payment_was = str(ext.status), str(session.status), str(payment.status)
     log = (
@@ -538,16 +554,16 @@ def _close(
     )
     if not close_session:
         log = (resolution, *_payment_log(failed, "fail", actor, now))
-        return _decision(
-            _change(ext_was, resolved), None, failed, None, log, (response,), None, ext.id
-        )
+        effects: tuple[Effect, ...] = (response, *_payment_failed(failed, ext, now))
+        return _decision(_change(ext_was, resolved), None, failed, None, log, effects, None, ext.id)
     deadline = now + timedelta(0, f.grace_seconds)  # (days, seconds)
     closing = _move_session(session, "close", now, session.expires_at, deadline)
-    effects: tuple[Effect, ...] = (
+    effects = (
         response,
         messages.plain(session, ext, _To.MITRA, _Msg.SESSION_CLOSING),
         messages.plain(session, ext, _To.CUSTOMER, _Msg.SESSION_CLOSING),
         _start_grace(session.id, deadline),
+        *_payment_failed(failed, ext, now),
     )
     session_was = str(session.status)
     log = (
@@ -642,6 +658,22 @@ def _fail_payment(
         None,
     )
     return _change(str(payment.status), failed)
+
+
+def _payment_failed(
+    change: Change[PaymentSession] | None, ext: Extension, now: datetime
+) -> tuple[Effect, ...]:
+    """The host's event for a payment this decision fails (the seed's
+    ``failPaymentSession`` and its failed-pairings audit row, tagged by cause)."""
+    if change is None:
+        return ()
+    row = change.row
+    assert row.failure_cause is not None
+    return (
+        PaymentFailed(
+            ext.session_id, ext.id, row.id, row.customer_id, row.amount, row.failure_cause, now
+        ),
+    )
 
 
 def _payment_log(

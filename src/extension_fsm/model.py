@@ -34,6 +34,8 @@ __all__ = [
     "MessageType",
     "Notify",
     "Participant",
+    "PaymentConsumed",
+    "PaymentFailed",
     "PaymentSession",
     "PaymentStatus",
     "PendingExtensionInfo",
@@ -378,7 +380,56 @@ class SessionExpiryExtended:
     expires_at: datetime
 
 
-Effect: TypeAlias = Notify | StartClosureGrace | ClearClosureGrace | SessionExpiryExtended
+@dataclass(frozen=True, slots=True)
+class PaymentConsumed:
+    """Tell the host an extension's payment session was consumed (the seed's
+    ``consumePaymentSession``): run the money side effects of a charge."""
+
+    session_id: str
+    extension_id: str
+    payment_session_id: str
+    customer_id: str
+    amount: int
+    duration_minutes: int
+    via_timeout: bool
+    at: datetime
+
+    @property
+    def dedupe_key(self) -> str:
+        """The same for every delivery of this event: the host drops repeats by it."""
+        return f"{self.extension_id}:payment_consumed:{self.payment_session_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFailed:
+    """Tell the host an extension's payment session was failed (the seed's
+    ``failPaymentSession``), with the cause the seed wrote on its
+    failed-pairings audit row: ``extension_rejected`` (the mitra said no, or
+    the configured timeout action is to reject), ``extension_safeguard_tripped``
+    (an auto-approve found the mitra unreachable) or ``session_ended``."""
+
+    session_id: str
+    extension_id: str
+    payment_session_id: str
+    customer_id: str
+    amount: int
+    cause: FailureCause
+    at: datetime
+
+    @property
+    def dedupe_key(self) -> str:
+        """The same for every delivery of this event: the host drops repeats by it."""
+        return f"{self.extension_id}:payment_failed:{self.payment_session_id}"
+
+
+Effect: TypeAlias = (
+    Notify
+    | StartClosureGrace
+    | ClearClosureGrace
+    | SessionExpiryExtended
+    | PaymentConsumed
+    | PaymentFailed
+)
 
 
 def set_aside_delay(times: int) -> timedelta:

@@ -3,148 +3,134 @@ dispatcher delivers them after it, at least once, in the order written.
 
 A receiver drops repeats by ``dedupe_key`` (extension id + message type +
 recipient), which every delivered message carries as ``dedupe_key``.
+
+Session-timer commands and payment events of one session each travel in a
+*lane*: a row of a lane is delivered only once every older row of that lane
+is delivered (or given up on), so the host's session timer and its payment
+side effects see one session's commands in commit order, even when an
+earlier one failed and is being retried.  Socket and push notifications have
+no lane: a nudge that cannot reach one phone never holds up anything else.
+
+Every call to a dependency runs under ``call_timeout``; the outbox lease is
+longer than the worst case of one row's calls, so a row is never taken by a
+second dispatcher while the first may still be delivering it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import cast
+from datetime import timedelta
+from typing import TypeVar
 
 from . import metrics
 from .errors import DeliveryError
 from .model import (
     ClearClosureGrace,
-    Effect,
-    JSONValue,
     Notify,
-    Participant,
-    PushMessage,
+    PaymentConsumed,
+    PaymentFailed,
     SessionExpiryExtended,
     StartClosureGrace,
 )
-from .ports import Clock, OutboxMessage, OutboxStore, PushSender, SessionSockets, SessionTimer
+from .outbox_codec import decode_effect, encode_effects
+from .ports import (
+    Clock,
+    OutboxMessage,
+    OutboxStore,
+    PaymentEvents,
+    PushSender,
+    SessionSockets,
+    SessionTimer,
+)
 
-__all__ = ["DispatchReport", "OutboxDispatcher", "decode_effect", "encode_effects"]
+__all__ = [
+    "DispatchReport",
+    "LoggingPaymentEvents",
+    "OutboxDispatcher",
+    "decode_effect",
+    "encode_effects",
+]
 
 _log = logging.getLogger("extension_fsm.outbox")
-
-KIND_NOTIFY = "notify"
-KIND_SESSION_TIMER = "session_timer"
+T = TypeVar("T")
 
 
-def encode_effects(
-    effects: Sequence[Effect], now: datetime, new_id: Callable[[], str]
-) -> list[OutboxMessage]:
-    """The outbox rows for ``effects``, in order."""
-    rows: list[OutboxMessage] = []
-    for effect in effects:
-        kind, key, payload = _encode(effect)
-        rows.append(OutboxMessage(new_id(), kind, key, payload, now))
-    return rows
+#: the name of every background delivery task (hosts and tests can find them)
+BACKGROUND_TASK_NAME = "extension_fsm.deliver"
 
-
-def _encode(effect: Effect) -> tuple[str, str, dict[str, JSONValue]]:
-    match effect:
-        case Notify():
-            push: JSONValue = None
-            if effect.push is not None:
-                push = {
-                    "title": effect.push.title,
-                    "body": effect.push.body,
-                    "data": dict(effect.push.data),
-                }
-            return (
-                KIND_NOTIFY,
-                effect.dedupe_key,
-                {
-                    "session_id": effect.session_id,
-                    "recipient": effect.recipient.value,
-                    "user_id": effect.user_id,
-                    "message": dict(effect.message),
-                    "push": push,
-                },
-            )
-        case StartClosureGrace():
-            key = f"{effect.session_id}:start_closure_grace:{effect.deadline.isoformat()}"
-            return (
-                KIND_SESSION_TIMER,
-                key,
-                {
-                    "action": "start_closure_grace",
-                    "session_id": effect.session_id,
-                    "at": effect.deadline.isoformat(),
-                },
-            )
-        case ClearClosureGrace():
-            return (
-                KIND_SESSION_TIMER,
-                f"{effect.session_id}:clear_closure_grace",
-                {"action": "clear_closure_grace", "session_id": effect.session_id, "at": None},
-            )
-        case SessionExpiryExtended():
-            return (
-                KIND_SESSION_TIMER,
-                f"{effect.session_id}:expiry_extended:{effect.expires_at.isoformat()}",
-                {
-                    "action": "expiry_extended",
-                    "session_id": effect.session_id,
-                    "at": effect.expires_at.isoformat(),
-                },
-            )
-    raise TypeError(f"not an effect: {effect!r}")  # pragma: no cover
-
-
-def decode_effect(message: OutboxMessage) -> Effect:
-    """The effect an outbox row stands for."""
-    p = message.payload
-    if message.kind == KIND_NOTIFY:
-        push = p.get("push")
-        return Notify(
-            session_id=str(p["session_id"]),
-            recipient=Participant(str(p["recipient"])),
-            user_id=str(p["user_id"]),
-            message=cast(Mapping[str, JSONValue], p["message"]),
-            dedupe_key=message.dedupe_key,
-            push=(
-                PushMessage(
-                    title=str(push["title"]),
-                    body=str(push["body"]),
-                    data=cast(Mapping[str, JSONValue], push["data"]),
-                )
-                if isinstance(push, dict)
-                else None
-            ),
-        )
-    session_id = str(p["session_id"])
-    match p["action"]:
-        case "start_closure_grace":
-            return StartClosureGrace(session_id, datetime.fromisoformat(str(p["at"])))
-        case "clear_closure_grace":
-            return ClearClosureGrace(session_id)
-        case "expiry_extended":
-            return SessionExpiryExtended(session_id, datetime.fromisoformat(str(p["at"])))
-    raise ValueError(f"unknown outbox row {message.kind}/{p.get('action')}")
+#: the most dependency calls one row makes (a notification: socket, then push)
+CALLS_PER_ROW = 2
 
 
 @dataclass(frozen=True, slots=True)
 class DispatchReport:
-    """What one dispatch pass did."""
+    """What one dispatch pass did (``deferred``: claimed but left for later, as
+    too little of the lease was left to try it safely)."""
 
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    deferred: int = 0
+
+    def __add__(self, other: DispatchReport) -> DispatchReport:
+        return DispatchReport(
+            self.delivered + other.delivered,
+            self.retried + other.retried,
+            self.dead + other.dead,
+            self.deferred + other.deferred,
+        )
+
+    @property
+    def handled(self) -> int:
+        """Rows this pass took (delivered, retried, dead or deferred)."""
+        return self.delivered + self.retried + self.dead + self.deferred
+
+
+class LoggingPaymentEvents:
+    """The default :class:`~extension_fsm.ports.PaymentEvents`: only logs.
+
+    A host that runs money side effects on payment events passes its own
+    ``payment_events=`` to the service.
+    """
+
+    async def consumed(self, event: PaymentConsumed) -> None:
+        _log.info(
+            "payment %s consumed by extension %s (session %s, amount %s)",
+            event.payment_session_id,
+            event.extension_id,
+            event.session_id,
+            event.amount,
+        )
+
+    async def failed(self, event: PaymentFailed) -> None:
+        _log.info(
+            "payment %s failed for extension %s (session %s, cause %s)",
+            event.payment_session_id,
+            event.extension_id,
+            event.session_id,
+            event.cause.value,
+        )
+
+
+_OK, _RETRY, _DEAD = "ok", "retry", "dead"
 
 
 class OutboxDispatcher:
     """Delivers outbox rows: socket first, push when no socket took it.
 
-    A retryable :class:`DeliveryError` (or any unexpected error) puts the row
-    back with exponential backoff; a final one marks it dead.  Nothing here
-    ever touches extension, session or payment state.
+    A retryable :class:`DeliveryError`, a call that outlives ``call_timeout``
+    (or any unexpected error) puts the row back with exponential backoff; a
+    final one marks it dead.  Nothing here ever touches extension, session or
+    payment state.
+
+    Rows of one claim are delivered concurrently across sessions and one after
+    another within a session.  ``lease_seconds`` must exceed the worst case of
+    one row (``CALLS_PER_ROW * call_timeout``); a row whose turn comes when less
+    of the lease is left than that is not tried: its lease runs out and it is
+    claimed again, never sent twice at once.
     """
 
     def __init__(
@@ -155,32 +141,71 @@ class OutboxDispatcher:
         sockets: SessionSockets,
         push: PushSender,
         session_timer: SessionTimer,
+        payment_events: PaymentEvents | None = None,
         lease_seconds: float = 30.0,
+        call_timeout: float = 10.0,
         base_backoff: float = 1.0,
         max_backoff: float = 300.0,
         max_attempts: int = 20,
     ) -> None:
+        if not call_timeout > 0:
+            raise ValueError(f"call_timeout must be positive, got {call_timeout}")
+        if not lease_seconds > CALLS_PER_ROW * call_timeout:
+            raise ValueError(
+                f"lease_seconds ({lease_seconds}) must exceed the worst case of one row's "
+                f"calls ({CALLS_PER_ROW} x call_timeout {call_timeout} s), or a row still "
+                "being delivered could be claimed and sent again"
+            )
         self._outbox = outbox
         self._clock = clock
         self._sockets = sockets
         self._push = push
         self._timer = session_timer
+        self._payments: PaymentEvents = payment_events or LoggingPaymentEvents()
         self._lease = lease_seconds
+        self._call_timeout = call_timeout
         self._base = base_backoff
         self._max = max_backoff
         self._max_attempts = max_attempts
+        self._background: set[asyncio.Task[DispatchReport]] = set()
+
+    # ------------------------------------------------------------ entry points
 
     async def deliver(self, ids: Sequence[str]) -> DispatchReport:
-        """Deliver exactly these rows now (the fast path right after a commit)."""
-        if not ids:
-            return DispatchReport()
-        claimed = await self._outbox.claim(self._clock.now(), len(ids), self._lease, ids)
-        return await self._deliver_all(claimed)
+        """Deliver exactly these rows now (the fast path right after a commit).
+
+        Rows of a lane go one claim after another, so this takes as many
+        rounds as the longest lane among ``ids`` (at most ``len(ids)``).
+        """
+        report = DispatchReport()
+        left = list(ids)
+        while left:
+            claimed = await self._outbox.claim(self._clock.now(), len(left), self._lease, left)
+            if not claimed:
+                break
+            report += await self._deliver_all(claimed)
+            taken = {m.id for m in claimed}
+            left = [i for i in left if i not in taken]
+        return report
 
     async def dispatch_due(self, limit: int = 100) -> DispatchReport:
-        """Deliver up to ``limit`` rows that are due (left over, or up for retry)."""
-        claimed = await self._outbox.claim(self._clock.now(), limit, self._lease)
-        return await self._deliver_all(claimed)
+        """Deliver up to ``limit`` rows that are due (left over, or up for retry).
+
+        Rows that became due because this pass delivered the row before them in
+        their lane are taken in further rounds of the same pass.
+        """
+        report = DispatchReport()
+        while report.handled < limit:
+            claimed = await self._outbox.claim(
+                self._clock.now(), limit - report.handled, self._lease
+            )
+            if not claimed:
+                break
+            done = await self._deliver_all(claimed)
+            report += done
+            if done.delivered + done.dead == 0:
+                break  # nothing moved on: no lane can have opened up
+        return report
 
     async def run(self, interval: float = 1.0, *, limit: int = 100) -> None:
         """Dispatch forever, every ``interval`` seconds (cancel the task to stop)."""
@@ -190,51 +215,169 @@ class OutboxDispatcher:
             except Exception:  # the loop must outlive a flaky database
                 _log.exception("outbox dispatch pass failed")
                 report = DispatchReport()
-            if report.delivered + report.retried + report.dead < limit:
+            if report.handled < limit:
                 await asyncio.sleep(interval)
 
+    # ------------------------------------------------------------- background
+
+    def deliver_soon(self, ids: Sequence[str]) -> None:
+        """Deliver these rows in a background task and return at once.
+
+        The task is kept until it ends; an error is logged and the rows stay in
+        the outbox for :meth:`dispatch_due`.  :meth:`drain` waits for every
+        such task; :meth:`aclose` cancels them.
+        """
+        if not ids:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.deliver(list(ids)), name=BACKGROUND_TASK_NAME
+        )
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[DispatchReport]) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        err = task.exception()
+        if err is not None:
+            _log.error(
+                "post-commit delivery failed; left in the outbox",
+                exc_info=(type(err), err, err.__traceback__),
+            )
+
+    @property
+    def in_flight(self) -> int:
+        """Background deliveries not finished yet."""
+        return sum(1 for t in self._background if not t.done())
+
+    async def drain(self) -> None:
+        """Wait until every background delivery started so far (and any started
+        while waiting) has finished."""
+        while True:
+            live = [t for t in self._background if not t.done()]
+            if not live:
+                return
+            await asyncio.wait(live)
+
+    async def aclose(self, *, grace: float = 5.0) -> None:
+        """Let background deliveries finish for up to ``grace`` seconds, then
+        cancel the rest (their rows stay in the outbox, leased until the lease
+        runs out) and wait for them to stop."""
+        live = [t for t in self._background if not t.done()]
+        if live and grace > 0:
+            _, live_set = await asyncio.wait(live, timeout=grace)
+            live = list(live_set)
+        for task in live:
+            task.cancel()
+        if live:
+            await asyncio.gather(*live, return_exceptions=True)
+
+    # --------------------------------------------------------------- delivery
+
     async def _deliver_all(self, rows: Sequence[OutboxMessage]) -> DispatchReport:
-        delivered = retried = dead = 0
+        loop = asyncio.get_running_loop()
+        # Past this moment a row's worst case would outlive the lease: leave it.
+        cutoff = loop.time() + self._lease - CALLS_PER_ROW * self._call_timeout
+        by_session: dict[str, list[OutboxMessage]] = {}
         for row in rows:
-            try:
-                await self._deliver_one(row)
-            except DeliveryError as err:
-                if err.retryable and row.attempts + 1 < self._max_attempts:
-                    await self._retry(row, err)
-                    retried += 1
-                    metrics.delivery(row.kind, "retried")
-                else:
-                    await self._outbox.mark_dead(row.id, self._clock.now(), str(err))
-                    dead += 1
-                    metrics.delivery(row.kind, "dead")
-                continue
-            except Exception as err:  # an adapter bug must not lose the row
-                _log.exception("outbox row %s failed", row.id)
-                await self._retry(row, err)
+            by_session.setdefault(_session_of(row), []).append(row)
+        groups = await asyncio.gather(
+            *(self._deliver_in_order(group, cutoff) for group in by_session.values())
+        )
+        outcomes = {m.id: o for group in groups for m, o in group}
+        # The marks go one after another, in the order written (one connection).
+        delivered = retried = dead = deferred = 0
+        for row in rows:
+            outcome = outcomes[row.id]
+            if outcome is None:
+                deferred += 1
+            elif outcome[0] == _OK:
+                await self._outbox.mark_delivered(row.id, self._clock.now())
+                delivered += 1
+                metrics.delivery(row.kind, "delivered")
+            elif outcome[0] == _RETRY:
+                await self._retry(row, outcome[1])
                 retried += 1
                 metrics.delivery(row.kind, "retried")
-                continue
-            await self._outbox.mark_delivered(row.id, self._clock.now())
-            delivered += 1
-            metrics.delivery(row.kind, "delivered")
-        return DispatchReport(delivered, retried, dead)
+            else:
+                await self._outbox.mark_dead(row.id, self._clock.now(), outcome[1])
+                dead += 1
+                metrics.delivery(row.kind, "dead")
+        return DispatchReport(delivered, retried, dead, deferred)
 
-    async def _retry(self, row: OutboxMessage, err: BaseException) -> None:
+    async def _deliver_in_order(
+        self, rows: Sequence[OutboxMessage], cutoff: float
+    ) -> list[tuple[OutboxMessage, tuple[str, str] | None]]:
+        loop = asyncio.get_running_loop()
+        out: list[tuple[OutboxMessage, tuple[str, str] | None]] = []
+        for row in rows:
+            if loop.time() > cutoff:
+                out.append((row, None))
+                continue
+            out.append((row, await self._attempt(row)))
+        return out
+
+    async def _attempt(self, row: OutboxMessage) -> tuple[str, str]:
+        """``(outcome, error text)`` of one delivery attempt; never raises."""
+        try:
+            await self._deliver_one(row)
+        except DeliveryError as err:
+            if err.retryable and row.attempts + 1 < self._max_attempts:
+                return _RETRY, f"{type(err).__name__}: {err}"
+            return _DEAD, str(err)
+        except Exception as err:  # an adapter bug must not lose the row
+            _log.exception("outbox row %s failed", row.id)
+            return _RETRY, f"{type(err).__name__}: {err}"
+        return _OK, ""
+
+    async def _retry(self, row: OutboxMessage, error: str) -> None:
         delay = min(self._max, self._base * 2**row.attempts)
         available = self._clock.now() + timedelta(seconds=delay)
-        await self._outbox.mark_retry(row.id, available, f"{type(err).__name__}: {err}")
+        await self._outbox.mark_retry(row.id, available, error)
+
+    async def _call(self, what: str, call: Awaitable[T]) -> T:
+        """``call`` under the per-call timeout; outliving it is a retryable failure."""
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                return await call
+        except TimeoutError:
+            raise DeliveryError(
+                f"{what} did not answer within {self._call_timeout} s", retryable=True
+            ) from None
 
     async def _deliver_one(self, row: OutboxMessage) -> None:
         effect = decode_effect(row)
         match effect:
             case Notify():
                 message = {**effect.message, "dedupe_key": effect.dedupe_key}
-                taken = await self._sockets.send(effect.session_id, effect.recipient, message)
+                taken = await self._call(
+                    "socket send", self._sockets.send(effect.session_id, effect.recipient, message)
+                )
                 if not taken and effect.push is not None:
-                    await self._push.send(effect.recipient, effect.user_id, effect.push)
+                    await self._call(
+                        "push", self._push.send(effect.recipient, effect.user_id, effect.push)
+                    )
             case StartClosureGrace():
-                await self._timer.start_closure_grace(effect.session_id, effect.deadline)
+                await self._call(
+                    "session timer",
+                    self._timer.start_closure_grace(effect.session_id, effect.deadline),
+                )
             case ClearClosureGrace():
-                await self._timer.clear_closure_grace(effect.session_id)
+                await self._call(
+                    "session timer", self._timer.clear_closure_grace(effect.session_id)
+                )
             case SessionExpiryExtended():
-                await self._timer.expiry_extended(effect.session_id, effect.expires_at)
+                await self._call(
+                    "session timer",
+                    self._timer.expiry_extended(effect.session_id, effect.expires_at),
+                )
+            case PaymentConsumed():
+                await self._call("payment events", self._payments.consumed(effect))
+            case PaymentFailed():
+                await self._call("payment events", self._payments.failed(effect))
+
+
+def _session_of(row: OutboxMessage) -> str:
+    session = row.payload.get("session_id")
+    return session if isinstance(session, str) else row.id

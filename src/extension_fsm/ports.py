@@ -19,6 +19,8 @@ from .model import (
     JSONValue,
     LedgerEntry,
     Participant,
+    PaymentConsumed,
+    PaymentFailed,
     PaymentSession,
     PushMessage,
     Session,
@@ -38,6 +40,7 @@ __all__ = [
     "OutboxMessage",
     "OutboxRepository",
     "OutboxStore",
+    "PaymentEvents",
     "PaymentRepository",
     "Presence",
     "PushSender",
@@ -155,6 +158,12 @@ class OutboxMessage:
     payload: Mapping[str, JSONValue]
     created_at: datetime
     attempts: int = 0
+    #: the ordering lane: rows of one lane are delivered one at a time, in the
+    #: order written (a row waits while an older one of its lane is neither
+    #: delivered nor dead); ``None``: no order.  The dispatcher gives each
+    #: session one lane for its session-timer commands and one for its payment
+    #: events, so the host sees them in commit order per session.
+    lane: str | None = None
 
 
 class DecisionWriter(Protocol):
@@ -264,7 +273,9 @@ class OutboxStore(Protocol):
         self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
     ) -> list[OutboxMessage]:
         """Undelivered messages available at ``now`` (only ``ids`` when given), in the
-        order they were written, leased to the caller for ``lease_seconds``."""
+        order they were written, leased to the caller for ``lease_seconds``.  A
+        message with a ``lane`` is taken only when no older message of its lane
+        is still undelivered and not dead (leased, backing off or available)."""
         ...
 
     async def mark_delivered(self, message_id: str, at: datetime) -> None: ...
@@ -355,6 +366,28 @@ class SessionTimer(Protocol):
     async def start_closure_grace(self, session_id: str, deadline: datetime) -> None: ...
 
     async def clear_closure_grace(self, session_id: str) -> None: ...
+
+
+class PaymentEvents(Protocol):
+    """The host's money side effects, told after the commit that decided them.
+
+    Delivered at least once (drop repeats by the event's ``dedupe_key``), in
+    commit order per session, retried with backoff while a call raises; a
+    failure here never undoes the decision.  A retryable
+    :class:`~extension_fsm.errors.DeliveryError` (or any other exception) is
+    retried, a final one is given up on and kept in the outbox.
+    """
+
+    async def consumed(self, event: PaymentConsumed) -> None:
+        """The extension was approved and its payment session consumed: record
+        the earnings, the receipt, whatever the host's charge involves."""
+        ...
+
+    async def failed(self, event: PaymentFailed) -> None:
+        """The extension ended uncharged and its payment session was failed:
+        refund or release the money and write the failed-pairings audit row
+        tagged with ``event.cause``."""
+        ...
 
 
 class ConfigSource(Protocol):

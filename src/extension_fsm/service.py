@@ -3,8 +3,9 @@
 Each call: gather facts (config, presence, time) → load a snapshot in one
 unit of work → ``decide`` → write rows compare-and-set, the ledger, the audit
 log and the outbox in that same unit of work → commit → arm or drop the
-in-process timer → deliver the outbox rows.  A lost race at commit re-runs the
-call from the top, so every decision is made on fresh state.
+in-process timer → hand the outbox rows to a background delivery and return.
+A lost race at commit re-runs the call from the top, so every decision is made
+on fresh state.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .ports import (
     Clock,
     ConfigSource,
     DecisionWriter,
+    PaymentEvents,
     Presence,
     PushSender,
     Scheduler,
@@ -143,6 +145,7 @@ class ExtensionService:
         presence: Presence,
         push: PushSender,
         session_timer: SessionTimer,
+        payment_events: PaymentEvents | None = None,
         scheduler: Scheduler | None = None,
         dispatcher: OutboxDispatcher | None = None,
         new_id: Callable[[], str] = _uuid,
@@ -161,14 +164,36 @@ class ExtensionService:
         self._sweep_batch = sweep_batch
         self._sweep_spread = random.Random() if sweep_spread else None
         self._timers: dict[str, TimerHandle] = {}
+        # ``payment_events``: the host's money side effects (default: logged only).
         self._dispatcher = dispatcher or OutboxDispatcher(
-            store.outbox, clock=clock, sockets=sockets, push=push, session_timer=session_timer
+            store.outbox,
+            clock=clock,
+            sockets=sockets,
+            push=push,
+            session_timer=session_timer,
+            payment_events=payment_events,
         )
 
     @property
     def dispatcher(self) -> OutboxDispatcher:
-        """The outbox dispatcher this service delivers through."""
+        """The outbox dispatcher this service delivers through.
+
+        A call returns once its decision is committed; its outbox rows are
+        delivered in the background (``await service.dispatcher.drain()`` waits
+        for them), and whatever that misses by :meth:`OutboxDispatcher.dispatch_due`.
+        """
         return self._dispatcher
+
+    async def aclose(self, *, grace: float = 5.0) -> None:
+        """Stop: cancel in-process deadline timers; let background deliveries
+        finish for up to ``grace`` seconds, then cancel them.
+
+        Nothing is lost: deadlines are data (the sweep meets them) and
+        undelivered rows stay in the outbox for the next dispatch pass.
+        """
+        for extension_id in list(self._timers):
+            self._disarm(extension_id)
+        await self._dispatcher.aclose(grace=grace)
 
     # ------------------------------------------------------------- public API
 
@@ -662,7 +687,6 @@ class ExtensionService:
             self._disarm(decision.resolved)
         if decision.timer is not None:
             self._arm(*decision.timer)
-        try:
-            await self._dispatcher.deliver(outbox_ids)
-        except Exception:  # committed is committed; the dispatcher loop retries
-            _log.exception("post-commit delivery failed; left in the outbox")
+        # Committed is committed: delivery runs in the background (a hanging push
+        # provider must not hold the caller), and the dispatch loop retries.
+        self._dispatcher.deliver_soon(outbox_ids)

@@ -10,7 +10,7 @@ virtual clock, and a periodic sweep stands in for ``run_sweeper``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -18,6 +18,7 @@ from .adapters.clock import VirtualClock
 from .adapters.memory import (
     Delivery,
     MemoryConfig,
+    MemoryPaymentEvents,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -110,7 +111,7 @@ class HostSessionTimer(MemorySessionTimer):
         async def fire() -> None:
             await self._world.expire_session(session_id)
 
-        self._expiry[session_id] = self._world.clock.call_at(at, fire)
+        self._expiry[session_id] = self._world.call_at(at, fire)
 
     def arm_grace(self, session_id: str, at: datetime) -> None:
         old = self._grace.pop(session_id, None)
@@ -122,7 +123,7 @@ class HostSessionTimer(MemorySessionTimer):
             if session is not None and session.status is SessionStatus.CLOSING:
                 await self._world.service.end_session(session_id)
 
-        self._grace[session_id] = self._world.clock.call_at(at, fire)
+        self._grace[session_id] = self._world.call_at(at, fire)
 
     async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
         await super().expiry_extended(session_id, expires_at)
@@ -163,6 +164,8 @@ class World:
         self.sockets: MemorySockets = ClockedSockets(self.clock, self.deliveries)
         self.presence = MemoryPresence()
         self.push: MemoryPush = ClockedPush(self.clock, self.deliveries)
+        #: the payment events the host was told, in order
+        self.payment_events = MemoryPaymentEvents()
         self.new_id = new_id
         self.sweep_interval = sweep_interval
         self.use_timers = use_timers
@@ -180,7 +183,8 @@ class World:
             presence=self.presence,
             push=self.push,
             session_timer=self.session_timer,
-            scheduler=self.clock if self.use_timers else None,
+            payment_events=self.payment_events,
+            scheduler=self if self.use_timers else None,
             new_id=self.new_id or _random_uuid,
         )
         if self.sweep_interval:
@@ -197,7 +201,23 @@ class World:
             finally:  # like run_sweeper: a failed pass must not stop the sweeping
                 self._arm_sweep()
 
-        self.clock.call_at(at, tick)
+        self.call_at(at, tick)
+
+    def call_at(self, when: datetime, callback: Callable[[], Awaitable[None]]) -> TimerHandle:
+        """The service's scheduler and the host's timers: ``callback`` at ``when``
+        on the virtual clock, then every delivery it started, before time moves on."""
+
+        async def fire() -> None:
+            try:
+                await callback()
+            finally:
+                await self.settle()
+
+        return self.clock.call_at(when, fire)
+
+    async def settle(self) -> None:
+        """Wait for the deliveries the service started in the background."""
+        await self.service.dispatcher.drain()
 
     async def restart(self) -> None:
         """A crash and restart: every in-process timer is gone; the service and the

@@ -284,6 +284,7 @@ class _Runner:
         except Exception as err:  # a library bug, reported as such, not a traceback
             error_text = f"crash: {type(err).__name__}: {err}"
             self.violate(f"crash: step {step.index} ({step.do}) raised {type(err).__name__}: {err}")
+        await self.world.settle()  # the step's deliveries run in the background
         dump = await self.dump()
         records = list(dump.log[self._log_seen :])
         self._log_seen = len(dump.log)

@@ -57,6 +57,9 @@ class FakeFcm:
     requests: list[Recorded] = field(default_factory=list)
     token_requests: int = 0
     script: dict[str, deque[FcmOutcome]] = field(default_factory=lambda: defaultdict(deque))
+    #: sends to these tokens get no answer until ``release`` is set
+    hanging: set[str] = field(default_factory=set)
+    release: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -106,6 +109,9 @@ class FakeFcm:
                     queue = fake.script.get(token)
                     outcome = queue.popleft() if queue else None
                     n = len(fake.requests)
+                    hang = token in fake.hanging
+                if hang:
+                    fake.release.wait(timeout=60)  # a provider that does not answer
                 if outcome is None:
                     self._answer(200, {"name": f"projects/{fake.project_id}/messages/{n}"})
                     return

@@ -67,6 +67,7 @@ class Worker:
         return self.submit(coro).result(timeout=60)
 
     def close(self) -> None:
+        self.run(self.service.aclose())  # background deliveries end before the store
         self.run(self.store.aclose())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)

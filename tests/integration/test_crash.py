@@ -117,6 +117,7 @@ async def recover_and_check(url: str, reports: Reports) -> None:
         clock = LaterClock()
         service = build(store, clock)
         await service.sweep_due()
+        await service.dispatcher.drain()  # the sweep's own deliveries, in the background
         while (await service.dispatcher.dispatch_due(limit=500)).delivered:
             pass
         dump = await store.dump()

@@ -146,6 +146,32 @@ async def test_unavailable_is_retryable_after_the_sdk_own_retries(app: Any, fake
     assert await tokens.tokens(Participant.MITRA, "m-1") == ["down"]
 
 
+async def test_a_provider_that_does_not_answer_is_a_retryable_failure(
+    app: Any, fake: FakeFcm
+) -> None:
+    """The SDK's own HTTP timeout is 120 s (the issue saw one push go out 4 times
+    because the outbox lease ran out first); the adapter gives up after its own
+    timeout, below the outbox's per-call timeout, and the row is retried."""
+    tokens = tokens_for("silent")
+    fake.hanging.add("silent")
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await FcmPushSender(app, tokens, endpoint=fake.url, timeout=0.5).send(
+                Participant.MITRA, "m-1", REQUEST_PUSH
+            )
+        assert caught.value.retryable is True
+        assert "did not answer" in str(caught.value)
+        assert await tokens.tokens(Participant.MITRA, "m-1") == ["silent"]
+    finally:
+        fake.hanging.clear()
+        fake.release.set()
+
+
+def test_the_timeout_must_be_positive(app: Any, fake: FakeFcm) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        FcmPushSender(app, tokens_for("t"), endpoint=fake.url, timeout=0)
+
+
 async def test_no_device_token_is_a_final_failure(app: Any, fake: FakeFcm) -> None:
     with pytest.raises(DeliveryError) as caught:
         await sender(app, fake, tokens_for()).send(Participant.MITRA, "m-1", REQUEST_PUSH)

@@ -244,6 +244,7 @@ async def test_a_redis_drop_does_not_lose_an_outbox_row(clients: list[Redis], pr
             price=25000,
             extension_payment_session_id="p-1",
         )
+        await service.dispatcher.drain()  # its delivery, tried while Redis is cut
         dump = await store.dump()
         assert [e.status.value for e in dump.extensions] == ["pending"]
         assert dump.outbox and not any(delivered for _, delivered in dump.outbox)

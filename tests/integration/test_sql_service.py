@@ -49,6 +49,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     try:
         yield w
     finally:
+        await w.settle()
         await store.aclose()
 
 
@@ -64,10 +65,12 @@ async def request(w: World, payment: str = "p1") -> str:
         price=15000,
         extension_payment_session_id=payment,
     )
+    await w.settle()  # its deliveries run in the background
     return ext.id
 
 
 async def healthy(w: World) -> StoreDump:
+    await w.settle()
     d = await w.store.dump()
     assert check_invariants(d, now=w.clock.now(), require_delivered=True) == []
     return d

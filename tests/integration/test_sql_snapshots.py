@@ -246,6 +246,7 @@ async def test_the_sweep_resolves_an_extension_whose_session_the_host_moved(
 
     w = World(store=store, clock=VirtualClock(T0 + timedelta(minutes=1)), sweep_interval=None)
     swept = await w.service.sweep_due()
+    await w.settle()  # its deliveries end before the store closes
     assert [(e.id, e.status) for e in swept] == [("e1", ExtensionStatus.TIMEOUT)]
     dump = await store.dump()
     assert next(s for s in dump.sessions if s.id == "s1").status is SessionStatus.ACTIVE

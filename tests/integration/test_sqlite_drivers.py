@@ -37,6 +37,7 @@ async def _script(store: InspectableStore) -> StoreDump:
         price=15000,
         extension_payment_session_id="p1",
     )
+    await w.settle()
     b = await svc.request_extension(
         session_id="s2",
         customer_id="c1",
@@ -51,10 +52,14 @@ async def _script(store: InspectableStore) -> StoreDump:
         price=15000,
         extension_payment_session_id="p3",
     )
+    await w.settle()
     await svc.respond_to_extension(extension_id=a.id, session_id="s1", mitra_id="m1", accepted=True)
+    await w.settle()
     await svc.respond_to_extension(
         extension_id=b.id, session_id="s2", mitra_id="m1", accepted=False
     )
+    await w.settle()
+    await w.settle()
     await w.clock.advance(120)  # c times out; sessions run on
     dump = await store.dump()
     assert [e.status for e in dump.extensions if e.id == c.id] != [ExtensionStatus.PENDING]

@@ -173,8 +173,19 @@ class ExtensionRaces(RuleBasedStateMachine):
             self.loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one coroutine on this machine's private loop."""
-        return self.loop.run_until_complete(coro)
+        """Run one coroutine on this machine's private loop, then every delivery
+        it started in the background (so each step's effects are all in)."""
+        return self.loop.run_until_complete(self._settled(coro))
+
+    async def _settled(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await coro
+        finally:
+            for service in (getattr(self, "world", None), getattr(self, "worker", None)):
+                if isinstance(service, World):
+                    await service.settle()
+                elif service is not None:
+                    await service.dispatcher.drain()
 
     # ------------------------------------------------------------ helpers
 

@@ -324,7 +324,8 @@ def test_time_out_under_a_session_the_host_moved_resolves_and_leaves_the_session
     assert decision.payment.row.status is PaymentStatus.FAILED
     assert decision.session is None and decision.ledger is None
     assert [r.entity for r in decision.log] == ["extension", "payment"]
-    assert len(decision.effects) == 1  # the customer's extension_response, nothing closing
+    # the customer's extension_response and the host's payment event, nothing closing
+    assert [type(e).__name__ for e in decision.effects] == ["Notify", "PaymentFailed"]
     early = replace(facts, now=T0 + timedelta(seconds=9))
     assert decide(moved, TimeoutExtension("e1"), early) is NOTHING  # still only when due
 

@@ -33,6 +33,7 @@ async def _request(world: World, session_id: str = "s1", payment_id: str = "p1")
         price=15000,
         extension_payment_session_id=payment_id,
     )
+    await world.settle()  # its deliveries run in the background
     return ext.id
 
 
@@ -95,6 +96,7 @@ async def test_a_failed_payment_is_not_live_but_cannot_be_reused_either() -> Non
     await world.service.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
     )
+    await world.settle()
     # p1 is failed now; a new request with it is refused on its status
     await assert_refused(world, lambda: _request(world, "s1", "p1"), "INVALID_STATE", 409)
 
@@ -124,6 +126,7 @@ async def test_ending_resolves_a_pending_extension_as_rejected_and_fails_its_pay
     ext_id = await _request(world)
     await world.clock.advance(3)
     await world.service.end_session("s1")
+    await world.settle()
     dump = await world.store.dump()
     (ext,) = dump.extensions
     assert (ext.status, ext.failure_cause) == (ExtensionStatus.REJECTED, FailureCause.SESSION_ENDED)
@@ -167,6 +170,7 @@ async def test_a_customer_off_the_session_socket_gets_the_response_by_push(
     await world.service.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=accepted
     )
+    await world.settle()
     (push,) = [p for p in world.push.sent if p.participant is C]
     assert push.user_id == "c1"
     assert push.payload["title"] == title
@@ -195,6 +199,7 @@ async def test_a_customer_on_the_session_socket_gets_no_push() -> None:
     await world.service.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
     )
+    await world.settle()
     assert [p for p in world.push.sent if p.participant is C] == []
 
 
@@ -280,6 +285,7 @@ async def test_a_push_failure_on_the_resolution_never_rolls_it_back() -> None:
     await world.service.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
     )
+    await world.settle()
     dump = await world.store.dump()
     assert dump.extensions[0].status is ExtensionStatus.ACCEPTED
     assert dump.payments[0].status is PaymentStatus.CONSUMED

@@ -30,6 +30,7 @@ async def _request(world: World, duration: int = 30, price: int = 15000) -> str:
         price=price,
         extension_payment_session_id="p1",
     )
+    await world.settle()  # its deliveries run in the background
     return ext.id
 
 
@@ -127,6 +128,7 @@ async def test_accept_charges_extends_resumes_and_tells_both() -> None:
     returned = await world.service.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
     )
+    await world.settle()
     ext, ses, pay = await _rows(world)
     new_expiry = session.expires_at + timedelta(minutes=30)
     assert returned == ext
@@ -175,6 +177,7 @@ async def test_accept_of_a_session_that_expired_while_extending_extends_from_now
     await world.service.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
     )
+    await world.settle()
     ses = await world.session("s1")
     assert ses is not None and ses.status is SessionStatus.ACTIVE
     assert ses.expires_at == world.clock.now() + timedelta(minutes=30)
@@ -192,6 +195,7 @@ async def test_accept_from_closing_clears_the_running_grace_timer() -> None:
     await world.service.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
     )
+    await world.settle()
     ses = await world.session("s1")
     assert ses is not None and ses.closure_deadline is None
     await world.clock.advance(120)  # the old grace deadline passes: nothing ends
@@ -210,6 +214,7 @@ async def test_reject_fails_the_payment_closes_and_starts_grace() -> None:
     await world.service.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
     )
+    await world.settle()
     ext, ses, pay = await _rows(world)
     deadline = world.clock.now() + timedelta(seconds=45)
     assert ext.status is ExtensionStatus.REJECTED
@@ -379,4 +384,5 @@ async def test_pending_extension_is_none_once_answered() -> None:
     await world.service.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
     )
+    await world.settle()
     assert await world.service.pending_extension("s1") is None

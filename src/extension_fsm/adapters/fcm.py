@@ -21,6 +21,12 @@ Multi-token semantics (a user may have a phone and a tablet):
 * otherwise (no token at all, only dead tokens, or a permanent error such as
   a third-party auth failure) a final ``DeliveryError(retryable=False)``.
 
+Every send is bounded by ``timeout`` (8 s by default, under the outbox's
+per-call timeout): the SDK's HTTP timeout is lowered to it (the SDK's own
+default is 120 s) and the whole send, device-token look-ups included, gives up
+after it with a retryable ``DeliveryError``.  The SDK blocks a worker thread
+that cannot be cancelled; such a thread ends at the HTTP timeout.
+
 ``firebase_admin`` is an optional dependency (``extension-fsm[fcm]``).
 """
 
@@ -121,15 +127,29 @@ class FcmPushSender:
         *,
         endpoint: str | None = None,
         android_ttl_seconds: int | None = None,
+        timeout: float = 8.0,
     ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
         self._app = app
         self._tokens = tokens
         self._android_ttl = android_ttl_seconds
+        self._timeout = timeout
         if endpoint is not None:
             _point_at(app, endpoint)
+        _bound_http_timeout(app, timeout)
 
     async def send(self, participant: Participant, user_id: str, message: PushMessage) -> None:
         """Push ``message`` to every device of the user; see the module docstring."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._send(participant, user_id, message)
+        except TimeoutError:
+            raise DeliveryError(
+                f"FCM did not answer within {self._timeout} s", retryable=True
+            ) from None
+
+    async def _send(self, participant: Participant, user_id: str, message: PushMessage) -> None:
         tokens = [t for t in await self._tokens.tokens(participant, user_id) if t]
         if not tokens:
             raise DeliveryError(
@@ -198,6 +218,16 @@ class FcmPushSender:
                 ),
             ),
         )
+
+
+def _bound_http_timeout(app: App, timeout: float) -> None:
+    """Lower the SDK's HTTP timeout for this app's messaging to ``timeout``."""
+    client: Any = getattr(messaging._get_messaging_service(app), "_client", None)
+    if client is None or not hasattr(client, "_timeout"):  # pragma: no cover - an SDK change
+        raise RuntimeError("this firebase_admin version's HTTP timeout cannot be bounded")
+    current = client._timeout
+    if current is None or current > timeout:
+        client._timeout = timeout
 
 
 def _point_at(app: App, endpoint: str) -> None:

@@ -10,12 +10,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..errors import DeliveryError
-from ..model import JSONValue, Participant, PushMessage, TimeoutAction
+from ..model import (
+    JSONValue,
+    Participant,
+    PaymentConsumed,
+    PaymentFailed,
+    PushMessage,
+    TimeoutAction,
+)
 
 __all__ = [
     "Delivery",
     "MemoryConfig",
     "MemoryDeviceTokens",
+    "MemoryPaymentEvents",
     "MemoryPresence",
     "MemoryPush",
     "MemorySessionTimer",
@@ -111,6 +119,35 @@ class MemorySessionTimer:
 
     async def clear_closure_grace(self, session_id: str) -> None:
         self.calls.append(("clear_closure_grace", session_id, None))
+
+
+@dataclass
+class MemoryPaymentEvents:
+    """Records the payment events the host was told, in the order told;
+    ``failures`` are raised, one per call, before succeeding."""
+
+    events: list[PaymentConsumed | PaymentFailed] = field(default_factory=list)
+    failures: list[Exception] = field(default_factory=list)
+
+    async def consumed(self, event: PaymentConsumed) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.events.append(event)
+
+    async def failed(self, event: PaymentFailed) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.events.append(event)
+
+    def unique(self) -> list[PaymentConsumed | PaymentFailed]:
+        """The events with repeats dropped by ``dedupe_key``, as a host would."""
+        seen: set[str] = set()
+        out: list[PaymentConsumed | PaymentFailed] = []
+        for event in self.events:
+            if event.dedupe_key not in seen:
+                seen.add(event.dedupe_key)
+                out.append(event)
+        return out
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The in-memory store's outbox as the dispatcher sees it: rows with their
-delivery bookkeeping, claimed with a lease, then marked."""
+delivery bookkeeping, claimed with a lease (only the oldest open row of each
+lane), then marked."""
 
 from __future__ import annotations
 
@@ -34,18 +35,54 @@ class MemoryOutboxStore:
 
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
+        # lane -> its rows not yet known to be delivered or dead, oldest first
+        self._lanes: dict[str, dict[int, OutboxRow]] = {}
+        self._indexed_seq = 0
+
+    def _index_new_rows(self) -> None:
+        """Add rows committed since the last claim to their lanes (rows are kept
+        in the order written, so the new ones are at the end)."""
+        fresh: list[OutboxRow] = []
+        for row in reversed(self._store.outbox_rows.values()):
+            if row.seq <= self._indexed_seq:
+                break
+            fresh.append(row)
+        for row in reversed(fresh):
+            if row.message.lane is not None:
+                self._lanes.setdefault(row.message.lane, {})[row.seq] = row
+        if fresh:
+            self._indexed_seq = fresh[0].seq
+
+    def _is_head(self, row: OutboxRow) -> bool:
+        """Whether ``row`` is the oldest open row of its lane."""
+        assert row.message.lane is not None
+        lane = self._lanes[row.message.lane]
+        rows = self._store.outbox_rows
+        for seq, older in list(lane.items()):
+            if (
+                older.delivered_at is None
+                and not older.dead
+                and rows.get(older.message.id) is older
+            ):
+                return seq == row.seq
+            del lane[seq]  # delivered, dead or gone: never blocks again
+        return False  # pragma: no cover - ``row`` itself is open and in its lane
 
     async def claim(
         self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
     ) -> list[OutboxMessage]:
         with self._store._lock:
             rows = self._store.outbox_rows
+            self._index_new_rows()
             candidates = [rows[i] for i in ids if i in rows] if ids is not None else rows.values()
             ready = sorted(
                 (
                     r
                     for r in candidates
-                    if r.delivered_at is None and not r.dead and r.available_at <= now
+                    if r.delivered_at is None
+                    and not r.dead
+                    and r.available_at <= now
+                    and (r.message.lane is None or self._is_head(r))
                 ),
                 key=lambda r: r.seq,
             )[:limit]
@@ -53,9 +90,21 @@ class MemoryOutboxStore:
                 row.available_at = now + timedelta(seconds=lease_seconds)
             return [replace(r.message, attempts=r.attempts) for r in ready]
 
+    def _close_in_lane(self, row: OutboxRow) -> None:
+        """``row`` is delivered or dead: it no longer holds its lane."""
+        lane = row.message.lane
+        rows = self._lanes.get(lane) if lane is not None else None
+        if lane is None or rows is None:
+            return
+        rows.pop(row.seq, None)
+        if not rows:
+            del self._lanes[lane]
+
     async def mark_delivered(self, message_id: str, at: datetime) -> None:
         with self._store._lock:
-            self._store.outbox_rows[message_id].delivered_at = at
+            row = self._store.outbox_rows[message_id]
+            row.delivered_at = at
+            self._close_in_lane(row)
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
         with self._store._lock:
@@ -70,6 +119,7 @@ class MemoryOutboxStore:
             row.attempts += 1
             row.dead = True
             row.last_error = error
+            self._close_in_lane(row)
 
     def undelivered(self) -> list[OutboxMessage]:
         """Rows not yet delivered nor dead, in order (for tests and the simulator)."""

@@ -20,7 +20,10 @@ Design (request / ack over pub/sub, steered by a registry):
 Failures at the edge: a Redis ``ConnectionError`` / ``TimeoutError`` during a
 send becomes ``DeliveryError(retryable=True)`` (the outbox keeps the row),
 unless a local socket already took the message; during ``is_connected`` it
-means *not connected* (fail safe: the timeout safeguard then refuses to
+means *not connected*.  Every Redis call of a send or an ``is_connected``
+is bounded by ``redis_timeout`` (a blackholed Redis is "unreachable", not a
+hang), so a send takes at most the hub's send timeout, plus twice
+``redis_timeout``, plus ``ack_timeout`` (fail safe: the timeout safeguard then refuses to
 auto-approve).  Registry writes that fail are logged and healed by the next
 heartbeat.  Instances' clocks are assumed NTP-close (seconds, against a
 ``ttl`` of tens of seconds).
@@ -74,13 +77,17 @@ class RedisSocketBridge:
         instance_id: str | None = None,
         ttl: float = 30.0,
         ack_timeout: float = 1.0,
+        redis_timeout: float = 1.0,
     ) -> None:
+        if not redis_timeout > 0:
+            raise ValueError(f"redis_timeout must be positive, got {redis_timeout}")
         self.hub = hub
         self.instance_id = instance_id or uuid.uuid4().hex
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl
         self._ack_timeout = ack_timeout
+        self._redis_timeout = redis_timeout
         self._pending: dict[str, asyncio.Future[bool]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -205,7 +212,9 @@ class RedisSocketBridge:
         return f"{self._prefix}inst:{instance_id}"
 
     async def _holders(self, key: SocketKey) -> list[str]:
-        raw = await self._redis.zrangebyscore(self._registry(key), time.time(), "+inf")
+        # A timeout here is a TimeoutError (an OSError): "Redis unreachable".
+        async with asyncio.timeout(self._redis_timeout):
+            raw = await self._redis.zrangebyscore(self._registry(key), time.time(), "+inf")
         return [_text(member) for member in raw if isinstance(member, bytes | str)]
 
     async def _announce(self, keys: list[SocketKey]) -> None:
@@ -254,10 +263,13 @@ class RedisSocketBridge:
             "message": dict(message),
         }
         try:
-            receivers = await self._redis.publish(self._channel(instance_id), json.dumps(payload))
-            if receivers == 0:  # that instance is gone: drop its stale entry
-                await self._redis.zrem(self._registry(key), instance_id)
-                return False
+            async with asyncio.timeout(self._redis_timeout):
+                receivers = await self._redis.publish(
+                    self._channel(instance_id), json.dumps(payload)
+                )
+                if receivers == 0:  # that instance is gone: drop its stale entry
+                    await self._redis.zrem(self._registry(key), instance_id)
+                    return False
             async with asyncio.timeout(self._ack_timeout):
                 return await future
         except TimeoutError:

@@ -5,6 +5,12 @@ A claim is one ``UPDATE … WHERE seq IN (SELECT … ORDER BY seq LIMIT n
 forward) is what keeps two dispatchers from sending the same row at the same
 time; a dispatcher that dies mid-delivery leaves the row to be claimed again
 when the lease runs out (at-least-once; receivers dedupe on ``dedupe_key``).
+
+A row with a ``lane`` is picked only while no older row of its lane is
+undelivered and not dead (``NOT EXISTS``, served by the lane index): a lane's
+rows go out one at a time in the order written.  Whether an older row blocks
+does not depend on locks or leases, so two dispatchers can never hold two
+rows of one lane at once.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -70,9 +76,23 @@ class SqlOutboxStore:
         t = self._t
         if limit <= 0 or (ids is not None and not ids):
             return []
+        older = t.alias("older")
+        blocked = exists().where(
+            and_(
+                older.c.lane == t.c.lane,
+                older.c.seq < t.c.seq,
+                older.c.delivered_at.is_(None),
+                older.c.dead_at.is_(None),
+            )
+        )
         pick = (
             select(t.c.seq)
-            .where(t.c.delivered_at.is_(None), t.c.dead_at.is_(None), t.c.available_at <= now)
+            .where(
+                t.c.delivered_at.is_(None),
+                t.c.dead_at.is_(None),
+                t.c.available_at <= now,
+                or_(t.c.lane.is_(None), ~blocked),
+            )
             .order_by(t.c.seq)
             .limit(limit)
         )
@@ -85,7 +105,14 @@ class SqlOutboxStore:
             .where(t.c.seq.in_(pick.scalar_subquery()))
             .values(available_at=now + timedelta(seconds=lease_seconds))
             .returning(
-                t.c.seq, t.c.id, t.c.kind, t.c.dedupe_key, t.c.payload, t.c.created_at, t.c.attempts
+                t.c.seq,
+                t.c.id,
+                t.c.kind,
+                t.c.dedupe_key,
+                t.c.payload,
+                t.c.created_at,
+                t.c.attempts,
+                t.c.lane,
             )
         )
         rows = sorted(await self._run(stmt), key=lambda r: r.seq)
@@ -97,6 +124,7 @@ class SqlOutboxStore:
                 payload=r.payload,
                 created_at=r.created_at,
                 attempts=r.attempts,
+                lane=r.lane,
             )
             for r in rows
         ]

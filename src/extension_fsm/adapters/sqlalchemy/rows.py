@@ -169,6 +169,7 @@ def _outbox_values(m: OutboxMessage) -> dict[str, Any]:
         "created_at": m.created_at,
         "available_at": m.created_at,
         "attempts": m.attempts,
+        "lane": m.lane,
     }
 
 

@@ -280,11 +280,19 @@ def build_tables(
         Column("delivered_at", UTCDateTime(), nullable=True),
         Column("dead_at", UTCDateTime(), nullable=True),
         Column("last_error", Text(), nullable=True),
+        # rows of one lane are delivered one at a time, in order (NULL: no order)
+        Column("lane", String(96), nullable=True),
     )
     Index(
         f"ix_{outbox.name}_undelivered",
         outbox.c.seq,
         **_partial("delivered_at IS NULL AND dead_at IS NULL"),
+    )
+    Index(
+        f"ix_{outbox.name}_lane",
+        outbox.c.lane,
+        outbox.c.seq,
+        **_partial("lane IS NOT NULL AND delivered_at IS NULL AND dead_at IS NULL"),
     )
     log = Table(
         n["extension_transitions"],

@@ -168,7 +168,9 @@ class SqlAlchemyStore:
             log = [_record(r) for r in await uow.rows(select(t.log).order_by("seq"))]
             outbox = [
                 (
-                    OutboxMessage(r.id, r.kind, r.dedupe_key, r.payload, r.created_at, r.attempts),
+                    OutboxMessage(
+                        r.id, r.kind, r.dedupe_key, r.payload, r.created_at, r.attempts, r.lane
+                    ),
                     r.delivered_at is not None,
                 )
                 for r in await uow.rows(select(t.outbox).order_by("seq"))
