@@ -544,9 +544,10 @@ def _close(
     failed = _fail_payment(payment, cause)
     ext_was = str(ext.status)
     resolution = _record("extension", ext.id, ext_was, str(status), event, actor, now, str(cause))
-    if session is None:
+    if session is None:  # nobody to tell, but the host's money side still hears of it
         log = (resolution, *_payment_log(failed, "fail", actor, now))
-        return _decision(_change(ext_was, resolved), None, failed, None, log, (), None, ext.id)
+        events = _payment_failed(failed, ext, now)
+        return _decision(_change(ext_was, resolved), None, failed, None, log, events, None, ext.id)
     response = (
         messages.rejected_response(session, ext)
         if reason is None

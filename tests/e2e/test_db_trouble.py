@@ -22,8 +22,8 @@ from examples.fastapi_app.dev import seed_demo
 from examples.fastapi_app.settings import Settings
 from extension_fsm import PaymentStatus
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
-from tests.e2e.conftest import SECRET, Party, auth, seed_party
 from tests.e2e.live import LiveServer
+from tests.e2e.parties import SECRET, Party, auth, seed_party
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.integration.sql_support import private_postgres_database
 
@@ -42,7 +42,8 @@ class Env:
 
     def rows(self) -> tuple[Any, ...]:
         d = self.live.call(self.live.runtime.store.dump())
-        return (d.sessions, d.payments, d.extensions, d.ledger, d.log, [m for m, _ in d.outbox])
+        outbox = [(m.id, m.kind, m.dedupe_key) for m, _ in d.outbox]  # attempts move on
+        return (d.sessions, d.payments, d.extensions, d.ledger, d.log, outbox)
 
     def request(self, party: Party) -> httpx.Response:
         return self.http.post(

@@ -62,6 +62,7 @@ async def seed(url: str, n: int, prefix: str = "") -> None:
                 extension_payment_session_id=pid,
             )
     finally:
+        await service.aclose()  # the requests' notifications go out before the store closes
         await store.aclose()
 
 

@@ -24,12 +24,13 @@ from extension_fsm import (
     TimeoutAction,
     decide,
 )
-from extension_fsm.core import NOTHING
 from extension_fsm.model import (
     EndSession,
     Event,
+    FailureCause,
     Notify,
     Participant,
+    PaymentFailed,
     RequestExtension,
     RespondToExtension,
     TimeoutExtension,
@@ -176,9 +177,12 @@ def test_ending_with_a_pending_request_tells_the_customer_once_and_charges_nothi
     snapshot = Snapshot(session=EXTENDING, pending=EXT, payment=PAYMENT)
     decision = decide(snapshot, EndSession("s1"), Facts(now=AT_3))
     assert decision.ledger is None
-    (notice,) = decision.effects
-    assert isinstance(notice, Notify) and notice.recipient is Participant.CUSTOMER
+    (notice,) = [e for e in decision.effects if isinstance(e, Notify)]
+    assert notice.recipient is Participant.CUSTOMER
     assert (notice.message["accepted"], notice.message["reason"]) == (False, "session_ended")
+    (failed,) = [e for e in decision.effects if not isinstance(e, Notify)]
+    assert isinstance(failed, PaymentFailed)  # the host's money side: a failure, no charge
+    assert (failed.payment_session_id, failed.cause) == (PAYMENT.id, FailureCause.SESSION_ENDED)
 
 
 def test_ending_never_fails_a_payment_that_does_not_back_the_pending_request() -> None:
@@ -201,9 +205,18 @@ def test_ending_a_request_whose_payment_is_already_settled_leaves_the_payment() 
     assert [r.entity for r in decision.log] == ["extension", "session"]
 
 
-def test_a_timeout_whose_session_row_is_gone_changes_nothing() -> None:
-    """A pending extension without its session (the host deleted the row): the
-    timeout decides nothing rather than crash the sweep."""
+def test_a_timeout_whose_session_row_is_gone_ends_it_uncharged_and_tells_the_host() -> None:
+    """A pending extension without its session (the host deleted the row) times
+    out uncharged instead of staying pending for ever: never approved, even with
+    the mitra reachable; nobody to message, but the payment is failed and the
+    host's money side hears of it."""
     orphan = Snapshot(session=None, extension=EXT, payment=PAYMENT)
     facts = Facts(now=DUE, mitra_connected=True, mitra_online=True)
-    assert decide(orphan, TimeoutExtension("e1"), facts) is NOTHING
+    decision = decide(orphan, TimeoutExtension("e1"), facts)
+    assert decision.extension is not None
+    assert decision.extension.row.status is ExtensionStatus.TIMEOUT
+    assert decision.session is None and decision.ledger is None
+    assert decision.payment is not None
+    assert decision.payment.row.status is PaymentStatus.FAILED
+    (event,) = decision.effects
+    assert isinstance(event, PaymentFailed) and event.payment_session_id == PAYMENT.id

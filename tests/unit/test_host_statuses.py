@@ -48,7 +48,8 @@ def test_a_due_extension_whose_session_row_is_gone_times_out_uncharged() -> None
     assert decision.extension.row.status is ExtensionStatus.TIMEOUT
     assert decision.payment is not None and decision.payment.row.status is PaymentStatus.FAILED
     assert decision.session is None and decision.ledger is None
-    assert decision.effects == ()  # no one left to tell
+    # no one left to message; the host's money side still hears of the failure
+    assert [type(e).__name__ for e in decision.effects] == ["PaymentFailed"]
 
 
 def test_a_host_status_never_approves_a_timeout() -> None:

@@ -170,6 +170,7 @@ async def _accepted_world(configured_timeout: float) -> World:
     await world.service.respond_to_extension(
         extension_id="id-1", session_id="s1", mitra_id="m1", accepted=True
     )
+    await world.settle()  # deliveries run in the background
     return world
 
 

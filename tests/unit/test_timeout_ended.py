@@ -29,7 +29,7 @@ from extension_fsm import (
     TimeoutAction,
     decide,
 )
-from extension_fsm.model import Notify, TimeoutExtension, TransitionRecord
+from extension_fsm.model import Notify, PaymentFailed, TimeoutExtension, TransitionRecord
 from extension_fsm.simulation import make_payment, make_session
 from tests.unit._support import new_world, socket_messages
 
@@ -79,8 +79,9 @@ def test_time_out_under_an_ended_session_cancels_it_as_session_ended(
         TransitionRecord("extension", "e1", "pending", "rejected", "cancel", "system", now, CAUSE),
         TransitionRecord("payment", "p1", "confirmed", "failed", "fail", "system", now, CAUSE),
     )
-    (effect,) = decision.effects
+    effect, event = decision.effects
     assert isinstance(effect, Notify)
+    assert isinstance(event, PaymentFailed) and event.cause is FailureCause.SESSION_ENDED
     assert (effect.recipient, effect.user_id) == (Participant.CUSTOMER, "c1")
     assert effect.message["reason"] == "session_ended"
     assert (effect.message["accepted"], effect.message["via_timeout"]) == (False, False)
@@ -129,6 +130,7 @@ async def test_a_sweep_after_the_host_ended_the_session_records_session_ended() 
         ("extension", "pending", "rejected", "cancel", "system", CAUSE),
         ("payment", "confirmed", "failed", "fail", "system", CAUSE),
     ]
+    await world.settle()  # deliveries run in the background
     (response,) = socket_messages(world, Participant.CUSTOMER, "extension_response")
     assert (response["accepted"], response["via_timeout"], response["reason"]) == (
         False,
