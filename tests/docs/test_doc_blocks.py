@@ -1,4 +1,5 @@
-"""Every Python block of the pages a new user copies from runs as written."""
+"""Every Python block of the pages a new user copies from runs as written:
+the README, the quickstart and the host guide."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ["quickstart.md", "host-guide.md"]
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ["README.md", "docs/quickstart.md", "docs/host-guide.md"]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
 def blocks() -> list[tuple[str, int, str]]:
     found = []
     for page in PAGES:
-        for n, match in enumerate(_BLOCK.finditer((DOCS / page).read_text()), start=1):
+        for n, match in enumerate(_BLOCK.finditer((ROOT / page).read_text()), start=1):
             found.append((page, n, match.group(1)))
     return found
 
