@@ -82,6 +82,7 @@ async def test_a_reject_after_the_timeout_resolved_it_changes_nothing(host: Host
     service, ext = await _requested(host, clock)
     await clock.advance(ext.timeout_seconds + 1)
     (resolved,) = await service.sweep_due()
+    await service.dispatcher.drain()  # the sweep's deliveries finish before the snapshot
     before = await host.store.dump()
 
     err = await _late_answer(service, ext, accepted=False)

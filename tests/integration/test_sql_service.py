@@ -102,6 +102,7 @@ async def test_accept_charges_once_and_extends(world: World) -> None:
 async def test_refused_requests_write_no_row(world: World) -> None:
     w = world
     await request(w)
+    await w.settle()  # the request's own deliveries finish before the snapshot
     d = await w.store.dump()
     for payment in ("p2", "p1", "nope"):
         with pytest.raises(ExtensionError) as caught:

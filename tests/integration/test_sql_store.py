@@ -257,3 +257,19 @@ async def test_write_batch_missed_compare_and_set_is_a_conflict_and_writes_nothi
         assert len(after.ledger) == 1
     finally:
         await store.aclose()
+
+
+async def test_a_closed_store_refuses_work_instead_of_reopening_connections(
+    tmp_path: Path,
+) -> None:
+    """A late caller (a background delivery that outlived its store) gets a
+    StorageError; the closed engine never opens a fresh pool to leak."""
+    store = await SqlAlchemyStore.open(f"sqlite:///{tmp_path / 'closed.db'}", create_schema=True)
+    await store.aclose()
+    with pytest.raises(StorageError, match="closed"):
+        async with store.unit_of_work():
+            pass
+    with pytest.raises(StorageError, match="closed"):
+        await store.outbox.claim(datetime.now(UTC), 10, 30)
+    with pytest.raises(StorageError, match="closed"):
+        await store.dump()

@@ -159,6 +159,7 @@ async def assert_refused(
     world: World, call: Callable[[], Awaitable[object]], code: str, status: int
 ) -> ExtensionError:
     """``call`` raises ExtensionError(code, status) and writes nothing at all."""
+    await world.settle()  # earlier calls' deliveries finish before the snapshot
     before = await world.store.dump()
     sent = (len(world.sockets.sent), len(world.push.sent), len(world.session_timer.calls))
     try:

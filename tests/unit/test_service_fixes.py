@@ -65,6 +65,7 @@ async def test_the_store_itself_refuses_a_second_live_extension_per_payment() ->
     store = world.store
     assert isinstance(store, MemoryStore)
     twin = replace(store.extensions[first], id="x", session_id="s2")
+    await world.settle()
     before = await store.dump()
     with pytest.raises(ExtensionError) as info:
         async with store.unit_of_work() as uow:
@@ -81,6 +82,7 @@ async def test_the_store_itself_refuses_a_second_pending_extension_per_session()
     store = world.store
     assert isinstance(store, MemoryStore)
     row = store.extensions[first]
+    await world.settle()
     before = await store.dump()
     with pytest.raises(ExtensionError) as info:
         async with store.unit_of_work() as uow:
@@ -108,6 +110,7 @@ async def test_ending_is_final_and_idempotent() -> None:
     world, _ = await new_world()
     ended = await world.service.end_session("s1")
     assert ended.status is SessionStatus.ENDED
+    await world.settle()
     before = await world.store.dump()
     again = await world.service.end_session("s1")
     assert again == ended

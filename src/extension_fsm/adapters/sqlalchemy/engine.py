@@ -235,11 +235,13 @@ class Database:
         self.is_inline = isinstance(engine, Engine)
         self._busy_s = _busy_seconds(engine.url)
         self._held: Connection | None = None
+        self._closed = False
         # SQLite has one writer; queue in-process instead of spinning on the file lock.
         self._lock = None if self.is_postgres else asyncio.Lock()
 
     async def begin(self) -> TxConnection:
         """A connection inside a new transaction (release with :meth:`finish`)."""
+        self._refuse_if_closed()
         if self._lock is not None:
             await self._lock.acquire()
         try:
@@ -311,6 +313,7 @@ class Database:
 
     async def run_sync(self, fn: Callable[[Connection], T]) -> T:
         """``fn(connection)`` in one committed transaction (schema work, inspection)."""
+        self._refuse_if_closed()
         if isinstance(self.engine, Engine):
             with self.engine.begin() as conn:
                 return fn(conn)
@@ -357,8 +360,15 @@ class Database:
             await asyncio.sleep(pause)  # another process holds the write lock
             pause = min(pause * 2, _BUSY_MAX_S)
 
+    def _refuse_if_closed(self) -> None:
+        # A closed engine would open a fresh pool on demand and leak it: a late
+        # caller (a background delivery outliving its store) is refused instead.
+        if self._closed:
+            raise StorageError("the store is closed")
+
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection; the database refuses work afterwards."""
+        self._closed = True
         if isinstance(self.engine, Engine):
             held, self._held = self._held, None
             if held is not None:
