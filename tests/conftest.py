@@ -53,7 +53,8 @@ async def _background_deliveries_end_with_the_test() -> AsyncIterator[None]:
         t for t in asyncio.all_tasks() if t.get_name() == BACKGROUND_TASK_NAME and not t.done()
     ]
     if tasks:
-        _, late = await asyncio.wait(tasks, timeout=10)
+        # generous: a delivery cancelled while it opens a connection leaks that socket
+        _, late = await asyncio.wait(tasks, timeout=60)
         for task in late:
             task.cancel()
         if late:

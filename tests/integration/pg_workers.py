@@ -67,7 +67,9 @@ class Worker:
         return self.submit(coro).result(timeout=60)
 
     def close(self) -> None:
-        self.run(self.service.aclose())  # background deliveries end before the store
+        # Background deliveries end before the store; a generous grace, because a
+        # delivery cancelled while its connection is being opened leaks that socket.
+        self.run(self.service.aclose(grace=30))
         self.run(self.store.aclose())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
