@@ -30,14 +30,14 @@ from typing import Any
 
 from . import __version__, ops_cli
 from .adapters.memory import MemoryStore
-from .diagram import FORMATS, render
-from .expect import mismatches
 from .payloads import messages_schema
 from .ports import InspectableStore
-from .randomize import namespaced, random_scenario
-from .scenario import ScenarioError, ScenarioFile, load_scenario, parse_scenario
-from .sequence import sequence_diagram
-from .timeline import RunResult, run_scenario
+from .simulator.diagram import FORMATS, render
+from .simulator.expect import mismatches
+from .simulator.randomize import namespaced, random_scenario
+from .simulator.scenario import ScenarioError, ScenarioFile, load_scenario, parse_scenario
+from .simulator.sequence import sequence_diagram
+from .simulator.timeline import RunResult, run_scenario
 
 __all__ = ["StoreUnavailable", "default_db", "main", "opened_store"]
 

@@ -21,7 +21,7 @@ from extension_fsm.model import (
     TimeoutAction,
 )
 from extension_fsm.ports import StoreDump
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from tests.integration.sql_support import private_postgres_database
 
 

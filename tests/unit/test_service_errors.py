@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from extension_fsm import PaymentStatus, SessionStatus
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from tests.unit._support import assert_refused, new_world
 
 

@@ -19,7 +19,7 @@ from extension_fsm import (
 )
 from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.machine import SESSION_MACHINE, Guard, InvalidMove
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from tests.unit._support import assert_refused, new_world, socket_messages
 
 C, M = Participant.CUSTOMER, Participant.MITRA

@@ -16,7 +16,7 @@ from extension_fsm import (
     TimeoutReason,
     TransactionType,
 )
-from extension_fsm.simulation import World
+from extension_fsm.simulator import World
 from tests.unit._support import new_world, socket_messages
 
 C, M = Participant.CUSTOMER, Participant.MITRA

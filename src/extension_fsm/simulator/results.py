@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .core import MAX_DURATION_MINUTES, MIN_DURATION_MINUTES
-from .model import JSONValue, PaymentStatus, Session, TimeoutAction, TransitionRecord
-from .ports import StoreDump
+from ..core import MAX_DURATION_MINUTES, MIN_DURATION_MINUTES
+from ..model import JSONValue, PaymentStatus, Session, TimeoutAction, TransitionRecord
+from ..ports import StoreDump
 
 __all__ = ["DeliveryView", "request_problems", "result_document", "timeout_problems"]
 
