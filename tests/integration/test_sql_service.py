@@ -1,5 +1,5 @@
 """``ExtensionService`` end to end over SQLite (file) and PostgreSQL, through the
-simulation harness, with the DESIGN.md §3 invariants checked on the rows."""
+simulation harness, with the invariants of ``docs/design.md`` checked on the rows."""
 
 from __future__ import annotations
 

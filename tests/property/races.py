@@ -1,4 +1,5 @@
-"""A hypothesis state machine that interleaves the races of DESIGN.md §3.
+"""A hypothesis state machine that interleaves the races the invariants of
+``docs/design.md`` must survive.
 
 :class:`ExtensionRaces` drives a :class:`~extension_fsm.simulator.World`
 (service, recording fakes, virtual clock, host timers, periodic sweep) plus a

@@ -1,5 +1,6 @@
-"""Every refusal of DESIGN.md §1 (and the §2 validations): right code and status,
-and nothing written, nothing delivered (compare ``store.dump()`` before/after)."""
+"""Every refusal of the flow (``docs/design.md``, "The flow it keeps", and the
+validations of "What it fixes"): right code and status, and nothing written,
+nothing delivered (compare ``store.dump()`` before/after)."""
 
 from __future__ import annotations
 

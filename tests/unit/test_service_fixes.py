@@ -1,4 +1,5 @@
-"""DESIGN.md §2 fixes that need no database, one test (or a few) each."""
+"""The fixes of ``docs/design.md`` ("What it fixes") that need no database,
+one test (or a few) each."""
 
 from __future__ import annotations
 

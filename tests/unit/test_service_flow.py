@@ -1,4 +1,5 @@
-"""DESIGN.md §1, one test per row, through ``ExtensionService`` on the memory store."""
+"""The flow of ``docs/design.md`` ("The flow it keeps"), one test per row,
+through ``ExtensionService`` on the memory store."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ The runner seeds the scenario's session and payments, plays each step at its
 ``at`` on the virtual clock (timers due before a step fire first, each at its
 own moment), then keeps advancing until no extension is pending (or until
 ``until``).  Along the way it records a timeline row for every step and every
-timer that changed something, and checks DESIGN.md §3: the row invariants of
+timer that changed something, and checks the invariants of ``docs/design.md``:
+the row invariants of
 :func:`~extension_fsm.invariants.check_invariants` after every row, plus the
 behaviour only a run can see (who was refused, what presence and policy said
 when a timeout approved, that a refused call wrote and sent nothing).
