@@ -13,6 +13,11 @@ Exit status: 0 when every invariant held (and the file's ``expect`` matched),
 1 when one did not (printed), 2 for a bad scenario file or command line, or a
 missing extra (one line on stderr naming it, never a traceback).  ``rich``
 (the ``cli`` extra) is imported here only, and only for the table views.
+
+This module stays at the top of the package, outside
+:mod:`extension_fsm.simulator`: it is the one console entry point for two
+products, the simulator's commands and the operator's, and the library never
+imports it.
 """
 
 from __future__ import annotations
