@@ -3,7 +3,7 @@ process), 1,000 sessions driven by 50 concurrent HTTP clients on loopback.
 
 Each session: the customer requests an extension, then the mitra accepts or
 rejects it, or nobody answers and the server's sweep times it out.  Counted:
-every 5xx; afterwards every invariant of DESIGN.md §3 is checked on the rows in
+every 5xx; afterwards every invariant of ``docs/design.md`` is checked on the rows in
 the database (``extension_fsm.invariants.check_invariants``).
 """
 

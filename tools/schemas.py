@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from extension_fsm.payloads import messages_schema
-from extension_fsm.scenario import ScenarioFile
+from extension_fsm.simulator.scenario import ScenarioFile
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "schemas"

@@ -4,7 +4,8 @@
 Prometheus exporter (the ``example`` extra installs it); one meter provider
 per process, made at the first app.  ``/healthz`` answers 200 when the
 database answers, Redis answers (when configured) and no pending extension is
-more than ``EXTENSION_FSM_HEALTH_MAX_LAG`` seconds (default 30) past its
+more than ``EXTENSION_FSM_HEALTH_MAX_LAG`` seconds (default 30, read by
+:class:`~examples.fastapi_app.settings.Settings`) past its
 deadline (the sweep is keeping up), else 503; the body says which check
 failed.  Each check is bounded by a timeout.
 """
@@ -12,7 +13,6 @@ failed.  Each check is bounded by a timeout.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -44,7 +44,6 @@ def _prometheus_registry() -> Any:
 def add_ops_routes(app: FastAPI) -> None:
     """Add ``GET /metrics`` and ``GET /healthz`` to ``app``."""
     registry = _prometheus_registry()
-    max_lag = float(os.environ.get("EXTENSION_FSM_HEALTH_MAX_LAG", "30"))
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -55,6 +54,7 @@ def add_ops_routes(app: FastAPI) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> JSONResponse:
         rt = request.app.state.runtime
+        max_lag = rt.settings.health_max_lag
         checks: dict[str, Any] = {"database": await _database(rt.store, max_lag)}
         if rt.settings.redis_url:
             checks["redis"] = await _redis(rt.redis)

@@ -1,23 +1,53 @@
-"""The example's settings, from the environment."""
+"""The example's settings, from the environment, validated at start.
+
+:meth:`Settings.from_env` builds a dict from the ``EXTENSION_FSM_*`` variables
+and lets pydantic check it: a bad value stops the app at start with one line
+naming the variable (``EXTENSION_FSM_TIMEOUT_SECONDS='ten': ...``), never a
+raw ``ValueError`` from deep inside the wiring.  An unknown timeout action is
+not an error: like the service it replaces, the library treats anything but
+``auto_reject`` as ``auto_approve``.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .auth import MIN_SECRET_BYTES
 
-__all__ = ["Settings"]
+__all__ = ["ENV", "Settings", "SettingsError"]
+
+#: each setting's environment variable
+ENV = {
+    "jwt_secret": "EXTENSION_FSM_JWT_SECRET",
+    "database_url": "EXTENSION_FSM_DATABASE_URL",
+    "redis_url": "EXTENSION_FSM_REDIS_URL",
+    "redis_prefix": "EXTENSION_FSM_REDIS_PREFIX",
+    "fcm_credentials_file": "EXTENSION_FSM_FCM_CREDENTIALS",
+    "fcm_endpoint": "EXTENSION_FSM_FCM_ENDPOINT",
+    "timeout_seconds": "EXTENSION_FSM_TIMEOUT_SECONDS",
+    "timeout_action": "EXTENSION_FSM_TIMEOUT_ACTION",
+    "grace_seconds": "EXTENSION_FSM_GRACE_SECONDS",
+    "health_max_lag": "EXTENSION_FSM_HEALTH_MAX_LAG",
+    "dev_seed": "EXTENSION_FSM_DEV_SEED",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class SettingsError(ValueError):
+    """A setting is unusable: one line naming its environment variable."""
+
+
+class Settings(BaseModel):
     """Everything the example reads from its environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     jwt_secret: str
     #: SQLAlchemy URL (default: embedded SQLite in memory); "memory" = the
     #: in-memory store (one process, lost on restart)
-    database_url: str = "sqlite://"
+    database_url: str = Field("sqlite://", min_length=1)
     #: None = one instance, sockets and presence in this process only
     redis_url: str | None = None
     redis_prefix: str = "extension_fsm:"
@@ -25,34 +55,50 @@ class Settings:
     fcm_credentials_file: str | None = None
     #: replaces https://fcm.googleapis.com (a local FCM fake or emulator)
     fcm_endpoint: str | None = None
-    timeout_seconds: int = 10
+    #: the mitra's answer window, seconds
+    timeout_seconds: int = Field(10, gt=0)
+    #: "auto_reject", or anything else for auto_approve (the seed's rule)
     timeout_action: str = "auto_approve"
-    grace_seconds: int = 60
-    sweep_interval: float = 1.0
-    presence_ttl: float = 30.0
+    #: closure grace after a refusal, seconds
+    grace_seconds: int = Field(60, ge=0)
+    sweep_interval: float = Field(1.0, gt=0)
+    presence_ttl: float = Field(30.0, gt=0)
+    #: /healthz fails when the oldest due extension waits longer, seconds
+    health_max_lag: float = Field(30.0, gt=0)
     #: seed a demo session + payment at start-up and log tokens (never in production)
     dev_seed: bool = False
 
-    def __post_init__(self) -> None:
-        if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"EXTENSION_FSM_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, secret: str) -> str:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
+        return secret
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """Read ``EXTENSION_FSM_*`` variables; the JWT secret is required."""
-        env = os.environ
-        secret = env.get("EXTENSION_FSM_JWT_SECRET")
-        if not secret:
-            raise RuntimeError("set EXTENSION_FSM_JWT_SECRET (32+ random bytes)")
-        return cls(
-            jwt_secret=secret,
-            database_url=env.get("EXTENSION_FSM_DATABASE_URL") or "sqlite://",
-            redis_url=env.get("EXTENSION_FSM_REDIS_URL") or None,
-            redis_prefix=env.get("EXTENSION_FSM_REDIS_PREFIX", "extension_fsm:"),
-            fcm_credentials_file=env.get("EXTENSION_FSM_FCM_CREDENTIALS") or None,
-            fcm_endpoint=env.get("EXTENSION_FSM_FCM_ENDPOINT") or None,
-            timeout_seconds=int(env.get("EXTENSION_FSM_TIMEOUT_SECONDS", "10")),
-            timeout_action=env.get("EXTENSION_FSM_TIMEOUT_ACTION", "auto_approve"),
-            grace_seconds=int(env.get("EXTENSION_FSM_GRACE_SECONDS", "60")),
-            dev_seed=env.get("EXTENSION_FSM_DEV_SEED") == "1",
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``EXTENSION_FSM_*`` variables (``env``, default ``os.environ``).
+
+        The JWT secret is required; an unset or empty variable takes the
+        default; any other bad value raises :class:`SettingsError`.
+        """
+        env = os.environ if env is None else env
+        if not env.get(ENV["jwt_secret"]):
+            raise SettingsError(
+                f"{ENV['jwt_secret']} is not set: give it {MIN_SECRET_BYTES}+ random bytes"
+            )
+        values = {field: env[var] for field, var in ENV.items() if env.get(var)}
+        return cls.validated(values)
+
+    @classmethod
+    def validated(cls, values: Mapping[str, object]) -> Settings:
+        """``Settings(**values)``, a failure said in one line naming the variable."""
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "?"
+            name = ENV.get(field, field)
+            shown = "(hidden)" if field == "jwt_secret" else repr(values.get(field))
+            message = first["msg"].removeprefix("Value error, ")
+            raise SettingsError(f"{name}={shown}: {message}") from None

@@ -13,6 +13,11 @@ Exit status: 0 when every invariant held (and the file's ``expect`` matched),
 1 when one did not (printed), 2 for a bad scenario file or command line, or a
 missing extra (one line on stderr naming it, never a traceback).  ``rich``
 (the ``cli`` extra) is imported here only, and only for the table views.
+
+This module stays at the top of the package, outside
+:mod:`extension_fsm.simulator`: it is the one console entry point for two
+products, the simulator's commands and the operator's, and the library never
+imports it.
 """
 
 from __future__ import annotations
@@ -30,14 +35,14 @@ from typing import Any
 
 from . import __version__, ops_cli
 from .adapters.memory import MemoryStore
-from .diagram import FORMATS, render
-from .expect import mismatches
 from .payloads import messages_schema
 from .ports import InspectableStore
-from .randomize import namespaced, random_scenario
-from .scenario import ScenarioError, ScenarioFile, load_scenario, parse_scenario
-from .sequence import sequence_diagram
-from .timeline import RunResult, run_scenario
+from .simulator.diagram import FORMATS, render
+from .simulator.expect import mismatches
+from .simulator.randomize import namespaced, random_scenario
+from .simulator.scenario import ScenarioError, ScenarioFile, load_scenario, parse_scenario
+from .simulator.sequence import sequence_diagram
+from .simulator.timeline import RunResult, run_scenario
 
 __all__ = ["StoreUnavailable", "default_db", "main", "opened_store"]
 

@@ -1,4 +1,4 @@
-"""DESIGN.md §3 as checks over a :class:`~extension_fsm.ports.StoreDump`.
+"""The invariants of ``docs/design.md`` as checks over a :class:`~extension_fsm.ports.StoreDump`.
 
 These are the invariants that can be read off the rows alone; the ones about
 behaviour (who may call, what bad input writes, what presence said at the
@@ -41,7 +41,7 @@ def check_invariants(
     initial_expiry: Mapping[str, datetime] | None = None,
     require_delivered: bool = False,
 ) -> list[str]:
-    """Every violation of DESIGN.md §3 (1-4, 6, 7) visible in ``dump`` at ``now``.
+    """Every violation of invariants 1-4, 6 and 7 (``docs/design.md``) in ``dump`` at ``now``.
 
     ``sweep_interval`` enables the liveness check (6); ``initial_expiry`` (the
     sessions' expiry before any extension) enables the expiry part of (3);

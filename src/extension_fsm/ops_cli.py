@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["add_parsers", "run"]
@@ -31,6 +32,29 @@ class Failure(Exception):
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(_ENV + name) or default
+
+
+@dataclass(frozen=True, slots=True)
+class _BadEnv:
+    """An integer variable that is not one, refused when the command runs."""
+
+    variable: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}={self.value!r}: not an integer"
+
+
+def _env_int(name: str, default: int | None = None) -> int | _BadEnv | None:
+    # Converted here, not by argparse: argparse would refuse a bad default with
+    # its usage text and the flag's name, not the variable's.
+    raw = os.environ.get(_ENV + name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        return _BadEnv(_ENV + name, raw)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -119,7 +143,7 @@ def add_parsers(sub: Any) -> None:
         help="where session-timer rows go (default: redis with --redis, else none)",
     )
     w.add_argument("--timeout-action", default=_env("TIMEOUT_ACTION", "auto_approve"))
-    w.add_argument("--grace-seconds", type=int, default=_env("GRACE_SECONDS", "60"))
+    w.add_argument("--grace-seconds", type=int, default=_env_int("GRACE_SECONDS", 60))
     w.add_argument("--interval", type=float, default=1.0, help="seconds between idle passes")
     w.add_argument("--batch", type=int, default=100, help="rows per claim")
     w.add_argument(
@@ -132,7 +156,7 @@ def add_parsers(sub: Any) -> None:
         "--metrics-port",
         type=int,
         metavar="PORT",
-        default=_env("METRICS_PORT"),
+        default=_env_int("METRICS_PORT"),
         help="serve Prometheus text at :PORT/metrics (the 'prometheus' extra)",
     )
     w.add_argument("--log-format", choices=("json", "kv"), default=_env("LOG_FORMAT", "json"))
@@ -274,6 +298,9 @@ def _retry_dead(args: argparse.Namespace, url: str) -> int:
 def _worker(args: argparse.Namespace, url: str) -> int:
     from .worker import ConfigError, WorkerConfig, configure_logging, run_worker
 
+    for value in (args.grace_seconds, args.metrics_port):
+        if isinstance(value, _BadEnv):
+            raise UsageError(str(value))
     if args.log_format not in ("json", "kv"):  # an environment default escapes choices
         raise UsageError(f"--log-format {args.log_format!r}: json or kv")
     if str(args.log_level).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

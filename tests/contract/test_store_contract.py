@@ -25,7 +25,7 @@ from extension_fsm.model import (
     TransitionRecord,
 )
 from extension_fsm.ports import InspectableStore, OutboxMessage, StoreDump
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 from tests.integration.sql_support import private_postgres_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from extension_fsm.scenario import load_scenario
-from extension_fsm.sequence import sequence_diagram
-from extension_fsm.timeline import run_scenario
+from extension_fsm.simulator.scenario import load_scenario
+from extension_fsm.simulator.sequence import sequence_diagram
+from extension_fsm.simulator.timeline import run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 _STATEMENT = re.compile(

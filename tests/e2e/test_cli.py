@@ -12,8 +12,6 @@ import pytest
 from extension_fsm import core
 from extension_fsm.adapters.memory import MemoryPresence
 from extension_fsm.cli import default_db, main
-from extension_fsm.diagram import render_dot, render_mermaid
-from extension_fsm.expect import mismatches
 from extension_fsm.machine import (
     EXTENSION_MACHINE,
     EXTENSION_TRANSITIONS,
@@ -22,6 +20,8 @@ from extension_fsm.machine import (
     TransitionRow,
 )
 from extension_fsm.model import ExtensionStatus
+from extension_fsm.simulator.diagram import render_dot, render_mermaid
+from extension_fsm.simulator.expect import mismatches
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMELINES = ROOT / "examples" / "timelines"

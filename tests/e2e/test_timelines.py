@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from extension_fsm.cli import main
-from extension_fsm.scenario import load_scenario
-from extension_fsm.timeline import run_scenario
+from extension_fsm.simulator.scenario import load_scenario
+from extension_fsm.simulator.timeline import run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMELINES = sorted((ROOT / "examples" / "timelines").glob("*.[jt][so][om]*"))

@@ -30,7 +30,7 @@ from extension_fsm.adapters.memory import (
 )
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.errors import ExtensionError
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 
 
 def build(store: SqlAlchemyStore, clock: SystemClock) -> ExtensionService:

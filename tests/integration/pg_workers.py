@@ -21,7 +21,7 @@ from extension_fsm.adapters.memory import (
 )
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.errors import ExtensionError
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TIMEOUT = 10

@@ -16,7 +16,7 @@ from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.adapters.sqlalchemy.rows import _extension_values
 from extension_fsm.errors import ErrorCode, ExtensionError
 from extension_fsm.model import Extension, ExtensionStatus, SessionStatus
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 from tests.integration.host_rows import make_service
 from tests.integration.sql_support import private_postgres_database
 

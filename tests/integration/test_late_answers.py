@@ -19,7 +19,7 @@ from extension_fsm.model import (
     SessionStatus,
     TimeoutReason,
 )
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 from tests.integration.host_rows import T0, Host, host, make_service, pg_url
 
 __all__ = ["host", "pg_url"]  # the fixtures, imported for pytest

@@ -20,7 +20,7 @@ from extension_fsm import core
 from extension_fsm.adapters.clock import VirtualClock
 from extension_fsm.errors import ErrorCode, ExtensionError
 from extension_fsm.model import ExtensionStatus, PaymentStatus, SessionStatus
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 from tests.integration.host_rows import T0, Host, host, make_service, pg_url
 
 __all__ = ["host", "pg_url"]  # the fixtures, imported for pytest

@@ -26,7 +26,7 @@ from extension_fsm.model import (
     TimeoutAction,
     TimeoutReason,
 )
-from extension_fsm.simulation import World
+from extension_fsm.simulator import World
 from tests.integration.seed_tables import (
     CUTOVER,
     M_OFF,

@@ -21,7 +21,7 @@ from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.model import FailureCause, PaymentStatus, SessionStatus
 from extension_fsm.ports import InspectableStore
-from extension_fsm.simulation import World, make_payment
+from extension_fsm.simulator import World, make_payment
 from tests.integration.sql_support import private_postgres_database
 from tests.unit._support import new_world
 

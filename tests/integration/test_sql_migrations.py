@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 from alembic import command
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, build_tables, to_async_url
 from extension_fsm.db import version_table
-from extension_fsm.simulation import make_session
+from extension_fsm.simulator import make_session
 from tests.integration.sql_support import private_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """``ExtensionService`` end to end over SQLite (file) and PostgreSQL, through the
-simulation harness, with the DESIGN.md §3 invariants checked on the rows."""
+simulation harness, with the invariants of ``docs/design.md`` checked on the rows."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from extension_fsm.model import (
     TimeoutAction,
 )
 from extension_fsm.ports import StoreDump
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from tests.integration.sql_support import private_postgres_database
 
 

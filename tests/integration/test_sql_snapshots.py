@@ -13,7 +13,7 @@ import pytest
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, SqlUnitOfWork
 from extension_fsm.core import Snapshot
 from extension_fsm.model import Extension, ExtensionStatus, Session, SessionStatus
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 from tests.integration.sql_support import private_postgres_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -220,7 +220,7 @@ async def test_a_sweep_batch_of_rows_it_cannot_resolve_ends(
     from extension_fsm import core
     from extension_fsm.adapters.clock import VirtualClock
     from extension_fsm.errors import ErrorCode, ExtensionError
-    from extension_fsm.simulation import World
+    from extension_fsm.simulator import World
 
     def refuse(*_: object) -> core.Decision:
         raise ExtensionError(ErrorCode.INVALID_STATE, "refused for the test")
@@ -242,7 +242,7 @@ async def test_the_sweep_resolves_an_extension_whose_session_the_host_moved(
     uncharged, and s1 stays as the host set it."""
     from extension_fsm.adapters.clock import VirtualClock
     from extension_fsm.model import PaymentStatus
-    from extension_fsm.simulation import World
+    from extension_fsm.simulator import World
 
     w = World(store=store, clock=VirtualClock(T0 + timedelta(minutes=1)), sweep_interval=None)
     swept = await w.service.sweep_due()

@@ -24,7 +24,7 @@ from extension_fsm.adapters.memory import (
 )
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.errors import ErrorCode, StorageError
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.integration.sql_support import private_postgres_database
 

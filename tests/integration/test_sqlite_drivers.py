@@ -16,7 +16,7 @@ from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.invariants import check_invariants
 from extension_fsm.model import ExtensionStatus, Participant
 from extension_fsm.ports import InspectableStore, StoreDump
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 
 
 async def _script(store: InspectableStore) -> StoreDump:

@@ -17,7 +17,7 @@ from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, build_tables
 from extension_fsm.errors import ErrorCode, ExtensionError
 from extension_fsm.ports import StoreDump
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from extension_fsm.validation import ID_MAX_LENGTH, check_ids
 from tests.integration.sql_support import private_postgres_database
 

@@ -22,7 +22,7 @@ from extension_fsm.adapters.memory import (
     MemorySockets,
 )
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 
 
 class PastClock:

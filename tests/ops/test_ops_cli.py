@@ -308,3 +308,35 @@ def test_bad_environment_defaults_are_refused_too(
     monkeypatch.setenv(variable, value)
     status, _, err = run(capsys, "worker", "--db", "sqlite:///w.db")
     assert status == 2 and says in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("EXTENSION_FSM_GRACE_SECONDS", "sixty"), ("EXTENSION_FSM_METRICS_PORT", "9o90")],
+)
+def test_a_bad_integer_in_the_environment_is_one_line_naming_the_variable(
+    variable: str,
+    value: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(variable, value)
+    status, _, err = run(capsys, "worker", "--db", "sqlite:///w.db")
+    assert status == 2
+    assert err.strip() == f"extension-fsm worker: {variable}={value!r}: not an integer"
+
+
+def test_a_negative_grace_from_the_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EXTENSION_FSM_GRACE_SECONDS", "-5")
+    status, _, err = run(capsys, "worker", "--db", "sqlite:///w.db")
+    assert status == 2 and "--grace-seconds >= 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_integer_from_the_environment_still_yields_to_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EXTENSION_FSM_GRACE_SECONDS", "sixty")
+    status, _, err = run(capsys, "worker", "--db", "sqlite://", "--grace-seconds", "5")
+    assert status == 2 and "in-memory SQLite" in err  # the flag won; the next check speaks

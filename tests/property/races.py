@@ -1,6 +1,7 @@
-"""A hypothesis state machine that interleaves the races of DESIGN.md §3.
+"""A hypothesis state machine that interleaves the races the invariants of
+``docs/design.md`` must survive.
 
-:class:`ExtensionRaces` drives a :class:`~extension_fsm.simulation.World`
+:class:`ExtensionRaces` drives a :class:`~extension_fsm.simulator.World`
 (service, recording fakes, virtual clock, host timers, periodic sweep) plus a
 second worker over the same store, and checks invariants 1-9 after every step:
 the data-level ones with :func:`check_invariants` in an ``@invariant``, the
@@ -46,7 +47,7 @@ from extension_fsm import (
 from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.invariants import check_invariants
 from extension_fsm.ports import InspectableStore, StoreDump
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from tests.unit._support import VirtualTimeLoop, YieldingStore
 
 T = TypeVar("T")

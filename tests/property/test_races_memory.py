@@ -1,4 +1,4 @@
-"""DESIGN.md §3 invariants under interleaved races, over the in-memory store.
+"""The invariants of ``docs/design.md`` under interleaved races, over the in-memory store.
 
 Examples come from the loaded hypothesis profile (``ci``: 500); each runs up
 to ``STEPS`` steps, enough for a request, its races, a timeout, a restart and

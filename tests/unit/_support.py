@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from extension_fsm import ExtensionError, Participant, Session
 from extension_fsm.ports import InspectableStore, StoreDump
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 
 __all__ = [
     "VirtualTimeLoop",

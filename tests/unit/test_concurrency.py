@@ -23,7 +23,7 @@ from extension_fsm import (
 from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.invariants import check_invariants
 from extension_fsm.ports import InspectableStore
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from tests.unit._support import YieldingStore, new_world
 
 

@@ -26,7 +26,7 @@ from extension_fsm.adapters.memory import (
 )
 from extension_fsm.model import ExtensionStatus, Notify, PushMessage, SessionStatus
 from extension_fsm.outbox import encode_effects
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 from tests.fakes.hanging import HangingPush
 from tests.fakes.waiting import eventually
 from tests.unit._support import VirtualTimeLoop

@@ -20,7 +20,7 @@ import pytest
 from extension_fsm import ExtensionStatus, Participant, PaymentSession, Session
 from extension_fsm.adapters.memory import MemoryStore, MemoryUnitOfWork
 from extension_fsm.invariants import check_invariants
-from extension_fsm.simulation import World
+from extension_fsm.simulator import World
 from tests.unit._support import new_world
 
 

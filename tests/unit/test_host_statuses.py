@@ -21,7 +21,7 @@ from extension_fsm import (
     decide,
 )
 from extension_fsm.model import EndSession, TimeoutExtension, set_aside_delay
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EXTENDING = make_session(status=SessionStatus.EXTENDING, expires_at=T0)

@@ -12,7 +12,7 @@ import pytest
 from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.errors import ConcurrencyConflict
 from extension_fsm.model import SessionStatus
-from extension_fsm.simulation import make_session
+from extension_fsm.simulator import make_session
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

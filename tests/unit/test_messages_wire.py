@@ -15,7 +15,7 @@ from extension_fsm.model import (
     Participant,
     TimeoutReason,
 )
-from extension_fsm.simulation import make_session
+from extension_fsm.simulator import make_session
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SESSION = make_session(expires_at=T0 + timedelta(minutes=5))

@@ -17,7 +17,7 @@ from extension_fsm import (
 )
 from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.model import PaymentStatus, TimeoutAction
-from extension_fsm.simulation import World
+from extension_fsm.simulator import World
 from tests.unit._support import new_world
 
 

@@ -23,7 +23,7 @@ from extension_fsm.model import (
     PendingExtensionInfo,
     TimeoutReason,
 )
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from extension_fsm.wire import (
     js_date,
     js_round,

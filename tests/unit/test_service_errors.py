@@ -1,5 +1,6 @@
-"""Every refusal of DESIGN.md §1 (and the §2 validations): right code and status,
-and nothing written, nothing delivered (compare ``store.dump()`` before/after)."""
+"""Every refusal of the flow (``docs/design.md``, "The flow it keeps", and the
+validations of "What it fixes"): right code and status, and nothing written,
+nothing delivered (compare ``store.dump()`` before/after)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from extension_fsm import PaymentStatus, SessionStatus
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from tests.unit._support import assert_refused, new_world
 
 

@@ -1,4 +1,5 @@
-"""DESIGN.md §2 fixes that need no database, one test (or a few) each."""
+"""The fixes of ``docs/design.md`` ("What it fixes") that need no database,
+one test (or a few) each."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from extension_fsm import (
 )
 from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.machine import SESSION_MACHINE, Guard, InvalidMove
-from extension_fsm.simulation import World, make_payment, make_session
+from extension_fsm.simulator import World, make_payment, make_session
 from tests.unit._support import assert_refused, new_world, socket_messages
 
 C, M = Participant.CUSTOMER, Participant.MITRA

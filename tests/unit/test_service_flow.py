@@ -1,4 +1,5 @@
-"""DESIGN.md §1, one test per row, through ``ExtensionService`` on the memory store."""
+"""The flow of ``docs/design.md`` ("The flow it keeps"), one test per row,
+through ``ExtensionService`` on the memory store."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from extension_fsm import (
     TimeoutReason,
     TransactionType,
 )
-from extension_fsm.simulation import World
+from extension_fsm.simulator import World
 from tests.unit._support import new_world, socket_messages
 
 C, M = Participant.CUSTOMER, Participant.MITRA

@@ -30,7 +30,7 @@ from extension_fsm import (
     decide,
 )
 from extension_fsm.model import Notify, PaymentFailed, TimeoutExtension, TransitionRecord
-from extension_fsm.simulation import make_payment, make_session
+from extension_fsm.simulator import make_payment, make_session
 from tests.unit._support import new_world, socket_messages
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

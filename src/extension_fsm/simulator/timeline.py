@@ -1,10 +1,11 @@
-"""Play a scenario on a :class:`~extension_fsm.simulation.World` and build its result.
+"""Play a scenario on a :class:`~extension_fsm.simulator.World` and build its result.
 
 The runner seeds the scenario's session and payments, plays each step at its
 ``at`` on the virtual clock (timers due before a step fire first, each at its
 own moment), then keeps advancing until no extension is pending (or until
 ``until``).  Along the way it records a timeline row for every step and every
-timer that changed something, and checks DESIGN.md §3: the row invariants of
+timer that changed something, and checks the invariants of ``docs/design.md``:
+the row invariants of
 :func:`~extension_fsm.invariants.check_invariants` after every row, plus the
 behaviour only a run can see (who was refused, what presence and policy said
 when a timeout approved, that a refused call wrote and sent nothing).
@@ -18,49 +19,34 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from .adapters.memory import MemoryStore
-from .errors import ExtensionError
-from .invariants import check_invariants
-from .model import (
+from ..adapters.memory import MemoryStore
+from ..errors import ExtensionError
+from ..invariants import check_invariants
+from ..model import (
     JSONValue,
     Participant,
     PaymentStatus,
     SessionStatus,
     TransitionRecord,
 )
-from .ports import InspectableStore, StoreDump
+from ..ports import InspectableStore, StoreDump
 from .results import DeliveryView, request_problems, result_document, timeout_problems
+from .rows import (
+    ACTOR,
+    TimelineRow,
+    change_lines,
+    delivery_view,
+    describe,
+    presence_line,
+    states_line,
+)
 from .scenario import Scenario, ScenarioError, Step
 from .simulation import StampedDelivery, World, make_payment, make_session
 
 __all__ = ["DeliveryView", "RunResult", "TimelineRow", "run_scenario"]
 
-_ACTOR = {
-    "request": "customer",
-    "customer": "customer",
-    "accept": "mitra",
-    "reject": "mitra",
-    "mitra": "mitra",
-    "restart": "ops",
-    "set_config": "ops",
-    "sweep": "ops",
-    "end_session": "host",
-}
 #: after the last step, how many sweep intervals past the latest deadline to keep going
 _DRAIN_SWEEPS = 10
-
-
-@dataclass(slots=True)
-class TimelineRow:
-    """One line of the timeline: a step, or timers that changed something."""
-
-    at: float
-    actor: str
-    event: str
-    changes: list[str]
-    states: str
-    deliveries: list[DeliveryView]
-    error: str | None = None
 
 
 @dataclass(slots=True)
@@ -292,8 +278,8 @@ class _Runner:
         self.rows.append(
             await self._row(
                 step.at,
-                _ACTOR[step.do],
-                _describe(step) + (f" ({step.note})" if step.note else ""),
+                ACTOR[step.do],
+                describe(step) + (f" ({step.note})" if step.note else ""),
                 records,
                 self._new_deliveries(),
                 error_text,
@@ -374,28 +360,7 @@ class _Runner:
         return [self._view(d) for d in fresh]
 
     def _view(self, stamped: StampedDelivery) -> DeliveryView:
-        d = stamped.delivery
-        data = d.payload.get("data") if d.channel == "push" else d.payload
-        kind = data.get("type") if isinstance(data, dict) else None
-        return DeliveryView(
-            at=self.rel(stamped.at),
-            channel=d.channel,
-            to=d.participant.value,
-            type=str(kind),
-            payload=d.payload,
-            taken=d.taken,
-        )
-
-    def _presence(self) -> str:
-        f = self.flags
-
-        def mark(flag: bool) -> str:
-            return "✓" if flag else "✗"
-
-        return (
-            f"mitra ws{mark(f['on_session_socket'])} conn{mark(f['connected'])} "
-            f"online{mark(f['online'])}, customer ws{mark(self.customer_socket)}"
-        )
+        return delivery_view(stamped, self.rel)
 
     def _name(self, extension_id: str) -> str:
         if extension_id in self.by_request:
@@ -413,34 +378,7 @@ class _Runner:
         dump: StoreDump | None = None,
     ) -> TimelineRow:
         dump = dump or await self.dump()
-        changes = [
-            f"{r.entity} {self._name(r.entity_id) if r.entity == 'extension' else r.entity_id}: "
-            f"{r.from_status or '-'} → {r.to_status}" + (f" ({r.cause})" if r.cause else "")
-            for r in records
-        ]
-        by_id = {e.id: e for e in dump.extensions}
-        parts = [f"session {s.status.value}" for s in dump.sessions]
-        parts += [
-            f"ext {self._name(i)} {by_id[i].status.value}" for i in self.extension_ids if i in by_id
-        ]
-        parts += [f"{p.id} {p.status.value}" for p in dump.payments]
-        parts.append(self._presence())
-        return TimelineRow(at, actor, event, changes, " · ".join(parts), deliveries, error)
-
-
-def _describe(step: Step) -> str:
-    a = step.args
-    if step.do == "request":
-        text = f"request +{a['duration_minutes']} min, {a['price']}, payment {a['payment_id']}"
-        return text + (f" as {a['customer_id']}" if "customer_id" in a else "")
-    if step.do in ("accept", "reject"):
-        target = f"#{a['extension']}" if "extension" in a else "latest"
-        who = "".join(f" {k}={a[k]}" for k in ("mitra_id", "session_id") if k in a)
-        return f"{step.do} {target}{who}"
-    if step.do in ("mitra", "customer", "set_config"):
-        return step.do + " " + ", ".join(f"{k}={_lower(v)}" for k, v in a.items())
-    return {"restart": "restart (timers lost)", "end_session": "end session"}.get(step.do, step.do)
-
-
-def _lower(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+        changes = change_lines(records, self._name)
+        presence = presence_line(self.flags, self.customer_socket)
+        states = states_line(dump, self.extension_ids, self._name, presence)
+        return TimelineRow(at, actor, event, changes, states, deliveries, error)

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from .adapters.clock import VirtualClock
-from .adapters.memory import (
+from ..adapters.clock import VirtualClock
+from ..adapters.memory import (
     Delivery,
     MemoryConfig,
     MemoryPaymentEvents,
@@ -25,8 +25,8 @@ from .adapters.memory import (
     MemorySockets,
     MemoryStore,
 )
-from .machine import SESSION_MACHINE, Guard, InvalidMove
-from .model import (
+from ..machine import SESSION_MACHINE, Guard, InvalidMove
+from ..model import (
     ACTOR_HOST,
     JSONValue,
     Participant,
@@ -37,8 +37,8 @@ from .model import (
     SessionStatus,
     TransitionRecord,
 )
-from .ports import InspectableStore, TimerHandle
-from .service import ExtensionService
+from ..ports import InspectableStore, TimerHandle
+from ..service import ExtensionService
 
 __all__ = [
     "ClockedPush",

@@ -1,5 +1,5 @@
 """What a timeline run reports: the result document, and the behavioural
-checks (DESIGN.md §3.5 and §3.8) that only a run can make.
+checks (invariants 5 and 8 of ``docs/design.md``) that only a run can make.
 
 The document's names are the contract of issue #4: ``extensions``,
 ``session``, ``payments``, ``transactions``, ``deliveries``, ``errors``,
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .core import MAX_DURATION_MINUTES, MIN_DURATION_MINUTES
-from .model import JSONValue, PaymentStatus, Session, TimeoutAction, TransitionRecord
-from .ports import StoreDump
+from ..core import MAX_DURATION_MINUTES, MIN_DURATION_MINUTES
+from ..model import JSONValue, PaymentStatus, Session, TimeoutAction, TransitionRecord
+from ..ports import StoreDump
 
 __all__ = ["DeliveryView", "request_problems", "result_document", "timeout_problems"]
 
@@ -99,7 +99,7 @@ def result_document(
 def request_problems(
     session: Session, customer: str, args: Mapping[str, Any], before: StoreDump
 ) -> list[str]:
-    """Why a request the library *took* should have been refused (§1, §3.8); [] if none.
+    """Why a request the library *took* should have been refused (invariant 8); [] if none.
 
     ``before`` is the store as it was when the request was made.
     """
@@ -129,7 +129,7 @@ def timeout_problems(
     mitra_reachable: bool,
     name: Callable[[str], str] = str,
 ) -> list[str]:
-    """§3.5: what each timeout in ``records`` did must match the policy in force
+    """Invariant 5: what each timeout in ``records`` did must match the policy in force
     and whether the mitra was connected and online at that moment."""
     policy = TimeoutAction.parse(timeout_action)
     out: list[str] = []

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any, cast
 
-from .machine import EXTENSION_MACHINE, SESSION_MACHINE, StateMachine, TransitionRow
+from ..machine import EXTENSION_MACHINE, SESSION_MACHINE, StateMachine, TransitionRow
 
 __all__ = ["FORMATS", "edge_label", "render", "render_dot", "render_mermaid"]
 

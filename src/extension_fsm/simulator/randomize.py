@@ -2,10 +2,10 @@
 
 Each timeline is an ordinary scenario document (the same format as the files
 in ``examples/timelines``), so a failing one can be written out and replayed
-as it is.  The mix covers DESIGN.md §3's races: good and bad requests,
-answers (late, duplicate, from the wrong mitra), presence and socket flaps,
-restarts that lose every timer, session ends, config changes and explicit
-sweeps, at random moments around the answer deadlines.
+as it is.  The mix covers the races the invariants of ``docs/design.md``
+face: good and bad requests, answers (late, duplicate, from the wrong
+mitra), presence and socket flaps, restarts that lose every timer, session
+ends, config changes and explicit sweeps, at random moments around the answer deadlines.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ through the push provider.
 
 from __future__ import annotations
 
-from .timeline import RunResult, TimelineRow
+from .rows import TimelineRow
+from .timeline import RunResult
 
 __all__ = ["sequence_diagram"]
 

@@ -1,0 +1,96 @@
+"""The example's settings: bad environment values stop it with one line naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from examples.fastapi_app.settings import ENV, Settings, SettingsError
+from extension_fsm import TimeoutAction
+
+SECRET = "s" * 40
+
+
+def _env(**values: str) -> dict[str, str]:
+    return {"EXTENSION_FSM_JWT_SECRET": SECRET, **values}
+
+
+def test_defaults_from_an_environment_holding_only_the_secret() -> None:
+    s = Settings.from_env(_env())
+    assert (s.timeout_seconds, s.timeout_action, s.grace_seconds) == (10, "auto_approve", 60)
+    assert s.database_url == "sqlite://" and s.redis_url is None and not s.dev_seed
+    assert s.health_max_lag == 30.0
+
+
+def test_values_are_read_and_converted() -> None:
+    s = Settings.from_env(
+        _env(
+            EXTENSION_FSM_TIMEOUT_SECONDS="25",
+            EXTENSION_FSM_GRACE_SECONDS="0",
+            EXTENSION_FSM_HEALTH_MAX_LAG="12.5",
+            EXTENSION_FSM_DEV_SEED="1",
+            EXTENSION_FSM_REDIS_URL="redis://127.0.0.1:6379/0",
+        )
+    )
+    assert (s.timeout_seconds, s.grace_seconds, s.health_max_lag) == (25, 0, 12.5)
+    assert s.dev_seed and s.redis_url == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "says"),
+    [
+        ("EXTENSION_FSM_TIMEOUT_SECONDS", "ten", "valid integer"),
+        ("EXTENSION_FSM_TIMEOUT_SECONDS", "-5", "greater than 0"),
+        ("EXTENSION_FSM_TIMEOUT_SECONDS", "0", "greater than 0"),
+        ("EXTENSION_FSM_TIMEOUT_SECONDS", "2.5", "valid integer"),
+        ("EXTENSION_FSM_GRACE_SECONDS", "-1", "greater than or equal to 0"),
+        ("EXTENSION_FSM_GRACE_SECONDS", "1e3", "valid integer"),
+        ("EXTENSION_FSM_HEALTH_MAX_LAG", "soon", "valid number"),
+        ("EXTENSION_FSM_HEALTH_MAX_LAG", "-3", "greater than 0"),
+        ("EXTENSION_FSM_DEV_SEED", "perhaps", "valid boolean"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(var: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(_env(**{var: value}))
+    text = str(caught.value)
+    assert text.startswith(f"{var}={value!r}: ")
+    assert says in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("secret", [None, ""])
+def test_a_missing_or_empty_secret_is_refused(secret: str | None) -> None:
+    env = {} if secret is None else {"EXTENSION_FSM_JWT_SECRET": secret}
+    with pytest.raises(SettingsError, match=r"^EXTENSION_FSM_JWT_SECRET is not set"):
+        Settings.from_env(env)
+
+
+def test_a_short_secret_is_refused_without_echoing_it() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"EXTENSION_FSM_JWT_SECRET": "short-secret"})
+    text = str(caught.value)
+    assert text.startswith("EXTENSION_FSM_JWT_SECRET=(hidden): must be at least 32 bytes")
+    assert "short-secret" not in text
+
+
+def test_an_unknown_timeout_action_is_allowed_it_means_auto_approve() -> None:
+    s = Settings.from_env(_env(EXTENSION_FSM_TIMEOUT_ACTION="auto_maybe"))
+    assert s.timeout_action == "auto_maybe"
+    assert TimeoutAction.parse(s.timeout_action) is TimeoutAction.AUTO_APPROVE
+
+
+def test_an_empty_variable_takes_the_default() -> None:
+    s = Settings.from_env(_env(EXTENSION_FSM_TIMEOUT_SECONDS="", EXTENSION_FSM_REDIS_URL=""))
+    assert s.timeout_seconds == 10 and s.redis_url is None
+
+
+def test_settings_are_frozen_and_refuse_unknown_fields() -> None:
+    s = Settings.from_env(_env())
+    with pytest.raises(ValueError):
+        s.timeout_seconds = 5  # type: ignore[misc]
+    with pytest.raises(SettingsError, match=r"^timeout_secs="):
+        Settings.validated({"jwt_secret": SECRET, "timeout_secs": 5})
+
+
+def test_every_setting_read_from_the_environment_is_a_field() -> None:
+    assert set(ENV) <= set(Settings.model_fields)
