@@ -14,7 +14,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: what a user reads (README.md and CHANGELOG.md are the lead's to join here)
-CHECKED = ("src", "tests", "examples", "bench", "tools", "docs", "mkdocs.yml", "pyproject.toml")
+CHECKED = (
+    "src",
+    "tests",
+    "examples",
+    "bench",
+    "tools",
+    "docs",
+    "mkdocs.yml",
+    "pyproject.toml",
+    "README.md",
+    "CHANGELOG.md",
+)
+#: installed or generated, not ours (tools/mermaid installs its npm packages here)
+SKIPPED = ("__pycache__", "node_modules")
 SUFFIXES = {".py", ".md", ".toml", ".yml", ".yaml", ".txt", ".json", ".mako", ".cfg"}
 # spelled in pieces so this file does not match itself
 OUTSIDE = (
@@ -35,7 +48,7 @@ def _files() -> list[Path]:
             found += [
                 p
                 for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix in SUFFIXES and "__pycache__" not in p.parts
+                if p.is_file() and p.suffix in SUFFIXES and not set(SKIPPED) & set(p.parts)
             ]
     return found
 
