@@ -3,6 +3,7 @@ row-by-row reads give, and the timeout's read claims its row as ``claim`` does."
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -37,26 +38,25 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         url = f"sqlite:///{tmp_path / 'snap.db'}"
     else:
         url = request.getfixturevalue("pg_url")
+    # Its own tables in the module's database: a random prefix (the tail of
+    # tmp_path's name repeated across tests in some orders).
     s = await SqlAlchemyStore.open(
-        url,
-        create_schema=True,
-        table_prefix=f"n{tmp_path.name[-6:].replace('-', '_')}_",
-        clock="local",
+        url, create_schema=True, table_prefix=f"n{uuid.uuid4().hex[:8]}_", clock="local"
     )
-    # s1: e1 pending on p1; s2: e2 accepted on p2 (p2 live, nothing pending);
-    # s3: another customer and mitra; p3 backs nothing.
-    await s.seed_session(make_session("s1", expires_at=T0, customer_display_name="Rina"))
-    await s.seed_session(make_session("s2", expires_at=T0))
-    await s.seed_session(make_session("s3", expires_at=T0, customer_id="c3", mitra_id="m3"))
-    for p in ("p1", "p2", "p3"):
-        await s.seed_payment(make_payment(p))
-    async with s.unit_of_work() as uow:
-        await uow.extensions.add(ext("e1", "s1", "p1", ExtensionStatus.PENDING))
-        await uow.extensions.add(ext("e2", "s2", "p2", ExtensionStatus.ACCEPTED))
-        await uow.commit()
     try:
+        # s1: e1 pending on p1; s2: e2 accepted on p2 (p2 live, nothing pending);
+        # s3: another customer and mitra; p3 backs nothing.
+        await s.seed_session(make_session("s1", expires_at=T0, customer_display_name="Rina"))
+        await s.seed_session(make_session("s2", expires_at=T0))
+        await s.seed_session(make_session("s3", expires_at=T0, customer_id="c3", mitra_id="m3"))
+        for p in ("p1", "p2", "p3"):
+            await s.seed_payment(make_payment(p))
+        async with s.unit_of_work() as uow:
+            await uow.extensions.add(ext("e1", "s1", "p1", ExtensionStatus.PENDING))
+            await uow.extensions.add(ext("e2", "s2", "p2", ExtensionStatus.ACCEPTED))
+            await uow.commit()
         yield s
-    finally:
+    finally:  # closed even when seeding fails (a leaked connection warns in a later test)
         await s.aclose()
 
 

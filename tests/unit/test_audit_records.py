@@ -15,7 +15,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from extension_fsm import (
+    ErrorCode,
     Extension,
+    ExtensionError,
     ExtensionStatus,
     Facts,
     PaymentStatus,
@@ -38,7 +40,7 @@ from extension_fsm.model import (
 from extension_fsm.simulator import make_payment, make_session
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-SESSION = make_session(expires_at=T0 + timedelta(minutes=5))
+SESSION = replace(make_session(expires_at=T0 + timedelta(minutes=5)), topic_sensitivity="high")
 EXTENDING = replace(SESSION, status=SessionStatus.EXTENDING)
 PAYMENT = make_payment(amount=15000)
 EXT = Extension(
@@ -136,6 +138,25 @@ CASES: dict[str, tuple[Snapshot, Event, Facts, list[Row], str | None]] = {
         ],
         "e1",
     ),
+    "timeout-after-the-host-moved-the-session": (
+        replace(ANSWERING, session=SESSION),  # active again: not through end_session
+        TimeoutExtension("e1"),
+        Facts(now=DUE, timeout_action=TimeoutAction.AUTO_REJECT),
+        [
+            (
+                "extension",
+                "e1",
+                "pending",
+                "timeout",
+                "time_out",
+                "system",
+                DUE,
+                "extension_rejected",
+            ),
+            ("payment", "p1", "confirmed", "failed", "fail", "system", DUE, "extension_rejected"),
+        ],
+        "e1",
+    ),
     "end-with-a-pending-request": (
         Snapshot(session=EXTENDING, pending=EXT, payment=PAYMENT),
         EndSession("s1"),
@@ -171,6 +192,29 @@ def test_each_decision_logs_exactly_these_records(case: str) -> None:
         assert decision.timer == ("e1", T0 + timedelta(seconds=10))
     else:
         assert decision.timer is None  # nothing else arms a timer
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_compare_and_set_expects_the_state_its_record_leaves(case: str) -> None:
+    """Every row a decision writes is written "only if still in the state the
+    audit record says it left" and ends in the state the record says it
+    reached: the log and the compare-and-sets tell one story."""
+    snapshot, event, facts, _, _ = CASES[case]
+    decision = decide(snapshot, event, facts)
+    records = {(r.entity, r.entity_id): r for r in decision.log}
+    changes = {"extension": decision.extension, "session": decision.session}
+    changes["payment"] = decision.payment
+    written = 0
+    for entity, change in changes.items():
+        if change is None:
+            continue
+        written += 1
+        record = records[(entity, change.row.id)]
+        assert (change.expected, str(change.row.status)) == (
+            record.from_status,
+            record.to_status,
+        )
+    assert written == len(decision.log)  # one record per row written, no more
 
 
 def test_ending_with_a_pending_request_tells_the_customer_once_and_charges_nothing() -> None:
@@ -220,3 +264,65 @@ def test_a_timeout_whose_session_row_is_gone_ends_it_uncharged_and_tells_the_hos
     assert decision.payment.row.status is PaymentStatus.FAILED
     (event,) = decision.effects
     assert isinstance(event, PaymentFailed) and event.payment_session_id == PAYMENT.id
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_written_row_changes_only_what_the_move_changes(case: str) -> None:
+    """A moved session keeps its parties, name and sensitivity; a settled payment
+    keeps its customer, amount and flags: only status, expiry, closure deadline
+    (session) and status, failure cause (payment) may change."""
+    snapshot, event, facts, _, _ = CASES[case]
+    decision = decide(snapshot, event, facts)
+    if decision.session is not None:
+        before = snapshot.session
+        after = decision.session.row
+        assert before is not None
+        assert after == replace(
+            before,
+            status=after.status,
+            expires_at=after.expires_at,
+            closure_deadline=after.closure_deadline,
+        )
+    if decision.payment is not None:
+        paid = decision.payment.row
+        assert snapshot.payment is not None
+        assert paid == replace(
+            snapshot.payment, status=paid.status, failure_cause=paid.failure_cause
+        )
+
+
+def test_a_new_request_is_pending_and_unanswered() -> None:
+    snapshot, event, facts, _, _ = CASES["request"]
+    decision = decide(snapshot, event, facts)
+    assert decision.extension is not None
+    assert decision.extension.row == replace(
+        EXT, responded_at=None, via_timeout=False, reason=None, failure_cause=None
+    )
+
+
+def test_a_request_from_closing_keeps_the_closure_deadline() -> None:
+    deadline = T0 + timedelta(seconds=30)
+    closing = replace(SESSION, status=SessionStatus.CLOSING, closure_deadline=deadline)
+    decision = decide(
+        Snapshot(session=closing, payment=PAYMENT),
+        RequestExtension("s1", "c1", 30, 15000, "p1"),
+        Facts(now=T0, timeout_seconds=10, new_extension_id="e1"),
+    )
+    assert decision.session is not None
+    assert decision.session.row.closure_deadline == deadline
+
+
+@pytest.mark.parametrize("status", [PaymentStatus.FAILED, PaymentStatus.CONSUMED])
+def test_an_accept_on_a_payment_no_longer_confirmed_is_refused(status: PaymentStatus) -> None:
+    moved = replace(ANSWERING, payment=replace(PAYMENT, status=status))
+    with pytest.raises(ExtensionError) as refused:
+        decide(moved, RespondToExtension("e1", "s1", "m1", True), Facts(now=AT_3))
+    assert (refused.value.code, refused.value.status_code) == (ErrorCode.INVALID_STATE, 409)
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_an_answer_after_the_host_ended_the_session_is_refused(accepted: bool) -> None:
+    ended = replace(ANSWERING, session=replace(SESSION, status=SessionStatus.ENDED))
+    with pytest.raises(ExtensionError) as refused:
+        decide(ended, RespondToExtension("e1", "s1", "m1", accepted), Facts(now=AT_3))
+    assert (refused.value.code, refused.value.status_code) == (ErrorCode.SESSION_NOT_ACTIVE, 409)

@@ -1,0 +1,71 @@
+"""Recheck mutants by applying each to the source and running the whole fast
+test selection (not only the tests mutmut linked to the mutated function).
+
+mutmut links a mutant to the tests that called its function while it
+collected stats; code that only runs at import (the state machines built in
+machine.py) is called by no test, so its mutants would run no test or the
+wrong ones.  Usage, in the folder of a finished mutmut run::
+
+    python tools/mutation_recheck.py survived "no tests"   # the statuses to recheck
+
+Prints ``NAME: killed`` or ``NAME: survived`` per mutant; restores each file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TESTS = [  # as pytest_add_cli_args_test_selection in pyproject.toml
+    "tests/unit",
+    "tests/property/test_races_memory.py",
+    "tests/test_bench_quick.py::test_compiled_fire_matches_transitions_everywhere",
+    "tests/test_bench_quick.py::test_unknown_trigger_is_a_key_error_on_both_paths",
+]
+
+
+def mutants_with(statuses: set[str]) -> list[str]:
+    out = subprocess.run(
+        ["mutmut", "results", "--all", "true"], capture_output=True, text=True, check=True
+    ).stdout
+    names = []
+    for line in out.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if name and status in statuses:
+            names.append(name)
+    return names
+
+
+def source_of(name: str) -> Path:
+    module = name.split(".x", 1)[0]  # extension_fsm.machine.xǁStateMachineǁ...
+    return Path("src", *module.split(".")).with_suffix(".py")
+
+
+def main() -> int:
+    statuses = set(sys.argv[1:]) or {"survived", "no tests"}
+    only = os.environ.get("RECHECK_ONLY")  # a file of mutant names, one a line
+    wanted = set(Path(only).read_text().split()) if only else None
+    env = {**os.environ, "HYPOTHESIS_PROFILE": "mutation"}
+    for name in mutants_with(statuses):
+        if wanted is not None and name not in wanted:
+            continue
+        path = source_of(name)
+        original = path.read_text()
+        try:
+            subprocess.run(["mutmut", "apply", name], check=True, capture_output=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", *TESTS],
+                capture_output=True,
+                env=env,
+                check=False,
+            )
+        finally:
+            path.write_text(original)
+        print(f"{name}: {'killed' if done.returncode != 0 else 'survived'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
