@@ -40,14 +40,12 @@ from .outbox import OutboxDispatcher, encode_effects
 from .ports import (
     Clock,
     ConfigSource,
-    DecisionWriter,
     PaymentEvents,
     Presence,
     PushSender,
     Scheduler,
     SessionSockets,
     SessionTimer,
-    SnapshotLoader,
     Store,
     TimerHandle,
     UnitOfWork,
@@ -77,29 +75,14 @@ def _uuid() -> str:
     return str(uuid.uuid4())
 
 
-def _snapshots(uow: UnitOfWork) -> SnapshotLoader | None:
-    """The unit of work's joined reads, when its store offers them (the SQL
-    adapter: one statement, one round trip); ``None``: read row by row."""
-    loader: SnapshotLoader | None = getattr(uow, "snapshots", None)
-    return loader
-
-
 async def _claimed(uow: UnitOfWork, extension_id: str) -> core.Snapshot:
     """The extension claimed, with its session and payment; ``session=None``
     alone unless it is a pending extension this unit of work now holds."""
-    joined = _snapshots(uow)
-    if joined is not None:  # claim and read at once
-        snapshot = await joined.for_timeout(extension_id)
-        ext = snapshot.extension
-        if ext is None or ext.status is not ExtensionStatus.PENDING:
-            return core.Snapshot(session=None)
-        return snapshot
-    ext = await uow.extensions.claim(extension_id)
+    snapshot = await uow.snapshots.for_timeout(extension_id)  # claim and read at once
+    ext = snapshot.extension
     if ext is None or ext.status is not ExtensionStatus.PENDING:
         return core.Snapshot(session=None)
-    session = await uow.sessions.get(ext.session_id)
-    payment = await uow.payments.get(ext.payment_session_id)
-    return core.Snapshot(session=session, extension=ext, payment=payment)
+    return snapshot
 
 
 class _Fire:
@@ -126,8 +109,8 @@ class ExtensionService:
     in through the ports.  ``scheduler`` is the in-process fast path for
     deadlines; without it, deadlines are met by :meth:`sweep_due` alone (run
     it periodically, e.g. with :func:`extension_fsm.run_sweeper`).
-    A store that claims whole due batches (the SQL store) keeps several
-    sweeping workers apart by itself; for one that only lists due rows,
+    Every store claims whole due batches, which keeps several sweeping workers
+    apart; when a batch cannot be read and due rows are taken one by one,
     ``sweep_spread=True`` starts each worker's pass at a random row of the list.
     ``presence_timeout`` bounds each presence question (seconds) a timeout asks
     before its unit of work opens; no answer in time is "not reachable".
@@ -222,19 +205,7 @@ class ExtensionService:
         extension_id = self._new_id()
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            joined = _snapshots(uow)
-            if joined is not None:
-                return await joined.for_request(session_id, extension_payment_session_id)
-            payment = live = None
-            if extension_payment_session_id:
-                payment = await uow.payments.get(extension_payment_session_id)
-                live = await uow.extensions.live_for_payment(extension_payment_session_id)
-            return core.Snapshot(
-                session=await uow.sessions.get(session_id),
-                payment=payment,
-                pending=await uow.extensions.pending_for_session(session_id),
-                payment_live=live,
-            )
+            return await uow.snapshots.for_request(session_id, extension_payment_session_id)
 
         def facts() -> Facts:
             return Facts(
@@ -256,26 +227,10 @@ class ExtensionService:
         grace = int(await self._config.closure_grace_seconds())
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            joined = _snapshots(uow)
-            if joined is not None:  # one statement: its rows agree without a re-read
-                snapshot = await joined.for_response(session_id, extension_id)
-                if snapshot.session is None or snapshot.session.mitra_id != mitra_id:
-                    return core.Snapshot(session=None)
-                return snapshot
-            session = await uow.sessions.get(session_id)
-            if session is None or session.mitra_id != mitra_id:
+            snapshot = await uow.snapshots.for_response(session_id, extension_id)
+            if snapshot.session is None or snapshot.session.mitra_id != mitra_id:
                 return core.Snapshot(session=None)
-            ext = await uow.extensions.get(extension_id)
-            payment = None
-            if ext is not None:
-                payment = await uow.payments.get(ext.payment_session_id)
-                # Extension and payment move in one commit; if the extension is
-                # unchanged after the payment was read, the two reads agree
-                # (READ COMMITTED could otherwise pair a pending extension with
-                # a payment its resolution already failed).
-                if await uow.extensions.get(extension_id) != ext:
-                    raise ConcurrencyConflict(f"extension {extension_id} moved while loading")
-            return core.Snapshot(session=session, extension=ext, payment=payment)
+            return snapshot
 
         try:
             decision = await self._run(
@@ -315,8 +270,8 @@ class ExtensionService:
 
         The source of truth for timeouts: safe at any time and from many
         workers at once (rows are claimed; another worker's are skipped).
-        A store that reads a whole claimed batch at once (SQL: ``for_due``)
-        resolves it in one unit of work; otherwise each due row in its own.
+        Each claimed batch (``for_due``) is resolved in one unit of work; a
+        batch that cannot even be read is resolved row by row, each in its own.
         Presence is gathered before any unit of work is opened; a row that
         cannot be decided is set aside (retried later, with backoff) and the
         pass goes on to the rows behind it.
@@ -332,8 +287,6 @@ class ExtensionService:
                 # convert): row by row, the culprit is found and set aside.
                 _log.exception("sweep batch unreadable; resolving due rows one by one")
                 break
-            if batch is None:
-                break  # the store lists due rows; they are resolved one by one below
             done, claimed, progressed = batch
             resolved.extend(done)
             if claimed < self._sweep_batch or not progressed:  # drained, or stuck
@@ -399,10 +352,10 @@ class ExtensionService:
 
     # --------------------------------------------------------------- timeouts
 
-    async def _sweep_claimed_batch(self) -> tuple[list[Extension], int, bool] | None:
+    async def _sweep_claimed_batch(self) -> tuple[list[Extension], int, bool]:
         """Claim up to a batch of due extensions and resolve them in one unit of
-        work: ``(resolved, how many were claimed, whether any row was written)``,
-        or ``None`` when the store cannot claim a batch at once.  Workers never
+        work: ``(resolved, how many were claimed, whether any row was written)``.
+        Workers never
         claim the same row, so none spends a unit of work on a row another
         already resolved.
 
@@ -417,20 +370,14 @@ class ExtensionService:
             asked: dict[str, tuple[bool, bool]] | None = None
             if action is TimeoutAction.AUTO_APPROVE:
                 async with self._store.unit_of_work() as uow:  # unlocked read, closed below
-                    joined = _snapshots(uow)
-                    if joined is None:
-                        return None
-                    mitras = await joined.mitras_due(self._clock.now(), self._sweep_batch)
+                    mitras = await uow.snapshots.mitras_due(self._clock.now(), self._sweep_batch)
                 asked = await self._gather_presence(mitras)
             done: list[tuple[core.Decision, list[str]]] = []
             aside: list[tuple[str, int, str]] = []
             try:
                 async with self._store.unit_of_work() as uow:
-                    joined = _snapshots(uow)
-                    if joined is None:
-                        return None
                     now = self._clock.now()
-                    snapshots = await joined.for_due(now, self._sweep_batch)
+                    snapshots = await uow.snapshots.for_due(now, self._sweep_batch)
                     for item in snapshots:
                         if isinstance(item, Undecidable):
                             times = await uow.extensions.set_aside(
@@ -646,40 +593,16 @@ class ExtensionService:
         raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
 
     async def _write(self, uow: UnitOfWork, decision: core.Decision) -> list[str]:
-        batch: DecisionWriter | None = getattr(uow, "write_batch", None)
-        if batch is not None:  # the store writes it all in one round trip (SQL adapter, PG)
-            rows = encode_effects(decision.effects, self._clock.now(), self._new_id)
-            await batch(
-                decision.extension,
-                decision.session,
-                decision.payment,
-                decision.ledger,
-                decision.log,
-                rows,
-            )
-            return [row.id for row in rows]
-        # Lock order everywhere: extension, session, payment (no deadlocks).
-        if decision.extension is not None:
-            change = decision.extension
-            if change.expected is None:
-                await uow.extensions.add(change.row)
-            elif not await uow.extensions.update(change.row, change.expected):
-                raise ConcurrencyConflict(f"extension {change.row.id} moved")
-        if decision.session is not None:
-            s = decision.session
-            if not await uow.sessions.update(s.row, s.expected or ""):
-                raise ConcurrencyConflict(f"session {s.row.id} moved")
-        if decision.payment is not None:
-            p = decision.payment
-            if not await uow.payments.update(p.row, p.expected or ""):
-                raise ConcurrencyConflict(f"payment {p.row.id} moved")
-        if decision.ledger is not None:
-            await uow.ledger.add(decision.ledger)
-        if decision.log:
-            await uow.log.add(decision.log)
+        """Every write of ``decision`` in ``uow``; the ids of the outbox rows it adds."""
         rows = encode_effects(decision.effects, self._clock.now(), self._new_id)
-        if rows:
-            await uow.outbox.add(rows)
+        await uow.write_batch(
+            decision.extension,
+            decision.session,
+            decision.payment,
+            decision.ledger,
+            decision.log,
+            rows,
+        )
         return [row.id for row in rows]
 
     async def _after_commit(self, decision: core.Decision, outbox_ids: list[str]) -> None:
