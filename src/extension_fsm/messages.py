@@ -79,14 +79,7 @@ def extension_request(session: Session, ext: Extension) -> Notify:
             "action": "open_extension",
         },
     )
-    return Notify(
-        session_id=session.id,
-        recipient=Participant.MITRA,
-        user_id=session.mitra_id,
-        message=message,
-        dedupe_key=dedupe_key(ext, MessageType.EXTENSION_REQUEST, Participant.MITRA),
-        push=push,
-    )
+    return _notify(session, ext, Participant.MITRA, MessageType.EXTENSION_REQUEST, message, push)
 
 
 def session_paused(session: Session, ext: Extension) -> Notify:
@@ -96,24 +89,12 @@ def session_paused(session: Session, ext: Extension) -> Notify:
         "session_id": session.id,
         "reason": "extension_pending",
     }
-    return Notify(
-        session_id=session.id,
-        recipient=Participant.CUSTOMER,
-        user_id=session.customer_id,
-        message=message,
-        dedupe_key=dedupe_key(ext, MessageType.SESSION_PAUSED, Participant.CUSTOMER),
-    )
+    return _notify(session, ext, Participant.CUSTOMER, MessageType.SESSION_PAUSED, message)
 
 
 def plain(session: Session, ext: Extension, to: Participant, kind: MessageType) -> Notify:
     """``session_resumed`` / ``session_closing``: just the type and the session."""
-    return Notify(
-        session_id=session.id,
-        recipient=to,
-        user_id=session.customer_id if to is Participant.CUSTOMER else session.mitra_id,
-        message={"type": kind.value, "session_id": session.id},
-        dedupe_key=dedupe_key(ext, kind, to),
-    )
+    return _notify(session, ext, to, kind, {"type": kind.value, "session_id": session.id})
 
 
 def accepted_response(
@@ -179,11 +160,25 @@ def _customer_response(
         "accepted": accepted,
         "action": "open_chat",
     }
+    push = PushMessage(title=title, body=body, data=data)
+    kind = MessageType.EXTENSION_RESPONSE
+    return _notify(session, ext, Participant.CUSTOMER, kind, message, push)
+
+
+def _notify(
+    session: Session,
+    ext: Extension,
+    to: Participant,
+    kind: MessageType,
+    message: dict[str, JSONValue],
+    push: PushMessage | None = None,
+) -> Notify:
+    """``message`` (and ``push``) of ``kind`` to ``to``, keyed for dropping repeats."""
     return Notify(
         session_id=session.id,
-        recipient=Participant.CUSTOMER,
-        user_id=session.customer_id,
+        recipient=to,
+        user_id=session.customer_id if to is Participant.CUSTOMER else session.mitra_id,
         message=message,
-        dedupe_key=dedupe_key(ext, MessageType.EXTENSION_RESPONSE, Participant.CUSTOMER),
-        push=PushMessage(title=title, body=body, data=data),
+        dedupe_key=dedupe_key(ext, kind, to),
+        push=push,
     )
