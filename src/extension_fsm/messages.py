@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ._construct import builder
 from .model import (
     Extension,
     JSONValue,
@@ -47,31 +46,15 @@ CUSTOMER_CANCELLED = (
 )
 
 
-# The hot path builds every field positionally (see ``_construct``) and reads
-# the wire names once here rather than through ``Enum.value`` on every message.
-_notify = builder(Notify)
-_push = builder(PushMessage)
-_CUSTOMER = Participant.CUSTOMER
-_MITRA = Participant.MITRA
-_REQUEST = MessageType.EXTENSION_REQUEST.value
-_PAUSED = MessageType.SESSION_PAUSED.value
-_RESPONSE = MessageType.EXTENSION_RESPONSE.value
-_REQUEST_KEY = f":{MessageType.EXTENSION_REQUEST}:{Participant.MITRA}"
-_PAUSED_KEY = f":{MessageType.SESSION_PAUSED}:{Participant.CUSTOMER}"
-_RESPONSE_KEY = f":{MessageType.EXTENSION_RESPONSE}:{Participant.CUSTOMER}"
-# The accepted body around its one field, split once: ``str.format`` parses it per call.
-_ACCEPTED_HEAD, _ACCEPTED_TAIL = CUSTOMER_ACCEPTED[1].split("{duration_minutes}")
-
-
 def dedupe_key(ext: Extension, kind: MessageType, to: Participant) -> str:
     """``extension id:message type:recipient``: what a receiver drops repeats by."""
-    return f"{ext.id}:{kind!s}:{to!s}"  # a StrEnum's str is its value (and !s the quicker)
+    return f"{ext.id}:{kind}:{to}"  # a StrEnum formats as its value
 
 
 def extension_request(session: Session, ext: Extension) -> Notify:
     """To the mitra: the request, with the seed's FCM fallback when no socket takes it."""
     message: dict[str, JSONValue] = {
-        "type": _REQUEST,
+        "type": MessageType.EXTENSION_REQUEST.value,
         "extension_id": ext.id,
         "session_id": session.id,
         "duration_minutes": ext.duration_minutes,
@@ -80,14 +63,14 @@ def extension_request(session: Session, ext: Extension) -> Notify:
         "timeout_seconds": ext.timeout_seconds,
     }
     # Seed: the mitra on Home/Undangan or backgrounded gets FCM instead.
-    push = _push(
-        MITRA_REQUEST_TITLE,
-        MITRA_REQUEST_BODY.format(
+    push = PushMessage(
+        title=MITRA_REQUEST_TITLE,
+        body=MITRA_REQUEST_BODY.format(
             customer_display_name=session.customer_display_name,
             duration_minutes=ext.duration_minutes,
         ),
-        {
-            "type": _REQUEST,
+        data={
+            "type": MessageType.EXTENSION_REQUEST.value,
             "session_id": session.id,
             "extension_id": ext.id,
             "duration_minutes": ext.duration_minutes,
@@ -96,31 +79,22 @@ def extension_request(session: Session, ext: Extension) -> Notify:
             "action": "open_extension",
         },
     )
-    key = f"{ext.id}{_REQUEST_KEY}"  # dedupe_key(ext, EXTENSION_REQUEST, MITRA)
-    return _notify(session.id, _MITRA, session.mitra_id, message, key, push)
+    return _notify(session, ext, Participant.MITRA, MessageType.EXTENSION_REQUEST, message, push)
 
 
 def session_paused(session: Session, ext: Extension) -> Notify:
     """To the customer: the chat is paused while the mitra decides."""
     message: dict[str, JSONValue] = {
-        "type": _PAUSED,
+        "type": MessageType.SESSION_PAUSED.value,
         "session_id": session.id,
         "reason": "extension_pending",
     }
-    key = f"{ext.id}{_PAUSED_KEY}"  # dedupe_key(ext, SESSION_PAUSED, CUSTOMER)
-    return _notify(session.id, _CUSTOMER, session.customer_id, message, key, None)
+    return _notify(session, ext, Participant.CUSTOMER, MessageType.SESSION_PAUSED, message)
 
 
 def plain(session: Session, ext: Extension, to: Participant, kind: MessageType) -> Notify:
     """``session_resumed`` / ``session_closing``: just the type and the session."""
-    return _notify(
-        session.id,
-        to,
-        session.customer_id if to is _CUSTOMER else session.mitra_id,
-        {"type": str(kind), "session_id": session.id},  # a StrEnum's str is its value
-        f"{ext.id}:{kind!s}:{to!s}",
-        None,
-    )
+    return _notify(session, ext, to, kind, {"type": kind.value, "session_id": session.id})
 
 
 def accepted_response(
@@ -128,20 +102,21 @@ def accepted_response(
 ) -> Notify:
     """To the customer: accepted, with the new expiry so the ticker resumes at once."""
     message: dict[str, JSONValue] = {
-        "type": _RESPONSE,
+        "type": MessageType.EXTENSION_RESPONSE.value,
         "accepted": True,
         "duration_minutes": ext.duration_minutes,
         "expires_at": js_date(expires_at),  # the seed's Date, as JSON.stringify wrote it
         "via_timeout": via_timeout,
     }
-    body = f"{_ACCEPTED_HEAD}{ext.duration_minutes}{_ACCEPTED_TAIL}"  # as str.format would
-    return _customer_response(session, ext, message, CUSTOMER_ACCEPTED[0], body, True)
+    title, body = CUSTOMER_ACCEPTED
+    body = body.format(duration_minutes=ext.duration_minutes)
+    return _customer_response(session, ext, message, title, body, True)
 
 
 def rejected_response(session: Session, ext: Extension) -> Notify:
     """To the customer: the mitra said no."""
     message: dict[str, JSONValue] = {
-        "type": _RESPONSE,
+        "type": MessageType.EXTENSION_RESPONSE.value,
         "accepted": False,
         "via_timeout": False,
     }
@@ -151,9 +126,9 @@ def rejected_response(session: Session, ext: Extension) -> Notify:
 def timed_out_response(session: Session, ext: Extension, reason: TimeoutReason) -> Notify:
     """To the customer: no answer in time (``timeout``) or the safeguard tripped."""
     message: dict[str, JSONValue] = {
-        "type": _RESPONSE,
+        "type": MessageType.EXTENSION_RESPONSE.value,
         "accepted": False,
-        "reason": str(reason),  # a StrEnum's str is its value
+        "reason": reason.value,
     }
     return _customer_response(session, ext, message, *CUSTOMER_TIMED_OUT, False)
 
@@ -161,7 +136,7 @@ def timed_out_response(session: Session, ext: Extension, reason: TimeoutReason) 
 def cancelled_response(session: Session, ext: Extension) -> Notify:
     """To the customer: the session ended under the pending request; no charge."""
     message: dict[str, JSONValue] = {
-        "type": _RESPONSE,
+        "type": MessageType.EXTENSION_RESPONSE.value,
         "accepted": False,
         "via_timeout": False,
         "reason": "session_ended",
@@ -179,12 +154,31 @@ def _customer_response(
 ) -> Notify:
     # Ours (the seed's follow-up): a backgrounded customer still learns the outcome.
     data: dict[str, JSONValue] = {
-        "type": _RESPONSE,
+        "type": MessageType.EXTENSION_RESPONSE.value,
         "session_id": session.id,
         "extension_id": ext.id,
         "accepted": accepted,
         "action": "open_chat",
     }
-    push = _push(title, body, data)
-    key = f"{ext.id}{_RESPONSE_KEY}"  # dedupe_key(ext, EXTENSION_RESPONSE, CUSTOMER)
-    return _notify(session.id, _CUSTOMER, session.customer_id, message, key, push)
+    push = PushMessage(title=title, body=body, data=data)
+    kind = MessageType.EXTENSION_RESPONSE
+    return _notify(session, ext, Participant.CUSTOMER, kind, message, push)
+
+
+def _notify(
+    session: Session,
+    ext: Extension,
+    to: Participant,
+    kind: MessageType,
+    message: dict[str, JSONValue],
+    push: PushMessage | None = None,
+) -> Notify:
+    """``message`` (and ``push``) of ``kind`` to ``to``, keyed for dropping repeats."""
+    return Notify(
+        session_id=session.id,
+        recipient=to,
+        user_id=session.customer_id if to is Participant.CUSTOMER else session.mitra_id,
+        message=message,
+        dedupe_key=dedupe_key(ext, kind, to),
+        push=push,
+    )

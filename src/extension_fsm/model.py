@@ -6,14 +6,12 @@ seed's lowercase wire names, so they go to storage and JSON unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeAlias
 
-from ._construct import fast_init
 from .wire import js_date
 
 __all__ = [
@@ -436,8 +434,3 @@ def set_aside_delay(times: int) -> timedelta:
     """How long a due extension the sweep could not decide is skipped after its
     ``times``-th failure: 30 s, doubling, at most an hour."""
     return timedelta(seconds=min(30 * 2 ** min(max(times, 1) - 1, 16), 3600))
-
-
-# Every row, event, fact and effect above: faster constructors (see ``_construct``).
-for _cls in [v for v in list(globals().values()) if dataclasses.is_dataclass(v)]:
-    fast_init(_cls)  # type: ignore[arg-type]

@@ -167,10 +167,10 @@ class OutboxMessage:
 
 
 class DecisionWriter(Protocol):
-    """An optional fast path a unit of work may offer as ``write_batch``: every
-    write of one decision at once (compare-and-set semantics kept: a stale
-    expected status raises ``ConcurrencyConflict``).  The service uses it when
-    ``uow.write_batch`` is not ``None``; otherwise it writes row by row."""
+    """A unit of work's ``write_batch``: every write of one decision at once (one
+    statement where the store can), compare-and-set kept: a stale expected
+    status raises ``ConcurrencyConflict`` and the unit of work is rolled back.
+    ``expected=None`` inserts (only extensions are inserted)."""
 
     async def __call__(
         self,
@@ -184,11 +184,10 @@ class DecisionWriter(Protocol):
 
 
 class SnapshotLoader(Protocol):
-    """An optional fast path a unit of work may offer as ``snapshots``: the rows
-    one call decides on, read together (one statement, one round trip).  Each
-    method returns what the repositories' reads would give in this unit of work;
-    the service uses it when ``uow.snapshots`` is not ``None`` and otherwise
-    reads row by row."""
+    """A unit of work's ``snapshots``: the rows one call decides on, read together
+    (one statement, one round trip where the store can).  Each method returns
+    what the repositories' reads would give in this unit of work
+    (:class:`extension_fsm.adapters.rowwise.RowSnapshots` reads them so)."""
 
     async def for_request(self, session_id: str, payment_id: str | None) -> Snapshot:
         """The session, the payment session (none when ``payment_id`` is empty), the
@@ -249,6 +248,16 @@ class UnitOfWork(Protocol):
 
     @property
     def outbox(self) -> OutboxRepository: ...
+
+    @property
+    def snapshots(self) -> SnapshotLoader:
+        """The joined reads each call decides on."""
+        ...
+
+    @property
+    def write_batch(self) -> DecisionWriter:
+        """The write of one decision, all of it at once."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -14,13 +14,13 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
 
 from . import core, metrics
-from .core import Undecidable
+from .deadlines import Deadlines
 from .errors import ConcurrencyConflict, ErrorCode, ExtensionError
 from .model import (
     EndSession,
@@ -28,26 +28,21 @@ from .model import (
     Extension,
     ExtensionStatus,
     Facts,
-    Participant,
     PendingExtensionInfo,
     RequestExtension,
     RespondToExtension,
     Session,
-    TimeoutAction,
-    TimeoutExtension,
 )
 from .outbox import OutboxDispatcher, encode_effects
 from .ports import (
     Clock,
     ConfigSource,
-    DecisionWriter,
     PaymentEvents,
     Presence,
     PushSender,
     Scheduler,
     SessionSockets,
     SessionTimer,
-    SnapshotLoader,
     Store,
     TimerHandle,
     UnitOfWork,
@@ -61,45 +56,8 @@ _log = logging.getLogger("extension_fsm")
 T = TypeVar("T")
 
 
-def _describe(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"
-
-
-def _log_set_aside(extension_id: str, times: int, error: str) -> None:
-    """Logged once per row (its first time); later retries only at debug level."""
-    if times == 1:
-        _log.error("sweep set extension %s aside (retried with backoff): %s", extension_id, error)
-    else:
-        _log.debug("sweep set extension %s aside again (%d): %s", extension_id, times, error)
-
-
 def _uuid() -> str:
     return str(uuid.uuid4())
-
-
-def _snapshots(uow: UnitOfWork) -> SnapshotLoader | None:
-    """The unit of work's joined reads, when its store offers them (the SQL
-    adapter: one statement, one round trip); ``None``: read row by row."""
-    loader: SnapshotLoader | None = getattr(uow, "snapshots", None)
-    return loader
-
-
-async def _claimed(uow: UnitOfWork, extension_id: str) -> core.Snapshot:
-    """The extension claimed, with its session and payment; ``session=None``
-    alone unless it is a pending extension this unit of work now holds."""
-    joined = _snapshots(uow)
-    if joined is not None:  # claim and read at once
-        snapshot = await joined.for_timeout(extension_id)
-        ext = snapshot.extension
-        if ext is None or ext.status is not ExtensionStatus.PENDING:
-            return core.Snapshot(session=None)
-        return snapshot
-    ext = await uow.extensions.claim(extension_id)
-    if ext is None or ext.status is not ExtensionStatus.PENDING:
-        return core.Snapshot(session=None)
-    session = await uow.sessions.get(ext.session_id)
-    payment = await uow.payments.get(ext.payment_session_id)
-    return core.Snapshot(session=session, extension=ext, payment=payment)
 
 
 class _Fire:
@@ -119,21 +77,19 @@ class _Fire:
         return self.service._fire(self.extension_id)
 
 
-class ExtensionService:
+class ExtensionService(Deadlines):
     """Run the extension flow for a chat backend.
 
     The five public coroutines are the whole API; everything they need comes
     in through the ports.  ``scheduler`` is the in-process fast path for
     deadlines; without it, deadlines are met by :meth:`sweep_due` alone (run
     it periodically, e.g. with :func:`extension_fsm.run_sweeper`).
-    A store that claims whole due batches (the SQL store) keeps several
-    sweeping workers apart by itself; for one that only lists due rows,
+    Every store claims whole due batches, which keeps several sweeping workers
+    apart; when a batch cannot be read and due rows are taken one by one,
     ``sweep_spread=True`` starts each worker's pass at a random row of the list.
     ``presence_timeout`` bounds each presence question (seconds) a timeout asks
     before its unit of work opens; no answer in time is "not reachable".
     """
-
-    presence_timeout: float = 0.5
 
     def __init__(
         self,
@@ -222,19 +178,7 @@ class ExtensionService:
         extension_id = self._new_id()
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            joined = _snapshots(uow)
-            if joined is not None:
-                return await joined.for_request(session_id, extension_payment_session_id)
-            payment = live = None
-            if extension_payment_session_id:
-                payment = await uow.payments.get(extension_payment_session_id)
-                live = await uow.extensions.live_for_payment(extension_payment_session_id)
-            return core.Snapshot(
-                session=await uow.sessions.get(session_id),
-                payment=payment,
-                pending=await uow.extensions.pending_for_session(session_id),
-                payment_live=live,
-            )
+            return await uow.snapshots.for_request(session_id, extension_payment_session_id)
 
         def facts() -> Facts:
             return Facts(
@@ -256,26 +200,10 @@ class ExtensionService:
         grace = int(await self._config.closure_grace_seconds())
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            joined = _snapshots(uow)
-            if joined is not None:  # one statement: its rows agree without a re-read
-                snapshot = await joined.for_response(session_id, extension_id)
-                if snapshot.session is None or snapshot.session.mitra_id != mitra_id:
-                    return core.Snapshot(session=None)
-                return snapshot
-            session = await uow.sessions.get(session_id)
-            if session is None or session.mitra_id != mitra_id:
+            snapshot = await uow.snapshots.for_response(session_id, extension_id)
+            if snapshot.session is None or snapshot.session.mitra_id != mitra_id:
                 return core.Snapshot(session=None)
-            ext = await uow.extensions.get(extension_id)
-            payment = None
-            if ext is not None:
-                payment = await uow.payments.get(ext.payment_session_id)
-                # Extension and payment move in one commit; if the extension is
-                # unchanged after the payment was read, the two reads agree
-                # (READ COMMITTED could otherwise pair a pending extension with
-                # a payment its resolution already failed).
-                if await uow.extensions.get(extension_id) != ext:
-                    raise ConcurrencyConflict(f"extension {extension_id} moved while loading")
-            return core.Snapshot(session=session, extension=ext, payment=payment)
+            return snapshot
 
         try:
             decision = await self._run(
@@ -310,64 +238,6 @@ class ExtensionService:
             timeout_seconds=ext.timeout_seconds,
         )
 
-    async def sweep_due(self) -> list[Extension]:
-        """Resolve every pending extension whose deadline has passed.
-
-        The source of truth for timeouts: safe at any time and from many
-        workers at once (rows are claimed; another worker's are skipped).
-        A store that reads a whole claimed batch at once (SQL: ``for_due``)
-        resolves it in one unit of work; otherwise each due row in its own.
-        Presence is gathered before any unit of work is opened; a row that
-        cannot be decided is set aside (retried later, with backoff) and the
-        pass goes on to the rows behind it.
-        """
-        resolved: list[Extension] = []
-        while True:
-            try:
-                batch = await self._sweep_claimed_batch()
-            except ConcurrencyConflict:  # a busy database: the next sweep picks them up
-                return resolved
-            except (ExtensionError, ValueError, TypeError):
-                # A batch that cannot even be read (a value the driver cannot
-                # convert): row by row, the culprit is found and set aside.
-                _log.exception("sweep batch unreadable; resolving due rows one by one")
-                break
-            if batch is None:
-                break  # the store lists due rows; they are resolved one by one below
-            done, claimed, progressed = batch
-            resolved.extend(done)
-            if claimed < self._sweep_batch or not progressed:  # drained, or stuck
-                return resolved
-        while True:
-            try:
-                async with self._store.unit_of_work() as uow:
-                    due = await uow.extensions.due(self._clock.now(), self._sweep_batch)
-            except ConcurrencyConflict:  # a busy database: the next sweep picks them up
-                return resolved
-            if not due:
-                return resolved
-            if self._sweep_spread is not None:
-                # Several workers list the same oldest rows: each starts at its own
-                # place in the batch instead of queueing behind the others' locks.
-                start = self._sweep_spread.randrange(len(due))
-                due = due[start:] + due[:start]
-            progressed = False
-            for extension_id in due:
-                try:
-                    outcome = await self._time_out(extension_id)
-                except (ConcurrencyConflict, ExtensionError) as err:
-                    if isinstance(err, ExtensionError) and err.code is not ErrorCode.CONFLICT:
-                        progressed |= await self._set_aside(extension_id, _describe(err))
-                    continue  # contention: the next pass retries it
-                except Exception as err:  # one bad row must not stall the rest
-                    progressed |= await self._set_aside(extension_id, _describe(err))
-                    continue
-                if outcome is not None:
-                    resolved.append(outcome)
-                    progressed = True
-            if not progressed or len(due) < self._sweep_batch:
-                return resolved
-
     async def end_session(self, session_id: str) -> Session:
         """End the session (final); a pending extension is rejected, its payment failed."""
         check_ids(session_id=session_id)
@@ -396,198 +266,6 @@ class ExtensionService:
             session = await uow.sessions.get(session_id)
         assert session is not None
         return session
-
-    # --------------------------------------------------------------- timeouts
-
-    async def _sweep_claimed_batch(self) -> tuple[list[Extension], int, bool] | None:
-        """Claim up to a batch of due extensions and resolve them in one unit of
-        work: ``(resolved, how many were claimed, whether any row was written)``,
-        or ``None`` when the store cannot claim a batch at once.  Workers never
-        claim the same row, so none spends a unit of work on a row another
-        already resolved.
-
-        Presence (network) is asked before the claiming unit of work opens, for
-        the mitras of the rows it is about to claim; a claimed row whose mitra
-        was not asked (it became due, or another worker's lock hid it, meanwhile)
-        is left pending for the next batch.  A row that cannot be read or decided
-        is set aside in the same unit of work."""
-        action = TimeoutAction.parse(await self._config.extension_timeout_action())
-        grace = int(await self._config.closure_grace_seconds())
-        for attempt in range(self._max_attempts):
-            asked: dict[str, tuple[bool, bool]] | None = None
-            if action is TimeoutAction.AUTO_APPROVE:
-                async with self._store.unit_of_work() as uow:  # unlocked read, closed below
-                    joined = _snapshots(uow)
-                    if joined is None:
-                        return None
-                    mitras = await joined.mitras_due(self._clock.now(), self._sweep_batch)
-                asked = await self._gather_presence(mitras)
-            done: list[tuple[core.Decision, list[str]]] = []
-            aside: list[tuple[str, int, str]] = []
-            try:
-                async with self._store.unit_of_work() as uow:
-                    joined = _snapshots(uow)
-                    if joined is None:
-                        return None
-                    now = self._clock.now()
-                    snapshots = await joined.for_due(now, self._sweep_batch)
-                    for item in snapshots:
-                        if isinstance(item, Undecidable):
-                            times = await uow.extensions.set_aside(
-                                item.extension_id, now, item.error
-                            )
-                            aside.append((item.extension_id, times, item.error))
-                            continue
-                        session = item.session
-                        if asked is not None and session and session.mitra_id not in asked:
-                            continue  # not asked about: the next batch asks first
-                        try:
-                            decision = self._decide_timeout(item, action, grace, asked or {})
-                        except Exception as err:  # one bad row must not stall the rest
-                            assert item.extension is not None
-                            ext_id, error = item.extension.id, _describe(err)
-                            times = await uow.extensions.set_aside(ext_id, now, error)
-                            aside.append((ext_id, times, error))
-                            continue
-                        if decision is not None and not decision.is_empty:
-                            done.append((decision, await self._write(uow, decision)))
-                    if done or aside:
-                        await uow.commit()
-            except ConcurrencyConflict:
-                await asyncio.sleep(0.001 * 2**attempt)
-                continue
-            for extension_id, times, error in aside:
-                _log_set_aside(extension_id, times, error)
-            for decision, outbox_ids in done:
-                await self._after_commit(decision, outbox_ids)
-            resolved = [d.extension.row for d, _ in done if d.extension]
-            metrics.swept(resolved, self._clock.now())
-            return resolved, len(snapshots), bool(done or aside)
-        raise ConcurrencyConflict("sweep batch kept losing races")
-
-    def _decide_timeout(
-        self,
-        snapshot: core.Snapshot,
-        action: TimeoutAction,
-        grace: int,
-        asked: dict[str, tuple[bool, bool]],
-    ) -> core.Decision | None:
-        """One claimed extension's timeout decision, on presence gathered before."""
-        ext = snapshot.extension
-        assert ext is not None
-        reachable = self._mitra_reachable(snapshot.session, action, asked)
-        facts = self._timeout_facts(action, grace, reachable, snapshot.now)
-        return core.decide(snapshot, TimeoutExtension(ext.id), facts)
-
-    async def _time_out(
-        self, extension_id: str, action: TimeoutAction | None = None
-    ) -> Extension | None:
-        """The timeout path shared by the timer and the sweep (``action``: the
-        configured one unless given).  Presence is asked before the unit of work
-        that claims the row is opened, never inside it."""
-        if action is None:
-            action = TimeoutAction.parse(await self._config.extension_timeout_action())
-        grace = int(await self._config.closure_grace_seconds())
-        asked: dict[str, tuple[bool, bool]] = {}
-        if action is TimeoutAction.AUTO_APPROVE:
-            mitra = await self._pending_mitra(extension_id)
-            if mitra is None:
-                return None  # resolved already, or no such extension
-            asked = await self._gather_presence([mitra])
-        reachable = (False, False)
-
-        async def load(uow: UnitOfWork) -> core.Snapshot:
-            nonlocal reachable
-            snapshot = await _claimed(uow, extension_id)
-            reachable = self._mitra_reachable(snapshot.session, action, asked)
-            return snapshot
-
-        decision = await self._run(
-            TimeoutExtension(extension_id),
-            load,
-            lambda: self._timeout_facts(action, grace, reachable, None),
-        )
-        return decision.extension.row if decision.extension else None
-
-    async def _pending_mitra(self, extension_id: str) -> str | None:
-        """The mitra of a pending extension's session, read without a lock in a unit
-        of work closed before anyone is asked; ``""`` when the session is gone."""
-        async with self._store.unit_of_work() as uow:
-            ext = await uow.extensions.get(extension_id)
-            if ext is None or ext.status is not ExtensionStatus.PENDING:
-                return None
-            session = await uow.sessions.get(ext.session_id)
-        return session.mitra_id if session is not None else ""
-
-    async def _late_reject(self, extension_id: str) -> None:
-        try:
-            await self._time_out(extension_id, TimeoutAction.AUTO_REJECT)
-        except Exception:  # the sweep is the safety net; the answer still gets its 409
-            _log.exception("late reject of extension %s could not time it out", extension_id)
-
-    async def _set_aside(self, extension_id: str, error: str) -> bool:
-        """Set a row the sweep could not decide aside (own unit of work); whether it was."""
-        try:
-            async with self._store.unit_of_work() as uow:
-                times = await uow.extensions.set_aside(extension_id, self._clock.now(), error)
-                if times:
-                    await uow.commit()
-        except Exception:
-            _log.exception("sweep could not set extension %s aside", extension_id)
-            return False
-        if times:
-            _log_set_aside(extension_id, times, error)
-        return bool(times)
-
-    async def _gather_presence(self, mitra_ids: Iterable[str]) -> dict[str, tuple[bool, bool]]:
-        """(on a socket, online) of each mitra, asked concurrently, each answer
-        bounded by ``presence_timeout``; no unit of work is open meanwhile."""
-        ids = [m for m in dict.fromkeys(mitra_ids) if m]
-        answers = await asyncio.gather(*(self._ask_presence(m) for m in ids))
-        return dict(zip(ids, answers, strict=True))
-
-    async def _ask_presence(self, mitra_id: str) -> tuple[bool, bool]:
-        """Seed: never use "in-session" as a proxy for "online"; ask both, now.
-        A timeout, an error or anything but ``True`` is "not reachable", which
-        never approves."""
-        try:
-            async with asyncio.timeout(self.presence_timeout):
-                connected, online = await asyncio.gather(
-                    self._sockets.is_connected(Participant.MITRA, mitra_id),
-                    self._presence.is_online(mitra_id),
-                )
-        except Exception as err:  # TimeoutError included
-            _log.warning("presence of mitra %s unknown (%s): not reachable", mitra_id, err)
-            return False, False
-        return connected is True, online is True
-
-    def _mitra_reachable(
-        self,
-        session: Session | None,
-        action: TimeoutAction,
-        asked: dict[str, tuple[bool, bool]],
-    ) -> tuple[bool, bool]:
-        """(on a socket, online) for an auto-approve, as gathered before the unit
-        of work; a mitra not asked about (the host reassigned the session
-        meanwhile) is not reachable."""
-        if session is None or action is not TimeoutAction.AUTO_APPROVE:
-            return False, False
-        return asked.get(session.mitra_id, (False, False))
-
-    def _timeout_facts(
-        self,
-        action: TimeoutAction,
-        grace: int,
-        reachable: tuple[bool, bool],
-        now: datetime | None,
-    ) -> Facts:
-        return Facts(
-            now=now if now is not None else self._clock.now(),
-            timeout_action=action,
-            grace_seconds=grace,
-            mitra_connected=reachable[0],
-            mitra_online=reachable[1],
-        )
 
     def _arm(self, extension_id: str, when: datetime) -> None:
         if self._scheduler is None:
@@ -646,40 +324,16 @@ class ExtensionService:
         raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
 
     async def _write(self, uow: UnitOfWork, decision: core.Decision) -> list[str]:
-        batch: DecisionWriter | None = getattr(uow, "write_batch", None)
-        if batch is not None:  # the store writes it all in one round trip (SQL adapter, PG)
-            rows = encode_effects(decision.effects, self._clock.now(), self._new_id)
-            await batch(
-                decision.extension,
-                decision.session,
-                decision.payment,
-                decision.ledger,
-                decision.log,
-                rows,
-            )
-            return [row.id for row in rows]
-        # Lock order everywhere: extension, session, payment (no deadlocks).
-        if decision.extension is not None:
-            change = decision.extension
-            if change.expected is None:
-                await uow.extensions.add(change.row)
-            elif not await uow.extensions.update(change.row, change.expected):
-                raise ConcurrencyConflict(f"extension {change.row.id} moved")
-        if decision.session is not None:
-            s = decision.session
-            if not await uow.sessions.update(s.row, s.expected or ""):
-                raise ConcurrencyConflict(f"session {s.row.id} moved")
-        if decision.payment is not None:
-            p = decision.payment
-            if not await uow.payments.update(p.row, p.expected or ""):
-                raise ConcurrencyConflict(f"payment {p.row.id} moved")
-        if decision.ledger is not None:
-            await uow.ledger.add(decision.ledger)
-        if decision.log:
-            await uow.log.add(decision.log)
+        """Every write of ``decision`` in ``uow``; the ids of the outbox rows it adds."""
         rows = encode_effects(decision.effects, self._clock.now(), self._new_id)
-        if rows:
-            await uow.outbox.add(rows)
+        await uow.write_batch(
+            decision.extension,
+            decision.session,
+            decision.payment,
+            decision.ledger,
+            decision.log,
+            rows,
+        )
         return [row.id for row in rows]
 
     async def _after_commit(self, decision: core.Decision, outbox_ids: list[str]) -> None:

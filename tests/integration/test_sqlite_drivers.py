@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from extension_fsm.adapters.memory import MemoryStore
+from extension_fsm.adapters.rowwise import RowWriter
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.invariants import check_invariants
 from extension_fsm.model import ExtensionStatus, Participant
@@ -75,9 +76,9 @@ async def test_inline_sqlite_writes_the_same_rows_as_aiosqlite_and_memory(tmp_pa
     try:
         assert inline.database.is_inline and not threaded.database.is_inline
         async with inline.unit_of_work() as uow:
-            assert uow.write_batch is not None  # the direct path is the one under test
+            assert not isinstance(uow.write_batch, RowWriter)  # the direct path under test
         async with threaded.unit_of_work() as uow:
-            assert uow.write_batch is None
+            assert isinstance(uow.write_batch, RowWriter)  # row by row, through the repositories
         expected = await _script(MemoryStore())
         assert len(expected.ledger) == 1 and len(expected.log) >= 9 and expected.outbox
         assert await _script(inline) == expected

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from extension_fsm import ExtensionError, Participant, Session
+from extension_fsm.adapters.rowwise import RowSnapshots, RowWriter
 from extension_fsm.ports import InspectableStore, StoreDump
 from extension_fsm.simulator import World, make_payment, make_session
 
@@ -65,6 +66,9 @@ class _YieldingUnitOfWork:
         self.ledger = _YieldingProxy(inner.ledger, pause)
         self.log = _YieldingProxy(inner.log, pause)
         self.outbox = _YieldingProxy(inner.outbox, pause)
+        # The joined reads and the decision write, through the yielding repositories.
+        self.snapshots = RowSnapshots(self)
+        self.write_batch = RowWriter(self)
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

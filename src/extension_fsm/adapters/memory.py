@@ -16,12 +16,9 @@ stored or a hundred thousand.
 
 from __future__ import annotations
 
-import heapq
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
 from ..errors import ConcurrencyConflict, ErrorCode, ExtensionError
 from ..model import (
@@ -31,9 +28,8 @@ from ..model import (
     PaymentSession,
     Session,
     TransitionRecord,
-    set_aside_delay,
 )
-from ..ports import OutboxMessage, StoreDump
+from ..ports import StoreDump
 from .memory_delivery import (
     Delivery,
     MemoryConfig,
@@ -45,6 +41,7 @@ from .memory_delivery import (
     MemorySockets,
 )
 from .memory_outbox import MemoryOutboxStore, OutboxRow
+from .memory_unit import EXTENSION, LIVE, LIVE_PAYMENT, PAYMENT, PENDING, SESSION, MemoryUnitOfWork
 
 __all__ = [
     "Delivery",
@@ -59,8 +56,6 @@ __all__ = [
     "MemoryUnitOfWork",
     "OutboxRow",
 ]
-
-_LIVE = (ExtensionStatus.PENDING, ExtensionStatus.ACCEPTED)
 
 
 class MemoryStore:
@@ -103,7 +98,7 @@ class MemoryStore:
         with self._lock:
             self._next_epoch = self._epoch + 1
             self.sessions[session.id] = session
-            self._stamp(_SESSION, session.id)
+            self._stamp(SESSION, session.id)
             self._epoch += 1
 
     def add_payment(self, payment: PaymentSession) -> None:
@@ -111,7 +106,7 @@ class MemoryStore:
         with self._lock:
             self._next_epoch = self._epoch + 1
             self.payments[payment.id] = payment
-            self._stamp(_PAYMENT, payment.id)
+            self._stamp(PAYMENT, payment.id)
             self._epoch += 1
 
     async def seed_session(self, session: Session) -> None:
@@ -195,10 +190,10 @@ class MemoryStore:
             self._next_epoch = self._epoch + 1  # one int shared by this commit's versions
             for session in uow.staged_sessions.values():
                 self.sessions[session.id] = session
-                self._stamp(_SESSION, session.id)
+                self._stamp(SESSION, session.id)
             for payment in uow.staged_payments.values():
                 self.payments[payment.id] = payment
-                self._stamp(_PAYMENT, payment.id)
+                self._stamp(PAYMENT, payment.id)
             for ext in uow.staged_extensions.values():
                 self._write_extension(ext)
             for ext_id, aside in uow.staged_set_aside.items():
@@ -218,8 +213,8 @@ class MemoryStore:
         old = self.extensions.get(ext.id)
         for row in (old, ext):
             if row is not None:  # index membership may change on either side
-                self._stamp(_PENDING, row.session_id)
-                self._stamp(_LIVE_PAYMENT, row.payment_session_id)
+                self._stamp(PENDING, row.session_id)
+                self._stamp(LIVE_PAYMENT, row.payment_session_id)
         if old is not None:
             if self._pending_by_session.get(old.session_id) == old.id:
                 del self._pending_by_session[old.session_id]
@@ -228,10 +223,10 @@ class MemoryStore:
         self.extensions[ext.id] = ext
         if ext.status is not ExtensionStatus.PENDING:  # decided: no longer set aside
             self.set_aside.pop(ext.id, None)
-        self._stamp(_EXTENSION, ext.id)
+        self._stamp(EXTENSION, ext.id)
         if ext.status is ExtensionStatus.PENDING:
             self._pending_by_session[ext.session_id] = ext.id
-        if ext.status in _LIVE:
+        if ext.status in LIVE:
             self._live_by_payment[ext.payment_session_id] = ext.id
 
     def pending_ids(self) -> list[str]:
@@ -239,12 +234,7 @@ class MemoryStore:
         return list(self._pending_by_session.values())
 
 
-_SESSION = "session"
-_PAYMENT = "payment"
 _PRUNE_MIN = 4096
-_EXTENSION = "extension"
-_PENDING = "pending@session"
-_LIVE_PAYMENT = "live@payment"
 
 
 def _check_unique(store: MemoryStore, ext: Extension, staged: Mapping[str, Extension]) -> None:
@@ -255,236 +245,9 @@ def _check_unique(store: MemoryStore, ext: Extension, staged: Mapping[str, Exten
             raise ExtensionError(
                 ErrorCode.EXTENSION_PENDING, "An extension request is already pending"
             )
-    if ext.status in _LIVE:
+    if ext.status in LIVE:
         other = store._live_by_payment.get(ext.payment_session_id)
         if other is not None and other != ext.id and other not in staged:
             raise ExtensionError(
                 ErrorCode.PAYMENT_IN_USE, "Payment session already backs another extension"
             )
-
-
-class MemoryUnitOfWork:
-    """One optimistic transaction over a :class:`MemoryStore`.
-
-    Reads are validated against a snapshot epoch taken at the first read: a row
-    (or index entry) written by a commit after it makes the read raise
-    ``ConcurrencyConflict`` at once, and the commit re-checks every row read.
-    So every read sees one consistent state (like REPEATABLE READ) and a write
-    derived from a stale read never commits.
-    """
-
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
-        self.snapshot: int | None = None
-        self.reads: set[tuple[str, str]] = set()
-        self.staged_sessions: dict[str, Session] = {}
-        self.staged_payments: dict[str, PaymentSession] = {}
-        self.staged_extensions: dict[str, Extension] = {}
-        self.staged_ledger: list[LedgerEntry] = []
-        self.staged_log: list[TransitionRecord] = []
-        self.staged_outbox: list[OutboxMessage] = []
-        self.staged_set_aside: dict[str, tuple[datetime, int, str]] = {}
-        self.sessions = _Sessions(self)
-        self.payments = _Payments(self)
-        self.extensions = _Extensions(self)
-        self.ledger = _Ledger(self)
-        self.log = _Log(self)
-        self.outbox = _Outbox(self)
-        self._done = False
-        self._released = False
-        self._entered = False
-
-    @property
-    def store(self) -> MemoryStore:
-        return self._store
-
-    def read(self, table: str, key: str) -> None:
-        """Join ``table``/``key`` to the read set; raise if it moved since the snapshot."""
-        if self.snapshot is None:
-            self.snapshot = self._store._snapshot()
-        elif self._store.changed_at(table, key) > self.snapshot:
-            raise ConcurrencyConflict(f"{table} {key} changed since this unit of work began")
-        self.reads.add((table, key))
-
-    async def __aenter__(self) -> Self:
-        if not self._entered:
-            self._entered = True
-            self._store.open_units += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._done = True  # uncommitted staging is simply dropped
-        self._close_snapshot()
-        if self._entered:
-            self._entered = False
-            self._store.open_units -= 1
-
-    async def commit(self) -> None:
-        if self._done:
-            raise RuntimeError("unit of work already finished")
-        try:
-            self._store._apply(self)
-        finally:
-            self._done = True
-            self._close_snapshot()
-
-    def _close_snapshot(self) -> None:
-        if self.snapshot is not None and not self._released:
-            self._released = True
-            self._store._release(self.snapshot)
-
-
-class _Sessions:
-    def __init__(self, uow: MemoryUnitOfWork) -> None:
-        self._uow = uow
-
-    async def get(self, session_id: str) -> Session | None:
-        if session_id in self._uow.staged_sessions:
-            return self._uow.staged_sessions[session_id]
-        self._uow.read(_SESSION, session_id)
-        return self._uow.store.sessions.get(session_id)
-
-    async def update(self, session: Session, expected_status: str) -> bool:
-        current = await self.get(session.id)
-        if current is None or current.status.value != expected_status:
-            return False
-        self._uow.staged_sessions[session.id] = session
-        return True
-
-
-class _Payments:
-    def __init__(self, uow: MemoryUnitOfWork) -> None:
-        self._uow = uow
-
-    async def get(self, payment_id: str) -> PaymentSession | None:
-        if payment_id in self._uow.staged_payments:
-            return self._uow.staged_payments[payment_id]
-        self._uow.read(_PAYMENT, payment_id)
-        return self._uow.store.payments.get(payment_id)
-
-    async def update(self, payment: PaymentSession, expected_status: str) -> bool:
-        current = await self.get(payment.id)
-        if current is None or current.status.value != expected_status:
-            return False
-        self._uow.staged_payments[payment.id] = payment
-        return True
-
-
-class _Extensions:
-    def __init__(self, uow: MemoryUnitOfWork) -> None:
-        self._uow = uow
-
-    async def get(self, extension_id: str) -> Extension | None:
-        staged = self._uow.staged_extensions
-        if extension_id in staged:
-            return staged[extension_id]
-        self._uow.read(_EXTENSION, extension_id)
-        return self._uow.store.extensions.get(extension_id)
-
-    async def claim(self, extension_id: str) -> Extension | None:
-        # Optimistic: the row joins the read set; a concurrent winner makes this
-        # unit of work's commit fail, which is the same outcome as skipping it.
-        return await self.get(extension_id)
-
-    async def add(self, extension: Extension) -> None:
-        pending = extension.status is ExtensionStatus.PENDING
-        if pending and await self.pending_for_session(extension.session_id) is not None:
-            raise ExtensionError(
-                ErrorCode.EXTENSION_PENDING, "An extension request is already pending"
-            )
-        live = extension.status in _LIVE
-        if live and await self.live_for_payment(extension.payment_session_id) is not None:
-            raise ExtensionError(
-                ErrorCode.PAYMENT_IN_USE, "Payment session already backs another extension"
-            )
-        self._uow.read(_EXTENSION, extension.id)
-        self._uow.staged_extensions[extension.id] = extension
-
-    async def update(self, extension: Extension, expected_status: str) -> bool:
-        current = await self.get(extension.id)
-        if current is None or current.status.value != expected_status:
-            return False
-        self._uow.staged_extensions[extension.id] = extension
-        return True
-
-    async def _indexed(
-        self, index: Mapping[str, str], table: str, group: str, match: Callable[[Extension], bool]
-    ) -> Extension | None:
-        self._uow.read(table, group)
-        for ext in self._uow.staged_extensions.values():
-            if match(ext):
-                return ext
-        key = index.get(group)
-        if key is None or key in self._uow.staged_extensions:
-            return None  # none committed, or this unit of work moved it
-        return await self.get(key)
-
-    async def pending_for_session(self, session_id: str) -> Extension | None:
-        return await self._indexed(
-            self._uow.store._pending_by_session,
-            _PENDING,
-            session_id,
-            lambda e: e.session_id == session_id and e.status is ExtensionStatus.PENDING,
-        )
-
-    async def live_for_payment(self, payment_id: str) -> Extension | None:
-        return await self._indexed(
-            self._uow.store._live_by_payment,
-            _LIVE_PAYMENT,
-            payment_id,
-            lambda e: e.payment_session_id == payment_id and e.status in _LIVE,
-        )
-
-    async def due(self, now: datetime, limit: int) -> list[str]:
-        # A candidate list, not a read: ``claim`` is what validates a row.
-        store = self._uow.store
-        rows = {key: store.extensions[key] for key in store.pending_ids()}
-        rows.update(self._uow.staged_extensions)
-        aside = store.set_aside
-        due = (
-            e
-            for e in rows.values()
-            if e.status is ExtensionStatus.PENDING
-            and e.expires_at <= now
-            and (e.id not in aside or aside[e.id][0] <= now)
-        )
-        return [e.id for e in heapq.nsmallest(limit, due, key=lambda e: (e.expires_at, e.id))]
-
-    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
-        ext = await self.get(extension_id)
-        if ext is None or ext.status is not ExtensionStatus.PENDING:
-            return 0
-        staged = self._uow.staged_set_aside.get(extension_id)
-        before = staged or self._uow.store.set_aside.get(extension_id)
-        times = (before[1] if before else 0) + 1
-        self._uow.staged_set_aside[extension_id] = (now + set_aside_delay(times), times, reason)
-        return times
-
-
-class _Ledger:
-    def __init__(self, uow: MemoryUnitOfWork) -> None:
-        self._uow = uow
-
-    async def add(self, entry: LedgerEntry) -> None:
-        self._uow.staged_ledger.append(entry)
-
-
-class _Log:
-    def __init__(self, uow: MemoryUnitOfWork) -> None:
-        self._uow = uow
-
-    async def add(self, records: Sequence[TransitionRecord]) -> None:
-        self._uow.staged_log.extend(records)
-
-
-class _Outbox:
-    def __init__(self, uow: MemoryUnitOfWork) -> None:
-        self._uow = uow
-
-    async def add(self, messages: Sequence[OutboxMessage]) -> None:
-        self._uow.staged_outbox.extend(messages)

@@ -28,6 +28,7 @@ from ...model import (
     set_aside_delay,
 )
 from ...ports import DecisionWriter, OutboxMessage, SnapshotLoader, StoreDump
+from ..rowwise import RowWriter
 from .batch import BatchPart, write_batch
 from .engine import Database, InlineConnection, TxConnection, create_engine
 from .loads import SqlSnapshotLoader
@@ -264,17 +265,20 @@ class SqlUnitOfWork:
         await self.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=rest))
 
     @property
-    def write_batch(self) -> DecisionWriter | None:
+    def write_batch(self) -> DecisionWriter:
         """All of a decision's writes at once: one statement on PostgreSQL
         (:mod:`.batch`), straight through ``sqlite3`` on inline SQLite
-        (:mod:`.sqlite_batch`); ``None`` on ``+aiosqlite``.
+        (:mod:`.sqlite_direct`); row by row through the repositories on
+        ``+aiosqlite`` (:class:`~extension_fsm.adapters.rowwise.RowWriter`).
 
         ``await uow.write_batch(extension, session, payment, ledger, log, outbox)``
         with the decision's changes (``Change``-like: ``.row``, ``.expected``;
         ``expected=None`` inserts) and rows; a compare-and-set that matched
         nothing raises ``ConcurrencyConflict``, as the separate updates would.
         """
-        return self._write_batch if self._db.is_postgres or self._db.is_inline else None
+        if self._db.is_postgres or self._db.is_inline:
+            return self._write_batch
+        return RowWriter(self)
 
     @property
     def snapshots(self) -> SnapshotLoader:

@@ -1,0 +1,137 @@
+"""The joined reads and the decision write of a unit of work, done through its
+own repositories, one row at a time.
+
+A store whose reads cost nothing (the memory store) needs no more than this;
+a database store offers statements that do the same in one round trip (the
+SQL store) and falls back to this where it has none.  Both read the
+repositories lazily, so a unit of work whose repositories are wrapped (tests
+that pause or gate each call) is read through its wrappers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from ..core import Change, Snapshot, Undecidable
+from ..errors import ConcurrencyConflict
+from ..model import (
+    Extension,
+    ExtensionStatus,
+    LedgerEntry,
+    PaymentSession,
+    Session,
+    TransitionRecord,
+)
+from ..ports import OutboxMessage, UnitOfWork
+
+__all__ = ["RowSnapshots", "RowWriter"]
+
+
+class RowSnapshots:
+    """:class:`~extension_fsm.ports.SnapshotLoader` through ``uow``'s repositories."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    async def for_request(self, session_id: str, payment_id: str | None) -> Snapshot:
+        uow = self._uow
+        payment = live = None
+        if payment_id:
+            payment = await uow.payments.get(payment_id)
+            live = await uow.extensions.live_for_payment(payment_id)
+        session = await uow.sessions.get(session_id)
+        if session is None:
+            return Snapshot(session=None)
+        return Snapshot(
+            session=session,
+            payment=payment,
+            pending=await uow.extensions.pending_for_session(session_id),
+            payment_live=live,
+        )
+
+    async def for_response(self, session_id: str, extension_id: str) -> Snapshot:
+        uow = self._uow
+        session = await uow.sessions.get(session_id)
+        if session is None:
+            return Snapshot(session=None)
+        ext = await uow.extensions.get(extension_id)
+        payment = None
+        if ext is not None:
+            payment = await uow.payments.get(ext.payment_session_id)
+            # Extension and payment move in one commit; if the extension is
+            # unchanged after the payment was read, the two reads agree (READ
+            # COMMITTED could otherwise pair a pending extension with a payment
+            # its resolution already failed).
+            if await uow.extensions.get(extension_id) != ext:
+                raise ConcurrencyConflict(f"extension {extension_id} moved while loading")
+        return Snapshot(session=session, extension=ext, payment=payment)
+
+    async def for_timeout(self, extension_id: str) -> Snapshot:
+        uow = self._uow
+        ext = await uow.extensions.claim(extension_id)
+        if ext is None or ext.status is not ExtensionStatus.PENDING:
+            return Snapshot(session=None)  # resolved already: nothing more to read
+        return Snapshot(
+            session=await uow.sessions.get(ext.session_id),
+            extension=ext,
+            payment=await uow.payments.get(ext.payment_session_id),
+        )
+
+    async def for_due(self, now: datetime, limit: int) -> list[Snapshot | Undecidable]:
+        due: list[Snapshot | Undecidable] = []
+        for extension_id in await self._uow.extensions.due(now, limit):
+            snapshot = await self.for_timeout(extension_id)
+            if snapshot.extension is not None:
+                due.append(snapshot)
+        return due
+
+    async def mitras_due(self, now: datetime, limit: int) -> set[str]:
+        uow = self._uow
+        mitras: set[str] = set()
+        for extension_id in await uow.extensions.due(now, limit):
+            ext = await uow.extensions.get(extension_id)
+            session = await uow.sessions.get(ext.session_id) if ext is not None else None
+            if session is not None:
+                mitras.add(session.mitra_id)
+        return mitras
+
+
+class RowWriter:
+    """:class:`~extension_fsm.ports.DecisionWriter` through ``uow``'s repositories.
+
+    Lock order as everywhere: extension, session, payment (no deadlocks); a
+    compare-and-set that matches nothing raises ``ConcurrencyConflict``."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    async def __call__(
+        self,
+        extension: Change[Extension] | None,
+        session: Change[Session] | None,
+        payment: Change[PaymentSession] | None,
+        ledger: LedgerEntry | None,
+        log: Sequence[TransitionRecord],
+        outbox: Sequence[OutboxMessage],
+    ) -> None:
+        uow = self._uow
+        if extension is not None:
+            if extension.expected is None:
+                await uow.extensions.add(extension.row)
+            elif not await uow.extensions.update(extension.row, extension.expected):
+                raise ConcurrencyConflict(f"extension {extension.row.id} moved")
+        if session is not None and not await uow.sessions.update(
+            session.row, session.expected or ""
+        ):
+            raise ConcurrencyConflict(f"session {session.row.id} moved")
+        if payment is not None and not await uow.payments.update(
+            payment.row, payment.expected or ""
+        ):
+            raise ConcurrencyConflict(f"payment {payment.row.id} moved")
+        if ledger is not None:
+            await uow.ledger.add(ledger)
+        if log:
+            await uow.log.add(log)
+        if outbox:
+            await uow.outbox.add(outbox)

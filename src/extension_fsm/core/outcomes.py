@@ -1,0 +1,295 @@
+"""The outcomes several events share: accepted and charged, closed unpaid,
+cancelled under an ending session; and the row moves they are made of."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from .. import messages
+from ..errors import ErrorCode, ExtensionError
+from ..machine import EXTENSION_MACHINE, SESSION_MACHINE, Guard, InvalidMove
+from ..model import (
+    ClearClosureGrace,
+    Effect,
+    Extension,
+    ExtensionStatus,
+    Facts,
+    FailureCause,
+    LedgerEntry,
+    MessageType,
+    Participant,
+    PaymentConsumed,
+    PaymentFailed,
+    PaymentSession,
+    PaymentStatus,
+    Session,
+    SessionExpiryExtended,
+    SessionStatus,
+    StartClosureGrace,
+    TimeoutReason,
+    TransactionType,
+    TransitionRecord,
+)
+from .snapshot import Change, Decision, Snapshot
+
+__all__ = ["accept", "cancel", "close", "move_session"]
+
+
+def accept(
+    s: Snapshot, ext: Extension, f: Facts, *, via_timeout: bool, actor: str, event: str
+) -> Decision:
+    """``ext`` accepted: the session resumes with the bought minutes, the payment is consumed."""
+    session = s.session
+    payment = s.payment
+    assert session is not None
+    if payment is None or payment.status is not PaymentStatus.CONFIRMED:
+        raise ExtensionError(ErrorCode.INVALID_STATE, "Payment session is no longer confirmed")
+    now = f.now
+    resolved = _resolve(ext, ExtensionStatus.ACCEPTED, now, via_timeout=via_timeout)
+    # A session whose expiry passed while ``extending`` was paused, not closed.
+    expires_at = max(now, session.expires_at) + timedelta(minutes=ext.duration_minutes)
+    resumed = move_session(session, "resume", now, expires_at=expires_at, closure_deadline=None)
+    consumed = replace(payment, status=PaymentStatus.CONSUMED, unknown_status=None)
+    ledger = LedgerEntry(
+        customer_id=session.customer_id,
+        session_id=session.id,
+        extension_id=ext.id,
+        type=TransactionType.EXTENSION,
+        amount=ext.price,
+        created_at=now,
+    )
+    effects: tuple[Effect, ...] = (
+        ClearClosureGrace(session_id=session.id),
+        SessionExpiryExtended(session_id=session.id, expires_at=expires_at),
+        messages.accepted_response(session, ext, expires_at, via_timeout),
+        messages.plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_RESUMED),
+        messages.plain(session, ext, Participant.MITRA, MessageType.SESSION_RESUMED),
+        # The host's money side effects of the charge (the seed's consumePaymentSession).
+        PaymentConsumed(
+            session_id=session.id,
+            extension_id=ext.id,
+            payment_session_id=payment.id,
+            customer_id=payment.customer_id,
+            amount=payment.amount,
+            duration_minutes=ext.duration_minutes,
+            via_timeout=via_timeout,
+            at=now,
+        ),
+    )
+    log = (
+        record(ext, resolved.status, event, actor, now),
+        record(session, resumed.status, "resume", actor, now),
+        record(payment, consumed.status, "consume", actor, now),
+    )
+    return Decision(
+        extension=Change(str(ext.status), resolved),
+        session=Change(str(session.status), resumed),
+        payment=Change(str(payment.status), consumed),
+        ledger=ledger,
+        log=log,
+        effects=effects,
+        resolved=ext.id,
+    )
+
+
+def close(
+    s: Snapshot,
+    ext: Extension,
+    f: Facts,
+    status: ExtensionStatus,
+    cause: FailureCause,
+    reason: TimeoutReason | None,
+    actor: str,
+    event: str,
+    *,
+    close_session: bool = True,
+) -> Decision:
+    """``ext`` resolved unpaid; the session closes with a grace timer unless
+    ``close_session`` is false (then only the customer hears of it, and no one
+    when the host deleted the session row)."""
+    session = s.session
+    now = f.now
+    resolved = _resolve(
+        ext, status, now, via_timeout=reason is not None, reason=reason, cause=cause
+    )
+    payment = _backing_payment(s, ext)
+    failed = _fail_payment(payment, cause)
+    resolution = record(ext, status, event, actor, now, cause)
+    unpaid = Decision(
+        extension=Change(str(ext.status), resolved),
+        payment=failed,
+        log=(resolution, *_payment_log(payment, failed, actor, now)),
+        effects=_payment_failed(failed, ext, now),
+        resolved=ext.id,
+    )
+    if session is None:  # nobody to tell, but the host's money side still hears of it
+        return unpaid
+    response = (
+        messages.rejected_response(session, ext)
+        if reason is None
+        else messages.timed_out_response(session, ext, reason)
+    )
+    if not close_session:
+        return replace(unpaid, effects=(response, *unpaid.effects))
+    deadline = now + timedelta(seconds=f.grace_seconds)
+    closing = move_session(
+        session, "close", now, expires_at=session.expires_at, closure_deadline=deadline
+    )
+    effects = (
+        response,
+        messages.plain(session, ext, Participant.MITRA, MessageType.SESSION_CLOSING),
+        messages.plain(session, ext, Participant.CUSTOMER, MessageType.SESSION_CLOSING),
+        StartClosureGrace(session_id=session.id, deadline=deadline),
+        *unpaid.effects,
+    )
+    log = (
+        resolution,
+        record(session, closing.status, "close", actor, now),
+        *_payment_log(payment, failed, actor, now),
+    )
+    return replace(unpaid, session=Change(str(session.status), closing), log=log, effects=effects)
+
+
+def cancel(s: Snapshot, ext: Extension, f: Facts, actor: str) -> Decision:
+    """A pending extension under an ending session: rejected, payment failed, no charge."""
+    now = f.now
+    cause = FailureCause.SESSION_ENDED
+    status = EXTENSION_MACHINE.fire(ext.status, "cancel", Guard(now=now, deadline=ext.expires_at))
+    resolved = _resolve(ext, status, now, cause=cause)
+    payment = _backing_payment(s, ext)
+    failed = _fail_payment(payment, cause)
+    session = s.session
+    assert session is not None
+    log = (
+        record(ext, status, "cancel", actor, now, cause),
+        *_payment_log(payment, failed, actor, now),
+    )
+    effects: tuple[Effect, ...] = (
+        messages.cancelled_response(session, ext),
+        *_payment_failed(failed, ext, now),
+    )
+    return Decision(
+        extension=Change(str(ext.status), resolved),
+        payment=failed,
+        log=log,
+        effects=effects,
+        resolved=ext.id,
+    )
+
+
+def move_session(
+    session: Session,
+    trigger: str,
+    now: datetime,
+    *,
+    expires_at: datetime,
+    closure_deadline: datetime | None,
+) -> Session:
+    """``session`` moved by ``trigger``, with the expiry and closure deadline given."""
+    try:
+        status = SESSION_MACHINE.fire(session.status, trigger, Guard(now=now))
+    except InvalidMove:
+        raise ExtensionError(
+            ErrorCode.INVALID_STATE,
+            f"Session is {session.unknown_status or session.status.value}; it cannot {trigger}",
+        ) from None
+    return replace(
+        session,
+        status=status,
+        expires_at=expires_at,
+        closure_deadline=closure_deadline,
+        unknown_status=None,
+    )
+
+
+def record(
+    row: Extension | Session | PaymentSession,
+    to: ExtensionStatus | SessionStatus | PaymentStatus,
+    event: str,
+    actor: str,
+    now: datetime,
+    cause: FailureCause | None = None,
+) -> TransitionRecord:
+    """The audit line of ``row`` (as it was) moving to ``to``."""
+    return TransitionRecord(
+        entity=_ENTITY[type(row)],
+        entity_id=row.id,
+        from_status=str(row.status),
+        to_status=str(to),
+        event=event,
+        actor=actor,
+        at=now,
+        cause=str(cause) if cause else None,
+    )
+
+
+_ENTITY: dict[type, str] = {Extension: "extension", Session: "session", PaymentSession: "payment"}
+
+
+def _resolve(
+    ext: Extension,
+    status: ExtensionStatus,
+    now: datetime,
+    *,
+    via_timeout: bool = False,
+    reason: TimeoutReason | None = None,
+    cause: FailureCause | None = None,
+) -> Extension:
+    """``ext`` resolved as ``status`` at ``now`` (a copy: rows are immutable)."""
+    return replace(
+        ext,
+        status=status,
+        responded_at=now,
+        via_timeout=via_timeout,
+        reason=reason,
+        failure_cause=cause,
+    )
+
+
+def _backing_payment(s: Snapshot, ext: Extension) -> PaymentSession | None:
+    """The snapshot's payment when it is the one backing ``ext``."""
+    return s.payment if s.payment and s.payment.id == ext.payment_session_id else None
+
+
+def _fail_payment(
+    payment: PaymentSession | None, cause: FailureCause
+) -> Change[PaymentSession] | None:
+    if payment is None or payment.status is not PaymentStatus.CONFIRMED:
+        return None
+    failed = replace(payment, status=PaymentStatus.FAILED, failure_cause=cause, unknown_status=None)
+    return Change(str(payment.status), failed)
+
+
+def _payment_failed(
+    change: Change[PaymentSession] | None, ext: Extension, now: datetime
+) -> tuple[Effect, ...]:
+    """The host's event for a payment this decision fails (the seed's
+    ``failPaymentSession`` and its failed-pairings audit row, tagged by cause)."""
+    if change is None:
+        return ()
+    row = change.row
+    assert row.failure_cause is not None
+    return (
+        PaymentFailed(
+            session_id=ext.session_id,
+            extension_id=ext.id,
+            payment_session_id=row.id,
+            customer_id=row.customer_id,
+            amount=row.amount,
+            cause=row.failure_cause,
+            at=now,
+        ),
+    )
+
+
+def _payment_log(
+    payment: PaymentSession | None,
+    change: Change[PaymentSession] | None,
+    actor: str,
+    now: datetime,
+) -> tuple[TransitionRecord, ...]:
+    """The audit line of ``payment`` failed by ``change`` (none when nothing changed)."""
+    if payment is None or change is None:
+        return ()
+    return (record(payment, change.row.status, "fail", actor, now, change.row.failure_cause),)

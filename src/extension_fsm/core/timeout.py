@@ -1,0 +1,68 @@
+"""The answer window passed: the configured action, under the seed's safeguard."""
+
+from __future__ import annotations
+
+from ..machine import EXTENSION_MACHINE, Guard, InvalidMove
+from ..model import (
+    ACTOR_SYSTEM,
+    ExtensionStatus,
+    Facts,
+    FailureCause,
+    PaymentStatus,
+    SessionStatus,
+    TimeoutAction,
+    TimeoutReason,
+)
+from .outcomes import accept, cancel, close
+from .snapshot import NOTHING, Decision, Snapshot
+
+__all__ = ["time_out"]
+
+
+def time_out(s: Snapshot, f: Facts) -> Decision:
+    """Decide a due extension; nothing when it is resolved already or not due yet."""
+    ext = s.extension
+    session = s.session
+    if ext is None or ext.status is not ExtensionStatus.PENDING:
+        return NOTHING  # resolved first by an answer, another worker or the session's end
+    if session is not None and session.status is SessionStatus.ENDED:
+        return cancel(s, ext, f, ACTOR_SYSTEM)
+    # A payment the host moved away from ``confirmed`` (or to a status this
+    # library does not know), a session it moved away from ``extending`` or
+    # deleted: nothing can be charged; the extension still times out, uncharged,
+    # rather than stay pending for ever.
+    chargeable = (
+        session is not None
+        and s.payment is not None
+        and s.payment.status is PaymentStatus.CONFIRMED
+        and session.status is SessionStatus.EXTENDING
+    )
+    guard = Guard(
+        now=f.now,
+        deadline=ext.expires_at,
+        timeout_action=f.timeout_action,
+        mitra_connected=f.mitra_connected and chargeable,
+        mitra_online=f.mitra_online,
+    )
+    try:
+        outcome = EXTENSION_MACHINE.fire(ext.status, "time_out", guard)
+    except InvalidMove:
+        return NOTHING  # not due yet
+    if outcome is ExtensionStatus.ACCEPTED:
+        return accept(s, ext, f, via_timeout=True, actor=ACTOR_SYSTEM, event="time_out")
+    # Seed: auto_approve whose safeguard tripped is tagged apart from a configured reject.
+    tripped = f.timeout_action is TimeoutAction.AUTO_APPROVE
+    return close(
+        s,
+        ext,
+        f,
+        ExtensionStatus.TIMEOUT,
+        FailureCause.EXTENSION_SAFEGUARD_TRIPPED if tripped else FailureCause.EXTENSION_REJECTED,
+        TimeoutReason.SAFEGUARD if tripped else TimeoutReason.TIMEOUT,
+        ACTOR_SYSTEM,
+        "time_out",
+        # The host moved the session away from ``extending`` (not through
+        # ``end_session``): the extension still times out, uncharged, and the
+        # session stays as the host set it, so nothing is left pending for ever.
+        close_session=session is not None and session.status is SessionStatus.EXTENDING,
+    )
