@@ -8,7 +8,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from extension_fsm.simulator import make_payment, make_session
 
 from extension_fsm.core import Change, Snapshot
 from extension_fsm.errors import ConcurrencyConflict
@@ -21,6 +20,7 @@ from extension_fsm.model import (
     TransitionRecord,
 )
 from extension_fsm.ports import InspectableStore
+from extension_fsm.simulator import make_payment, make_session
 from tests.contract.test_store_contract import (
     T0,
     add_committed,
