@@ -19,9 +19,8 @@ from hypothesis import settings
 
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.ports import InspectableStore
+from extension_fsm.testing import ExtensionRaces, YieldingStore
 from tests.ci import IN_CI
-from tests.property.races import ExtensionRaces
-from tests.unit._support import YieldingStore
 
 pytestmark = pytest.mark.timeout(900)
 
