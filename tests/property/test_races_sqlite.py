@@ -29,12 +29,7 @@ class ExtensionRacesOnSqlite(ExtensionRaces):
     """``ExtensionRaces`` with its store on SQLite."""
 
     async def make_store(self) -> InspectableStore:
-        store = await SqlAlchemyStore.open("sqlite://", create_schema=True)
-        self._sql = store
-        return YieldingStore(store)
-
-    async def close_store(self, store: InspectableStore) -> None:
-        await self._sql.aclose()
+        return YieldingStore(await SqlAlchemyStore.open("sqlite://", create_schema=True))
 
 
 TestExtensionRacesOnSqlite = ExtensionRacesOnSqlite.TestCase

@@ -102,6 +102,8 @@ async def add_committed(store: InspectableStore, *rows: Extension) -> None:
 class StoreContract(OutboxLanesContract):
     """Every case of the store contract; subclass it and build your store."""
 
+    pytestmark = pytest.mark.asyncio  # also under pytest-asyncio's strict mode
+
     async def make_store(self, tmp_path: Path) -> InspectableStore:
         """The store under test, empty (override; ``tmp_path`` is pytest's)."""
         raise NotImplementedError("override make_store (or the store fixture)")

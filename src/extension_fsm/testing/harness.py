@@ -72,7 +72,12 @@ class RaceHarness(RuleBasedStateMachine):
         return YieldingStore(MemoryStore())
 
     async def close_store(self, store: InspectableStore) -> None:
-        """Release what :meth:`make_store` made."""
+        """Release what :meth:`make_store` made: ``aclose()`` on the store (or on
+        the store a :class:`YieldingStore` wraps), when it has one."""
+        inner = store.inner if isinstance(store, YieldingStore) else store
+        close = getattr(inner, "aclose", None)
+        if close is not None:
+            await close()
 
     def make_clock(self) -> VirtualClock:
         """The clock every service and timer of the run reads (a virtual one)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from ..ports import InspectableStore, OutboxMessage
 
 __all__ = ["OutboxLanesContract"]
@@ -37,6 +39,8 @@ async def _claim(store: InspectableStore, at: datetime, ids: list[str] | None = 
 
 class OutboxLanesContract:
     """The lane cases; needs a ``store`` fixture (StoreContract has one)."""
+
+    pytestmark = pytest.mark.asyncio  # also under pytest-asyncio's strict mode
 
     async def test_lanes_only_the_oldest_open_row_of_a_lane_is_claimed(
         self, store: InspectableStore

@@ -120,16 +120,29 @@ class YieldingStore:
 
 
 class _InstantSelector:
-    """A selector that never sleeps: a wait of ``t`` seconds moves virtual time by ``t``."""
+    """A selector that never sleeps: a wait of ``t`` seconds moves virtual time by ``t``.
+
+    Except while sockets other than the loop's own wake-up pipe are registered
+    (a database driver's connections): a server may be answering, so first wait
+    up to ``io_patience`` real seconds for it; only a quiet wait moves virtual
+    time (otherwise a driver's own timeouts would fire before the answer came).
+    """
 
     def __init__(self, inner: Any, loop: VirtualTimeLoop) -> None:
         self._inner = inner
         self._loop = loop
 
     def select(self, timeout: float | None = None) -> Any:
+        ready = self._inner.select(0)
+        if ready or timeout == 0:
+            return ready
+        if len(self._inner.get_map()) > 1:
+            ready = self._inner.select(self._loop.io_patience)
+            if ready:
+                return ready
         if timeout is not None and timeout > 0:
             self._loop.virtual_now += timeout
-        return self._inner.select(0)
+        return ready
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -143,6 +156,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     hypothesis could not replay a run.  Here sleeping costs nothing and timers
     fire in a fixed order.
     """
+
+    #: real seconds a wait lets a server answer before virtual time moves on
+    io_patience = 1.0
 
     def __init__(self) -> None:
         super().__init__()
