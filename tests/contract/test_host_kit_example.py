@@ -3,34 +3,16 @@ would run it: its own pytest process, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.contract.kit_runs import ROOT, run_pytest
 from tests.integration.sql_support import private_postgres_database
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "host_kit" / "test_host_store.py"
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def run_pytest(target: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run pytest on ``target`` in a subprocess; its exit code and report."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(target), "-q", "-rA", "-p", "no:cacheprovider", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=540,
-        check=False,
-    )
-    return f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
