@@ -44,3 +44,8 @@ def test_the_example_host_store_passes_the_contract_and_the_races(
 
 def test_the_example_module_is_at_most_30_lines() -> None:
     assert len(EXAMPLE.read_text().splitlines()) <= 30
+
+
+def test_the_docs_show_the_example_module_as_it_is() -> None:
+    page = (ROOT / "docs" / "testing-kit.md").read_text()
+    assert f"```python\n{EXAMPLE.read_text()}```" in page
