@@ -54,15 +54,16 @@ _ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 _T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-_SESSION_STATUSES = [s for s in SessionStatus if s is not SessionStatus.UNKNOWN]
+# A host seeds these; ``extending`` exists only with a pending extension.
+_SESSION_STATUSES = [SessionStatus.ACTIVE, SessionStatus.CLOSING, SessionStatus.ENDED]
 _PAYMENT_STATUSES = [s for s in PaymentStatus if s is not PaymentStatus.UNKNOWN]
 
 
 def sessions(
     *, statuses: st.SearchStrategy[SessionStatus] | None = None
 ) -> st.SearchStrategy[Session]:
-    """Session rows (host-owned) with timezone-aware expiries (any known status
-    unless ``statuses`` is given)."""
+    """Session rows as a host seeds them, with timezone-aware expiries (active,
+    closing or ended unless ``statuses`` is given)."""
     if statuses is None:
         statuses = st.sampled_from(_SESSION_STATUSES)
     return st.builds(
