@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-from tests.property.races import ExtensionRaces
+from extension_fsm.testing import ExtensionRaces
 
 STEPS = 100
 

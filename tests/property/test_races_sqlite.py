@@ -19,9 +19,8 @@ from hypothesis import settings
 
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.ports import InspectableStore
+from extension_fsm.testing import ExtensionRaces, YieldingStore
 from tests.ci import IN_CI
-from tests.property.races import ExtensionRaces
-from tests.unit._support import YieldingStore
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -30,12 +29,7 @@ class ExtensionRacesOnSqlite(ExtensionRaces):
     """``ExtensionRaces`` with its store on SQLite."""
 
     async def make_store(self) -> InspectableStore:
-        store = await SqlAlchemyStore.open("sqlite://", create_schema=True)
-        self._sql = store
-        return YieldingStore(store)
-
-    async def close_store(self, store: InspectableStore) -> None:
-        await self._sql.aclose()
+        return YieldingStore(await SqlAlchemyStore.open("sqlite://", create_schema=True))
 
 
 TestExtensionRacesOnSqlite = ExtensionRacesOnSqlite.TestCase

@@ -1,25 +1,19 @@
 """Test helpers shared by the unit and property tests.
 
-``YieldingStore`` wraps any store so that every repository call and every
-commit yields to the event loop first: the in-memory store alone never
-suspends, so ``asyncio.gather`` would run calls one after another and a race
-would never interleave inside a unit of work.  With the wrapper, units of
-work really overlap, as they do on a database.
+``YieldingStore`` and ``VirtualTimeLoop`` live in the test kit
+(``extension_fsm.testing``); they are re-exported here for older imports.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from extension_fsm import ExtensionError, Participant, Session
-from extension_fsm.adapters.rowwise import RowSnapshots, RowWriter
-from extension_fsm.ports import InspectableStore, StoreDump
+from extension_fsm.ports import InspectableStore
 from extension_fsm.simulator import World, make_payment, make_session
+from extension_fsm.testing.loop import VirtualTimeLoop, YieldingStore
 
 __all__ = [
     "VirtualTimeLoop",
@@ -30,104 +24,31 @@ __all__ = [
 ]
 
 
-class _YieldingProxy:
-    """Every coroutine method of ``target`` first yields to the loop."""
-
-    def __init__(self, target: Any, pause: Callable[[], Awaitable[None]]) -> None:
-        self._target = target
-        self._pause = pause
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._target, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            result = attr(*args, **kwargs)
-            if asyncio.iscoroutine(result):
-                return _after(self._pause, result)
-            return result
-
-        return call
+def socket_messages(world: World, participant: Participant, kind: str) -> list[dict[str, Any]]:
+    """Every socket message of type ``kind`` sent to ``participant``."""
+    return [
+        dict(d.payload)
+        for d in world.sockets.sent
+        if d.participant is participant and d.payload.get("type") == kind
+    ]
 
 
-async def _after(pause: Callable[[], Awaitable[None]], coro: Awaitable[Any]) -> Any:
-    await pause()
-    return await coro
-
-
-class _YieldingUnitOfWork:
-    def __init__(self, inner: Any, pause: Callable[[], Awaitable[None]]) -> None:
-        self._inner = inner
-        self._pause = pause
-        self.sessions = _YieldingProxy(inner.sessions, pause)
-        self.payments = _YieldingProxy(inner.payments, pause)
-        self.extensions = _YieldingProxy(inner.extensions, pause)
-        self.ledger = _YieldingProxy(inner.ledger, pause)
-        self.log = _YieldingProxy(inner.log, pause)
-        self.outbox = _YieldingProxy(inner.outbox, pause)
-        # The joined reads and the decision write, through the yielding repositories.
-        self.snapshots = RowSnapshots(self)
-        self.write_batch = RowWriter(self)
-
-    async def __aenter__(self) -> Self:
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc, tb)
-
-    async def commit(self) -> None:
-        await self._pause()
-        await self._inner.commit()
-
-
-class YieldingStore:
-    """An :class:`InspectableStore` that suspends before every storage call.
-
-    With ``rng`` set, each call yields a random number of times (mostly 0 to
-    ``max_yields``, sometimes far more), so a seeded run explores different
-    interleavings, long stalls included.
-    """
-
-    def __init__(
-        self, inner: InspectableStore, *, rng: random.Random | None = None, max_yields: int = 8
-    ) -> None:
-        self.inner = inner
-        self.rng = rng
-        self.max_yields = max_yields
-
-    async def pause(self) -> None:
-        """Give the loop to other tasks (once, or a random number of times)."""
-        if self.rng is None:
-            times = 1
-        elif self.rng.random() < 0.05:  # now and then a long stall: a slow query, a GC pause
-            times = self.rng.randint(self.max_yields, 16 * self.max_yields)
-        else:
-            times = self.rng.randint(0, self.max_yields)
-        for _ in range(times):
-            await asyncio.sleep(0)
-
-    def unit_of_work(self) -> _YieldingUnitOfWork:
-        return _YieldingUnitOfWork(self.inner.unit_of_work(), self.pause)
-
-    @property
-    def outbox(self) -> Any:
-        return _YieldingProxy(self.inner.outbox, self.pause)
-
-    async def seed_session(self, session: Session) -> None:
-        await self.inner.seed_session(session)
-
-    async def seed_payment(self, payment: Any) -> None:
-        await self.inner.seed_payment(payment)
-
-    async def dump(self) -> StoreDump:
-        return await self.inner.dump()
+async def assert_refused(
+    world: World, call: Callable[[], Awaitable[object]], code: str, status: int
+) -> ExtensionError:
+    """``call`` raises ExtensionError(code, status) and writes nothing at all."""
+    before = await world.store.dump()
+    sent = (len(world.sockets.sent), len(world.push.sent), len(world.session_timer.calls))
+    try:
+        await call()
+    except ExtensionError as err:
+        assert (err.code.value, err.status_code) == (code, status), repr(err)
+        after = await world.store.dump()
+        assert after == before, "a refused call wrote rows"
+        now_sent = (len(world.sockets.sent), len(world.push.sent), len(world.session_timer.calls))
+        assert now_sent == sent, "a refused call delivered something"
+        return err
+    raise AssertionError(f"expected ExtensionError {code}")
 
 
 async def new_world(
@@ -148,65 +69,3 @@ async def new_world(
     world.connect(session, Participant.MITRA, on_session_socket=mitra_on_socket)
     world.connect(session, Participant.CUSTOMER, on_session_socket=customer_on_socket)
     return world, session
-
-
-def socket_messages(world: World, participant: Participant, kind: str) -> list[dict[str, Any]]:
-    """Every socket message of type ``kind`` sent to ``participant``."""
-    return [
-        dict(d.payload)
-        for d in world.sockets.sent
-        if d.participant is participant and d.payload.get("type") == kind
-    ]
-
-
-async def assert_refused(
-    world: World, call: Callable[[], Awaitable[object]], code: str, status: int
-) -> ExtensionError:
-    """``call`` raises ExtensionError(code, status) and writes nothing at all."""
-    await world.settle()  # earlier calls' deliveries finish before the snapshot
-    before = await world.store.dump()
-    sent = (len(world.sockets.sent), len(world.push.sent), len(world.session_timer.calls))
-    try:
-        await call()
-    except ExtensionError as err:
-        assert (err.code.value, err.status_code) == (code, status), repr(err)
-        after = await world.store.dump()
-        assert after == before, "a refused call wrote rows"
-        now_sent = (len(world.sockets.sent), len(world.push.sent), len(world.session_timer.calls))
-        assert now_sent == sent, "a refused call delivered something"
-        return err
-    raise AssertionError(f"expected ExtensionError {code}")
-
-
-class _InstantSelector:
-    """A selector that never sleeps: a wait of ``t`` seconds moves virtual time by ``t``."""
-
-    def __init__(self, inner: Any, loop: VirtualTimeLoop) -> None:
-        self._inner = inner
-        self._loop = loop
-
-    def select(self, timeout: float | None = None) -> Any:
-        if timeout is not None and timeout > 0:
-            self._loop.virtual_now += timeout
-        return self._inner.select(0)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop on virtual time, so runs are reproducible.
-
-    The service backs off with real ``asyncio.sleep`` between retries; on a
-    wall clock, which task wakes first would depend on the machine's speed and
-    hypothesis could not replay a run.  Here sleeping costs nothing and timers
-    fire in a fixed order.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.virtual_now = 0.0
-        self._selector = _InstantSelector(self._selector, self)  # type: ignore[has-type]
-
-    def time(self) -> float:
-        return self.virtual_now

@@ -2,7 +2,9 @@
 
 ``extension_fsm.simulator`` (the timeline player, its scenario files and the
 test harness) sits on top of the library; the library (everything else but the
-``cli`` entry point, which serves both) must stay importable without it.  The
+``cli`` entry point, which serves both, and the host test kit
+``extension_fsm.testing``, which drives its races through the simulator's
+harness) must stay importable without it.  The
 rule is checked by walking every module's ``import`` statements, relative ones
 resolved, so a lazy import inside a function is caught too.
 """
@@ -16,8 +18,9 @@ import extension_fsm
 
 PACKAGE_DIR = Path(extension_fsm.__file__).resolve().parent
 SIMULATOR = "extension_fsm.simulator"
-#: may import the simulator: the simulator itself and the console entry point
-ALLOWED = ("extension_fsm.simulator", "extension_fsm.cli")
+#: may import the simulator: the simulator itself, the console entry point and
+#: the host test kit (tools built on the simulator, never imported by the library)
+ALLOWED = ("extension_fsm.simulator", "extension_fsm.cli", "extension_fsm.testing")
 SIMULATOR_MODULES = (
     "diagram",
     "expect",

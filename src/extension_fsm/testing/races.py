@@ -1,269 +1,49 @@
-"""A hypothesis state machine that interleaves the races the invariants of
-``docs/design.md`` must survive.
+"""A hypothesis state machine that interleaves the races of the extension flow.
 
-:class:`ExtensionRaces` drives a :class:`~extension_fsm.simulator.World`
-(service, recording fakes, virtual clock, host timers, periodic sweep) plus a
-second worker over the same store, and checks invariants 1-9 after every step:
-the data-level ones with :func:`check_invariants` in an ``@invariant``, the
-behavioural ones (5, 8, 9) inside the rules, where the facts are known.
+:class:`ExtensionRaces` checks the invariants after every step: the
+data-level ones with :func:`~extension_fsm.invariants.check_invariants` in an
+``@invariant``, the behavioural ones (an auto-approve only with the mitra
+reachable, a refusal writes nothing) inside the rules, where the facts are
+known.  Besides requests, answers, timers and sweeps it injects faults: a
+socket, push or presence dependency that hangs, refuses or fails once, a late
+answer, a crash and restart.
 
-It is a base class: override :meth:`make_store` / :meth:`close_store` to run
-the same machine over another :class:`InspectableStore` (SQLite, ...), then
-expose ``YourSubclass.TestCase`` in a ``test_*.py`` module.
+It is a base class: override ``make_store`` / ``close_store`` (and, if you
+wish, ``make_clock`` / ``make_world``) to run it over your store, then expose
+``YourSubclass.TestCase`` in a ``test_*.py`` module.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import random
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable
 from dataclasses import replace
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
-from extension_fsm import (
-    DeliveryError,
+from ..errors import DeliveryError, ExtensionError
+from ..invariants import check_invariants
+from ..model import (
     Extension,
-    ExtensionError,
-    ExtensionService,
     ExtensionStatus,
     FailureCause,
     Participant,
     PaymentStatus,
     SessionStatus,
-    TimeoutAction,
-    TimeoutReason,
 )
-from extension_fsm.adapters.memory import MemoryStore
-from extension_fsm.invariants import check_invariants
-from extension_fsm.ports import InspectableStore, StoreDump
-from extension_fsm.simulator import World, make_payment, make_session
-from tests.unit._support import VirtualTimeLoop, YieldingStore
+from ..service import ExtensionService
+from .harness import SWEEP_INTERVAL, RaceHarness, _by_id, _free_payments
+from .loop import YieldingStore
+from .strategies import CUSTOMERS, MITRAS, PAYMENTS, SESSIONS, durations
 
-T = TypeVar("T")
-
-# session id -> (customer, mitra, seconds until expiry)
-SESSIONS = {
-    "s1": ("c1", "m1", 1200),
-    "s2": ("c2", "m2", 40),
-    "s3": ("c1", "m3", 600),
-    "s4": ("c3", "m1", 900),
-}
-CUSTOMERS = ("c1", "c2", "c3")
-MITRAS = ("m1", "m2", "m3", "m4")
-# payment id -> (customer, amount, status, is_extension, is_first_session_discount)
-PAYMENTS = {
-    **{f"p{i}": ("c1", 10000 + 1000 * i, PaymentStatus.CONFIRMED, True, False) for i in range(8)},
-    **{f"q{i}": ("c2", 20000 + 1000 * i, PaymentStatus.CONFIRMED, True, False) for i in range(4)},
-    **{f"r{i}": ("c3", 30000 + 1000 * i, PaymentStatus.CONFIRMED, True, False) for i in range(4)},
-    "p_discount": ("c1", 5000, PaymentStatus.CONFIRMED, True, True),
-    "p_plain": ("c1", 5000, PaymentStatus.CONFIRMED, False, False),
-    "p_unpaid": ("c1", 5000, PaymentStatus.PENDING, True, False),
-}
-SWEEP_INTERVAL = 1.0
-
-durations = st.one_of(
-    st.integers(1, 1440),
-    st.sampled_from([1, 1440, 0, -1, 1441, 10**6, True, "30", 2.5, None]),
-)
+__all__ = ["ExtensionRaces"]
 
 
-def _by_id(rows: Any) -> dict[str, Any]:
-    return {row.id: row for row in rows}
-
-
-def _free_payments(dump: StoreDump, customer: str) -> list[str]:
-    """The customer's usable extension payments that back no extension yet."""
-    used = {e.payment_session_id for e in dump.extensions}
-    return sorted(
-        p.id
-        for p in dump.payments
-        if p.customer_id == customer
-        and p.status is PaymentStatus.CONFIRMED
-        and p.is_extension
-        and not p.is_first_session_discount
-        and p.id not in used
-    )
-
-
-class ExtensionRaces(RuleBasedStateMachine):
-    """Interleave requests, answers, timers, sweeps, restarts, ends and config."""
-
-    # ------------------------------------------------------------ hooks
-
-    async def make_store(self) -> InspectableStore:
-        """The store under test (override for another backend)."""
-        return YieldingStore(MemoryStore())
-
-    async def close_store(self, store: InspectableStore) -> None:
-        """Release what :meth:`make_store` made."""
-
-    async def concurrently(self, *calls: Awaitable[Any]) -> list[Any]:
-        """Run ``calls`` at once (results or exceptions, in order).  A backend
-        whose driver adds real threads overrides this to keep runs replayable."""
-        return list(await asyncio.gather(*calls, return_exceptions=True))
-
-    # ------------------------------------------------------------ set-up
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loop = VirtualTimeLoop()
-        self.store = self.run(self.make_store())
-        # Ids from a counter, not uuid4: a store that lists rows by id (SQL)
-        # must list them in the same order when hypothesis replays a run.
-        ids = itertools.count(1)
-        self.new_id = lambda: f"id{next(ids):06d}"
-        self.world = World(self.store, sweep_interval=SWEEP_INTERVAL, new_id=self.new_id)
-        self.initial_expiry: dict[str, datetime] = {}
-        self.ends = 0
-        self.run(self._seed())
-        self.worker = self._second_worker()
-
-    async def _seed(self) -> None:
-        now = self.world.clock.now()
-        for sid, (customer, mitra, seconds) in SESSIONS.items():
-            session = make_session(
-                sid,
-                customer_id=customer,
-                mitra_id=mitra,
-                expires_at=now + timedelta(seconds=seconds),
-                customer_display_name=f"name-{customer}",
-            )
-            self.initial_expiry[sid] = session.expires_at
-            await self.world.add_session(session)
-            self.world.connect(session, Participant.CUSTOMER, on_session_socket=True)
-        for pid, (customer, amount, status, is_ext, discount) in PAYMENTS.items():
-            await self.world.add_payment(
-                make_payment(
-                    pid,
-                    customer_id=customer,
-                    amount=amount,
-                    status=status,
-                    is_extension=is_ext,
-                    is_first_session_discount=discount,
-                )
-            )
-
-    def _second_worker(self) -> ExtensionService:
-        w = self.world
-        return ExtensionService(
-            w.store,
-            clock=w.clock,
-            config=w.config,
-            sockets=w.sockets,
-            presence=w.presence,
-            push=w.push,
-            session_timer=w.session_timer,
-            new_id=self.new_id,
-        )
-
-    def teardown(self) -> None:
-        try:
-            self.run(self.close_store(self.store))
-        finally:
-            self.loop.close()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one coroutine on this machine's private loop, then every delivery
-        it started in the background (so each step's effects are all in)."""
-        return self.loop.run_until_complete(self._settled(coro))
-
-    async def _settled(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            return await coro
-        finally:
-            for service in (getattr(self, "world", None), getattr(self, "worker", None)):
-                if isinstance(service, World):
-                    await service.settle()
-                elif service is not None:
-                    await service.dispatcher.drain()
-
-    # ------------------------------------------------------------ helpers
-
-    def dump(self) -> StoreDump:
-        return self.run(self.store.dump())
-
-    def _reachable(self, mitra: str) -> bool:
-        w = self.world
-        return w.sockets.connected.get((Participant.MITRA, mitra), False) and w.presence.online.get(
-            mitra, False
-        )
-
-    def step(self, coro: Awaitable[T], *, late_reject: str | None = None) -> T | ExtensionError:
-        """Run ``coro``; check every resolution it caused against the facts of
-        this moment (invariant 5 and the timeout policy), and that a refusal
-        wrote nothing (invariant 9) but, for a late reject of ``late_reject``,
-        that extension's uncharged timeout."""
-        before = self.dump()
-        try:
-            result: T | ExtensionError = self.run(_awaited(coro))
-        except ExtensionError as err:
-            after = self.dump()
-            if late_reject is not None and after != before:
-                ext = _by_id(after.extensions)[late_reject]
-                assert (ext.status, ext.reason, ext.failure_cause) == (
-                    ExtensionStatus.TIMEOUT,
-                    TimeoutReason.TIMEOUT,
-                    FailureCause.EXTENSION_REJECTED,
-                ), ext
-                assert after.ledger == before.ledger, "a late reject was charged"
-                return err
-            assert after == before, f"{err!r} but rows were written"
-            return err
-        after = self.dump()
-        self._check_resolutions(before, after)
-        return result
-
-    def _check_resolutions(self, before: StoreDump, after: StoreDump) -> None:
-        old = _by_id(before.extensions)
-        sessions = _by_id(after.sessions)
-        payments = _by_id(after.payments)
-        action = TimeoutAction.parse(self.world.config.timeout_action)
-        for ext in after.extensions:
-            prev = old.get(ext.id)
-            if prev is None or prev.status is not ExtensionStatus.PENDING:
-                continue
-            if ext.status is ExtensionStatus.PENDING:
-                continue
-            reachable = self._reachable(sessions[ext.session_id].mitra_id)
-            if ext.status is ExtensionStatus.ACCEPTED and ext.via_timeout:
-                # Invariant 5: only under auto_approve with the mitra connected and online.
-                assert action is TimeoutAction.AUTO_APPROVE and reachable, ext
-            if ext.status is ExtensionStatus.TIMEOUT:
-                assert ext.responded_at is not None and ext.responded_at >= ext.expires_at
-                late_no = (ext.reason, ext.failure_cause) == (
-                    TimeoutReason.TIMEOUT,
-                    FailureCause.EXTENSION_REJECTED,
-                )
-                if action is TimeoutAction.AUTO_REJECT:
-                    assert late_no, ext
-                elif not late_no:  # a late reject times out as auto_reject does
-                    # The host's payment status: not chargeable, whoever is reachable.
-                    host_moved = payments[ext.payment_session_id].status is PaymentStatus.UNKNOWN
-                    assert not reachable or host_moved
-                    assert (ext.reason, ext.failure_cause) == (
-                        TimeoutReason.SAFEGUARD,
-                        FailureCause.EXTENSION_SAFEGUARD_TRIPPED,
-                    )
-
-    def _pick_extension(self, data: st.DataObject) -> Extension | None:
-        extensions = sorted(self.dump().extensions, key=lambda e: e.requested_at)
-        if not extensions:
-            return None
-        pending = [e for e in extensions if e.status is ExtensionStatus.PENDING]
-        prefer = bool(pending) and data.draw(st.booleans(), label="prefer pending")
-        pool = pending if prefer else extensions
-        return data.draw(st.sampled_from(pool), label="extension")
+class ExtensionRaces(RaceHarness):
+    """Interleave requests, answers, timers, sweeps, restarts, ends, config and faults."""
 
     # ------------------------------------------------------------ rules
 
@@ -595,7 +375,3 @@ class ExtensionRaces(RuleBasedStateMachine):
             assert isinstance(data, dict)
             key = f"{data['extension_id']}:{data['type']}:{push.participant.value}"
             assert key in keys, push
-
-
-async def _awaited(awaitable: Awaitable[T]) -> T:
-    return await awaitable

@@ -1,0 +1,71 @@
+"""Outbox lanes, part of the store contract: a row of a lane is claimed only
+when every older row of its lane is delivered or dead; rows without a lane
+are never held.  :class:`~extension_fsm.testing.StoreContract` includes it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ..ports import InspectableStore, OutboxMessage
+
+__all__ = ["OutboxLanesContract"]
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LEASE = 30.0
+
+
+def _row(row_id: str, lane: str | None) -> OutboxMessage:
+    return OutboxMessage(
+        id=row_id,
+        kind="session_timer" if lane else "notify",
+        dedupe_key=f"k-{row_id}",
+        payload={"session_id": "s1"},
+        created_at=T0,
+        lane=lane,
+    )
+
+
+async def _write(store: InspectableStore, *rows: OutboxMessage) -> None:
+    async with store.unit_of_work() as uow:
+        await uow.outbox.add(list(rows))
+        await uow.commit()
+
+
+async def _claim(store: InspectableStore, at: datetime, ids: list[str] | None = None) -> list[str]:
+    return [m.id for m in await store.outbox.claim(at, 10, LEASE, ids)]
+
+
+class OutboxLanesContract:
+    """The lane cases; needs a ``store`` fixture (StoreContract has one)."""
+
+    pytestmark = pytest.mark.asyncio  # also under pytest-asyncio's strict mode
+
+    async def test_lanes_only_the_oldest_open_row_of_a_lane_is_claimed(
+        self, store: InspectableStore
+    ) -> None:
+        await _write(store, _row("a1", "s1:timer"), _row("n1", None), _row("b1", "s2:timer"))
+        await _write(store, _row("a2", "s1:timer"), _row("n2", None), _row("a3", "s1:timer"))
+        assert await _claim(store, T0) == ["a1", "n1", "b1", "n2"]
+        # a1 is leased: a2 still waits, even once asked for by id
+        assert await _claim(store, T0, ["a2", "a3"]) == []
+        # a1 failed and backs off: a2 still waits (order is kept across retries)
+        await store.outbox.mark_retry("a1", T0 + timedelta(seconds=5), "busy")
+        later = T0 + timedelta(seconds=LEASE + 1)
+        claimed = await store.outbox.claim(later, 10, LEASE)
+        # every lease ran out: the heads come back, a2 and a3 still wait behind a1
+        assert [m.id for m in claimed] == ["a1", "n1", "b1", "n2"]
+        assert [m.lane for m in claimed] == ["s1:timer", None, "s2:timer", None]
+        await store.outbox.mark_delivered("a1", later)
+        assert await _claim(store, later, ["a2", "a3"]) == ["a2"]
+        # a dead row no longer holds its lane
+        await store.outbox.mark_dead("a2", later, "gone")
+        assert await _claim(store, later, ["a3"]) == ["a3"]
+
+    async def test_lanes_rows_without_a_lane_are_never_held(self, store: InspectableStore) -> None:
+        await _write(store, _row("n1", None), _row("n2", None))
+        assert await _claim(store, T0, ["n2"]) == ["n2"]
+        assert await _claim(store, T0) == ["n1"]
+        dump = await store.dump()
+        assert [m.lane for m, _ in dump.outbox] == [None, None]
