@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from extension_fsm.scenario import Scenario
 from hypothesis import given, settings
 
 from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.model import PaymentSession, Session
+from extension_fsm.simulator.scenario import Scenario
 from extension_fsm.testing import check_invariants, payments, scenarios, sessions
 
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from extension_fsm.core import Change, Snapshot
-from extension_fsm.errors import ConcurrencyConflict
-from extension_fsm.model import (
+from ..core import Change, Snapshot
+from ..errors import ConcurrencyConflict
+from ..model import (
     ExtensionStatus,
     LedgerEntry,
     PaymentStatus,
@@ -19,20 +19,11 @@ from extension_fsm.model import (
     TransactionType,
     TransitionRecord,
 )
-from extension_fsm.ports import InspectableStore
-from extension_fsm.simulator import make_payment, make_session
-from tests.contract.test_store_contract import (
-    T0,
-    add_committed,
-    counts,
-    ext,
-    msg,
-    pg_url,
-    seed,
-    store,
-)
+from ..ports import InspectableStore
+from ..simulator.simulation import make_payment, make_session
+from .rows import T0, add_committed, counts, ext, msg, seed
 
-__all__ = ["pg_url", "store"]  # the fixtures, imported for pytest
+__all__ = ["UnitOfWorkContract"]
 
 
 async def _set_aside_one(store: InspectableStore, extension_id: str) -> None:
@@ -41,7 +32,10 @@ async def _set_aside_one(store: InspectableStore, extension_id: str) -> None:
         await uow.commit()
 
 
-class TestSnapshotReads:
+class UnitOfWorkContract:
+    """The joined snapshot reads and the one-call decision write every unit of
+    work offers (``uow.snapshots``, ``uow.write_batch``)."""
+
     async def test_for_request_reads_session_payment_pending_and_live(
         self, store: InspectableStore
     ) -> None:
@@ -126,8 +120,6 @@ class TestSnapshotReads:
             assert len(await uow.snapshots.for_due(now, 1)) == 1
             assert await uow.snapshots.for_due(T0 - timedelta(minutes=1), 10) == []
 
-
-class TestDecisionWrite:
     async def test_write_batch_writes_every_row_at_commit(self, store: InspectableStore) -> None:
         await seed(store)
         await add_committed(store, ext("e1"))
