@@ -86,6 +86,7 @@ async def test_ids_a_database_cannot_hold_are_a_422_and_write_nothing(world: Wor
         price=15000,
         extension_payment_session_id="p1",
     )
+    await w.settle()  # earlier calls' deliveries finish before the snapshot
     before: StoreDump = await w.store.dump()
     for bad in BAD_IDS:
         for call in calls(w, bad, ext.id):
