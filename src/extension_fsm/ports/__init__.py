@@ -2,30 +2,38 @@
 
 Adapters in :mod:`extension_fsm.adapters` fill them: in memory, SQLAlchemy
 (SQLite, PostgreSQL), Redis, firebase-admin, asyncio.  The core never sees a
-port; the service talks to them only around a decision.
+port; the service talks to them only around a decision.  Three modules:
+:mod:`.storage` (the rows, the unit of work, the outbox), :mod:`.delivery`
+(sockets, presence, push, the host's timers and payment events) and
+:mod:`.runtime` (clock, scheduler, configuration).  Import them from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from types import TracebackType
-from typing import Protocol, Self
-
-from .core import Change, Snapshot, Undecidable
-from .model import (
-    Extension,
-    JSONValue,
-    LedgerEntry,
-    Participant,
-    PaymentConsumed,
-    PaymentFailed,
-    PaymentSession,
-    PushMessage,
-    Session,
-    TimeoutAction,
-    TransitionRecord,
+from .delivery import (
+    DeviceTokens,
+    PaymentEvents,
+    Presence,
+    PushSender,
+    SessionSockets,
+    SessionTimer,
+)
+from .runtime import Clock, ConfigSource, Scheduler, TimerHandle
+from .storage import (
+    AuditLog,
+    DecisionWriter,
+    ExtensionRepository,
+    InspectableStore,
+    LedgerRepository,
+    OutboxMessage,
+    OutboxRepository,
+    OutboxStore,
+    PaymentRepository,
+    SessionRepository,
+    SnapshotLoader,
+    Store,
+    StoreDump,
+    UnitOfWork,
 )
 
 __all__ = [
@@ -54,358 +62,3 @@ __all__ = [
     "TimerHandle",
     "UnitOfWork",
 ]
-
-
-# ------------------------------------------------------------------ time
-
-
-class Clock(Protocol):
-    """Wall-clock time, always timezone-aware UTC."""
-
-    def now(self) -> datetime: ...
-
-
-class TimerHandle(Protocol):
-    """A scheduled callback that can be cancelled."""
-
-    def cancel(self) -> None: ...
-
-
-class Scheduler(Protocol):
-    """Runs a coroutine function at a moment (an in-process fast path only)."""
-
-    def call_at(self, when: datetime, callback: Callable[[], Awaitable[None]]) -> TimerHandle: ...
-
-
-# ---------------------------------------------------------------- storage
-
-
-class SessionRepository(Protocol):
-    """The host's chat sessions."""
-
-    async def get(self, session_id: str) -> Session | None: ...
-
-    async def update(self, session: Session, expected_status: str) -> bool:
-        """Write ``session`` if its stored status is ``expected_status``; say whether it was."""
-        ...
-
-
-class PaymentRepository(Protocol):
-    """The host's payment sessions (the ``payments`` port)."""
-
-    async def get(self, payment_id: str) -> PaymentSession | None: ...
-
-    async def update(self, payment: PaymentSession, expected_status: str) -> bool: ...
-
-
-class ExtensionRepository(Protocol):
-    """Extension rows; uniqueness is the storage's job, not the caller's."""
-
-    async def get(self, extension_id: str) -> Extension | None: ...
-
-    async def add(self, extension: Extension) -> None:
-        """Insert; raise ``ExtensionError`` ``EXTENSION_PENDING`` or ``PAYMENT_IN_USE``
-        (409) when a pending one exists for the session or a live one for the payment."""
-        ...
-
-    async def update(self, extension: Extension, expected_status: str) -> bool: ...
-
-    async def pending_for_session(self, session_id: str) -> Extension | None: ...
-
-    async def live_for_payment(self, payment_id: str) -> Extension | None:
-        """A pending or accepted extension backed by this payment session."""
-        ...
-
-    async def due(self, now: datetime, limit: int) -> list[str]:
-        """Ids of pending extensions whose deadline is at or before ``now``, oldest
-        first, leaving out rows set aside until after ``now``; rows another worker
-        holds right now may be skipped.  A candidate list only: :meth:`claim` is
-        what takes a row."""
-        ...
-
-    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
-        """Put a pending extension the sweep could not decide aside: skipped by
-        :meth:`due` until ``now + set_aside_delay(times)``, ``reason`` kept.
-        Returns ``times``, how often it has been set aside (1 the first time);
-        0 when no such pending extension exists."""
-        ...
-
-    async def claim(self, extension_id: str) -> Extension | None:
-        """The extension, locked for this unit of work; ``None`` if another
-        worker holds it (skip) or it does not exist."""
-        ...
-
-
-class LedgerRepository(Protocol):
-    """The host's ``customer_transactions``."""
-
-    async def add(self, entry: LedgerEntry) -> None: ...
-
-
-class AuditLog(Protocol):
-    """Every state change, for people reading what happened."""
-
-    async def add(self, records: Sequence[TransitionRecord]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """An effect waiting to be delivered after the commit that recorded it."""
-
-    id: str
-    kind: str
-    dedupe_key: str
-    payload: Mapping[str, JSONValue]
-    created_at: datetime
-    attempts: int = 0
-    #: the ordering lane: rows of one lane are delivered one at a time, in the
-    #: order written (a row waits while an older one of its lane is neither
-    #: delivered nor dead); ``None``: no order.  The dispatcher gives each
-    #: session one lane for its session-timer commands and one for its payment
-    #: events, so the host sees them in commit order per session.
-    lane: str | None = None
-
-
-class DecisionWriter(Protocol):
-    """A unit of work's ``write_batch``: every write of one decision at once (one
-    statement where the store can), compare-and-set kept: a stale expected
-    status raises ``ConcurrencyConflict`` and the unit of work is rolled back.
-    ``expected=None`` inserts (only extensions are inserted)."""
-
-    async def __call__(
-        self,
-        extension: Change[Extension] | None,
-        session: Change[Session] | None,
-        payment: Change[PaymentSession] | None,
-        ledger: LedgerEntry | None,
-        log: Sequence[TransitionRecord],
-        outbox: Sequence[OutboxMessage],
-    ) -> None: ...
-
-
-class SnapshotLoader(Protocol):
-    """A unit of work's ``snapshots``: the rows one call decides on, read together
-    (one statement, one round trip where the store can).  Each method returns
-    what the repositories' reads would give in this unit of work
-    (:class:`extension_fsm.adapters.rowwise.RowSnapshots` reads them so)."""
-
-    async def for_request(self, session_id: str, payment_id: str | None) -> Snapshot:
-        """The session, the payment session (none when ``payment_id`` is empty), the
-        session's pending extension and the payment's live one; ``session=None``
-        alone when the session does not exist."""
-        ...
-
-    async def for_response(self, session_id: str, extension_id: str) -> Snapshot:
-        """The session, the extension and the extension's payment session;
-        ``session=None`` alone when the session does not exist."""
-        ...
-
-    async def for_timeout(self, extension_id: str) -> Snapshot:
-        """The extension, claimed as :meth:`ExtensionRepository.claim` claims it, its
-        session and its payment session; ``session=None`` alone when the extension
-        does not exist or another worker holds it."""
-        ...
-
-    async def for_due(self, now: datetime, limit: int) -> list[Snapshot | Undecidable]:
-        """Up to ``limit`` pending extensions due at ``now`` (or at the store's own
-        clock, which then wins), oldest first, not set aside beyond then, each
-        claimed as :meth:`for_timeout` claims it (rows another worker holds are
-        skipped), with its session and payment session: a sweep's whole batch.
-        A row whose columns do not read into the model comes back as
-        :class:`Undecidable` (claimed all the same)."""
-        ...
-
-    async def mitras_due(self, now: datetime, limit: int) -> set[str]:
-        """The mitras of the sessions of the extensions :meth:`for_due` would
-        return, read without claiming anything: whose presence to gather before
-        the claiming unit of work is opened."""
-        ...
-
-
-class OutboxRepository(Protocol):
-    """The outbox inside a unit of work."""
-
-    async def add(self, messages: Sequence[OutboxMessage]) -> None: ...
-
-
-class UnitOfWork(Protocol):
-    """One transaction: everything commits together or nothing does."""
-
-    @property
-    def sessions(self) -> SessionRepository: ...
-
-    @property
-    def payments(self) -> PaymentRepository: ...
-
-    @property
-    def extensions(self) -> ExtensionRepository: ...
-
-    @property
-    def ledger(self) -> LedgerRepository: ...
-
-    @property
-    def log(self) -> AuditLog: ...
-
-    @property
-    def outbox(self) -> OutboxRepository: ...
-
-    @property
-    def snapshots(self) -> SnapshotLoader:
-        """The joined reads each call decides on."""
-        ...
-
-    @property
-    def write_batch(self) -> DecisionWriter:
-        """The write of one decision, all of it at once."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed."""
-        ...
-
-    async def commit(self) -> None:
-        """Make every write durable at once; raise ``ConcurrencyConflict`` on a lost race."""
-        ...
-
-
-class OutboxStore(Protocol):
-    """The outbox as the dispatcher sees it: claim, deliver, mark."""
-
-    async def claim(
-        self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
-    ) -> list[OutboxMessage]:
-        """Undelivered messages available at ``now`` (only ``ids`` when given), in the
-        order they were written, leased to the caller for ``lease_seconds``.  A
-        message with a ``lane`` is taken only when no older message of its lane
-        is still undelivered and not dead (leased, backing off or available)."""
-        ...
-
-    async def mark_delivered(self, message_id: str, at: datetime) -> None: ...
-
-    async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None: ...
-
-    async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
-        """Final failure: never retried, kept for people to read."""
-        ...
-
-
-class Store(Protocol):
-    """Where the rows live."""
-
-    def unit_of_work(self) -> UnitOfWork: ...
-
-    @property
-    def outbox(self) -> OutboxStore: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StoreDump:
-    """Every row a store holds, for tests, the simulator and invariant checks."""
-
-    sessions: Sequence[Session]
-    payments: Sequence[PaymentSession]
-    extensions: Sequence[Extension]
-    ledger: Sequence[LedgerEntry]
-    log: Sequence[TransitionRecord]
-    #: (message, delivered) in the order written
-    outbox: Sequence[tuple[OutboxMessage, bool]]
-
-
-class InspectableStore(Store, Protocol):
-    """A store a harness can seed with host rows and read back whole."""
-
-    async def seed_session(self, session: Session) -> None: ...
-
-    async def seed_payment(self, payment: PaymentSession) -> None: ...
-
-    async def dump(self) -> StoreDump: ...
-
-
-# --------------------------------------------------------------- delivery
-
-
-class SessionSockets(Protocol):
-    """The chat WebSocket layer."""
-
-    async def send(
-        self, session_id: str, participant: Participant, message: Mapping[str, JSONValue]
-    ) -> bool:
-        """Send to ``participant``'s socket(s) on this session; say whether one took it."""
-        ...
-
-    async def is_connected(self, participant: Participant, user_id: str) -> bool:
-        """Whether the user has any socket open, on any screen or instance."""
-        ...
-
-
-class Presence(Protocol):
-    """The mitra's online flag (Valkey in the seed)."""
-
-    async def is_online(self, mitra_id: str) -> bool: ...
-
-
-class PushSender(Protocol):
-    """Push notifications; raises ``DeliveryError`` on failure."""
-
-    async def send(self, participant: Participant, user_id: str, message: PushMessage) -> None: ...
-
-
-class DeviceTokens(Protocol):
-    """The host's registry of push tokens."""
-
-    async def tokens(self, participant: Participant, user_id: str) -> Sequence[str]: ...
-
-    async def remove(self, token: str) -> None:
-        """Forget a token the push service says is dead."""
-        ...
-
-
-class SessionTimer(Protocol):
-    """The host's session timers (expiry and closure grace)."""
-
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None: ...
-
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None: ...
-
-    async def clear_closure_grace(self, session_id: str) -> None: ...
-
-
-class PaymentEvents(Protocol):
-    """The host's money side effects, told after the commit that decided them.
-
-    Delivered at least once (drop repeats by the event's ``dedupe_key``), in
-    commit order per session, retried with backoff while a call raises; a
-    failure here never undoes the decision.  A retryable
-    :class:`~extension_fsm.errors.DeliveryError` (or any other exception) is
-    retried, a final one is given up on and kept in the outbox.
-    """
-
-    async def consumed(self, event: PaymentConsumed) -> None:
-        """The extension was approved and its payment session consumed: record
-        the earnings, the receipt, whatever the host's charge involves."""
-        ...
-
-    async def failed(self, event: PaymentFailed) -> None:
-        """The extension ended uncharged and its payment session was failed:
-        refund or release the money and write the failed-pairings audit row
-        tagged with ``event.cause``."""
-        ...
-
-
-class ConfigSource(Protocol):
-    """Run-time configuration, read when needed (the seed's ``config.service``)."""
-
-    async def extension_timeout_seconds(self) -> int: ...
-
-    async def extension_timeout_action(self) -> TimeoutAction | str:
-        """Any value; unknown ones mean ``auto_approve``."""
-        ...
-
-    async def closure_grace_seconds(self) -> int: ...
