@@ -53,7 +53,8 @@ async def _background_deliveries_end_with_the_test() -> AsyncIterator[None]:
         t for t in asyncio.all_tasks() if t.get_name() == BACKGROUND_TASK_NAME and not t.done()
     ]
     if tasks:
-        # generous: a delivery cancelled while it opens a connection leaks that socket
+        # Usually these ended already: a SQL store's aclose() waits for the work
+        # holding a connection and refuses new work (a late delivery fails fast).
         _, late = await asyncio.wait(tasks, timeout=60)
         for task in late:
             task.cancel()

@@ -27,8 +27,10 @@ instances starting together on an empty database create the tables once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import text
@@ -49,6 +51,8 @@ __all__ = ["Database", "InlineConnection", "StorageError", "TxConnection", "crea
 
 T = TypeVar("T")
 
+_log = logging.getLogger(__name__)
+
 _BUSY_FIRST_S, _BUSY_MAX_S = 0.001, 0.05
 #: the advisory lock key that serialises create_schema across instances
 _SCHEMA_LOCK_KEY = 0x657874_66736D  # "ext" "fsm"
@@ -64,6 +68,8 @@ class TxConnection(Protocol):
     async def rollback(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def invalidate(self) -> None: ...
 
 
 class InlineConnection:
@@ -87,6 +93,9 @@ class InlineConnection:
     async def close(self) -> None:
         self.sync.close()
 
+    async def invalidate(self) -> None:
+        self.sync.invalidate()
+
 
 class Database:
     """An engine, its tables, and how to run one transaction on it."""
@@ -100,19 +109,33 @@ class Database:
         self._busy_s = sqlite_busy_seconds(engine.url)
         self._held: Connection | None = None
         self._closed = False
+        # Work holding (or opening) a connection: dispose() waits for it, so
+        # no connection is left to the garbage collector with its socket open.
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if isinstance(engine, AsyncEngine)
+            else None
+        )
         # SQLite has one writer; queue in-process instead of spinning on the file lock.
         self._lock = None if self.is_postgres else asyncio.Lock()
 
     async def begin(self) -> TxConnection:
         """A connection inside a new transaction (release with :meth:`finish`)."""
-        self._refuse_if_closed()
-        if self._lock is not None:
-            await self._lock.acquire()
+        self._enter()
         try:
-            return await self._begin()
-        except BaseException:
             if self._lock is not None:
-                self._lock.release()
+                await self._lock.acquire()
+            try:
+                return await self._begin()
+            except BaseException:
+                if self._lock is not None:
+                    self._lock.release()
+                raise
+        except BaseException:
+            self._leave()
             raise
 
     async def _begin(self) -> TxConnection:
@@ -163,7 +186,12 @@ class Database:
             raise self.translate(err) from err
         finally:
             try:
-                if (
+                if self._closed:
+                    # Its pool was disposed meanwhile: close the driver's
+                    # connection itself rather than return it to nobody.
+                    await conn.invalidate()
+                    await conn.close()
+                elif (
                     isinstance(conn, InlineConnection)
                     and not conn.sync.invalidated
                     and not conn.sync.in_transaction()
@@ -174,15 +202,32 @@ class Database:
             finally:
                 if self._lock is not None:
                     self._lock.release()
+                self._leave()
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Any]:
+        """A pooled connection outside any transaction (PostgreSQL, one
+        statement at a time); refused once the database is closed."""
+        if self._autocommit is None:
+            raise TypeError("autocommit needs an async engine")
+        self._enter()
+        try:
+            async with self._autocommit.connect() as conn:
+                yield conn
+        finally:
+            self._leave()
 
     async def run_sync(self, fn: Callable[[Connection], T]) -> T:
         """``fn(connection)`` in one committed transaction (schema work, inspection)."""
-        self._refuse_if_closed()
-        if isinstance(self.engine, Engine):
-            with self.engine.begin() as conn:
-                return fn(conn)
-        async with self.engine.begin() as aconn:
-            return await aconn.run_sync(fn)
+        self._enter()
+        try:
+            if isinstance(self.engine, Engine):
+                with self.engine.begin() as conn:
+                    return fn(conn)
+            async with self.engine.begin() as aconn:
+                return await aconn.run_sync(fn)
+        finally:
+            self._leave()
 
     async def create_schema(self, create: Callable[[Connection], Any] | None = None) -> None:
         """Create every missing table and index (``create``, by default the
@@ -195,11 +240,18 @@ class Database:
         timeout.  A database that cannot be reached is a :class:`StorageError`.
         """
         create_all = create or self.tables.metadata.create_all
-        if isinstance(self.engine, Engine):
-            await self._create_inline(self.engine, create_all)
-            return
+        self._enter()
         try:
-            async with self.engine.connect() as aconn:
+            if isinstance(self.engine, Engine):
+                await self._create_inline(self.engine, create_all)
+            else:
+                await self._create(self.engine, create_all)
+        finally:
+            self._leave()
+
+    async def _create(self, engine: AsyncEngine, create_all: Callable[[Connection], Any]) -> None:
+        try:
+            async with engine.connect() as aconn:
                 if self.is_postgres:
                     await aconn.execution_options(isolation_level="READ COMMITTED")
                 async with aconn.begin():
@@ -224,15 +276,34 @@ class Database:
             await asyncio.sleep(pause)  # another process holds the write lock
             pause = min(pause * 2, _BUSY_MAX_S)
 
-    def _refuse_if_closed(self) -> None:
+    def _enter(self) -> None:
         # A closed engine would open a fresh pool on demand and leak it: a late
         # caller (a background delivery outliving its store) is refused instead.
         if self._closed:
             raise StorageError("the store is closed")
+        self._in_flight += 1
+        self._idle.clear()
 
-    async def dispose(self) -> None:
-        """Close every pooled connection; the database refuses work afterwards."""
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def dispose(self, *, grace: float = 10.0) -> None:
+        """Refuse new work, wait up to ``grace`` seconds for the work holding a
+        connection to give it back, then close every pooled connection.
+
+        A connection still out after the grace (its statement outlived the
+        driver's own timeouts) is closed by its holder when it finishes.
+        """
         self._closed = True
+        if self._in_flight:
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except TimeoutError:
+                _log.warning(
+                    "closing the database with %d unit(s) of work still running", self._in_flight
+                )
         if isinstance(self.engine, Engine):
             held, self._held = self._held, None
             if held is not None:

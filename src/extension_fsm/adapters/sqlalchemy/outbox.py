@@ -37,11 +37,7 @@ class SqlOutboxStore:
         self._t = db.tables.outbox
         # Every call here is one statement, atomic on its own: on PostgreSQL it
         # runs without BEGIN/COMMIT (one round trip instead of three).
-        self._autocommit = (
-            db.engine.execution_options(isolation_level="AUTOCOMMIT")
-            if db.is_postgres and isinstance(db.engine, AsyncEngine)
-            else None
-        )
+        self._autocommit = db.is_postgres and isinstance(db.engine, AsyncEngine)
 
         t = self._t
         # Built once: the dispatcher runs this once per delivered row.
@@ -50,9 +46,9 @@ class SqlOutboxStore:
         )
 
     async def _run(self, stmt: Any, params: Any = None) -> list[Any]:
-        if self._autocommit is not None:
+        if self._autocommit:
             try:
-                async with self._autocommit.connect() as ac:
+                async with self._db.autocommit() as ac:
                     result = await ac.execute(stmt, params)
                     return list(result.all()) if result.returns_rows else []
             except DBAPIError as err:

@@ -111,9 +111,12 @@ class SqlAlchemyStore:
         tables = self._db.tables
         await self._db.create_schema(lambda conn: create_and_stamp(conn, tables, table_prefix))
 
-    async def aclose(self) -> None:
-        """Close every pooled connection."""
-        await self._db.dispose()
+    async def aclose(self, *, grace: float = 10.0) -> None:
+        """Refuse new work, let the work holding a connection finish (up to
+        ``grace`` seconds), then close every pooled connection.  Close the
+        service first (:meth:`ExtensionService.aclose`) so that its background
+        deliveries end before the store does."""
+        await self._db.dispose(grace=grace)
 
     @property
     def tables(self) -> Tables:
