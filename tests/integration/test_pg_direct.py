@@ -10,12 +10,12 @@ import itertools
 import time
 import warnings
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.engine import make_url
 
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.postgres
 
 #: a guard against a hang: not a speed being measured
 BOUND = 60
+FAR = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +222,25 @@ async def test_a_caller_cancelled_while_connecting_leaks_no_connection(pg_url: s
     assert await asyncio.to_thread(_backends_settle, pg_url, 0) == 0
     leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaked == []
+
+
+async def test_in_lists_run_on_the_direct_path(pg_url: str) -> None:
+    store = await SqlAlchemyStore.open(
+        pg_url, create_schema=True, table_prefix="i_", clock="local", direct=True
+    )
+    try:
+        for n in (1, 2, 3):
+            await store.seed_session(make_session(f"s{n}", expires_at=FAR))
+        t = store.tables.sessions
+        by_list = select(t.c.id).where(t.c.id.in_(bindparam("ids", expanding=True)))
+        async with store.unit_of_work() as uow:
+            literal = select(t.c.id).where(t.c.id.in_(["s1", "s3"])).order_by(t.c.id)
+            assert [r.id for r in await uow.rows(literal)] == ["s1", "s3"]
+            for ids in (["s2"], ["s1", "s2", "s3"], ["nope"]):
+                got = await uow.rows(by_list.order_by(t.c.id), {"ids": ids})
+                assert [r.id for r in got] == [i for i in ids if i != "nope"]
+            await uow.execute(delete(t).where(t.c.id.in_(["s1"])))
+            await uow.commit()
+        assert [s.id for s in (await store.dump()).sessions] == ["s2", "s3"]
+    finally:
+        await store.aclose()

@@ -86,19 +86,24 @@ class DirectConnection:
         else:
             given = parameters or {}
         plan = self._pg.plan(statement, given)
-        if plan.expanding:  # the ``IN`` list's values are part of the SQL text
-            plan = compile_plan(statement.params(**given), self._pg.dialect, None)
+        sql = plan.sql
         try:
+            memo: dict[Any, Any] = {}
             if many:
-                await self.raw.executemany(plan.sql, [plan.args(p) for p in parameters])
+                if plan.lists is not None:
+                    raise NotImplementedError("executemany with an IN list")
+                await self.raw.executemany(sql, [plan.args(p, memo) for p in parameters])
                 return DirectResult([], -1)
-            args = plan.args(given)
+            if plan.lists is not None:
+                sql, args = plan.expanded(given)
+            else:
+                args = plan.args(given, memo)
             if plan.returns_rows:
-                records = await self.raw.fetch(plan.sql, *args)
+                records = await self.raw.fetch(sql, *args)
                 return DirectResult(plan.rows(records), len(records))
-            return DirectResult([], rowcount(await self.raw.execute(plan.sql, *args)))
+            return DirectResult([], rowcount(await self.raw.execute(sql, *args)))
         except Exception as err:
-            failure = self.failure(err, plan.sql)
+            failure = self.failure(err, sql)
             if failure is err:
                 raise
             raise failure from err

@@ -4,8 +4,9 @@ A :class:`Plan` is one SQLAlchemy statement (Core or ``text()``) compiled by
 the engine's own asyncpg dialect: its ``$n`` SQL text (the text SQLAlchemy
 sends), where each parameter comes from, the column types' bind processors
 for the values going in and result processors for the rows coming back (as
-named tuples keyed like SQLAlchemy's rows).  An ``IN`` list parameter is
-expanded into the SQL text, so such a statement is compiled again per call.
+named tuples keyed like SQLAlchemy's rows).  An ``IN`` list has one ``$n``
+per item, so such a statement's text is expanded for each call's values
+(``construct_expanded_state``, as SQLAlchemy does).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -70,13 +72,38 @@ class Plan:
     returns_rows: bool
     row: Callable[[Any], Any] | None  # a named tuple's ``_make``; None: the record's own keys
     results: tuple[_Processor, ...]
-    expanding: bool  # an ``IN`` list parameter: compiled again with each call's values
+    #: with an ``IN`` list (one ``$n`` per item): the compiled statement, expanded per call
+    lists: Any = None
+    by_name: Mapping[str, _Processor] | None = None
 
-    def args(self, given: Mapping[str, Any]) -> list[Any]:
+    def expanded(self, given: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """SQL text and values of a statement with ``IN`` lists, for ``given``."""
+        assert self.lists is not None and self.by_name is not None
+        state = self.lists.construct_expanded_state(dict(given))
+        args = []
+        for name, value in zip(state.positiontup or (), state.positional_parameters, strict=True):
+            # an item ``ids_2`` of the list ``ids`` goes through the list's processor
+            proc = self.by_name.get(name, self.by_name.get(name.rsplit("_", 1)[0]))
+            args.append(value if proc is None else proc(value))
+        return state.statement, args
+
+    def args(self, given: Mapping[str, Any], memo: dict[Any, Any] | None = None) -> list[Any]:
+        """The positional values for ``given`` (named), each through its processor.
+
+        ``memo``: processed datetimes by (processor, value), shared by the rows of
+        one call (a decision repeats the same instant in most of its rows)."""
         out = []
         for name, default, proc in zip(self.names, self.defaults, self.processors, strict=True):
             value = given.get(name, default)
-            out.append(value if proc is None else proc(value))
+            if proc is None:
+                out.append(value)
+            elif memo is not None and type(value) is datetime:
+                key = (proc, value)
+                if key not in memo:
+                    memo[key] = proc(value)
+                out.append(memo[key])
+            else:
+                out.append(proc(value))
         return out
 
     def rows(self, records: Sequence[Any]) -> list[Any]:
@@ -88,25 +115,35 @@ class Plan:
         ]
 
 
+_ROW_TYPES: dict[tuple[str, ...], Callable[[Any], Any]] = {}
+
+
 def _record_row(record: Any) -> Any:
-    keys = list(record.keys())
-    return namedtuple("Row", keys, rename=True)._make(record.values())  # type: ignore[attr-defined]
+    keys = tuple(record.keys())
+    make = _ROW_TYPES.get(keys)
+    if make is None:  # one class per shape of answer, not one per row
+        if len(_ROW_TYPES) > 512:
+            _ROW_TYPES.clear()
+        make = _ROW_TYPES[keys] = namedtuple("Row", keys, rename=True)._make  # type: ignore[attr-defined]
+    return make(record.values())
 
 
 def compile_plan(stmt: Any, dialect: Dialect, keys: list[str] | None) -> Plan:
-    compiled = stmt.compile(
-        dialect=dialect, column_keys=keys, compile_kwargs={"render_postcompile": True}
-    )
+    """``stmt`` compiled for ``dialect`` (``keys``: the parameter names of an
+    ``INSERT``/``UPDATE`` without ``.values()``)."""
+    compiled = stmt.compile(dialect=dialect, column_keys=keys)
     binds = {name: bind for bind, name in compiled.bind_names.items()}
     names = tuple(compiled.positiontup or ())
-    expanding = any(b.expanding for b in binds.values())
-    values = compiled.construct_params(_check=False) if expanding else {}
     defaults, processors = [], []
     for name in names:
-        bind = binds.get(name, binds.get(name.rsplit("_", 1)[0]))  # an expanded ``IN`` item
-        defaults.append(values.get(name, bind.value if bind is not None else None))
-        impl = bind.type.dialect_impl(dialect) if bind is not None else None
-        processors.append(impl.bind_processor(dialect) if impl is not None else None)
+        defaults.append(binds[name].value)
+        processors.append(binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+    lists, by_name = None, None
+    if any(b.expanding for b in binds.values()):
+        lists = compiled
+        by_name = {
+            n: b.type.dialect_impl(dialect).bind_processor(dialect) for n, b in binds.items()
+        }
     columns: list[Any] | None = None
     if isinstance(stmt, Select):
         columns = list(stmt.selected_columns)
@@ -132,7 +169,8 @@ def compile_plan(stmt: Any, dialect: Dialect, keys: list[str] | None) -> Plan:
         returns_rows,
         row,
         results,
-        expanding,
+        lists,
+        by_name,
     )
 
 
