@@ -65,10 +65,9 @@ async def _count(url: str, direct: bool) -> dict[str, WireCounts]:
                         raw,
                         raw_sql.seed_rows(p + "t", 1, pending=True, now=due, deadline=due),
                     )
-                    ext: Any = None
+                    made: list[Any] = []
 
-                    async def request(p: str = p) -> None:
-                        nonlocal ext
+                    async def request(p: str = p, made: list[Any] = made) -> None:
                         ext = await service.request_extension(
                             session_id=f"{p}s0",
                             customer_id=f"{p}c0",
@@ -76,10 +75,11 @@ async def _count(url: str, direct: bool) -> dict[str, WireCounts]:
                             price=15_000,
                             extension_payment_session_id=f"{p}p0",
                         )
+                        made.append(ext)
 
-                    async def accept(p: str = p) -> None:
+                    async def accept(p: str = p, made: list[Any] = made) -> None:
                         await service.respond_to_extension(
-                            extension_id=ext.id,
+                            extension_id=made[0].id,
                             session_id=f"{p}s0",
                             mitra_id=f"{p}m0",
                             accepted=True,

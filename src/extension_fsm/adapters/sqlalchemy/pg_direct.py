@@ -108,10 +108,18 @@ class DirectConnection:
                 raise
             raise failure from err
 
+    def gone(self) -> bool:
+        """Whether the connection is closed (a connection closed under us is also
+        detached from its pool proxy, which then refuses every call)."""
+        try:
+            return bool(self.raw.is_closed())
+        except _asyncpg().InterfaceError:
+            return True
+
     def failure(self, err: Exception, sql: str | None = None) -> Exception:
         """The library's exception for ``err``; marks the connection broken when
         it failed on the wire."""
-        failure = self._pg.failure(err, sql, self.raw.is_closed())
+        failure = self._pg.failure(err, sql, self.gone())
         if isinstance(failure, StorageError) and failure.retryable:
             self.broken = True
         return failure
@@ -226,7 +234,7 @@ class PgDirect:
 
     async def release(self, conn: DirectConnection) -> None:
         """Give ``conn`` back (terminated first when it is broken)."""
-        if conn.broken and not conn.raw.is_closed():
+        if conn.broken and not conn.gone():
             conn.raw.terminate()
         await self._pool.release(conn.raw)
 
@@ -236,9 +244,9 @@ class PgDirect:
         try:
             await conn.raw.execute(_BEGIN)
         except BaseException as err:
+            failure = conn.failure(err, _BEGIN) if isinstance(err, Exception) else err
             conn.broken = True
             await self.release(conn)
-            failure = conn.failure(err, _BEGIN) if isinstance(err, Exception) else err
             if failure is err:
                 raise
             raise failure from err
