@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:  # imported lazily: the ``sql`` extra may not be installed
     from alembic.config import Config
@@ -41,6 +41,9 @@ __all__ = [
 SCRIPT_LOCATION = "extension_fsm:migrations"
 #: the branch label on the first revision (``alembic upgrade extension_fsm@head``)
 BRANCH = "extension_fsm"
+
+#: the revisions' ``-x`` arguments (``layout``, ``extension_timeout_seconds``)
+Options: TypeAlias = Mapping[str, str] | None
 
 
 def version_table(table_prefix: str = "") -> str:
@@ -79,44 +82,40 @@ def head() -> str:
 
 
 def upgrade(
-    url: str,
-    revision: str = "head",
-    *,
-    table_prefix: str = "",
-    options: Mapping[str, str] | None = None,
+    url: str, revision: str = "head", *, table_prefix: str = "", options: Options = None
 ) -> list[str]:
     """Migrate ``url`` up to ``revision``; the revision(s) it is at afterwards."""
     from alembic import command
 
-    command.upgrade(alembic_config(url, table_prefix=table_prefix, options=options), revision)
-    return current(url, table_prefix=table_prefix)
+    return _migrate(command.upgrade, url, revision, table_prefix, options)
 
 
 def downgrade(
-    url: str,
-    revision: str,
-    *,
-    table_prefix: str = "",
-    options: Mapping[str, str] | None = None,
+    url: str, revision: str, *, table_prefix: str = "", options: Options = None
 ) -> list[str]:
     """Migrate ``url`` down to ``revision`` (``base`` removes every table)."""
     from alembic import command
 
-    command.downgrade(alembic_config(url, table_prefix=table_prefix, options=options), revision)
-    return current(url, table_prefix=table_prefix)
+    return _migrate(command.downgrade, url, revision, table_prefix, options)
 
 
-def stamp(
-    url: str,
-    revision: str,
-    *,
-    table_prefix: str = "",
-    options: Mapping[str, str] | None = None,
-) -> list[str]:
+def stamp(url: str, revision: str, *, table_prefix: str = "", options: Options = None) -> list[str]:
     """Record ``revision`` as applied without running anything."""
     from alembic import command
 
-    command.stamp(alembic_config(url, table_prefix=table_prefix, options=options), revision)
+    return _migrate(command.stamp, url, revision, table_prefix, options)
+
+
+def _migrate(
+    run: Callable[[Config, str], object],
+    url: str,
+    revision: str,
+    table_prefix: str,
+    options: Options,
+) -> list[str]:
+    """``run`` (an Alembic command) to ``revision`` on ``url``; the revision(s)
+    ``url`` is at afterwards."""
+    run(alembic_config(url, table_prefix=table_prefix, options=options), revision)
     return current(url, table_prefix=table_prefix)
 
 

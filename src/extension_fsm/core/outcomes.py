@@ -110,19 +110,7 @@ def close(
     when the host deleted the session row)."""
     session = s.session
     now = f.now
-    resolved = _resolve(
-        ext, status, now, via_timeout=reason is not None, reason=reason, cause=cause
-    )
-    payment = _backing_payment(s, ext)
-    failed = _fail_payment(payment, cause)
-    resolution = record(ext, status, event, actor, now, cause)
-    unpaid = Decision(
-        extension=Change(str(ext.status), resolved),
-        payment=failed,
-        log=(resolution, *_payment_log(payment, failed, actor, now)),
-        effects=_payment_failed(failed, ext, now),
-        resolved=ext.id,
-    )
+    unpaid = _unpaid(s, ext, now, status, cause, reason, actor, event)
     if session is None:  # nobody to tell, but the host's money side still hears of it
         return unpaid
     response = (
@@ -143,37 +131,45 @@ def close(
         StartClosureGrace(session_id=session.id, deadline=deadline),
         *unpaid.effects,
     )
-    log = (
-        resolution,
-        record(session, closing.status, "close", actor, now),
-        *_payment_log(payment, failed, actor, now),
-    )
+    resolution, *payment_log = unpaid.log
+    log = (resolution, record(session, closing.status, "close", actor, now), *payment_log)
     return replace(unpaid, session=Change(str(session.status), closing), log=log, effects=effects)
 
 
 def cancel(s: Snapshot, ext: Extension, f: Facts, actor: str) -> Decision:
     """A pending extension under an ending session: rejected, payment failed, no charge."""
-    now = f.now
-    cause = FailureCause.SESSION_ENDED
-    status = EXTENSION_MACHINE.fire(ext.status, "cancel", Guard(now=now, deadline=ext.expires_at))
-    resolved = _resolve(ext, status, now, cause=cause)
+    status = EXTENSION_MACHINE.fire(ext.status, "cancel", Guard(now=f.now, deadline=ext.expires_at))
+    unpaid = _unpaid(s, ext, f.now, status, FailureCause.SESSION_ENDED, None, actor, "cancel")
+    assert s.session is not None
+    return replace(unpaid, effects=(messages.cancelled_response(s.session, ext), *unpaid.effects))
+
+
+def _unpaid(
+    s: Snapshot,
+    ext: Extension,
+    now: datetime,
+    status: ExtensionStatus,
+    cause: FailureCause,
+    reason: TimeoutReason | None,
+    actor: str,
+    event: str,
+) -> Decision:
+    """What every uncharged resolution of ``ext`` holds: the extension resolved
+    as ``status``, its backing payment failed for ``cause`` (when it is still
+    confirmed) and the host's money side told; no participant's message yet."""
+    resolved = _resolve(
+        ext, status, now, via_timeout=reason is not None, reason=reason, cause=cause
+    )
     payment = _backing_payment(s, ext)
     failed = _fail_payment(payment, cause)
-    session = s.session
-    assert session is not None
-    log = (
-        record(ext, status, "cancel", actor, now, cause),
-        *_payment_log(payment, failed, actor, now),
-    )
-    effects: tuple[Effect, ...] = (
-        messages.cancelled_response(session, ext),
-        *_payment_failed(failed, ext, now),
-    )
     return Decision(
         extension=Change(str(ext.status), resolved),
         payment=failed,
-        log=log,
-        effects=effects,
+        log=(
+            record(ext, status, event, actor, now, cause),
+            *_payment_log(payment, failed, actor, now),
+        ),
+        effects=_payment_failed(failed, ext, now),
         resolved=ext.id,
     )
 

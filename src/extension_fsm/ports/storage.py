@@ -1,83 +1,41 @@
-"""The ports: what the shell needs from the world, each a few methods.
-
-Adapters in :mod:`extension_fsm.adapters` fill them: in memory, SQLAlchemy
-(SQLite, PostgreSQL), Redis, firebase-admin, asyncio.  The core never sees a
-port; the service talks to them only around a decision.
-"""
+"""Where the rows live: the repositories, the unit of work that holds them in
+one transaction (with its joined reads and its one write of a decision), and
+the outbox as the dispatcher sees it."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from .core import Change, Snapshot, Undecidable
-from .model import (
+from ..core import Change, Snapshot, Undecidable
+from ..model import (
     Extension,
     JSONValue,
     LedgerEntry,
-    Participant,
-    PaymentConsumed,
-    PaymentFailed,
     PaymentSession,
-    PushMessage,
     Session,
-    TimeoutAction,
     TransitionRecord,
 )
 
 __all__ = [
     "AuditLog",
-    "Clock",
-    "ConfigSource",
     "DecisionWriter",
-    "DeviceTokens",
     "ExtensionRepository",
     "InspectableStore",
     "LedgerRepository",
     "OutboxMessage",
     "OutboxRepository",
     "OutboxStore",
-    "PaymentEvents",
     "PaymentRepository",
-    "Presence",
-    "PushSender",
-    "Scheduler",
     "SessionRepository",
-    "SessionSockets",
-    "SessionTimer",
     "SnapshotLoader",
     "Store",
     "StoreDump",
-    "TimerHandle",
     "UnitOfWork",
 ]
-
-
-# ------------------------------------------------------------------ time
-
-
-class Clock(Protocol):
-    """Wall-clock time, always timezone-aware UTC."""
-
-    def now(self) -> datetime: ...
-
-
-class TimerHandle(Protocol):
-    """A scheduled callback that can be cancelled."""
-
-    def cancel(self) -> None: ...
-
-
-class Scheduler(Protocol):
-    """Runs a coroutine function at a moment (an in-process fast path only)."""
-
-    def call_at(self, when: datetime, callback: Callable[[], Awaitable[None]]) -> TimerHandle: ...
-
-
-# ---------------------------------------------------------------- storage
 
 
 class SessionRepository(Protocol):
@@ -329,86 +287,3 @@ class InspectableStore(Store, Protocol):
     async def seed_payment(self, payment: PaymentSession) -> None: ...
 
     async def dump(self) -> StoreDump: ...
-
-
-# --------------------------------------------------------------- delivery
-
-
-class SessionSockets(Protocol):
-    """The chat WebSocket layer."""
-
-    async def send(
-        self, session_id: str, participant: Participant, message: Mapping[str, JSONValue]
-    ) -> bool:
-        """Send to ``participant``'s socket(s) on this session; say whether one took it."""
-        ...
-
-    async def is_connected(self, participant: Participant, user_id: str) -> bool:
-        """Whether the user has any socket open, on any screen or instance."""
-        ...
-
-
-class Presence(Protocol):
-    """The mitra's online flag (Valkey in the seed)."""
-
-    async def is_online(self, mitra_id: str) -> bool: ...
-
-
-class PushSender(Protocol):
-    """Push notifications; raises ``DeliveryError`` on failure."""
-
-    async def send(self, participant: Participant, user_id: str, message: PushMessage) -> None: ...
-
-
-class DeviceTokens(Protocol):
-    """The host's registry of push tokens."""
-
-    async def tokens(self, participant: Participant, user_id: str) -> Sequence[str]: ...
-
-    async def remove(self, token: str) -> None:
-        """Forget a token the push service says is dead."""
-        ...
-
-
-class SessionTimer(Protocol):
-    """The host's session timers (expiry and closure grace)."""
-
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None: ...
-
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None: ...
-
-    async def clear_closure_grace(self, session_id: str) -> None: ...
-
-
-class PaymentEvents(Protocol):
-    """The host's money side effects, told after the commit that decided them.
-
-    Delivered at least once (drop repeats by the event's ``dedupe_key``), in
-    commit order per session, retried with backoff while a call raises; a
-    failure here never undoes the decision.  A retryable
-    :class:`~extension_fsm.errors.DeliveryError` (or any other exception) is
-    retried, a final one is given up on and kept in the outbox.
-    """
-
-    async def consumed(self, event: PaymentConsumed) -> None:
-        """The extension was approved and its payment session consumed: record
-        the earnings, the receipt, whatever the host's charge involves."""
-        ...
-
-    async def failed(self, event: PaymentFailed) -> None:
-        """The extension ended uncharged and its payment session was failed:
-        refund or release the money and write the failed-pairings audit row
-        tagged with ``event.cause``."""
-        ...
-
-
-class ConfigSource(Protocol):
-    """Run-time configuration, read when needed (the seed's ``config.service``)."""
-
-    async def extension_timeout_seconds(self) -> int: ...
-
-    async def extension_timeout_action(self) -> TimeoutAction | str:
-        """Any value; unknown ones mean ``auto_approve``."""
-        ...
-
-    async def closure_grace_seconds(self) -> int: ...

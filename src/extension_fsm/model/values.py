@@ -1,0 +1,138 @@
+"""The flow's vocabulary: statuses, causes, reasons, message types, participants.
+
+Every one is a ``StrEnum`` whose values are the seed's lowercase wire names,
+so they go to storage and JSON unchanged.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeAlias
+
+__all__ = [
+    "ACTOR_CUSTOMER",
+    "ACTOR_HOST",
+    "ACTOR_MITRA",
+    "ACTOR_SYSTEM",
+    "ExtensionStatus",
+    "FailureCause",
+    "JSONValue",
+    "MessageType",
+    "Participant",
+    "PaymentStatus",
+    "SessionStatus",
+    "TimeoutAction",
+    "TimeoutReason",
+    "TransactionType",
+]
+
+JSONValue: TypeAlias = "str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None"
+
+
+class ExtensionStatus(StrEnum):
+    """Where an extension request is: ``pending`` until exactly one resolution."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    TIMEOUT = "timeout"
+
+
+class SessionStatus(StrEnum):
+    """A chat session's status as far as extensions are concerned; ``ended`` is final."""
+
+    ACTIVE = "active"
+    CLOSING = "closing"
+    EXTENDING = "extending"
+    ENDED = "ended"
+    #: a value the host wrote that this library does not know (``Session.unknown_status``
+    #: keeps the text): never extendable, never charged, never written back
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def read(cls, value: str) -> tuple[SessionStatus, str | None]:
+        """The status a stored value names, and the value itself when it is unknown."""
+        status = _KNOWN_SESSION.get(value)
+        return (status, None) if status is not None else (cls.UNKNOWN, value)
+
+
+class PaymentStatus(StrEnum):
+    """A payment session's status; ``confirmed`` is paid-for but not yet charged."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    CONSUMED = "consumed"
+    FAILED = "failed"
+    #: a value the host wrote that this library does not know (``PaymentSession.unknown_status``
+    #: keeps the text): never chargeable, never written back
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def read(cls, value: str) -> tuple[PaymentStatus, str | None]:
+        """The status a stored value names, and the value itself when it is unknown."""
+        status = _KNOWN_PAYMENT.get(value)
+        return (status, None) if status is not None else (cls.UNKNOWN, value)
+
+
+# value -> status for every status a stored row may name ("unknown" itself is not one)
+_KNOWN_SESSION = {s.value: s for s in SessionStatus if s is not SessionStatus.UNKNOWN}
+_KNOWN_PAYMENT = {p.value: p for p in PaymentStatus if p is not PaymentStatus.UNKNOWN}
+
+
+class TimeoutAction(StrEnum):
+    """What the server does when the mitra does not answer in time."""
+
+    AUTO_APPROVE = "auto_approve"
+    AUTO_REJECT = "auto_reject"
+
+    @classmethod
+    def parse(cls, value: object) -> TimeoutAction:
+        """The seed's rule: any unknown value means ``auto_approve``."""
+        for action in cls:
+            if value == action.value:
+                return action
+        return cls.AUTO_APPROVE
+
+
+class FailureCause(StrEnum):
+    """Why a payment session was failed (the failed-pairings audit tag)."""
+
+    EXTENSION_REJECTED = "extension_rejected"
+    EXTENSION_SAFEGUARD_TRIPPED = "extension_safeguard_tripped"
+    SESSION_ENDED = "session_ended"
+
+
+class TimeoutReason(StrEnum):
+    """The ``reason`` a timed-out extension tells the customer."""
+
+    TIMEOUT = "timeout"
+    SAFEGUARD = "safeguard"
+
+
+class MessageType(StrEnum):
+    """WebSocket / push message types (the seed's ``WsMessage`` values)."""
+
+    EXTENSION_REQUEST = "extension_request"
+    SESSION_PAUSED = "session_paused"
+    EXTENSION_RESPONSE = "extension_response"
+    SESSION_RESUMED = "session_resumed"
+    SESSION_CLOSING = "session_closing"
+
+
+class Participant(StrEnum):
+    """The two sides of a chat session (the seed's ``UserType``)."""
+
+    CUSTOMER = "customer"
+    MITRA = "mitra"
+
+
+class TransactionType(StrEnum):
+    """Ledger row types this library writes."""
+
+    EXTENSION = "extension"
+
+
+ACTOR_CUSTOMER = "customer"
+ACTOR_MITRA = "mitra"
+ACTOR_SYSTEM = "system"
+ACTOR_HOST = "host"
