@@ -244,3 +244,15 @@ async def test_in_lists_run_on_the_direct_path(pg_url: str) -> None:
         assert [s.id for s in (await store.dump()).sessions] == ["s2", "s3"]
     finally:
         await store.aclose()
+
+
+async def test_closing_waits_for_a_unit_of_work_still_open(pg_url: str) -> None:
+    store = await SqlAlchemyStore.open(pg_url, clock="local", direct=True)
+    async with store.unit_of_work() as uow:
+        await uow.execute(text("SELECT 1"))
+        closing = asyncio.ensure_future(store.aclose())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # the pool waits for the connection in use
+        assert (await uow.execute(text("SELECT 2"))).scalar() == 2
+    await asyncio.wait_for(closing, BOUND)  # given back: the pool closes
+    assert await asyncio.to_thread(_backends_settle, pg_url, 0) == 0

@@ -72,11 +72,12 @@ class DirectConnection:
     Its errors are the library's (see the module docstring); ``broken`` says
     the connection failed on the wire and must not be reused."""
 
-    __slots__ = ("_pg", "broken", "raw")
+    __slots__ = ("_pg", "broken", "pool", "raw")
 
-    def __init__(self, pg: PgDirect, raw: Any) -> None:
+    def __init__(self, pg: PgDirect, raw: Any, pool: Any) -> None:
         self._pg = pg
         self.raw = raw
+        self.pool = pool  # the pool it came from (the store may be closing meanwhile)
         self.broken = False
 
     async def execute(self, statement: Any, parameters: Any = None) -> DirectResult:
@@ -223,7 +224,7 @@ class PgDirect:
             if failure is err:
                 raise
             raise failure from err
-        return DirectConnection(self, raw)
+        return DirectConnection(self, raw, pool)
 
     def _give_back(self, pool: Any, done: asyncio.Future[Any]) -> None:
         if done.cancelled() or done.exception() is not None:
@@ -236,7 +237,7 @@ class PgDirect:
         """Give ``conn`` back (terminated first when it is broken)."""
         if conn.broken and not conn.gone():
             conn.raw.terminate()
-        await self._pool.release(conn.raw)
+        await conn.pool.release(conn.raw)
 
     async def begin(self) -> DirectConnection:
         """A connection inside a new REPEATABLE READ transaction (end it with :meth:`finish`)."""
