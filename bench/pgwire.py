@@ -7,6 +7,9 @@ the protocol (frontend messages: one type byte, an int32 length):
 
 - ``Q`` (simple query: ``BEGIN``, ``COMMIT``, a plain statement) and ``E``
   (execute a bound prepared statement) are each counted as one statement;
+- ``Q`` and ``S`` (the sync that ends an extended-protocol exchange) are each
+  one round trip: a pipelined batch of executes ends with one sync; ``P``
+  (parse: a statement prepared) is counted apart;
 - every accepted connection is one new PostgreSQL connection.
 
 It counts, it does not time: the timed runs never go through it.
@@ -32,13 +35,29 @@ class WireCounts:
     connections: int = 0
     queries: int = 0  # Q
     executes: int = 0  # E
+    syncs: int = 0  # S
+    parses: int = 0  # P
 
     @property
     def statements(self) -> int:
         return self.queries + self.executes
 
+    @property
+    def round_trips(self) -> int:
+        return self.queries + self.syncs
+
     def copy(self) -> WireCounts:
-        return WireCounts(self.connections, self.queries, self.executes)
+        return WireCounts(self.connections, self.queries, self.executes, self.syncs, self.parses)
+
+    def since(self, before: WireCounts) -> WireCounts:
+        """What was counted after ``before`` (a copy taken earlier)."""
+        return WireCounts(
+            self.connections - before.connections,
+            self.queries - before.queries,
+            self.executes - before.executes,
+            self.syncs - before.syncs,
+            self.parses - before.parses,
+        )
 
 
 class _FrontendParser:
@@ -73,6 +92,10 @@ class _FrontendParser:
                 self.counts.queries += 1
             elif kind == b"E":
                 self.counts.executes += 1
+            elif kind == b"S":
+                self.counts.syncs += 1
+            elif kind == b"P":
+                self.counts.parses += 1
 
 
 async def _pipe(

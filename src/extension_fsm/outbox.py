@@ -286,16 +286,20 @@ class OutboxDispatcher:
             *(self._deliver_in_order(group, cutoff) for group in by_session.values())
         )
         outcomes = {m.id: o for group in groups for m, o in group}
-        # The marks go one after another, in the order written (one connection).
-        delivered = retried = dead = deferred = 0
+        # The delivered rows are marked together (one statement); a claim holds
+        # at most one row of a lane, so no order among its marks matters.
+        done = [row for row in rows if (outcomes[row.id] or ("",))[0] == _OK]
+        if done:
+            await self._outbox.mark_delivered([row.id for row in done], self._clock.now())
+            for row in done:
+                metrics.delivery(row.kind, "delivered")
+        delivered, retried, dead, deferred = len(done), 0, 0, 0
         for row in rows:
             outcome = outcomes[row.id]
             if outcome is None:
                 deferred += 1
             elif outcome[0] == _OK:
-                await self._outbox.mark_delivered(row.id, self._clock.now())
-                delivered += 1
-                metrics.delivery(row.kind, "delivered")
+                continue
             elif outcome[0] == _RETRY:
                 await self._retry(row, outcome[1])
                 retried += 1

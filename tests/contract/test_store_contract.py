@@ -1,6 +1,7 @@
 """The store contract (``extension_fsm.testing.StoreContract``) on every store of
 the library, used exactly as a host uses it: in memory, SQLite (file,
-``sqlite://`` and the ``+aiosqlite`` driver) and PostgreSQL."""
+``sqlite://`` and the ``+aiosqlite`` driver) and PostgreSQL (on asyncpg
+directly, the default, and through SQLAlchemy's engine with ``direct=False``)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from extension_fsm.testing import StoreContract
 from tests.integration.sql_support import private_postgres_database
 
 
-async def _sql(url: str) -> InspectableStore:
+async def _sql(url: str, *, direct: bool | None = None) -> SqlAlchemyStore:
     # A fresh prefix per test: isolation inside one database, and the prefix path tested.
     prefix = f"t{uuid.uuid4().hex[:8]}_"
-    return await SqlAlchemyStore.open(url, create_schema=True, table_prefix=prefix, clock="local")
+    return await SqlAlchemyStore.open(
+        url, create_schema=True, table_prefix=prefix, clock="local", direct=direct
+    )
 
 
 class TestMemoryStore(StoreContract):
@@ -53,9 +56,25 @@ def pg_url() -> Iterator[str]:
 
 
 class TestPostgres(StoreContract):
+    """The direct path: units of work and the outbox on asyncpg itself."""
+
     @pytest_asyncio.fixture
     async def store(self, pg_url: str) -> AsyncIterator[InspectableStore]:
-        made = await _sql(pg_url)
+        made = await _sql(pg_url, direct=True)
+        assert made.is_direct
+        try:
+            yield made
+        finally:
+            await self.close_store(made)
+
+
+class TestPostgresSqlAlchemy(StoreContract):
+    """The same database through SQLAlchemy's engine (``direct=False``)."""
+
+    @pytest_asyncio.fixture
+    async def store(self, pg_url: str) -> AsyncIterator[InspectableStore]:
+        made = await _sql(pg_url, direct=False)
+        assert not made.is_direct
         try:
             yield made
         finally:

@@ -31,12 +31,15 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[SqlAlchemyStore]:
+@pytest.fixture(params=["direct", "sqlalchemy"])
+async def store(pg_url: str, request: pytest.FixtureRequest) -> AsyncIterator[SqlAlchemyStore]:
+    """On asyncpg directly (the default) and through SQLAlchemy's engine."""
+    direct = request.param == "direct"
     s = await SqlAlchemyStore.open(
-        pg_url, create_schema=True, table_prefix=f"k{uuid.uuid4().hex[:8]}_"
+        pg_url, create_schema=True, table_prefix=f"k{uuid.uuid4().hex[:8]}_", direct=direct
     )
     assert s.uses_database_clock  # the default on PostgreSQL
+    assert s.is_direct is direct
     try:
         yield s
     finally:

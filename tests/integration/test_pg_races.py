@@ -31,8 +31,16 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 TRIALS = 500 if IN_CI else 60
 
 
-@pytest.fixture(scope="module")
-def workers() -> Iterator[tuple[Worker, Worker]]:
+def trials(w: Worker) -> int:
+    """All trials on the default (direct) path; a fifth through SQLAlchemy's engine."""
+    return TRIALS if w.store.is_direct else TRIALS // 5
+
+
+@pytest.fixture(scope="module", params=["direct", "sqlalchemy"])
+def workers(request: pytest.FixtureRequest) -> Iterator[tuple[Worker, Worker]]:
+    """Two workers on asyncpg directly (the default path), or both through
+    SQLAlchemy's engine (``direct=0``)."""
+    direct = request.param == "direct"
     with private_postgres_database("races") as url:
 
         async def create() -> None:
@@ -40,7 +48,8 @@ def workers() -> Iterator[tuple[Worker, Worker]]:
             await store.aclose()
 
         asyncio.run(create())
-        a, b = Worker(url), Worker(url)
+        a, b = Worker(url, direct=direct), Worker(url, direct=direct)
+        assert a.store.is_direct is direct and b.store.is_direct is direct
         try:
             yield a, b
         finally:
@@ -90,7 +99,7 @@ def test_accept_reject_timeout_from_two_workers(workers: tuple[Worker, Worker]) 
     actions = ["accept", "reject", "sweep"]
     pairs = list(itertools.product(actions, actions))
     expected: dict[str, str] = {}
-    for trial, (x, y) in zip(range(TRIALS), itertools.cycle(pairs), strict=False):
+    for trial, (x, y) in zip(range(trials(a)), itertools.cycle(pairs), strict=False):
         tag = f"r{trial}_"
         a.clock.at = b.clock.at = T0
         a.run(seed(a, tag))
@@ -130,7 +139,7 @@ def test_accept_reject_timeout_from_two_workers(workers: tuple[Worker, Worker]) 
 def test_two_requests_for_one_session(workers: tuple[Worker, Worker]) -> None:
     a, b = workers
     a.clock.at = b.clock.at = T0
-    for trial in range(TRIALS):
+    for trial in range(trials(a)):
         tag = f"q{trial}_"
         a.run(seed(a, tag, payments=2))
 
@@ -144,13 +153,13 @@ def test_two_requests_for_one_session(workers: tuple[Worker, Worker]) -> None:
     for e in dump.extensions:
         if e.session_id.startswith("q"):
             per_session[e.session_id] = per_session.get(e.session_id, 0) + 1
-    assert len(per_session) == TRIALS and set(per_session.values()) == {1}
+    assert len(per_session) == trials(a) and set(per_session.values()) == {1}
 
 
 def test_two_extensions_paying_with_one_payment_session(workers: tuple[Worker, Worker]) -> None:
     a, b = workers
     a.clock.at = b.clock.at = T0
-    for trial in range(TRIALS):
+    for trial in range(trials(a)):
         tag = f"p{trial}_"
         a.run(seed(a, tag, sessions=2))
 
@@ -170,6 +179,6 @@ def test_two_extensions_paying_with_one_payment_session(workers: tuple[Worker, W
     dump = a.run(a.store.dump())
     assert_healthy(dump)
     mine = [e for e in dump.extensions if e.session_id.startswith("p")]
-    assert len(mine) == TRIALS and all(e.status is ExtensionStatus.ACCEPTED for e in mine)
+    assert len(mine) == trials(a) and all(e.status is ExtensionStatus.ACCEPTED for e in mine)
     charged = [x.extension_id for x in dump.ledger]
     assert all(charged.count(e.id) == 1 for e in mine)

@@ -99,6 +99,9 @@ def test_seed_cutover_resolves_in_flight_extensions_and_leaves_the_rest(
             assert await world.service.sweep_due() == []
             await world.clock.advance(0.001)  # exactly requested_at + 10 s
             assert [e.id for e in await world.service.sweep_due()] == [E["later"]]
+            # The background deliveries hold their rows' leases: wait for them
+            # first, then deliver whatever they left.
+            await world.settle()
             await world.service.dispatcher.dispatch_due()
             after = await world.store.dump()
         finally:

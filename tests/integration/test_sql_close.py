@@ -27,10 +27,12 @@ pytestmark = pytest.mark.postgres
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-async def pg() -> AsyncIterator[tuple[SqlAlchemyStore, str]]:
+@pytest.fixture(params=[True, False], ids=["direct", "engine"])
+async def pg(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SqlAlchemyStore, str]]:
     with private_postgres_database("close") as url:
-        store = await SqlAlchemyStore.open(url, create_schema=True, clock="local")
+        store = await SqlAlchemyStore.open(
+            url, create_schema=True, clock="local", direct=request.param
+        )
         try:
             yield store, make_url(url).database or ""
         finally:
@@ -66,7 +68,7 @@ async def test_a_closed_store_refuses_outbox_calls_and_opens_no_connection(
     with pytest.raises(StorageError):
         await store.outbox.claim(NOW, 10, 30.0)
     with pytest.raises(StorageError):
-        await store.outbox.mark_delivered("no-such-row", NOW)
+        await store.outbox.mark_delivered(["no-such-row"], NOW)
     with pytest.raises(StorageError):
         async with store.unit_of_work():
             pass

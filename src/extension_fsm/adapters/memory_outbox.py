@@ -100,11 +100,14 @@ class MemoryOutboxStore:
         if not rows:
             del self._lanes[lane]
 
-    async def mark_delivered(self, message_id: str, at: datetime) -> None:
+    async def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
+        if isinstance(message_ids, str):
+            raise TypeError("mark_delivered takes a list of message ids")
         with self._store._lock:
-            row = self._store.outbox_rows[message_id]
-            row.delivered_at = at
-            self._close_in_lane(row)
+            for message_id in message_ids:
+                row = self._store.outbox_rows[message_id]
+                row.delivered_at = at
+                self._close_in_lane(row)
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
         with self._store._lock:

@@ -222,7 +222,7 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         assert [m.id for m in first] == ["m0", "m1", "m2", "m3"]
         assert first[1] == msg("m1", 1) and all(m.attempts == 0 for m in first)
         assert await box.claim(T0 + timedelta(seconds=29), 10, 30) == []  # leased
-        await box.mark_delivered("m0", T0)
+        await box.mark_delivered(["m0"], T0)
         await box.mark_retry("m1", T0 + timedelta(seconds=100), "socket down")
         await box.mark_dead("m2", T0, "token unregistered")
         again = await box.claim(T0 + timedelta(seconds=31), 10, 30)
@@ -230,7 +230,7 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         later = await box.claim(T0 + timedelta(seconds=100), 10, 30)
         # m1 is up for retry; m3's lease ran out, so it is back too
         assert [(m.id, m.attempts) for m in later] == [("m1", 1), ("m3", 0)]
-        await box.mark_delivered("m1", T0 + timedelta(seconds=100))
+        await box.mark_delivered(["m1"], T0 + timedelta(seconds=100))
         assert await box.claim(T0 + timedelta(days=1), 10, 30, ids=["m0", "m1", "m2"]) == []
         only = await box.claim(T0 + timedelta(days=1), 10, 30, ids=["m3", "nope"])
         assert [m.id for m in only] == ["m3"]
@@ -242,6 +242,22 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
             ("m2", False),
             ("m3", False),
         ]
+
+    async def test_outbox_marks_a_claims_delivered_rows_at_once(
+        self, store: InspectableStore
+    ) -> None:
+        async with store.unit_of_work() as uow:
+            await uow.outbox.add([msg(f"m{i}", i) for i in range(3)])
+            await uow.commit()
+        claimed = await store.outbox.claim(T0, 10, 30)
+        await store.outbox.mark_delivered([m.id for m in claimed[:2]], T0)
+        await store.outbox.mark_delivered([], T0)  # nothing delivered: nothing marked
+        with pytest.raises(TypeError):
+            await store.outbox.mark_delivered("m2", T0)  # one id is a list of one
+        d = await store.dump()
+        assert [(m.id, done) for m, done in d.outbox] == [("m0", True), ("m1", True), ("m2", False)]
+        again = await store.outbox.claim(T0 + timedelta(seconds=31), 10, 30)
+        assert [m.id for m in again] == ["m2"]
 
     async def test_outbox_claim_respects_limit_and_order(self, store: InspectableStore) -> None:
         async with store.unit_of_work() as uow:

@@ -57,7 +57,7 @@ class OutboxLanesContract:
         # every lease ran out: the heads come back, a2 and a3 still wait behind a1
         assert [m.id for m in claimed] == ["a1", "n1", "b1", "n2"]
         assert [m.lane for m in claimed] == ["s1:timer", None, "s2:timer", None]
-        await store.outbox.mark_delivered("a1", later)
+        await store.outbox.mark_delivered(["a1"], later)
         assert await _claim(store, later, ["a2", "a3"]) == ["a2"]
         # a dead row no longer holds its lane
         await store.outbox.mark_dead("a2", later, "gone")

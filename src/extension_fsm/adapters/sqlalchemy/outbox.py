@@ -11,6 +11,11 @@ undelivered and not dead (``NOT EXISTS``, served by the lane index): a lane's
 rows go out one at a time in the order written.  Whether an older row blocks
 does not depend on locks or leases, so two dispatchers can never hold two
 rows of one lane at once.
+
+The statements are built once per store with bound parameters.  The marks
+of a claim's delivered rows are one ``UPDATE … WHERE id IN (…)``.  With the
+direct PostgreSQL path (:mod:`.pg_direct`) each call is one autocommit
+statement on a pooled asyncpg connection.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_, select, update
+from sqlalchemy import ARRAY, String, and_, any_, bindparam, exists, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...ports import OutboxMessage
 from .engine import Database
+from .pg_direct import PgDirect
 
 __all__ = ["SqlOutboxStore"]
 
@@ -32,20 +38,85 @@ __all__ = ["SqlOutboxStore"]
 class SqlOutboxStore:
     """:class:`~extension_fsm.ports.OutboxStore` over the outbox table."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, direct: PgDirect | None = None) -> None:
         self._db = db
-        self._t = db.tables.outbox
+        self._direct = direct
+        self._t = t = db.tables.outbox
         # Every call here is one statement, atomic on its own: on PostgreSQL it
         # runs without BEGIN/COMMIT (one round trip instead of three).
         self._autocommit = db.is_postgres and isinstance(db.engine, AsyncEngine)
+        # Lists of ids: an array on PostgreSQL (one statement text for any
+        # length), an ``IN`` list elsewhere.
+        if db.is_postgres:
+            ids_param = bindparam("ids", type_=ARRAY(String()))
+            self._id_in: Any = t.c.id == any_(ids_param)
+        else:
+            self._id_in = t.c.id.in_(bindparam("ids", expanding=True))
+        self._claim_all = self._claim(with_ids=False)
+        self._claim_ids = self._claim(with_ids=True)
+        self._mark_delivered = update(t).where(self._id_in).values(delivered_at=bindparam("at"))
+        self._mark_retry = (
+            update(t)
+            .where(t.c.id == bindparam("message_id"))
+            .values(
+                attempts=t.c.attempts + 1,
+                available_at=bindparam("available_at"),
+                last_error=bindparam("error"),
+            )
+        )
+        self._mark_dead = (
+            update(t)
+            .where(t.c.id == bindparam("message_id"))
+            .values(
+                attempts=t.c.attempts + 1, dead_at=bindparam("at"), last_error=bindparam("error")
+            )
+        )
 
+    def _claim(self, *, with_ids: bool) -> Any:
         t = self._t
-        # Built once: the dispatcher runs this once per delivered row.
-        self._mark_delivered = (
-            update(t).where(t.c.id == bindparam("message_id")).values(delivered_at=bindparam("at"))
+        older = t.alias("older")
+        blocked = exists().where(
+            and_(
+                older.c.lane == t.c.lane,
+                older.c.seq < t.c.seq,
+                older.c.delivered_at.is_(None),
+                older.c.dead_at.is_(None),
+            )
+        )
+        pick = (
+            select(t.c.seq)
+            .where(
+                t.c.delivered_at.is_(None),
+                t.c.dead_at.is_(None),
+                t.c.available_at <= bindparam("now", type_=t.c.available_at.type),
+                or_(t.c.lane.is_(None), ~blocked),
+            )
+            .order_by(t.c.seq)
+            .limit(bindparam("limit"))
+        )
+        if with_ids:
+            pick = pick.where(self._id_in)
+        if self._db.is_postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        return (
+            update(t)
+            .where(t.c.seq.in_(pick.scalar_subquery()))
+            .values(available_at=bindparam("lease_until", type_=t.c.available_at.type))
+            .returning(
+                t.c.seq,
+                t.c.id,
+                t.c.kind,
+                t.c.dedupe_key,
+                t.c.payload,
+                t.c.created_at,
+                t.c.attempts,
+                t.c.lane,
+            )
         )
 
     async def _run(self, stmt: Any, params: Any = None) -> list[Any]:
+        if self._direct is not None:
+            return (await self._direct.run(stmt, params)).all()
         if self._autocommit:
             try:
                 async with self._db.autocommit() as ac:
@@ -69,49 +140,17 @@ class SqlOutboxStore:
         self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
     ) -> list[OutboxMessage]:
         """Lease up to ``limit`` undelivered, available rows (only ``ids`` when given), in order."""
-        t = self._t
         if limit <= 0 or (ids is not None and not ids):
             return []
-        older = t.alias("older")
-        blocked = exists().where(
-            and_(
-                older.c.lane == t.c.lane,
-                older.c.seq < t.c.seq,
-                older.c.delivered_at.is_(None),
-                older.c.dead_at.is_(None),
-            )
-        )
-        pick = (
-            select(t.c.seq)
-            .where(
-                t.c.delivered_at.is_(None),
-                t.c.dead_at.is_(None),
-                t.c.available_at <= now,
-                or_(t.c.lane.is_(None), ~blocked),
-            )
-            .order_by(t.c.seq)
-            .limit(limit)
-        )
+        params: dict[str, Any] = {
+            "now": now,
+            "limit": limit,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+        }
         if ids is not None:
-            pick = pick.where(t.c.id.in_(list(ids)))
-        if self._db.is_postgres:
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (
-            update(t)
-            .where(t.c.seq.in_(pick.scalar_subquery()))
-            .values(available_at=now + timedelta(seconds=lease_seconds))
-            .returning(
-                t.c.seq,
-                t.c.id,
-                t.c.kind,
-                t.c.dedupe_key,
-                t.c.payload,
-                t.c.created_at,
-                t.c.attempts,
-                t.c.lane,
-            )
-        )
-        rows = sorted(await self._run(stmt), key=lambda r: r.seq)
+            params["ids"] = list(ids)
+        stmt = self._claim_all if ids is None else self._claim_ids
+        rows = sorted(await self._run(stmt, params), key=lambda r: r.seq)
         return [
             OutboxMessage(
                 id=r.id,
@@ -125,24 +164,18 @@ class SqlOutboxStore:
             for r in rows
         ]
 
-    async def mark_delivered(self, message_id: str, at: datetime) -> None:
-        """Done: never claimed again."""
-        await self._run(self._mark_delivered, {"message_id": message_id, "at": at})
+    async def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
+        """Done: never claimed again (every id of the list, one statement)."""
+        if isinstance(message_ids, str):
+            raise TypeError("mark_delivered takes a list of message ids")
+        if message_ids:
+            await self._run(self._mark_delivered, {"ids": list(message_ids), "at": at})
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
         """Failed for now: count the attempt, try again at ``available_at``."""
-        t = self._t
-        await self._run(
-            update(t)
-            .where(t.c.id == message_id)
-            .values(attempts=t.c.attempts + 1, available_at=available_at, last_error=error)
-        )
+        params = {"message_id": message_id, "available_at": available_at, "error": error}
+        await self._run(self._mark_retry, params)
 
     async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
         """Failed for good: kept for people to read, never retried."""
-        t = self._t
-        await self._run(
-            update(t)
-            .where(t.c.id == message_id)
-            .values(attempts=t.c.attempts + 1, dead_at=at, last_error=error)
-        )
+        await self._run(self._mark_dead, {"message_id": message_id, "at": at, "error": error})
