@@ -10,8 +10,10 @@ process, and :meth:`Instance.close` also closes its log file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,12 +32,13 @@ from examples.fastapi_app.auth import mint_token
 from extension_fsm import Participant, PaymentSession, PaymentStatus, Session, SessionStatus
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from tests.e2e.parties import SECRET, Party
-from tests.fakes.redis_env import closed_port
 from tests.fakes.tcp_proxy import TcpProxy
 
 __all__ = ["Instance", "next_frame", "open_socket", "seed_party_in", "start_instance"]
 
 ROOT = Path(__file__).resolve().parents[2]
+#: uvicorn's line naming the port it bound
+_RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 #: a guard against a hang, never a measured speed
 START_BOUND = 90.0
 STOP_BOUND = 30.0
@@ -122,7 +125,6 @@ def start_instance(
         "EXTENSION_FSM_FCM_ENDPOINT": fcm_endpoint,
         **{f"EXTENSION_FSM_{key.upper()}": value for key, value in settings.items()},
     }
-    port_number = closed_port()
     log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
@@ -133,19 +135,24 @@ def start_instance(
             "examples.fastapi_app.app:app",
             "--host",
             "127.0.0.1",
+            # Port 0: the system picks a free port at bind time, and the
+            # process says which.  (A port picked free beforehand can be taken
+            # by another process before uvicorn binds it, and the test would
+            # then talk to a stranger.)
             "--port",
-            str(port_number),
+            "0",
             "--ws",
             "websockets-sansio",
             "--log-level",
-            "warning",
+            "info",
+            "--no-access-log",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
         cwd=ROOT,
     )
-    instance = Instance(name, port_number, proc, log_path, log, proxy, prefix)
+    instance = Instance(name, 0, proc, log_path, log, proxy, prefix)
     try:
         _wait_until_serving(instance)
     except BaseException:
@@ -159,12 +166,16 @@ def _wait_until_serving(instance: Instance) -> None:
     while True:
         if not instance.alive():
             raise RuntimeError(f"{instance.name} exited at start:\n{instance.output()}")
-        try:
-            r = httpx.get(f"{instance.url}/openapi.json", timeout=5)
-            if r.status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if not instance.port:
+            instance.log.flush()
+            bound = _RUNNING.search(instance.log_path.read_text(errors="replace"))
+            if bound is not None:
+                instance.port = int(bound.group(1))
+        if instance.port:
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.get(f"{instance.url}/openapi.json", timeout=5)
+                if r.status_code == 200:
+                    return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{instance.name} did not start:\n{instance.output()}")
         time.sleep(0.1)
