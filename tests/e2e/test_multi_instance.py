@@ -169,6 +169,25 @@ def pair(
         _wipe_prefix(p.prefix)
 
 
+@dataclass
+class OwnDatabase:
+    url: str
+    store: SqlAlchemyStore
+
+
+@pytest.fixture
+async def own_db(redis: Redis) -> AsyncIterator[OwnDatabase]:
+    """A private database for one pair: instances sharing a database all
+    dispatch its outbox, so another pair's (other Redis prefix, other sockets)
+    would deliver this pair's rows."""
+    with private_postgres_database("multi_own") as url:
+        store = await SqlAlchemyStore.open(url, create_schema=True)
+        try:
+            yield OwnDatabase(url, store)
+        finally:
+            await store.aclose()
+
+
 @pytest.fixture
 async def store(database: str) -> AsyncIterator[SqlAlchemyStore]:
     s = await SqlAlchemyStore.open(database)
@@ -484,14 +503,14 @@ async def test_multi_instance_presence_lapsing_on_b_trips_the_safeguard_on_a(
 
 
 async def test_multi_instance_sigkill_of_a_mid_flight_loses_nothing(
-    database: str,
+    own_db: OwnDatabase,
     fcm: FakeFcm,
     creds: Path,
     tmp_path: Path,
-    store: SqlAlchemyStore,
     redis: Redis,
     http: httpx.AsyncClient,
 ) -> None:
+    database, store = own_db.url, own_db.store  # this pair's own: no other pair's dispatcher
     # Both sweep; the answer window outlasts the set-up, so A dies with every
     # extension pending and its push deliveries hanging at the FCM fake.
     p = start_pair(database, fcm, creds, tmp_path, {"timeout_seconds": "15"}, {})
@@ -566,14 +585,14 @@ async def test_multi_instance_sigkill_of_a_mid_flight_loses_nothing(
 @pytest.mark.parametrize("fault", ["refuse", "blackhole"])
 async def test_multi_instance_redis_partition_of_b_then_heal(
     fault: str,
-    database: str,
+    own_db: OwnDatabase,
     fcm: FakeFcm,
     creds: Path,
     tmp_path: Path,
-    store: SqlAlchemyStore,
     redis: Redis,
     http: httpx.AsyncClient,
 ) -> None:
+    database, store = own_db.url, own_db.store  # this pair's own: no other pair's dispatcher
     p = start_pair(database, fcm, creds, tmp_path, {}, {})
     inboxes: list[Inbox] = []
     beats: list[asyncio.Task[None]] = []
