@@ -16,8 +16,8 @@ calls dead is removed from every set the string ``{prefix}push-owner:{token}``
 names (the host sets it to the set's key when it registers the token).
 :meth:`RedisDeviceTokens.register` does all of that in one script and keeps
 only a user's most recent tokens: the sorted set
-``{prefix}push-order:{participant}:{user_id}`` scores each token by when it
-was last registered, and the oldest beyond ``keep`` leave both sets.
+``{prefix}push-order:{participant}:{user_id}`` numbers each token by its
+last registration, and the oldest beyond ``keep`` leave both sets.
 
 A Redis that is down makes a write a retryable
 :class:`~extension_fsm.errors.DeliveryError` (the outbox keeps the row).
@@ -25,7 +25,6 @@ A Redis that is down makes a write a retryable
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -68,21 +67,26 @@ class RedisStreamSessionTimer:
 
 
 #: KEYS: the user's set, its order, the token's owner string; ARGV: the token,
-#: its score (registration time), how many to keep, the owner-string prefix.
-#: Runs atomically, so two instances registering tokens of one user at once
-#: still leave at most ``keep`` of them.
+#: how many to keep, the owner-string prefix.  Runs atomically and numbers each
+#: registration one above the newest (no clock), so instances registering
+#: tokens of one user at once still leave exactly the ``keep`` newest.
 _REGISTER = """
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+local score = 1
+if top[2] then
+  score = tonumber(top[2]) + 1
+end
 redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], score, ARGV[1])
 redis.call('SET', KEYS[3], KEYS[1])
-local keep = tonumber(ARGV[3])
+local keep = tonumber(ARGV[2])
 local old = redis.call('ZRANGE', KEYS[2], 0, -(keep + 1))
 local dropped = 0
 for _, token in ipairs(old) do
   if token ~= ARGV[1] then
     redis.call('SREM', KEYS[1], token)
     redis.call('ZREM', KEYS[2], token)
-    local owner = ARGV[4] .. token
+    local owner = ARGV[3] .. token
     if redis.call('GET', owner) == KEYS[1] then
       redis.call('DEL', owner)
     end
@@ -119,7 +123,7 @@ class RedisDeviceTokens:
             raise ValueError(f"keep must be at least 1, got {keep}")
         set_key = self.key(participant, user_id)
         keys = [set_key, self._order_key(set_key), self._owner_key(token)]
-        args: list[str | float | int] = [token, time.time(), keep, f"{self._prefix}push-owner:"]
+        args: list[str | int] = [token, keep, f"{self._prefix}push-owner:"]
         try:
             await self._redis.eval(_REGISTER, len(keys), *keys, *args)
         except REDIS_DOWN as err:
