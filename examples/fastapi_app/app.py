@@ -7,8 +7,10 @@ bearer token; the body carries only what the caller asks for.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -23,7 +25,6 @@ from .auth import Identity, Unauthorized, bearer_token, decode_token
 from .dev import seed_demo
 from .http_errors import install_error_handlers, responses
 from .models import (
-    MAX_DEVICE_TOKENS,
     DeviceBody,
     ExtensionOut,
     ExtensionRequestBody,
@@ -35,7 +36,7 @@ from .ops import add_ops_routes
 from .settings import Settings
 from .wiring import Runtime, start_runtime
 
-__all__ = ["app", "create_app"]
+__all__ = ["TOKEN_EXPIRED_CLOSE", "app", "create_app"]
 
 _log = logging.getLogger("fastapi_app")
 
@@ -59,6 +60,23 @@ def extension_json(ext: Extension) -> dict[str, Any]:
         "responded_at": _iso(ext.responded_at),
         "via_timeout": ext.via_timeout,
     }
+
+
+#: the close code of a WebSocket whose token expired while it was open
+TOKEN_EXPIRED_CLOSE = 4401
+
+
+async def token_expired(expires_at: float | None, check_every: float) -> None:
+    """Return once the token's ``exp`` has passed (never, without one), looking
+    at the clock at least every ``check_every`` seconds."""
+    if expires_at is None:
+        await asyncio.Event().wait()
+        return
+    while True:
+        left = expires_at - time.time()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(left, check_every))
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -160,15 +178,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "pending_extension": pending.to_json() if pending else None,
         }
 
-    @app.put("/devices/me", status_code=204, responses=responses(401, 422))
+    @app.put("/devices/me", status_code=204, responses=responses(401, 422, 503))
     async def register_device(body: DeviceBody, who: Who, rt: Rt) -> None:
         # The most recent MAX_DEVICE_TOKENS per user: a re-registered token
-        # moves to the end, the oldest ones are forgotten.
-        tokens = rt.device_tokens.by_user.setdefault((who.role, who.user_id), [])
-        if body.token in tokens:
-            tokens.remove(body.token)
-        tokens.append(body.token)
-        del tokens[:-MAX_DEVICE_TOKENS]
+        # moves to the newest, the oldest ones are forgotten.
+        await rt.register_device(who.role, who.user_id, body.token)
 
     @app.websocket("/ws/chat/{session_id}")
     async def chat_socket(ws: WebSocket, session_id: str) -> None:
@@ -197,14 +211,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return
         await ws.accept()
         await rt.register(ws, who.role, who.user_id, session_id)
+
+        async def receive_frames() -> None:
+            with contextlib.suppress(WebSocketDisconnect):
+                while True:
+                    await ws.receive_text()  # any frame is a heartbeat in this example
+                    if who.role is Participant.MITRA:
+                        await rt.heartbeat(who.user_id)
+
+        reader = asyncio.create_task(receive_frames())
+        expiry = asyncio.create_task(token_expired(who.expires_at, rt.settings.token_check_seconds))
         try:
-            while True:
-                await ws.receive_text()  # any frame is a heartbeat in this example
-                if who.role is Participant.MITRA:
-                    await rt.heartbeat(who.user_id)
-        except WebSocketDisconnect:
-            pass
+            await asyncio.wait((reader, expiry), return_when=asyncio.FIRST_COMPLETED)
+            if expiry.done() and not reader.done():
+                reader.cancel()
+                with contextlib.suppress(Exception):
+                    await ws.close(code=TOKEN_EXPIRED_CLOSE, reason="token expired")
         finally:
+            for task in (reader, expiry):
+                task.cancel()
+            await asyncio.gather(reader, expiry, return_exceptions=True)
             await rt.unregister(ws, who.role, who.user_id)
 
     return app

@@ -27,6 +27,8 @@ class Identity:
 
     role: Participant
     user_id: str
+    #: the token's ``exp`` (seconds since the epoch); None when not known
+    expires_at: float | None = None
 
 
 class Unauthorized(HTTPException):
@@ -51,7 +53,9 @@ def decode_token(token: str, secret: str) -> Identity:
         raise Unauthorized("invalid token: unknown role")
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("invalid token: no subject")
-    return Identity(Participant(role), sub)
+    exp = claims.get("exp")
+    expires_at = float(exp) if isinstance(exp, int | float) else None
+    return Identity(Participant(role), sub, expires_at)
 
 
 def mint_token(role: Participant | str, user_id: str, secret: str, ttl: int = 3600) -> str:

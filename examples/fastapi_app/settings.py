@@ -31,6 +31,11 @@ ENV = {
     "timeout_action": "EXTENSION_FSM_TIMEOUT_ACTION",
     "grace_seconds": "EXTENSION_FSM_GRACE_SECONDS",
     "health_max_lag": "EXTENSION_FSM_HEALTH_MAX_LAG",
+    "sweep_interval": "EXTENSION_FSM_SWEEP_INTERVAL",
+    "sweep": "EXTENSION_FSM_SWEEP",
+    "presence_ttl": "EXTENSION_FSM_PRESENCE_TTL",
+    "socket_ttl": "EXTENSION_FSM_SOCKET_TTL",
+    "token_check_seconds": "EXTENSION_FSM_TOKEN_CHECK_SECONDS",
     "dev_seed": "EXTENSION_FSM_DEV_SEED",
 }
 
@@ -61,8 +66,20 @@ class Settings(BaseModel):
     timeout_action: str = "auto_approve"
     #: closure grace after a refusal, seconds
     grace_seconds: int = Field(60, ge=0)
+    #: seconds between two sweeps of due extensions (every instance sweeps)
     sweep_interval: float = Field(1.0, gt=0)
+    #: whether this instance sweeps due extensions (outbox delivery runs
+    #: either way); with several instances, one sweeping is enough
+    sweep: bool = True
+    #: with Redis: a mitra's online flag lapses after this many seconds
+    #: without a heartbeat (any frame on their socket)
     presence_ttl: float = Field(30.0, gt=0)
+    #: with Redis: an instance's socket-registry entries lapse after this many
+    #: seconds without its heartbeat (a crashed instance's sockets drop out)
+    socket_ttl: float = Field(30.0, gt=0)
+    #: an open WebSocket's token expiry is checked at least this often, seconds;
+    #: a socket whose token expired is closed with code 4401
+    token_check_seconds: float = Field(5.0, gt=0, le=300)
     #: /healthz fails when the oldest due extension waits longer, seconds
     health_max_lag: float = Field(30.0, gt=0)
     #: seed a demo session + payment at start-up and log tokens (never in production)

@@ -29,9 +29,13 @@ from extension_fsm.adapters.memory import (
     MemoryStore,
 )
 from extension_fsm.adapters.redis_bridge import RedisSocketBridge
+from extension_fsm.adapters.redis_host import RedisDeviceTokens, RedisStreamSessionTimer
 from extension_fsm.adapters.websocket import WebSocketHub
-from extension_fsm.ports import InspectableStore, PushSender, SessionSockets
+from extension_fsm.errors import StorageError
+from extension_fsm.ports import InspectableStore, PushSender, SessionSockets, SessionTimer
+from extension_fsm.sweeper import run_dispatcher
 
+from .models import MAX_DEVICE_TOKENS
 from .settings import Settings
 
 __all__ = ["Runtime", "open_store", "start_runtime"]
@@ -99,7 +103,7 @@ class Runtime:
     hub: WebSocketHub
     sockets: SessionSockets
     presence: Any  # RedisPresence | MemoryPresence
-    device_tokens: MemoryDeviceTokens
+    device_tokens: MemoryDeviceTokens | RedisDeviceTokens
     bridge: RedisSocketBridge | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -120,8 +124,17 @@ class Runtime:
             await self.bridge.unregister(ws)
         else:
             self.hub.unregister(ws)
-        if role is Participant.MITRA and not await self.hub.is_connected(role, user_id):
+        # Connected anywhere: with Redis, a socket on another instance keeps them online.
+        if role is Participant.MITRA and not await self.sockets.is_connected(role, user_id):
             await self.set_online(user_id, False)
+
+    async def register_device(self, role: Participant, user_id: str, token: str) -> None:
+        """Keep ``token`` among the user's most recent ``MAX_DEVICE_TOKENS`` push
+        tokens (in Redis when configured, so every instance and worker sees them)."""
+        try:
+            await self.device_tokens.register(role, user_id, token, keep=MAX_DEVICE_TOKENS)
+        except DeliveryError as err:
+            raise StorageError("device tokens unavailable", retryable=True) from err
 
     async def set_online(self, mitra_id: str, online: bool) -> None:
         """The example's stand-in for the mitra's online toggle: online while a socket is open."""
@@ -162,6 +175,8 @@ async def start_runtime(settings: Settings) -> Runtime:
     sockets: SessionSockets = hub
     presence: Any = MemoryPresence()
     bridge: RedisSocketBridge | None = None
+    device_tokens: MemoryDeviceTokens | RedisDeviceTokens = MemoryDeviceTokens()
+    session_timer: SessionTimer = MemorySessionTimer()
     if settings.redis_url:
         from redis.asyncio import Redis
 
@@ -169,14 +184,18 @@ async def start_runtime(settings: Settings) -> Runtime:
 
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
         closers.append(redis.aclose)
-        bridge = RedisSocketBridge(hub, redis, prefix=settings.redis_prefix)
+        bridge = RedisSocketBridge(
+            hub, redis, prefix=settings.redis_prefix, ttl=settings.socket_ttl
+        )
         if not await bridge.start():
             _log.warning("Redis not reachable yet; sends are retried until it is")
         closers.append(bridge.aclose)
         sockets = bridge
         presence = RedisPresence(redis, prefix=settings.redis_prefix, ttl=settings.presence_ttl)
-
-    device_tokens = MemoryDeviceTokens()
+        # Shared by every instance (and a separate worker): the push tokens, and
+        # the session-timer commands as a stream the host's timer service consumes.
+        device_tokens = RedisDeviceTokens(redis, prefix=settings.redis_prefix)
+        session_timer = RedisStreamSessionTimer(redis, prefix=settings.redis_prefix)
     push: PushSender = NoPush()
     if settings.fcm_credentials_file:
         import firebase_admin  # type: ignore[import-untyped]
@@ -206,7 +225,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         sockets=sockets,
         presence=presence,
         push=push,
-        session_timer=MemorySessionTimer(),
+        session_timer=session_timer,
         payment_events=LoggedPaymentEvents(),
         scheduler=scheduler,
     )
@@ -218,5 +237,7 @@ async def start_runtime(settings: Settings) -> Runtime:
     runtime.redis = redis if settings.redis_url else None
     # Per worker: one task running two loops, the sweep of due extensions and the
     # delivery of due outbox rows (a slow push provider never delays a deadline).
-    runtime.tasks.append(asyncio.create_task(run_sweeper(service, settings.sweep_interval)))
+    # An instance that does not sweep still delivers (its calls' rows, retries).
+    loops = run_sweeper if settings.sweep else run_dispatcher
+    runtime.tasks.append(asyncio.create_task(loops(service, settings.sweep_interval)))
     return runtime

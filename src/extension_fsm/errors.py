@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ConcurrencyConflict", "DeliveryError", "ErrorCode", "ExtensionError", "StorageError"]
+__all__ = [
+    "ConcurrencyConflict",
+    "DeliveryError",
+    "ErrorCode",
+    "ExtensionError",
+    "SocketUnreachable",
+    "StorageError",
+]
 
 
 class ErrorCode(StrEnum):
@@ -114,3 +121,15 @@ class DeliveryError(Exception):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class SocketUnreachable(DeliveryError):
+    """The recipient has a socket, but on an instance that could not be asked:
+    it is not listening (it crashed, or it is cut off from Redis).  Retryable.
+
+    The dispatcher pushes instead when the message has a push; a message
+    without one is retried, so it reaches the socket once that instance is
+    back, or ends "not taken" once the instance's registry entry lapses."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)

@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from . import metrics
-from .errors import DeliveryError
+from .errors import DeliveryError, SocketUnreachable
 from .model import (
     ClearClosureGrace,
     Notify,
@@ -355,9 +355,15 @@ class OutboxDispatcher:
         match effect:
             case Notify():
                 message = {**effect.message, "dedupe_key": effect.dedupe_key}
-                taken = await self._call(
-                    "socket send", self._sockets.send(effect.session_id, effect.recipient, message)
-                )
+                try:
+                    taken = await self._call(
+                        "socket send",
+                        self._sockets.send(effect.session_id, effect.recipient, message),
+                    )
+                except SocketUnreachable:
+                    if effect.push is None:
+                        raise  # retried: the socket's instance may come back
+                    taken = False  # the push reaches the phone now
                 if not taken and effect.push is not None:
                     await self._call(
                         "push", self._push.send(effect.recipient, effect.user_id, effect.push)

@@ -35,6 +35,20 @@ def test_values_are_read_and_converted() -> None:
     assert s.dev_seed and s.redis_url == "redis://127.0.0.1:6379/0"
 
 
+def test_the_multi_instance_settings_are_read() -> None:
+    s = Settings.from_env(
+        _env(
+            EXTENSION_FSM_SWEEP="false",
+            EXTENSION_FSM_SWEEP_INTERVAL="0.5",
+            EXTENSION_FSM_PRESENCE_TTL="12",
+            EXTENSION_FSM_SOCKET_TTL="20",
+            EXTENSION_FSM_TOKEN_CHECK_SECONDS="2",
+        )
+    )
+    assert not s.sweep and s.sweep_interval == 0.5
+    assert (s.presence_ttl, s.socket_ttl, s.token_check_seconds) == (12.0, 20.0, 2.0)
+
+
 @pytest.mark.parametrize(
     ("var", "value", "says"),
     [
@@ -47,6 +61,12 @@ def test_values_are_read_and_converted() -> None:
         ("EXTENSION_FSM_HEALTH_MAX_LAG", "soon", "valid number"),
         ("EXTENSION_FSM_HEALTH_MAX_LAG", "-3", "greater than 0"),
         ("EXTENSION_FSM_DEV_SEED", "perhaps", "valid boolean"),
+        ("EXTENSION_FSM_SWEEP", "sometimes", "valid boolean"),
+        ("EXTENSION_FSM_SWEEP_INTERVAL", "0", "greater than 0"),
+        ("EXTENSION_FSM_PRESENCE_TTL", "-1", "greater than 0"),
+        ("EXTENSION_FSM_SOCKET_TTL", "0", "greater than 0"),
+        ("EXTENSION_FSM_TOKEN_CHECK_SECONDS", "0", "greater than 0"),
+        ("EXTENSION_FSM_TOKEN_CHECK_SECONDS", "301", "less than or equal to 300"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(var: str, value: str, says: str) -> None:

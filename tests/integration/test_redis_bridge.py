@@ -29,6 +29,7 @@ from extension_fsm.adapters.memory import (
 )
 from extension_fsm.adapters.redis_bridge import RedisSocketBridge
 from extension_fsm.adapters.websocket import WebSocketHub
+from extension_fsm.errors import SocketUnreachable
 from tests.fakes.redis_env import RedisProxy, closed_port, connect, new_prefix, wipe
 from tests.fakes.sockets import BrokenSocket, RecordingSocket
 from tests.fakes.waiting import eventually
@@ -137,6 +138,28 @@ async def test_a_dropped_socket_is_not_taken_and_is_forgotten(
         await eventually(forgotten)
     finally:
         await a.aclose()
+        await b.aclose()
+
+
+async def test_an_instance_not_listening_is_unreachable_until_its_entry_lapses(
+    clients: list[Redis], prefix: str
+) -> None:
+    a = await instance(clients, prefix, ttl=1.0)
+    b = await instance(clients, prefix, ttl=1.0)
+    try:
+        await a.register(RecordingSocket(), MITRA, "m-1", session_id="s-1")
+        await a.aclose(forget=False)  # crashed, or cut off from Redis: nobody listens
+        # Not "not taken": the socket may be there (a partition heals); retry or push.
+        with pytest.raises(SocketUnreachable) as caught:
+            await b.send("s-1", MITRA, {"type": "session_closing"})
+        assert caught.value.retryable is True
+
+        async def lapsed() -> bool:
+            return not await b.is_connected(MITRA, "m-1")
+
+        await eventually(lapsed)  # no heartbeat: gone after ttl
+        assert await b.send("s-1", MITRA, {"type": "session_closing"}) is False
+    finally:
         await b.aclose()
 
 

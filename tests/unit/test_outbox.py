@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import timedelta
 
 import pytest
@@ -15,9 +16,11 @@ from extension_fsm.adapters.memory import (
     MemorySockets,
     MemoryStore,
 )
+from extension_fsm.errors import SocketUnreachable
 from extension_fsm.model import (
     ClearClosureGrace,
     Effect,
+    JSONValue,
     Notify,
     PushMessage,
     SessionExpiryExtended,
@@ -123,6 +126,46 @@ async def test_socket_first_push_only_when_no_socket_took_it() -> None:
     await rig.write(_notify(3, push=True))
     await rig.dispatcher.dispatch_due()
     assert len(rig.push.sent) == 1
+
+
+class _PartitionedSockets(MemorySockets):
+    """While ``reachable`` is false, the recipient's socket is on an instance
+    that is not listening (crashed, or cut off from Redis)."""
+
+    reachable = False
+
+    async def send(
+        self, session_id: str, participant: Participant, message: Mapping[str, JSONValue]
+    ) -> bool:
+        if not self.reachable:
+            raise SocketUnreachable("not listening")
+        return await super().send(session_id, participant, message)
+
+
+async def test_an_unreachable_socket_is_pushed_to_or_retried_never_dropped() -> None:
+    rig = _Rig()
+    sockets = _PartitionedSockets()
+    dispatcher = OutboxDispatcher(
+        rig.store.outbox,
+        clock=rig.clock,
+        sockets=sockets,
+        push=rig.push,
+        session_timer=rig.timer,
+        base_backoff=1,
+    )
+    pushed_id, nudge_id = await rig.write(_notify(1, push=True), _notify(2))
+    # With a push: pushed now.  Without one: kept for a retry, not marked delivered.
+    assert await dispatcher.dispatch_due() == DispatchReport(delivered=1, retried=1)
+    assert [p.payload["data"] for p in rig.push.sent] == [{"n": 1}]
+    assert rig.store.outbox_rows[pushed_id].delivered_at is not None
+    nudge = rig.store.outbox_rows[nudge_id]
+    assert nudge.delivered_at is None and "not listening" in (nudge.last_error or "")
+    # The instance listens again: the retry reaches the socket.
+    sockets.reachable = True
+    sockets.on_session[("s1", Participant.MITRA)] = True
+    await rig.clock.advance(1)
+    assert (await dispatcher.dispatch_due()).delivered == 1
+    assert [d.payload["n"] for d in sockets.sent if d.taken] == [2]
 
 
 async def test_session_timer_rows_reach_the_host_timer() -> None:

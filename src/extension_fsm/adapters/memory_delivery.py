@@ -99,6 +99,19 @@ class MemoryDeviceTokens:
     async def tokens(self, participant: Participant, user_id: str) -> Sequence[str]:
         return list(self.by_user.get((participant, user_id), []))
 
+    async def register(
+        self, participant: Participant, user_id: str, token: str, *, keep: int = 10
+    ) -> None:
+        """Add ``token`` (a repeat moves it to the newest); only the ``keep``
+        most recently registered ones stay."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        tokens = self.by_user.setdefault((participant, user_id), [])
+        if token in tokens:
+            tokens.remove(token)
+        tokens.append(token)
+        del tokens[:-keep]
+
     async def remove(self, token: str) -> None:
         for tokens in self.by_user.values():
             if token in tokens:

@@ -14,7 +14,12 @@ Design (request / ack over pub/sub, steered by a registry):
   ``{prefix}inst:{id}`` and answers on the sender's channel whether one of its
   sockets took the message.  The wait is bounded by ``ack_timeout``; an
   instance that does not answer in time counts as "not taken" (the outbox then
-  falls back to push, and ``dedupe_key`` lets the app drop a repeat).
+  falls back to push, and ``dedupe_key`` lets the app drop a repeat).  An
+  instance in the registry that nobody listens for (its channel has no
+  subscriber: it crashed, or it is cut off from Redis) makes the send raise
+  :class:`~extension_fsm.errors.SocketUnreachable` unless another socket took
+  it: the outbox pushes instead if the message has a push, else retries, until
+  that instance listens again or its registry entry lapses after ``ttl``.
 * **Connected anywhere** = the local hub, else a live entry in the user key.
 
 Failures at the edge: a Redis ``ConnectionError`` / ``TimeoutError`` during a
@@ -44,7 +49,7 @@ from typing import Any, Self
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from ..errors import DeliveryError
+from ..errors import DeliveryError, SocketUnreachable
 from ..model import JSONValue, Participant
 from .websocket import SessionKey, SocketKey, UserKey, WebSocketHub
 
@@ -189,7 +194,14 @@ class RedisSocketBridge:
                 _log.warning("sent locally; other instances unreachable: %r", err)
                 return True
             raise DeliveryError(f"Redis unreachable: {err!r}", retryable=True) from err
-        return taken or any(answers)
+        if taken or any(answer is True for answer in answers):
+            return True
+        if any(answer is None for answer in answers):
+            raise SocketUnreachable(
+                f"a {participant.value} socket of session {session_id} is on an instance"
+                " that is not listening (crashed, or cut off from Redis)"
+            )
+        return False
 
     async def is_connected(self, participant: Participant, user_id: str) -> bool:
         """Whether the user has a socket on any instance; unreachable Redis means no."""
@@ -250,7 +262,10 @@ class RedisSocketBridge:
 
     async def _ask(
         self, instance_id: str, key: SessionKey, message: Mapping[str, JSONValue]
-    ) -> bool:
+    ) -> bool | None:
+        """Whether ``instance_id``'s socket took it; None when nobody listens on its
+        channel (crashed, or cut off from Redis: its registry entry lapses after
+        ``ttl`` if it does not come back)."""
         request_id = uuid.uuid4().hex
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -267,9 +282,8 @@ class RedisSocketBridge:
                 receivers = await self._redis.publish(
                     self._channel(instance_id), json.dumps(payload)
                 )
-                if receivers == 0:  # that instance is gone: drop its stale entry
-                    await self._redis.zrem(self._registry(key), instance_id)
-                    return False
+                if receivers == 0:
+                    return None
             async with asyncio.timeout(self._ack_timeout):
                 return await future
         except TimeoutError:
