@@ -109,3 +109,16 @@ async def test_an_unreadable_batch_is_swept_row_by_row_and_the_culprit_set_aside
     assert world.store.set_aside[bad][1] == 1
     logged = [r for r in caplog.records if f"extension {bad} aside" in r.getMessage()]
     assert len(logged) == 1 and "junk in responded_at" in logged[0].getMessage()
+
+
+async def test_after_aclose_no_timer_fires_and_the_deadline_is_left_to_the_sweep() -> None:
+    world, _ = await new_world()  # the in-process timer, no periodic sweep
+    ext_id = await _request(world)
+
+    await world.service.aclose()
+    await world.clock.advance(world.config.timeout_seconds + 1)
+
+    (ext,) = (await world.store.dump()).extensions
+    assert (ext.id, ext.status) == (ext_id, ExtensionStatus.PENDING)  # no timer fired
+    (swept,) = await world.service.sweep_due()  # deadlines are data: the sweep meets it
+    assert (swept.id, swept.status) == (ext_id, ExtensionStatus.TIMEOUT)
