@@ -11,10 +11,12 @@ import pytest
 
 from extension_fsm import (
     ExtensionError,
+    ExtensionService,
     ExtensionStatus,
     FailureCause,
     Participant,
     PaymentStatus,
+    TimeoutAction,
     TimeoutReason,
 )
 from extension_fsm.adapters.rowwise import RowSnapshots
@@ -122,3 +124,49 @@ async def test_after_aclose_no_timer_fires_and_the_deadline_is_left_to_the_sweep
     assert (ext.id, ext.status) == (ext_id, ExtensionStatus.PENDING)  # no timer fired
     (swept,) = await world.service.sweep_due()  # deadlines are data: the sweep meets it
     assert (swept.id, swept.status) == (ext_id, ExtensionStatus.TIMEOUT)
+
+
+@pytest.mark.parametrize("due", [1, 2, 3, 5])
+@pytest.mark.parametrize(
+    ("action", "reachable", "status", "charged"),
+    [
+        (TimeoutAction.AUTO_APPROVE, True, ExtensionStatus.ACCEPTED, True),
+        (TimeoutAction.AUTO_APPROVE, False, ExtensionStatus.TIMEOUT, False),
+        (TimeoutAction.AUTO_REJECT, True, ExtensionStatus.TIMEOUT, False),
+    ],
+)
+async def test_one_sweep_resolves_every_due_extension_as_configured_batch_after_batch(
+    due: int, action: TimeoutAction, reachable: bool, status: ExtensionStatus, charged: bool
+) -> None:
+    """A worker sweeping two rows a batch: one pass still resolves every due
+    extension, each as the action and the mitra's presence decide."""
+    world, session = await new_world(use_timers=False)
+    world.config.timeout_action = action
+    world.connect(session, Participant.MITRA, connected=reachable, online=reachable)
+    ids = [await _request(world)]
+    for n in range(2, due + 1):
+        expires = world.clock.now() + timedelta(minutes=30)
+        await world.add_session(make_session(f"s{n}", expires_at=expires))
+        await world.add_payment(make_payment(f"p{n}"))
+        ids.append(await _request(world, f"s{n}", f"p{n}"))
+    worker = ExtensionService(
+        world.store,
+        clock=world.clock,
+        config=world.config,
+        sockets=world.sockets,
+        presence=world.presence,
+        push=world.push,
+        session_timer=world.session_timer,
+        sweep_batch=2,
+    )
+    await world.clock.advance(world.config.timeout_seconds + 1)
+
+    resolved = await worker.sweep_due()
+
+    assert sorted(e.id for e in resolved) == sorted(ids)
+    assert {e.status for e in resolved} == {status}
+    dump = await world.store.dump()
+    assert {e.status for e in dump.extensions} == {status}
+    assert len(dump.ledger) == (due if charged else 0)
+    assert await worker.sweep_due() == []
+    await worker.aclose()
