@@ -136,10 +136,17 @@ async def test_after_aclose_no_timer_fires_and_the_deadline_is_left_to_the_sweep
     ],
 )
 async def test_one_sweep_resolves_every_due_extension_as_configured_batch_after_batch(
-    due: int, action: TimeoutAction, reachable: bool, status: ExtensionStatus, charged: bool
+    due: int,
+    action: TimeoutAction,
+    reachable: bool,
+    status: ExtensionStatus,
+    charged: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A worker sweeping two rows a batch: one pass still resolves every due
-    extension, each as the action and the mitra's presence decide."""
+    extension, each as the action and the mitra's presence decide, and healthy
+    rows log no error (no fall back to the row-by-row path)."""
+    caplog.set_level(logging.ERROR, logger="extension_fsm")
     world, session = await new_world(use_timers=False)
     world.config.timeout_action = action
     world.connect(session, Participant.MITRA, connected=reachable, online=reachable)
@@ -169,4 +176,5 @@ async def test_one_sweep_resolves_every_due_extension_as_configured_batch_after_
     assert {e.status for e in dump.extensions} == {status}
     assert len(dump.ledger) == (due if charged else 0)
     assert await worker.sweep_due() == []
+    assert [r.getMessage() for r in caplog.records] == []
     await worker.aclose()
