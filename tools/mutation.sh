@@ -3,6 +3,7 @@
 #
 #   tools/mutation.sh                      # machine and core
 #   tools/mutation.sh outbox service       # any of machine, core, outbox, service
+#                                          # (service: service.py and deadlines.py)
 #
 # mutmut copies src/ and tests/ into mutants/, mutates the chosen modules and
 # runs for each mutant the fast tests that reach it (tests/unit and the
@@ -24,6 +25,9 @@ fork=() scratch=""
 for module in "$@"; do
   if [ "$module" = machine ]; then
     scratch="$(mktemp -d)"
+  elif [ "$module" = service ]; then
+    # the service's deadline half (timeouts, the sweep) is its own module
+    fork+=("extension_fsm.service*" "extension_fsm.deadlines*")
   else
     fork+=("extension_fsm.$module*")
   fi

@@ -66,11 +66,8 @@ async def test_a_reject_tells_the_host_the_payment_failed_as_rejected() -> None:
     await _answer(world, ext_id, accepted=False)
     (event,) = world.payment_events.events
     assert isinstance(event, PaymentFailed)
-    assert (event.extension_id, event.payment_session_id, event.customer_id) == (
-        ext_id,
-        "p1",
-        "c1",
-    )
+    assert (event.session_id, event.extension_id, event.payment_session_id) == ("s1", ext_id, "p1")
+    assert event.customer_id == "c1"
     assert (event.amount, event.cause) == (15000, FailureCause.EXTENSION_REJECTED)
     assert event.dedupe_key == f"{ext_id}:payment_failed:p1"
 
