@@ -14,7 +14,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from examples.fastapi_app.wiring import Runtime
-from tests.fakes.redis_env import closed_port
 
 __all__ = ["LiveServer"]
 
@@ -26,12 +25,14 @@ class LiveServer:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.port = closed_port()
+        # Port 0: the kernel picks a free port at bind time (no race with
+        # another process between choosing a port and binding it).
+        self.port = 0
         self._server = uvicorn.Server(
             uvicorn.Config(
                 app,
                 host="127.0.0.1",
-                port=self.port,
+                port=0,
                 lifespan="on",
                 ws="websockets-sansio",
                 log_level="warning",
@@ -67,6 +68,7 @@ class LiveServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
         return self
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
