@@ -20,7 +20,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -28,10 +27,9 @@ from urllib.parse import urlsplit
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from examples.fastapi_app.auth import mint_token
-from extension_fsm import Participant, PaymentSession, PaymentStatus, Session, SessionStatus
+from extension_fsm import Participant
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
-from tests.e2e.parties import SECRET, Party
+from tests.e2e.parties import SECRET, Party, new_party, party_rows
 from tests.fakes.tcp_proxy import TcpProxy
 
 __all__ = ["Instance", "next_frame", "open_socket", "seed_party_in", "start_instance"]
@@ -184,29 +182,10 @@ def _wait_until_serving(instance: Instance) -> None:
 async def seed_party_in(store: SqlAlchemyStore, *, amount: int = 25000) -> Party:
     """A fresh active session with a confirmed extension payment, written
     straight to the shared database (as the host's own services would)."""
-    n = uuid.uuid4().hex[:12]
-    party = Party(
-        f"s-{n}",
-        f"c-{n}",
-        f"m-{n}",
-        f"p-{n}",
-        mint_token(Participant.CUSTOMER, f"c-{n}", SECRET),
-        mint_token(Participant.MITRA, f"m-{n}", SECRET),
-    )
-    expires = datetime.now(UTC) + timedelta(minutes=30)
-    await store.seed_session(
-        Session(
-            party.session_id,
-            party.customer_id,
-            party.mitra_id,
-            SessionStatus.ACTIVE,
-            expires,
-            "Sari",
-        )
-    )
-    await store.seed_payment(
-        PaymentSession(party.payment_id, party.customer_id, PaymentStatus.CONFIRMED, amount)
-    )
+    party = new_party()
+    session, payment = party_rows(party, amount=amount)
+    await store.seed_session(session)
+    await store.seed_payment(payment)
     return party
 
 

@@ -32,10 +32,10 @@ class Party:
     mitra: str
 
 
-def seed_party(live: LiveServer, *, amount: int = 25000) -> Party:
-    """A fresh active session with a confirmed extension payment, its own ids."""
+def new_party() -> Party:
+    """Fresh random ids for a session, its customer, mitra and payment, and tokens."""
     n = uuid.uuid4().hex[:12]
-    party = Party(
+    return Party(
         f"s-{n}",
         f"c-{n}",
         f"m-{n}",
@@ -43,25 +43,25 @@ def seed_party(live: LiveServer, *, amount: int = 25000) -> Party:
         mint_token(Participant.CUSTOMER, f"c-{n}", SECRET),
         mint_token(Participant.MITRA, f"m-{n}", SECRET),
     )
-    store = live.runtime.store
+
+
+def party_rows(party: Party, *, amount: int = 25000) -> tuple[Session, PaymentSession]:
+    """The party's rows: an active session for 30 more minutes, a confirmed payment."""
     expires = datetime.now(UTC) + timedelta(minutes=30)
-    live.call(
-        store.seed_session(
-            Session(
-                party.session_id,
-                party.customer_id,
-                party.mitra_id,
-                SessionStatus.ACTIVE,
-                expires,
-                "Sari",
-            )
-        )
+    session = Session(
+        party.session_id, party.customer_id, party.mitra_id, SessionStatus.ACTIVE, expires, "Sari"
     )
-    live.call(
-        store.seed_payment(
-            PaymentSession(party.payment_id, party.customer_id, PaymentStatus.CONFIRMED, amount)
-        )
-    )
+    payment = PaymentSession(party.payment_id, party.customer_id, PaymentStatus.CONFIRMED, amount)
+    return session, payment
+
+
+def seed_party(live: LiveServer, *, amount: int = 25000) -> Party:
+    """A fresh active session with a confirmed extension payment, its own ids."""
+    party = new_party()
+    session, payment = party_rows(party, amount=amount)
+    store = live.runtime.store
+    live.call(store.seed_session(session))
+    live.call(store.seed_payment(payment))
     return party
 
 
