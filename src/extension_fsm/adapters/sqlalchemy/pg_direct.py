@@ -55,7 +55,7 @@ __all__ = ["DEFAULT_POOL_SIZE", "DirectConnection", "DirectResult", "PgDirect"]
 
 #: connections the pool keeps at most (a call holds one for its transaction)
 DEFAULT_POOL_SIZE = 10
-#: how long :meth:`PgDirect.aclose` waits for connections in use to come back
+#: how long :meth:`PgDirect.aclose` waits for connections in use to come back, by default
 _CLOSE_WAIT_S = 10.0
 _BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 
@@ -156,6 +156,10 @@ class PgDirect:
         self._closed = False
         self._plans: dict[tuple[int, tuple[str, ...] | None], Plan] = {}
         self._giving_back: set[asyncio.Task[None]] = set()
+        # Connections handed out and not given back yet (aclose waits for them).
+        self._in_use = 0
+        self._all_back = asyncio.Event()
+        self._all_back.set()
 
     # ------------------------------------------------------------ statements
 
@@ -224,6 +228,8 @@ class PgDirect:
             if failure is err:
                 raise
             raise failure from err
+        self._in_use += 1
+        self._all_back.clear()
         return DirectConnection(self, raw, pool)
 
     def _give_back(self, pool: Any, done: asyncio.Future[Any]) -> None:
@@ -235,9 +241,14 @@ class PgDirect:
 
     async def release(self, conn: DirectConnection) -> None:
         """Give ``conn`` back (terminated first when it is broken)."""
-        if conn.broken and not conn.gone():
-            conn.raw.terminate()
-        await conn.pool.release(conn.raw)
+        try:
+            if conn.broken and not conn.gone():
+                conn.raw.terminate()
+            await conn.pool.release(conn.raw)
+        finally:
+            self._in_use -= 1
+            if self._in_use == 0:
+                self._all_back.set()
 
     async def begin(self) -> DirectConnection:
         """A connection inside a new REPEATABLE READ transaction (end it with :meth:`finish`)."""
@@ -280,18 +291,38 @@ class PgDirect:
         finally:
             await self.release(conn)
 
-    async def aclose(self) -> None:
-        """Close every connection; the pool refuses work afterwards."""
+    async def aclose(self, grace: float = _CLOSE_WAIT_S) -> None:
+        """Close every connection; the pool refuses work afterwards.
+
+        Connections in use get up to ``grace`` seconds to come back; any still
+        out then are closed under their holder (its next call fails with a
+        retryable ``StorageError``; an open transaction is rolled back)."""
         self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace, 0.0)
         pool, self._pool = self._pool, None
-        if self._giving_back:
-            await asyncio.wait(list(self._giving_back), timeout=_CLOSE_WAIT_S)
-        if pool is None:
-            return
         try:
-            await asyncio.wait_for(pool.close(), _CLOSE_WAIT_S)
-        except TimeoutError:  # a connection still in use past the wait
-            pool.terminate()
+            if self._giving_back:
+                await asyncio.wait(list(self._giving_back), timeout=max(grace, 0.0))
+            if pool is None:
+                return
+            if self._in_use:
+                left = max(deadline - loop.time(), 0.0)
+                try:
+                    await asyncio.wait_for(self._all_back.wait(), left)
+                except TimeoutError:
+                    pool.terminate()  # still in use past the grace
+                    return
+            try:
+                await asyncio.wait_for(pool.close(), _CLOSE_WAIT_S)  # idle ones: quick
+            except TimeoutError:
+                pool.terminate()
+        except BaseException:
+            # Cancelled or out of time: the pool is no longer reachable from
+            # here, so its sockets are closed now rather than left to the GC.
+            if pool is not None:
+                pool.terminate()
+            raise
 
 
 async def _set_codecs(conn: Any) -> None:
