@@ -427,3 +427,28 @@ async def test_a_pool_of_one_runs_the_whole_flow_and_bounds_the_waits(pg_url: st
     finally:
         await w.settle()
         await store.aclose()
+
+
+# ------------------------------------------------------------- URL options
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "engine"])
+async def test_the_prepared_statement_cache_option_works_on_both_paths(
+    pg_url: str, direct: bool
+) -> None:
+    """``?prepared_statement_cache_size=0`` (SQLAlchemy's asyncpg option, what
+    PgBouncer setups use) is accepted on both paths; on the direct path it
+    turns off asyncpg's named prepared statements (it reached ``asyncpg.connect``
+    as an unknown keyword: every call failed with a ``TypeError``)."""
+    store = await SqlAlchemyStore.open(
+        pg_url + "?prepared_statement_cache_size=0&pool_size=1", clock="local", direct=direct
+    )
+    try:
+        for _ in range(3):
+            async with store.unit_of_work() as uow:
+                assert (await uow.execute(text("SELECT 1"))).scalar() == 1
+                named = await uow.rows(text("SELECT name FROM pg_prepared_statements"))
+        if direct:
+            assert named == []
+    finally:
+        await store.aclose()

@@ -144,6 +144,12 @@ class PgDirect:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
         url, limits = split_pg_timeouts(url)
         _, opts = dialect.create_connect_args(url)
+        # SQLAlchemy's own option, not asyncpg's (PgBouncer setups give
+        # ``?prepared_statement_cache_size=0``): here it sizes asyncpg's cache
+        # of named prepared statements (0: unnamed statements only).
+        cache_size = opts.pop("prepared_statement_cache_size", None)
+        if cache_size is not None:
+            opts["statement_cache_size"] = cache_size
         opts["timeout"] = limits.connect or None
         opts["command_timeout"] = limits.command or None
         opts["server_settings"] = {"statement_timeout": str(round(limits.statement * 1000))}
