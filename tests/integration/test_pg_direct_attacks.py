@@ -452,3 +452,38 @@ async def test_the_prepared_statement_cache_option_works_on_both_paths(
             assert named == []
     finally:
         await store.aclose()
+
+
+# -------------------------------------------- engine work outliving the grace
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "engine"])
+async def test_engine_work_outliving_the_grace_closes_its_own_connection(
+    pg_url: str, direct: bool
+) -> None:
+    """Work on SQLAlchemy's engine that is still running when the grace runs
+    out (the outbox's autocommit calls with ``direct=0``; ``run_sync``, which
+    status and schema work use on both paths) closes its connection when it
+    ends: given back to the disposed pool it stayed open until the GC."""
+    await asyncio.to_thread(_settled, pg_url, lambda s: not s)
+
+    def slow(conn: Any) -> None:
+        conn.exec_driver_sql("SELECT pg_sleep(1)")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        store = await SqlAlchemyStore.open(pg_url, clock="local", direct=direct)
+        running = asyncio.ensure_future(store.database.run_sync(slow))
+        await asyncio.sleep(0.3)  # the statement is running
+        await asyncio.wait_for(store.aclose(grace=0.1), BOUND)
+        await asyncio.wait_for(running, BOUND)
+        assert await asyncio.to_thread(_settled, pg_url, lambda s: not s) == []
+
+        if not direct:
+            store = await SqlAlchemyStore.open(pg_url, clock="local", direct=direct)
+            async with store.database.autocommit() as ac:
+                await ac.execute(text("SELECT 1"))
+                await asyncio.wait_for(store.aclose(grace=0.1), BOUND)
+            assert await asyncio.to_thread(_settled, pg_url, lambda s: not s) == []
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
