@@ -487,3 +487,115 @@ async def test_engine_work_outliving_the_grace_closes_its_own_connection(
             assert await asyncio.to_thread(_settled, pg_url, lambda s: not s) == []
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+# ------------------------------------- closing under a background delivery
+
+
+class HeldPush:
+    """A push that waits until released (a slow provider), then succeeds."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.sent = 0
+
+    async def send(self, participant: Any, user_id: str, message: Any) -> None:
+        self.started.set()
+        await self.release.wait()
+        self.sent += 1
+
+
+async def test_closing_the_store_under_a_background_delivery_loses_nothing(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store closed (before the service, against the advice) while a
+    background delivery waits on a push: the delivery's mark is refused and
+    logged, no connection stays open, and its rows stay in the outbox for
+    the next dispatch (at least once)."""
+    from extension_fsm import ExtensionService
+    from extension_fsm.adapters.clock import SystemClock
+    from extension_fsm.adapters.memory import (
+        MemoryConfig,
+        MemoryPresence,
+        MemorySessionTimer,
+        MemorySockets,
+    )
+
+    prefix = "b_"
+    store = await SqlAlchemyStore.open(
+        pg_url, create_schema=True, table_prefix=prefix, clock="local", direct=True
+    )
+    push = HeldPush()
+    service = ExtensionService(
+        store,
+        clock=SystemClock(),
+        config=MemoryConfig(30, "auto_approve", 60),
+        sockets=MemorySockets(),
+        presence=MemoryPresence(),
+        push=push,
+        session_timer=MemorySessionTimer(),
+    )
+    now = datetime.now(UTC)
+    await store.seed_session(make_session("s1", expires_at=now + timedelta(minutes=30)))
+    await store.seed_payment(make_payment("p1"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        await service.request_extension(
+            session_id="s1",
+            customer_id="c1",
+            duration_minutes=10,
+            price=15000,
+            extension_payment_session_id="p1",
+        )
+        await asyncio.wait_for(push.started.wait(), BOUND)  # claimed, now pushing
+        assert service.dispatcher.in_flight == 1
+        await asyncio.wait_for(store.aclose(grace=1), BOUND)
+        push.release.set()
+        await asyncio.wait_for(service.dispatcher.drain(), BOUND)
+        await service.aclose()
+        gc.collect()
+    assert push.sent >= 1
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert any("left in the outbox" in r.getMessage() for r in caplog.records)
+    assert await asyncio.to_thread(_settled, pg_url, lambda s: not s) == []
+
+    again = await SqlAlchemyStore.open(pg_url, table_prefix=prefix, clock="local")
+    try:
+        outbox = (await again.dump()).outbox
+        assert outbox and not any(done for _, done in outbox)  # nothing marked
+        # the lease runs out: the next dispatch claims them again
+        later = datetime.now(UTC) + timedelta(hours=1)
+        assert len(await again.outbox.claim(later, 100, 30.0)) == len(outbox)
+    finally:
+        await again.aclose()
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "engine"])
+async def test_committing_a_failed_transaction_is_an_error_not_a_commit(
+    pg_url: str, direct: bool
+) -> None:
+    """A statement's error caught inside the unit of work, then ``commit()``:
+    PostgreSQL answers the COMMIT of the aborted transaction with ROLLBACK.
+    Both paths reported that as a successful commit (nothing written)."""
+    prefix = "fd_" if direct else "fe_"
+    store = await SqlAlchemyStore.open(
+        pg_url, create_schema=True, table_prefix=prefix, clock="local", direct=direct
+    )
+    try:
+        async with store.unit_of_work() as uow:
+            await uow.upsert(store.tables.customers, {"id": "c1", "display_name": "X"})
+            with pytest.raises(StorageError):
+                await uow.execute(text("SELECT 1/0"))
+            with pytest.raises(StorageError) as failed:
+                await uow.commit()
+            assert not failed.value.retryable
+        async with store.unit_of_work() as uow:  # the connection serves on
+            assert await uow.rows(text(f"SELECT id FROM {prefix}customers")) == []
+            await uow.upsert(store.tables.customers, {"id": "c2", "display_name": "Y"})
+            await uow.commit()
+        async with store.unit_of_work() as uow:
+            got = await uow.rows(text(f"SELECT id FROM {prefix}customers"))
+        assert [r.id for r in got] == ["c2"]
+    finally:
+        await store.aclose()

@@ -271,10 +271,15 @@ class PgDirect:
         return conn
 
     async def finish(self, conn: DirectConnection, *, commit: bool) -> None:
-        """Commit (translating a lost race) or roll back, then give the connection back."""
+        """Commit (translating a lost race) or roll back, then give the connection back.
+
+        A COMMIT of a transaction that had failed (a statement's error caught
+        and the unit committed anyway) is answered ``ROLLBACK`` by the server:
+        that is a ``StorageError``, not a commit."""
+        status = ""
         try:
             if not conn.broken:
-                await conn.raw.execute("COMMIT" if commit else "ROLLBACK")
+                status = await conn.raw.execute("COMMIT" if commit else "ROLLBACK")
             elif commit:
                 raise StorageError("the connection failed during the transaction", retryable=True)
         except Exception as err:
@@ -288,6 +293,8 @@ class PgDirect:
             raise
         finally:
             await self.release(conn)
+        if commit and status == "ROLLBACK":
+            raise StorageError("the transaction had failed: nothing was committed")
 
     async def run(self, stmt: Any, params: Any = None) -> DirectResult:
         """One statement on its own (autocommit: no BEGIN, no COMMIT)."""
