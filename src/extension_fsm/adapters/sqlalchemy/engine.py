@@ -37,7 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...errors import ConcurrencyConflict, StorageError
 from .dialects import create_engine, sqlite_busy_seconds
@@ -213,7 +213,10 @@ class Database:
         self._enter()
         try:
             async with self._autocommit.connect() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    await self._drop_if_closed(conn)
         finally:
             self._leave()
 
@@ -224,8 +227,12 @@ class Database:
             if isinstance(self.engine, Engine):
                 with self.engine.begin() as conn:
                     return fn(conn)
-            async with self.engine.begin() as aconn:
-                return await aconn.run_sync(fn)
+            async with self.engine.connect() as aconn:
+                try:
+                    async with aconn.begin():
+                        return await aconn.run_sync(fn)
+                finally:
+                    await self._drop_if_closed(aconn)
         finally:
             self._leave()
 
@@ -252,13 +259,16 @@ class Database:
     async def _create(self, engine: AsyncEngine, create_all: Callable[[Connection], Any]) -> None:
         try:
             async with engine.connect() as aconn:
-                if self.is_postgres:
-                    await aconn.execution_options(isolation_level="READ COMMITTED")
-                async with aconn.begin():
+                try:
                     if self.is_postgres:
-                        lock = text("SELECT pg_advisory_xact_lock(:key)")
-                        await aconn.execute(lock, {"key": _SCHEMA_LOCK_KEY})
-                    await aconn.run_sync(create_all)
+                        await aconn.execution_options(isolation_level="READ COMMITTED")
+                    async with aconn.begin():
+                        if self.is_postgres:
+                            lock = text("SELECT pg_advisory_xact_lock(:key)")
+                            await aconn.execute(lock, {"key": _SCHEMA_LOCK_KEY})
+                        await aconn.run_sync(create_all)
+                finally:
+                    await self._drop_if_closed(aconn)
         except (DBAPIError, OSError, PoolTimeout) as err:
             raise self.translate(err) from err
 
@@ -275,6 +285,12 @@ class Database:
                     raise failure from err
             await asyncio.sleep(pause)  # another process holds the write lock
             pause = min(pause * 2, _BUSY_MAX_S)
+
+    async def _drop_if_closed(self, conn: AsyncConnection) -> None:
+        """Close the driver's connection of work that outlived :meth:`dispose`
+        (given back to the disposed pool, it would stay open until the GC)."""
+        if self._closed:
+            await conn.invalidate()
 
     def _enter(self) -> None:
         # A closed engine would open a fresh pool on demand and leak it: a late

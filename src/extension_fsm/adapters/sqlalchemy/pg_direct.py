@@ -55,7 +55,7 @@ __all__ = ["DEFAULT_POOL_SIZE", "DirectConnection", "DirectResult", "PgDirect"]
 
 #: connections the pool keeps at most (a call holds one for its transaction)
 DEFAULT_POOL_SIZE = 10
-#: how long :meth:`PgDirect.aclose` waits for connections in use to come back
+#: how long :meth:`PgDirect.aclose` waits for connections in use to come back, by default
 _CLOSE_WAIT_S = 10.0
 _BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 
@@ -144,6 +144,12 @@ class PgDirect:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
         url, limits = split_pg_timeouts(url)
         _, opts = dialect.create_connect_args(url)
+        # SQLAlchemy's own option, not asyncpg's (PgBouncer setups give
+        # ``?prepared_statement_cache_size=0``): here it sizes asyncpg's cache
+        # of named prepared statements (0: unnamed statements only).
+        cache_size = opts.pop("prepared_statement_cache_size", None)
+        if cache_size is not None:
+            opts["statement_cache_size"] = cache_size
         opts["timeout"] = limits.connect or None
         opts["command_timeout"] = limits.command or None
         opts["server_settings"] = {"statement_timeout": str(round(limits.statement * 1000))}
@@ -156,6 +162,10 @@ class PgDirect:
         self._closed = False
         self._plans: dict[tuple[int, tuple[str, ...] | None], Plan] = {}
         self._giving_back: set[asyncio.Task[None]] = set()
+        # Connections handed out and not given back yet (aclose waits for them).
+        self._in_use = 0
+        self._all_back = asyncio.Event()
+        self._all_back.set()
 
     # ------------------------------------------------------------ statements
 
@@ -224,6 +234,8 @@ class PgDirect:
             if failure is err:
                 raise
             raise failure from err
+        self._in_use += 1
+        self._all_back.clear()
         return DirectConnection(self, raw, pool)
 
     def _give_back(self, pool: Any, done: asyncio.Future[Any]) -> None:
@@ -235,9 +247,14 @@ class PgDirect:
 
     async def release(self, conn: DirectConnection) -> None:
         """Give ``conn`` back (terminated first when it is broken)."""
-        if conn.broken and not conn.gone():
-            conn.raw.terminate()
-        await conn.pool.release(conn.raw)
+        try:
+            if conn.broken and not conn.gone():
+                conn.raw.terminate()
+            await conn.pool.release(conn.raw)
+        finally:
+            self._in_use -= 1
+            if self._in_use == 0:
+                self._all_back.set()
 
     async def begin(self) -> DirectConnection:
         """A connection inside a new REPEATABLE READ transaction (end it with :meth:`finish`)."""
@@ -254,10 +271,15 @@ class PgDirect:
         return conn
 
     async def finish(self, conn: DirectConnection, *, commit: bool) -> None:
-        """Commit (translating a lost race) or roll back, then give the connection back."""
+        """Commit (translating a lost race) or roll back, then give the connection back.
+
+        A COMMIT of a transaction that had failed (a statement's error caught
+        and the unit committed anyway) is answered ``ROLLBACK`` by the server:
+        that is a ``StorageError``, not a commit."""
+        status = ""
         try:
             if not conn.broken:
-                await conn.raw.execute("COMMIT" if commit else "ROLLBACK")
+                status = await conn.raw.execute("COMMIT" if commit else "ROLLBACK")
             elif commit:
                 raise StorageError("the connection failed during the transaction", retryable=True)
         except Exception as err:
@@ -271,6 +293,8 @@ class PgDirect:
             raise
         finally:
             await self.release(conn)
+        if commit and status == "ROLLBACK":
+            raise StorageError("the transaction had failed: nothing was committed")
 
     async def run(self, stmt: Any, params: Any = None) -> DirectResult:
         """One statement on its own (autocommit: no BEGIN, no COMMIT)."""
@@ -280,18 +304,38 @@ class PgDirect:
         finally:
             await self.release(conn)
 
-    async def aclose(self) -> None:
-        """Close every connection; the pool refuses work afterwards."""
+    async def aclose(self, grace: float = _CLOSE_WAIT_S) -> None:
+        """Close every connection; the pool refuses work afterwards.
+
+        Connections in use get up to ``grace`` seconds to come back; any still
+        out then are closed under their holder (its next call fails with a
+        retryable ``StorageError``; an open transaction is rolled back)."""
         self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace, 0.0)
         pool, self._pool = self._pool, None
-        if self._giving_back:
-            await asyncio.wait(list(self._giving_back), timeout=_CLOSE_WAIT_S)
-        if pool is None:
-            return
         try:
-            await asyncio.wait_for(pool.close(), _CLOSE_WAIT_S)
-        except TimeoutError:  # a connection still in use past the wait
-            pool.terminate()
+            if self._giving_back:
+                await asyncio.wait(list(self._giving_back), timeout=max(grace, 0.0))
+            if pool is None:
+                return
+            if self._in_use:
+                left = max(deadline - loop.time(), 0.0)
+                try:
+                    await asyncio.wait_for(self._all_back.wait(), left)
+                except TimeoutError:
+                    pool.terminate()  # still in use past the grace
+                    return
+            try:
+                await asyncio.wait_for(pool.close(), _CLOSE_WAIT_S)  # idle ones: quick
+            except TimeoutError:
+                pool.terminate()
+        except BaseException:
+            # Cancelled or out of time: the pool is no longer reachable from
+            # here, so its sockets are closed now rather than left to the GC.
+            if pool is not None:
+                pool.terminate()
+            raise
 
 
 async def _set_codecs(conn: Any) -> None:

@@ -15,6 +15,7 @@ SQLAlchemy's engine instead; ``?pool_size=N`` sizes the direct path's pool.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Literal
 
@@ -140,11 +141,14 @@ class SqlAlchemyStore:
         path's pool and the engine's).  Close the service first
         (:meth:`ExtensionService.aclose`) so that its background deliveries end
         before the store does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace, 0.0)
         try:
             if self._direct is not None:
-                await self._direct.aclose()
+                await self._direct.aclose(grace=grace)
         finally:
-            await self._db.dispose(grace=grace)
+            # one grace for both pools, not one each
+            await self._db.dispose(grace=max(deadline - loop.time(), 0.0))
 
     @property
     def tables(self) -> Tables:

@@ -21,6 +21,7 @@ from sqlalchemy import Row, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from ...errors import StorageError
 from ...model import LedgerEntry, TransitionRecord
 from ...ports import DecisionWriter, OutboxMessage, SnapshotLoader
 from ..rowwise import RowWriter
@@ -57,6 +58,9 @@ class SqlUnitOfWork:
         self._db_clock = db_clock
         self._direct = direct
         self._conn: TxConnection | DirectConnection | None = None
+        # A statement failed on SQLAlchemy's PostgreSQL connection: the server
+        # aborted the transaction, so a COMMIT would only roll it back.
+        self._aborted = False
         self.statements = statements(db.tables)
         self.sessions = Sessions(self)
         self.payments = Payments(self)
@@ -103,6 +107,9 @@ class SqlUnitOfWork:
         conn, self._conn = self._conn, None
         if conn is None:
             raise RuntimeError("unit of work not active")
+        if self._aborted:
+            await self._finish(conn, commit=False)
+            raise StorageError("the transaction had failed: nothing was committed")
         await self._finish(conn, commit=True)
 
     async def execute(self, stmt: Any, params: Any = None) -> Any:
@@ -112,6 +119,7 @@ class SqlUnitOfWork:
         try:
             return await self._conn.execute(stmt, params)
         except DBAPIError as err:
+            self._aborted = self._db.is_postgres
             raise self._db.translate(err) from err
 
     async def rows(self, stmt: Any, params: Any = None) -> list[Row[Any]]:
