@@ -37,6 +37,7 @@ class _FlakyOutbox:
         self._inner = inner
         self.fail_claims = fail_claims
         self.claims = 0
+        self.limits: list[int] = []  # the limit of each claim
 
     async def claim(
         self,
@@ -46,6 +47,7 @@ class _FlakyOutbox:
         ids: Sequence[str] | None = None,
     ) -> list[OutboxMessage]:
         self.claims += 1
+        self.limits.append(limit)
         if self.fail_claims > 0:
             self.fail_claims -= 1
             raise ConnectionError("database went away")
@@ -260,3 +262,23 @@ async def test_aclose_with_nothing_in_flight_returns_at_once() -> None:
     assert rig.dispatcher.in_flight == 0
     async with asyncio.timeout(BOUND):
         await rig.dispatcher.aclose(grace=3600)
+
+
+async def test_a_pass_takes_at_most_a_hundred_rows_by_default() -> None:
+    rig = _Rig()
+    await rig.write(*(_notify(n, f"s{n}") for n in range(101)))
+    assert (await rig.dispatcher.dispatch_due()).delivered == 100
+    assert len(rig.undelivered()) == 1
+
+
+async def test_run_takes_at_most_a_hundred_rows_a_pass_by_default() -> None:
+    rig = _Rig()
+    await rig.write(*(_notify(n, f"s{n}") for n in range(101)))
+    task = asyncio.create_task(rig.dispatcher.run(interval=3600))
+    try:
+        await _until(lambda: not rig.undelivered())  # the pass was full: no sleep
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rig.outbox.limits[:2] == [100, 100]  # a full pass, then the next at once
