@@ -161,6 +161,7 @@ async def test_dispatch_due_takes_no_more_than_its_limit_along_a_lane(limit: int
     assert (await rig.dispatcher.dispatch_due(limit=limit)).delivered == limit
     assert len(rig.timer.calls) == limit
     assert len(rig.undelivered()) == 6 - limit
+    assert 0 not in rig.outbox.limits  # a full pass ends without asking for nothing
 
 
 async def test_run_goes_on_without_sleeping_while_passes_come_back_full() -> None:
