@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from extension_fsm.machine import (
     SESSION_TRANSITIONS,
     Guard,
     InvalidMove,
+    StateMachine,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -154,3 +156,29 @@ def test_one_machine_is_shared_and_never_holds_a_model() -> None:
     assert list(EXTENSION_MACHINE.machine.models) == before
     assert EXTENSION_MACHINE.triggers == ("accept", "reject", "time_out", "cancel")
     assert SESSION_MACHINE.triggers == ("pause", "resume", "close", "expire", "end")
+
+
+@pytest.mark.parametrize("machine", [EXTENSION_MACHINE, SESSION_MACHINE], ids=lambda m: m.name)
+def test_a_refused_move_says_which_machine_trigger_state_and_why(
+    machine: StateMachine[Any],
+) -> None:
+    """The text hosts see in their logs, on both paths: no such move, or the
+    guards refused it (an answer after the window)."""
+    refusals: list[tuple[Any, str, Guard, bool]] = [
+        (state, trigger, _guard_for(trigger), False)
+        for state in machine.states
+        for trigger in machine.triggers
+        if not machine.can_fire(state, trigger)
+    ]
+    if machine is EXTENSION_MACHINE:
+        refusals.append((E.PENDING, "accept", AT, True))
+        refusals.append((E.PENDING, "time_out", BEFORE, True))
+    assert refusals
+    for state, trigger, guard, guarded in refusals:
+        for fire in (machine.fire, machine.fire_via_transitions):
+            with pytest.raises(InvalidMove) as info:
+                fire(state, trigger, guard)
+            why = "guards refused" if guarded else "no such move"
+            assert str(info.value) == f"{machine.name}: {trigger} from {state.value}: {why}"
+            assert (info.value.trigger, info.value.state) == (trigger, state.value)
+            assert info.value.guarded is guarded
