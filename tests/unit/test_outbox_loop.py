@@ -154,13 +154,17 @@ async def test_dispatch_due_follows_each_lane_to_its_end_in_one_pass(
         assert times == [rig.clock.now() + timedelta(minutes=k) for k in range(per_session)]
 
 
-@pytest.mark.parametrize("limit", [1, 2, 3, 5])
-async def test_dispatch_due_takes_no_more_than_its_limit_along_a_lane(limit: int) -> None:
+@pytest.mark.parametrize(
+    ("sessions", "per_session", "limit"), [(1, 6, 1), (1, 6, 2), (1, 6, 5), (3, 3, 4), (3, 3, 7)]
+)
+async def test_dispatch_due_takes_no_more_than_its_limit_along_the_lanes(
+    sessions: int, per_session: int, limit: int
+) -> None:
     rig = _Rig()
-    await rig.write(*_extended(rig, 1, 6))
+    await rig.write(*_extended(rig, sessions, per_session))
     assert (await rig.dispatcher.dispatch_due(limit=limit)).delivered == limit
     assert len(rig.timer.calls) == limit
-    assert len(rig.undelivered()) == 6 - limit
+    assert len(rig.undelivered()) == sessions * per_session - limit
     assert 0 not in rig.outbox.limits  # a full pass ends without asking for nothing
 
 
