@@ -158,9 +158,11 @@ def test_one_machine_is_shared_and_never_holds_a_model() -> None:
     assert SESSION_MACHINE.triggers == ("pause", "resume", "close", "expire", "end")
 
 
-@pytest.mark.parametrize("machine", [EXTENSION_MACHINE, SESSION_MACHINE], ids=lambda m: m.name)
+@pytest.mark.parametrize(
+    ("machine", "name"), [(EXTENSION_MACHINE, "extension"), (SESSION_MACHINE, "session")]
+)
 def test_a_refused_move_says_which_machine_trigger_state_and_why(
-    machine: StateMachine[Any],
+    machine: StateMachine[Any], name: str
 ) -> None:
     """The text hosts see in their logs, on both paths: no such move, or the
     guards refused it (an answer after the window)."""
@@ -179,6 +181,6 @@ def test_a_refused_move_says_which_machine_trigger_state_and_why(
             with pytest.raises(InvalidMove) as info:
                 fire(state, trigger, guard)
             why = "guards refused" if guarded else "no such move"
-            assert str(info.value) == f"{machine.name}: {trigger} from {state.value}: {why}"
+            assert str(info.value) == f"{name}: {trigger} from {state.value}: {why}"
             assert (info.value.trigger, info.value.state) == (trigger, state.value)
             assert info.value.guarded is guarded

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from extension_fsm import DispatchReport, OutboxDispatcher, Participant
+from extension_fsm import DeliveryError, DispatchReport, OutboxDispatcher, Participant
 from extension_fsm.adapters.clock import VirtualClock
 from extension_fsm.adapters.memory import MemoryPush, MemorySessionTimer, MemoryStore
 from extension_fsm.model import Effect, JSONValue, Notify, SessionExpiryExtended
@@ -91,11 +91,11 @@ class _GatedSockets:
 
 
 class _Rig:
-    def __init__(self, *, fail_claims: int = 0) -> None:
+    def __init__(self, *, fail_claims: int = 0, timer: MemorySessionTimer | None = None) -> None:
         self.clock = VirtualClock()
         self.store = MemoryStore()
         self.sockets = _GatedSockets()
-        self.timer = MemorySessionTimer()
+        self.timer = timer or MemorySessionTimer()
         self.outbox = _FlakyOutbox(self.store.outbox, fail_claims)
         self.dispatcher = OutboxDispatcher(
             self.outbox,
@@ -152,6 +152,37 @@ async def test_dispatch_due_follows_each_lane_to_its_end_in_one_pass(
     for s in range(sessions):  # each lane in the order written
         times = [at for _, sid, at in rig.timer.calls if sid == f"s{s}"]
         assert times == [rig.clock.now() + timedelta(minutes=k) for k in range(per_session)]
+
+
+class _DeadEndTimer(MemorySessionTimer):
+    """The host's session timer, which refuses for good its first command for
+    each session of ``refuse``."""
+
+    def __init__(self, refuse: set[str]) -> None:
+        super().__init__()
+        self.refuse = set(refuse)
+
+    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
+        if session_id in self.refuse:
+            self.refuse.discard(session_id)
+            raise DeliveryError("no such session on the host", retryable=False)
+        await super().expiry_extended(session_id, expires_at)
+
+
+@pytest.mark.parametrize("dead_sessions", [1, 2])
+async def test_dispatch_due_goes_on_along_a_lane_past_a_dead_row(dead_sessions: int) -> None:
+    """A row given up on opens its lane like a delivered one, in the same pass,
+    also when a round delivers as many rows as it gives up on."""
+    rig = _Rig(timer=_DeadEndTimer({f"s{s}" for s in range(dead_sessions)}))
+    await rig.write(*_extended(rig, 2, 3))
+    report = await rig.dispatcher.dispatch_due()
+    assert report == DispatchReport(delivered=6 - dead_sessions, dead=dead_sessions)
+    assert rig.undelivered() == {i for i, r in rig.store.outbox_rows.items() if r.dead}
+    for s in range(2):
+        times = [at for _, sid, at in rig.timer.calls if sid == f"s{s}"]
+        first = 1 if s < dead_sessions else 0
+        expected = [rig.clock.now() + timedelta(minutes=k) for k in range(first, 3)]
+        assert times == expected
 
 
 @pytest.mark.parametrize(
