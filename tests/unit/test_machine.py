@@ -184,3 +184,19 @@ def test_a_refused_move_says_which_machine_trigger_state_and_why(
             assert str(info.value) == f"{name}: {trigger} from {state.value}: {why}"
             assert (info.value.trigger, info.value.state) == (trigger, state.value)
             assert info.value.guarded is guarded
+
+
+@pytest.mark.parametrize(
+    ("machine", "final"),
+    [
+        (EXTENSION_MACHINE, {E.ACCEPTED, E.REJECTED, E.TIMEOUT}),
+        (SESSION_MACHINE, {S.ENDED}),
+    ],
+)
+def test_the_underlying_machine_marks_exactly_the_final_states(
+    machine: StateMachine[Any], final: set[Any]
+) -> None:
+    """``.machine`` is there for inspection: its states say which are final."""
+    assert machine.final == final
+    marked = {s for s in machine.states if machine.machine.get_state(s).final}
+    assert marked == final
