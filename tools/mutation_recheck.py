@@ -8,6 +8,11 @@ wrong ones.  Usage, in the folder of a finished mutmut run::
 
     python tools/mutation_recheck.py survived "no tests"   # the statuses to recheck
 
+``RECHECK_ONLY=FILE``: only the mutant names listed in FILE (one a line).
+``RECHECK_TESTS="a.py b.py"``: run these tests instead of the whole fast
+selection (a quicker first pass over many mutants: what it kills is killed;
+recheck what it leaves against the whole selection).
+
 Prints ``NAME: killed`` or ``NAME: survived`` per mutant; restores each file.
 """
 
@@ -54,6 +59,7 @@ def main() -> int:
     statuses = set(sys.argv[1:]) or {"survived", "no tests"}
     only = os.environ.get("RECHECK_ONLY")  # a file of mutant names, one a line
     wanted = set(Path(only).read_text().split()) if only else None
+    tests = os.environ.get("RECHECK_TESTS", "").split() or TESTS
     env = {**os.environ, "HYPOTHESIS_PROFILE": "mutation"}
     for name in mutants_with(statuses):
         if wanted is not None and name not in wanted:
@@ -63,7 +69,7 @@ def main() -> int:
         try:
             subprocess.run(["mutmut", "apply", name], check=True, capture_output=True)
             done = subprocess.run(
-                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", *TESTS],
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", *tests],
                 capture_output=True,
                 env=env,
                 check=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from extension_fsm.machine import (
     SESSION_TRANSITIONS,
     Guard,
     InvalidMove,
+    StateMachine,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -154,3 +156,47 @@ def test_one_machine_is_shared_and_never_holds_a_model() -> None:
     assert list(EXTENSION_MACHINE.machine.models) == before
     assert EXTENSION_MACHINE.triggers == ("accept", "reject", "time_out", "cancel")
     assert SESSION_MACHINE.triggers == ("pause", "resume", "close", "expire", "end")
+
+
+@pytest.mark.parametrize(
+    ("machine", "name"), [(EXTENSION_MACHINE, "extension"), (SESSION_MACHINE, "session")]
+)
+def test_a_refused_move_says_which_machine_trigger_state_and_why(
+    machine: StateMachine[Any], name: str
+) -> None:
+    """The text hosts see in their logs, on both paths: no such move, or the
+    guards refused it (an answer after the window)."""
+    refusals: list[tuple[Any, str, Guard, bool]] = [
+        (state, trigger, _guard_for(trigger), False)
+        for state in machine.states
+        for trigger in machine.triggers
+        if not machine.can_fire(state, trigger)
+    ]
+    if machine is EXTENSION_MACHINE:
+        refusals.append((E.PENDING, "accept", AT, True))
+        refusals.append((E.PENDING, "time_out", BEFORE, True))
+    assert refusals
+    for state, trigger, guard, guarded in refusals:
+        for fire in (machine.fire, machine.fire_via_transitions):
+            with pytest.raises(InvalidMove) as info:
+                fire(state, trigger, guard)
+            why = "guards refused" if guarded else "no such move"
+            assert str(info.value) == f"{name}: {trigger} from {state.value}: {why}"
+            assert (info.value.trigger, info.value.state) == (trigger, state.value)
+            assert info.value.guarded is guarded
+
+
+@pytest.mark.parametrize(
+    ("machine", "final"),
+    [
+        (EXTENSION_MACHINE, {E.ACCEPTED, E.REJECTED, E.TIMEOUT}),
+        (SESSION_MACHINE, {S.ENDED}),
+    ],
+)
+def test_the_underlying_machine_marks_exactly_the_final_states(
+    machine: StateMachine[Any], final: set[Any]
+) -> None:
+    """``.machine`` is there for inspection: its states say which are final."""
+    assert machine.final == final
+    marked = {s for s in machine.states if machine.machine.get_state(s).final}
+    assert marked == final
