@@ -186,13 +186,10 @@ class Database:
             raise self.translate(err) from err
         finally:
             try:
-                if self._closed:
-                    # Its pool was disposed meanwhile: close the driver's
-                    # connection itself rather than return it to nobody.
-                    await conn.invalidate()
-                    await conn.close()
-                elif (
-                    isinstance(conn, InlineConnection)
+                await self._drop_if_closed(conn)
+                if (
+                    not self._closed
+                    and isinstance(conn, InlineConnection)
                     and not conn.sync.invalidated
                     and not conn.sync.in_transaction()
                 ):
@@ -286,7 +283,7 @@ class Database:
             await asyncio.sleep(pause)  # another process holds the write lock
             pause = min(pause * 2, _BUSY_MAX_S)
 
-    async def _drop_if_closed(self, conn: AsyncConnection) -> None:
+    async def _drop_if_closed(self, conn: TxConnection | AsyncConnection) -> None:
         """Close the driver's connection of work that outlived :meth:`dispose`
         (given back to the disposed pool, it would stay open until the GC)."""
         if self._closed:
