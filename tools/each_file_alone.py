@@ -9,14 +9,17 @@ module state, a fixture seeded elsewhere) fails here.  Usage::
 
 Exit status 0 when every file passes alone, 1 otherwise.  Each file runs with
 ``-p no:randomly`` (its own order) and ``-p no:cacheprovider`` (no state left
-behind for the next file).
+behind for the next file).  While the file named by ``PAUSE_FILE`` exists, no
+new file starts (to lend the machine to a benchmark without failing a test).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +36,14 @@ def test_files(paths: list[str]) -> list[Path]:
     return sorted(found)
 
 
+def wait_while_paused() -> None:
+    pause = os.environ.get("PAUSE_FILE")
+    while pause and os.path.exists(pause):
+        time.sleep(5)
+
+
 def run_alone(path: Path, extra: list[str]) -> tuple[int, str]:
+    wait_while_paused()
     command = [
         sys.executable,
         "-m",

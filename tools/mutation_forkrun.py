@@ -8,6 +8,8 @@ Usage, after ``mutmut run`` has generated ``mutants/`` (it may be stopped)::
 
 ``NAMES_FILE`` lists mutant names, one a line (``mutmut results --all true``).
 ``FORKRUN_DIR``: the folder holding ``mutants/`` (default: the current one).
+``PAUSE_FILE``: while this file exists, no new mutant starts (to lend the
+machine to a benchmark without counting a slowed mutant as a timeout).
 ``FORKRUN_PRELOAD=1``: import the library in the parent too (much faster;
 never for machine.py, whose state machines are built at import time).
 Prints ``NAME: killed|timeout|survived SECONDS`` per mutant.  A mutant the
@@ -26,7 +28,14 @@ import pytest
 TIMEOUT = 120  # seconds a mutant's tests may take before it counts as a timeout
 
 
+def wait_while_paused() -> None:
+    pause = os.environ.get("PAUSE_FILE")
+    while pause and os.path.exists(pause):
+        time.sleep(5)
+
+
 def run_one(name: str, tests: list[str]) -> str:
+    wait_while_paused()
     pid = os.fork()
     if pid == 0:
         os.environ["MUTANT_UNDER_TEST"] = name
