@@ -25,7 +25,7 @@ APPS = {
 
 def _env(app: str, url: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    if app == "ours":
+    if app.startswith("ours"):
         env.update(
             EXTENSION_FSM_DATABASE_URL=url,
             EXTENSION_FSM_JWT_SECRET=SECRET,
