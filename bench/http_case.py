@@ -152,9 +152,13 @@ async def _one_run(app: str, url: str, prefix: str, sizes: Sizes) -> Run:
         check(warm.pairs == clients, f"{app}: warm-up answered {warm.pairs} of {clients}")
         cpu0 = proc_cpu_seconds(proc.pid)
         poller = BackendPoller(url)
-        seen = await _drive(base, prefix, range(n), clients)
-        cpu1 = proc_cpu_seconds(proc.pid)
-        pg_cpu = poller.stop()
+        try:
+            seen = await _drive(base, prefix, range(n), clients)
+            cpu1 = proc_cpu_seconds(proc.pid)
+        finally:
+            # also when the drive fails: the poller's thread and connection must not
+            # outlive the run (the temporary database is dropped WITH (FORCE) next)
+            pg_cpu = poller.stop()
     finally:
         await stop_server(proc)
     await asyncio.sleep(1.0)  # the backends' last statistics reach the collector

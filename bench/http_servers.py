@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from .load_case import ROOT, SECRET, _free_port
+from .load_case import ROOT, SECRET, UVICORN_ARGS, _free_port
 
 TIMEOUT_S = 60  # the extensions' answer window: every accept beats it under load
 RUN_LIMIT_S = 180.0  # a run stops handing out sessions after this
@@ -45,7 +45,7 @@ def _env(app: str, url: str) -> dict[str, str]:
 def _spawn(app: str, url: str) -> tuple[subprocess.Popen[bytes], int]:
     """uvicorn with the same settings for both apps: one process, loopback, warnings only."""
     port = _free_port()
-    args = ["--factory", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    args = ["--factory", "--host", "127.0.0.1", "--port", str(port), *UVICORN_ARGS]
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", APPS[app], *args], cwd=ROOT, env=_env(app, url)
     )

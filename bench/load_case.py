@@ -34,6 +34,12 @@ SECRET = "bench-load-" + "x" * 40
 TIMEOUT_S = 10  # long enough that every answer beats its deadline under load
 SWEEP_S = 1.0  # the example's sweep interval
 
+# The servers keep an idle keep-alive connection 75 s (uvicorn's default is 5 s).
+# With 5 s a loaded client that takes longer than that to send its next request
+# on a connection races the server's close: the request lands on a closed socket,
+# the kernel answers with a reset, and httpx raises ReadError (seen under load).
+UVICORN_ARGS = ("--log-level", "warning", "--timeout-keep-alive", "75")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -61,8 +67,7 @@ def _start_server(url: str, port: int) -> subprocess.Popen[bytes]:
             "127.0.0.1",
             "--port",
             str(port),
-            "--log-level",
-            "warning",
+            *UVICORN_ARGS,
         ],
         cwd=ROOT,
         env=env,
