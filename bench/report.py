@@ -17,8 +17,8 @@ repeats, and checks that the work it timed was done right (rows written, extensi
 resolved) before its numbers count. `ratio` is ours / baseline unless the target says
 otherwise.
 
-**Noise**: this machine has 2 cores shared with other jobs (other test suites ran at the
-same time); absolute numbers move by tens of percent between runs, the ratios much less,
+**Noise**: this machine has 2 cores, at times shared with other jobs{load}; absolute
+numbers move by tens of percent between runs, the ratios much less,
 because ours and the baseline alternate within one run. Two kinds of rows resist the
 noise further: **CPU time** rows (the Python process's CPU per operation, with the
 PostgreSQL backends' CPU in their notes) count work done rather than time waited, and
@@ -81,7 +81,17 @@ def table(results: list[Result]) -> str:
 
 def write_report(out: Path, results: list[Result], meta: dict[str, Any]) -> None:
     """Write ``RESULTS.md`` and the PNG plots into ``out``."""
-    parts = [INTRO.format(quick=" --quick" if meta["quick"] else "", seconds=meta["seconds"])]
+    load = meta.get("load")
+    load_text = (
+        f" (1-minute load average: {load[0]:.2f} as this run started, {load[1]:.2f} as it ended)"
+        if load
+        else ""
+    )
+    parts = [
+        INTRO.format(
+            quick=" --quick" if meta["quick"] else "", seconds=meta["seconds"], load=load_text
+        )
+    ]
     for title, key in SECTIONS:
         rows = [r for r in results if section(r) == key]
         if rows:

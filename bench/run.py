@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     pg_missing = pg.available()
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="efsm_bench_") as tmpdir:
         tmp = Path(tmpdir)
         cases: list[tuple[str, Callable[[], Result | list[Result]]]] = [
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": _versions(),
         "machine": _machine(),
         "skipped": skipped,
+        "load": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
     }
     (out / "results.json").write_text(
         json.dumps({"meta": meta, "results": [r.as_dict() for r in results]}, indent=2, default=str)
