@@ -82,7 +82,7 @@ from extension_fsm.ports import OutboxMessage
 
 from . import pg, raw_sql
 from .cpu import Stopwatch, Timing
-from .harness import check
+from .harness import check, median
 from .service_kit import make_service
 from .sql_cases import now, pg_connect, time_our_accepts, time_raw_accepts
 
@@ -207,6 +207,8 @@ class NoTxUnitOfWork(SqlUnitOfWork):
         self.between: Callable[[], Awaitable[None]] | None = None
         #: called when the write aborted itself (a compare-and-set missed)
         self.on_missed: Callable[[], None] | None = None
+        #: False: the shipped write (status-only CAS), NOT safe without a transaction
+        self.guarded = True
 
     async def __aenter__(self) -> NoTxUnitOfWork:
         if self._conn is not None:
@@ -259,6 +261,9 @@ class NoTxUnitOfWork(SqlUnitOfWork):
             parts.append(_Part("l", t.ledger, [_ledger_values(ledger)]))
         parts.append(_Part("g", t.log, [_record_values(r) for r in log]))
         parts.append(_Part("o", t.outbox, [_outbox_values(m) for m in outbox]))
+        if not self.guarded:  # the split only: the shipped write, status-only CAS
+            await super()._write_batch(extension, session, payment, ledger, log, outbox)
+            return
         parts = [p for p in parts if p.rows]
         if self.between is not None:
             await self.between()
@@ -279,11 +284,14 @@ class NoTxStore(SqlAlchemyStore):
     between: Callable[[], Awaitable[None]] | None = None
     #: writes that aborted themselves
     missed = 0
+    #: False: :class:`NoTxUnitOfWork` with the shipped write (for the split only)
+    guarded = True
 
     def unit_of_work(self) -> SqlUnitOfWork:
         uow = NoTxUnitOfWork(self._db, db_clock=self._db_clock, direct=self._direct)
         uow.between, self.between = self.between, None
         uow.on_missed = self._count_missed
+        uow.guarded = self.guarded
         return uow
 
     def _count_missed(self) -> None:
@@ -381,7 +389,7 @@ def _state(conn: psycopg.Connection[Any], p: str) -> tuple[Any, ...]:
     return tuple(row)
 
 
-async def check_guard(url: str) -> list[str]:
+async def check_guard(url: str, *, guarded: bool = True) -> list[str]:
     """The prototype's write writes nothing when a row it read moved meanwhile.
 
     For each of the three rows, and each of two timings: read (the service's
@@ -392,9 +400,13 @@ async def check_guard(url: str) -> list[str]:
     race surfaces as ``CONFLICT``; it must come from the write's own abort.
     Every row the accept writes is then counted: none, no status moved, and the
     other connection's change is still there.  The same accept retried then
-    succeeds on the new values.  Without a race the first attempt succeeds."""
+    succeeds on the new values.  Without a race the first attempt succeeds.
+
+    ``guarded=False`` runs the shipped write (status-only compare-and-set)
+    without a transaction instead: the check then fails (it can)."""
     store = await NoTxStore.open(url, create_schema=True, clock="local")
     assert isinstance(store, NoTxStore)
+    store.guarded = guarded
     conn = pg_connect(url)
     lines: list[str] = []
     others: list[psycopg.Connection[Any]] = []
@@ -476,7 +488,18 @@ async def check_guard(url: str) -> list[str]:
 
 # ------------------------------------------------------------ the comparison
 
-SIDES = ("shipped", "no-tx", "psycopg", "asyncpg")
+SIDES = ("shipped", "no-tx", "no-tx-unguarded", "psycopg", "asyncpg", "psycopg-full")
+#: each side's ids start with its own prefix
+_PREFIX = dict(zip(SIDES, ("sh", "nt", "nu", "pc", "ap", "pf"), strict=True))
+#: what each side runs (the table's rows)
+NAMES = {
+    "shipped": "a. shipped: BEGIN, joined SELECT, one CTE write, COMMIT (4 round trips)",
+    "no-tx": "b. prototype: joined SELECT, one guarded CTE write, no transaction (2)",
+    "no-tx-unguarded": "b0. as b with the shipped write (status-only CAS: NOT safe; the split)",
+    "psycopg": "c. raw psycopg: BEGIN, 4 statements, COMMIT (6)",
+    "asyncpg": "d. raw asyncpg: BEGIN, the same 4 statements, COMMIT (6)",
+    "psycopg-full": "e. raw psycopg, also 3 audit and 5 outbox rows: BEGIN, 6 statements, COMMIT",
+}
 
 
 @dataclass
@@ -490,18 +513,27 @@ class Compared:
 async def compare(url: str, repeats: int, n: int) -> Compared:
     shipped = await SqlAlchemyStore.open(url, create_schema=True, clock="local")
     no_tx = await NoTxStore.open(url, clock="local")
+    unguarded = await NoTxStore.open(url, clock="local")
+    assert isinstance(unguarded, NoTxStore)
+    unguarded.guarded = False
     conn = pg_connect(url)
     apg = await asyncpg.connect(url)
     seed = raw_sql.seed_pg
-    services = {"shipped": make_service(shipped, id_prefix="a"), "no-tx": make_service(no_tx)}
+    services = {
+        "shipped": make_service(shipped, id_prefix="a"),
+        "no-tx": make_service(no_tx),
+        "no-tx-unguarded": make_service(unguarded, id_prefix="u"),
+    }
     runs: dict[str, list[Timing]] = {s: [] for s in SIDES}
 
     async def side(name: str, r: int, count: int) -> Timing:
-        p = f"{name[:2]}{r}_"
+        p = f"{_PREFIX[name]}{r}_"
         if name in services:
             return await time_our_accepts(services[name], conn, seed, p, count)
         if name == "psycopg":
             return time_raw_accepts(conn, seed, raw_sql.pg_accept, p, count, state_only=True)
+        if name == "psycopg-full":
+            return time_raw_accepts(conn, seed, raw_sql.pg_accept, p, count)
         return await time_asyncpg_accepts(apg, conn, p, count)
 
     try:
@@ -518,32 +550,40 @@ async def compare(url: str, repeats: int, n: int) -> Compared:
         conn.close()
         await shipped.aclose()
         await no_tx.aclose()
+        await unguarded.aclose()
     return Compared({s: Timing.median(t) for s, t in runs.items()}, runs)
 
 
 def table(c: Compared, repeats: int, n: int) -> str:
+    """The medians, each side against c; "paired": the median over repeats of the
+    side's time over c's in the same repeat (drift hits both alike)."""
     base = c.medians["psycopg"]
-    names = {
-        "shipped": "a. shipped: BEGIN, joined SELECT, one CTE write, COMMIT (4 round trips)",
-        "no-tx": "b. prototype: joined SELECT, one guarded CTE write, no transaction (2)",
-        "psycopg": "c. raw psycopg: BEGIN, 4 statements, COMMIT (6)",
-        "asyncpg": "d. raw asyncpg: BEGIN, the same 4 statements, COMMIT (6)",
-    }
+
+    def paired(side: str, clock: str) -> float:
+        return median(
+            [
+                getattr(t, clock) / getattr(b, clock)
+                for t, b in zip(c.runs[side], c.runs["psycopg"], strict=True)
+            ]
+        )
+
     out = [
         f"{repeats} repeats of {n} accepts per side, alternating; medians per accept",
         "",
-        "| side | wall µs | vs c | CPU µs (Python) | vs c | PostgreSQL backends' CPU µs |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| side | wall µs | vs c | paired | CPU µs (Python) | vs c | paired "
+        "| PostgreSQL backends' CPU µs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in SIDES:
         t = c.medians[s]
         server = "n/a" if t.server is None else f"{t.server * 1e6:,.0f}"
         out.append(
-            f"| {names[s]} | {t.wall * 1e6:,.0f} | {t.wall / base.wall:.2f}x "
-            f"| {t.cpu * 1e6:,.0f} | {t.cpu / base.cpu:.2f}x | {server} |"
+            f"| {NAMES[s]} | {t.wall * 1e6:,.0f} | {t.wall / base.wall:.2f}x "
+            f"| {paired(s, 'wall'):.2f}x | {t.cpu * 1e6:,.0f} | {t.cpu / base.cpu:.2f}x "
+            f"| {paired(s, 'cpu'):.2f}x | {server} |"
         )
     out.append("")
-    out.append("each repeat's wall µs / CPU µs: ")
+    out.append("each repeat's wall µs / CPU µs:")
     for s in SIDES:
         out.append(
             f"- {s}: " + ", ".join(f"{t.wall * 1e6:,.0f}/{t.cpu * 1e6:,.0f}" for t in c.runs[s])
@@ -652,8 +692,8 @@ async def profile(url: str, n: int, top: int) -> str:
             await asyncpg_accept(apg, *ids, now())
 
     try:
-        for side in SIDES:
-            for p, count in ((f"w{side[:2]}_", 10), (f"p{side[:2]}_", n)):
+        for side in titles:
+            for p, count in ((f"w{_PREFIX[side]}_", 10), (f"p{_PREFIX[side]}_", n)):
                 start = now()
                 raw_sql.seed_pg(
                     conn,
