@@ -415,7 +415,7 @@ async def check_guard(url: str, *, guarded: bool = True) -> list[str]:
         one_try = make_service(store, id_prefix="k")
         one_try._max_attempts = 1  # the lost race is reported, not retried
         for k, (target, sql, mode) in enumerate([*cases, ("none", "", "")]):
-            p = f"k{k}_"
+            p = f"k{k}x"
             start = now()
             raw_sql.seed_pg(
                 conn,
@@ -527,7 +527,9 @@ async def compare(url: str, repeats: int, n: int) -> Compared:
     runs: dict[str, list[Timing]] = {s: [] for s in SIDES}
 
     async def side(name: str, r: int, count: int) -> Timing:
-        p = f"{_PREFIX[name]}{r}_"
+        # no "_" (a LIKE wildcard in the checks) and a letter after the number: "pc1x"
+        # never matches "pc10x…"
+        p = f"{_PREFIX[name]}{r}x"
         if name in services:
             return await time_our_accepts(services[name], conn, seed, p, count)
         if name == "psycopg":
@@ -538,7 +540,7 @@ async def compare(url: str, repeats: int, n: int) -> Compared:
 
     try:
         for name in SIDES:  # connect, prepare, fill caches: untimed
-            await side(name, 99, 10)
+            await side(name, -1, 10)
         for r in range(repeats):
             k = r % len(SIDES)
             for name in SIDES[k:] + SIDES[:k]:
@@ -597,6 +599,7 @@ _GROUPS = (
     ("asyncpg (protocol, codecs)", ("asyncpg",)),
     ("psycopg", ("psycopg",)),
     ("asyncio event loop, selectors, sockets", ("asyncio", "selectors", "socket", "ssl")),
+    ("bench/ (b: the prototype's unit of work; c, d: the raw code)", ("bench/",)),
     ("extension_fsm core (decision)", ("extension_fsm/core", "extension_fsm/machine")),
     ("extension_fsm SQL adapter", ("extension_fsm/adapters",)),
     ("extension_fsm service, outbox, messages", ("extension_fsm/",)),
