@@ -307,55 +307,98 @@ async def asyncpg_accept(
     """:func:`bench.raw_sql.pg_accept` with ``state_only`` on asyncpg: BEGIN, the
     same 4 statements, COMMIT."""
     async with conn.transaction():
-        row = await conn.fetchrow(
-            "UPDATE extensions SET status = 'accepted', responded_at = $1, "
-            "via_timeout = false WHERE id = $2 AND session_id = $3 AND status = 'pending' "
-            "RETURNING duration_minutes, price, payment_session_id",
-            at,
-            ext_id,
-            session_id,
-        )
-        if row is None:
-            raise RuntimeError("extension already resolved")
-        minutes, price, payment_id = row
-        done = await conn.execute(
-            "UPDATE payment_sessions SET status = 'consumed' WHERE id = $1 AND "
-            "status = 'confirmed'",
-            payment_id,
-        )
-        if done != "UPDATE 1":
-            raise RuntimeError("payment not confirmed")
-        srow = await conn.fetchrow(
-            "UPDATE chat_sessions SET status = 'active', closure_deadline = NULL, "
-            "expires_at = GREATEST(expires_at, $1) + make_interval(mins => $2) "
-            "WHERE id = $3 AND mitra_id = $4 AND status = 'extending' "
-            "RETURNING customer_id, expires_at",
-            at,
-            minutes,
-            session_id,
-            mitra_id,
-        )
-        if srow is None:
-            raise RuntimeError("session moved")
-        await conn.execute(
-            "INSERT INTO customer_transactions (customer_id, session_id, extension_id, type, "
-            "amount, created_at) VALUES ($1, $2, $3, 'extension', $4, $5)",
-            srow[0],
-            session_id,
-            ext_id,
-            price,
-            at,
-        )
+        await _four(conn, ext_id, session_id, mitra_id, at)
+
+
+async def _four(conn: Any, ext_id: str, session_id: str, mitra_id: str, at: datetime) -> None:
+    """The 4 statements of the raw accept, on asyncpg."""
+    row = await conn.fetchrow(
+        "UPDATE extensions SET status = 'accepted', responded_at = $1, "
+        "via_timeout = false WHERE id = $2 AND session_id = $3 AND status = 'pending' "
+        "RETURNING duration_minutes, price, payment_session_id",
+        at,
+        ext_id,
+        session_id,
+    )
+    if row is None:
+        raise RuntimeError("extension already resolved")
+    minutes, price, payment_id = row
+    done = await conn.execute(
+        "UPDATE payment_sessions SET status = 'consumed' WHERE id = $1 AND status = 'confirmed'",
+        payment_id,
+    )
+    if done != "UPDATE 1":
+        raise RuntimeError("payment not confirmed")
+    srow = await conn.fetchrow(
+        "UPDATE chat_sessions SET status = 'active', closure_deadline = NULL, "
+        "expires_at = GREATEST(expires_at, $1) + make_interval(mins => $2) "
+        "WHERE id = $3 AND mitra_id = $4 AND status = 'extending' "
+        "RETURNING customer_id, expires_at",
+        at,
+        minutes,
+        session_id,
+        mitra_id,
+    )
+    if srow is None:
+        raise RuntimeError("session moved")
+    await conn.execute(
+        "INSERT INTO customer_transactions (customer_id, session_id, extension_id, type, "
+        "amount, created_at) VALUES ($1, $2, $3, 'extension', $4, $5)",
+        srow[0],
+        session_id,
+        ext_id,
+        price,
+        at,
+    )
+
+
+async def pooled_accept(
+    pool: Any, ext_id: str, session_id: str, mitra_id: str, at: datetime
+) -> None:
+    """:func:`asyncpg_accept` on a connection held as the direct path holds one: a
+    pool checkout (with a wait limit), ``BEGIN ISOLATION LEVEL REPEATABLE READ``
+    and ``COMMIT`` as statements, the pool's ``command_timeout`` on each call."""
+    conn = await pool.acquire(timeout=10.0)
+    try:
+        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        try:
+            await _four(conn, ext_id, session_id, mitra_id, at)
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+    finally:
+        await pool.release(conn)
+
+
+async def open_pool(url: str) -> Any:
+    """An asyncpg pool configured as :class:`~extension_fsm.adapters.sqlalchemy.pg_direct.PgDirect`
+    configures its own (default timeouts, no reset round trip)."""
+
+    async def keep(conn: Any) -> None:
+        return None
+
+    return await asyncpg.create_pool(
+        url,
+        min_size=0,
+        max_size=10,
+        reset=keep,
+        timeout=5.0,
+        command_timeout=12.0,
+        server_settings={"statement_timeout": "10000"},
+    )
 
 
 async def time_asyncpg_accepts(
-    apg: Any, conn: psycopg.Connection[Any], prefix: str, n: int
+    apg: Any, conn: psycopg.Connection[Any], prefix: str, n: int, *, pooled: bool = False
 ) -> Timing:
-    """Seed (untimed, psycopg COPY), accept each on asyncpg (timed), check."""
+    """Seed (untimed, psycopg COPY), accept each on asyncpg (timed), check;
+    ``pooled``: ``apg`` is a pool, used as :func:`pooled_accept` does."""
     raw_sql.seed_pg(conn, raw_sql.seed_rows(prefix, n, pending=True, now=now()))
+    accept = pooled_accept if pooled else asyncpg_accept
     watch = Stopwatch.around(conn).start()
     for i in range(n):
-        await asyncpg_accept(apg, f"{prefix}e{i}", f"{prefix}s{i}", f"{prefix}m{i}", now())
+        await accept(apg, f"{prefix}e{i}", f"{prefix}s{i}", f"{prefix}m{i}", now())
     elapsed = watch.stop(n)
     raw_sql.check_accepted(conn, prefix, n, full=False)
     return elapsed
@@ -488,9 +531,17 @@ async def check_guard(url: str, *, guarded: bool = True) -> list[str]:
 
 # ------------------------------------------------------------ the comparison
 
-SIDES = ("shipped", "no-tx", "no-tx-unguarded", "psycopg", "asyncpg", "psycopg-full")
+SIDES = (
+    "shipped",
+    "no-tx",
+    "no-tx-unguarded",
+    "psycopg",
+    "asyncpg",
+    "asyncpg-pool",
+    "psycopg-full",
+)
 #: each side's ids start with its own prefix
-_PREFIX = dict(zip(SIDES, ("sh", "nt", "nu", "pc", "ap", "pf"), strict=True))
+_PREFIX = dict(zip(SIDES, ("sh", "nt", "nu", "pc", "ap", "aq", "pf"), strict=True))
 #: what each side runs (the table's rows)
 NAMES = {
     "shipped": "a. shipped: BEGIN, joined SELECT, one CTE write, COMMIT (4 round trips)",
@@ -498,6 +549,7 @@ NAMES = {
     "no-tx-unguarded": "b0. as b with the shipped write (status-only CAS: NOT safe; the split)",
     "psycopg": "c. raw psycopg: BEGIN, 4 statements, COMMIT (6)",
     "asyncpg": "d. raw asyncpg: BEGIN, the same 4 statements, COMMIT (6)",
+    "asyncpg-pool": "d2. as d, held as ours: pool checkout, timeouts, REPEATABLE READ (6)",
     "psycopg-full": "e. raw psycopg, also 3 audit and 5 outbox rows: BEGIN, 6 statements, COMMIT",
 }
 
@@ -518,6 +570,7 @@ async def compare(url: str, repeats: int, n: int) -> Compared:
     unguarded.guarded = False
     conn = pg_connect(url)
     apg = await asyncpg.connect(url)
+    pool = await open_pool(url)
     seed = raw_sql.seed_pg
     services = {
         "shipped": make_service(shipped, id_prefix="a"),
@@ -536,6 +589,8 @@ async def compare(url: str, repeats: int, n: int) -> Compared:
             return time_raw_accepts(conn, seed, raw_sql.pg_accept, p, count, state_only=True)
         if name == "psycopg-full":
             return time_raw_accepts(conn, seed, raw_sql.pg_accept, p, count)
+        if name == "asyncpg-pool":
+            return await time_asyncpg_accepts(pool, conn, p, count, pooled=True)
         return await time_asyncpg_accepts(apg, conn, p, count)
 
     try:
@@ -549,6 +604,7 @@ async def compare(url: str, repeats: int, n: int) -> Compared:
         for s in services.values():
             await s.aclose()
         await apg.close()
+        await pool.close()
         conn.close()
         await shipped.aclose()
         await no_tx.aclose()
@@ -675,12 +731,14 @@ async def profile(url: str, n: int, top: int) -> str:
     no_tx = await NoTxStore.open(url, clock="local")
     conn = pg_connect(url)
     apg = await asyncpg.connect(url)
+    pool = await open_pool(url)
     services = {"shipped": make_service(store, id_prefix="a"), "no-tx": make_service(no_tx)}
     titles = {
         "shipped": "a. shipped accept",
         "no-tx": "b. prototype (no transaction, guarded write)",
         "psycopg": "c. raw psycopg, 4 statements",
         "asyncpg": "d. raw asyncpg, 4 statements",
+        "asyncpg-pool": "d2. raw asyncpg, 4 statements, held as ours (pool, timeouts)",
     }
     out = []
 
@@ -692,6 +750,8 @@ async def profile(url: str, n: int, top: int) -> str:
             )
         elif side == "psycopg":
             raw_sql.pg_accept(conn, *ids, now(), state_only=True)
+        elif side == "asyncpg-pool":
+            await pooled_accept(pool, *ids, now())
         else:
             await asyncpg_accept(apg, *ids, now())
 
@@ -716,10 +776,92 @@ async def profile(url: str, n: int, top: int) -> str:
         for s in services.values():
             await s.aclose()
         await apg.close()
+        await pool.close()
         conn.close()
         await store.aclose()
         await no_tx.aclose()
     return "\n\n".join(out)
+
+
+async def pieces(url: str, loops: int) -> str:
+    """The pieces of one shipped accept, each timed alone (``time.process_time``,
+    no profiler) on the inputs captured from a real accept: the decision, the
+    outbox rows, naming the write's parameters, binding each statement's
+    parameters (``Plan.args``: the column types' bind processors, JSON included)
+    and turning the read's record into a row (``Plan.rows``)."""
+    from extension_fsm import core
+    from extension_fsm import service as service_module
+    from extension_fsm.adapters.sqlalchemy import batch, pg_direct
+    from extension_fsm.adapters.sqlalchemy.pg_plans import Plan
+
+    seen: dict[str, Any] = {"plans": []}
+    real: dict[str, Any] = {
+        "plan": pg_direct.PgDirect.plan,
+        "decide": core.decide,
+        "encode": service_module.encode_effects,  # type: ignore[attr-defined]
+        "params": batch._params,
+        "rows": Plan.rows,
+    }
+
+    def plan(self: Any, stmt: Any, given: Mapping[str, Any]) -> Any:
+        found = real["plan"](self, stmt, given)
+        seen["plans"].append((found, dict(given)))
+        return found
+
+    def capture(name: str) -> Callable[..., Any]:
+        def wrapped(*args: Any) -> Any:
+            seen[name] = [*seen.get(name, []), args] if name == "rows" else args
+            return real[name](*args)
+
+        return wrapped
+
+    store = await SqlAlchemyStore.open(url, create_schema=True, clock="local")
+    conn = pg_connect(url)
+    service = make_service(store)
+    try:
+        await time_our_accepts(service, conn, raw_sql.seed_pg, "wpx", 5)
+        pg_direct.PgDirect.plan = plan  # type: ignore[method-assign]
+        core.decide = capture("decide")
+        service_module.encode_effects = capture("encode")  # type: ignore[attr-defined]
+        batch._params = capture("params")
+        Plan.rows = capture("rows")  # type: ignore[method-assign]
+        try:
+            await time_our_accepts(service, conn, raw_sql.seed_pg, "cpx", 1)
+        finally:
+            pg_direct.PgDirect.plan = real["plan"]  # type: ignore[method-assign]
+            core.decide = real["decide"]
+            service_module.encode_effects = real["encode"]  # type: ignore[attr-defined]
+            batch._params = real["params"]
+            Plan.rows = real["rows"]  # type: ignore[method-assign]
+    finally:
+        await service.aclose()
+        conn.close()
+        await store.aclose()
+    (read, read_given), (write, write_given) = seen["plans"]
+    timed: list[tuple[str, Callable[[], Any]]] = [
+        ("core.decide (the accept's decision)", lambda: real["decide"](*seen["decide"])),
+        ("encode_effects (6 outbox rows)", lambda: real["encode"](*seen["encode"])),
+        ("batch._params (the write's parameters by name)", lambda: real["params"](*seen["params"])),
+        (
+            f"Plan.args of the write ({len(write.names)} parameters, JSON included)",
+            lambda: write.args(write_given, {}),
+        ),
+        (f"Plan.args of the read ({len(read.names)} parameters)", lambda: read.args(read_given)),
+        ("Plan.rows of the read (one record, 31 columns)", lambda: real["rows"](*seen["rows"][0])),
+    ]
+    lines = [
+        f"each piece run {loops:,} times alone; CPU µs per run",
+        "",
+        "| piece | CPU µs |",
+        "| --- | --- |",
+    ]
+    for label, run in timed:
+        run()
+        t0 = time.process_time()
+        for _ in range(loops):
+            run()
+        lines.append(f"| {label} | {(time.process_time() - t0) / loops * 1e6:,.1f} |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------ main
@@ -732,6 +874,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check-only", action="store_true", help="the guard's check only")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N accepts")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--pieces", type=int, default=0, metavar="N", help="time each piece of an accept N times"
+    )
     args = parser.parse_args(argv)
     missing = pg.available()
     if missing is not None:
@@ -741,6 +886,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in asyncio.run(check_guard(url)):
             print(f"guard: {line}")
     if args.check_only:
+        return 0
+    if args.pieces:
+        with pg.temporary_database() as url:
+            print(asyncio.run(pieces(url, args.pieces)))
         return 0
     started = time.perf_counter()
     with pg.temporary_database() as url:
