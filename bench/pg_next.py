@@ -1,31 +1,40 @@
 """The measured next step for the PostgreSQL accept (bench/ANALYSIS.md, "Measured next step").
 
 ``python -m bench.pg_next`` runs, in one process and one database, the same
-accept four ways, alternating (each repeat rotates the order), on the seed of
+accept seven ways, alternating (each repeat rotates the order), on the seed of
 the PostgreSQL accept case (:func:`bench.raw_sql.seed_rows`):
 
-- ``shipped``: ``ExtensionService.respond_to_extension`` over ``SqlAlchemyStore``
+- ``shipped`` (a): ``ExtensionService.respond_to_extension`` over ``SqlAlchemyStore``
   on asyncpg directly: BEGIN, the joined SELECT, the one write statement, COMMIT
   (4 round trips);
-- ``no-tx``: the same service and decision over :class:`NoTxStore`, a prototype
+- ``no-tx`` (b): the same service and decision over :class:`NoTxStore`, a prototype
   of the next step: the same joined SELECT outside any transaction, then one
   write statement (data-modifying CTEs, atomic on its own in autocommit) whose
   compare-and-set covers every column read from the three rows it updates, and
   which aborts itself, writing nothing, when any of them missed (2 round trips);
-- ``psycopg``: the 4-statement raw psycopg baseline (:func:`bench.raw_sql.pg_accept`
+- ``no-tx-unguarded`` (b0): as b with the shipped write (status-only
+  compare-and-set, NOT safe without a transaction): splits what dropping BEGIN
+  and COMMIT saves from what the wider compare-and-set costs;
+- ``psycopg`` (c): the 4-statement raw psycopg baseline (:func:`bench.raw_sql.pg_accept`
   with ``state_only``: BEGIN, 4 statements, COMMIT);
-- ``asyncpg``: the same 4 statements on a raw asyncpg connection.
+- ``asyncpg`` (d): the same 4 statements on a raw asyncpg connection;
+- ``asyncpg-pool`` (d2): the same, held as the direct path holds a connection
+  (pool checkout, per-call timeouts, REPEATABLE READ);
+- ``psycopg-full`` (e): raw psycopg writing the audit and outbox rows too.
 
 Wall time, this process's CPU (``time.process_time``) and, when readable, the
-PostgreSQL backends' CPU, per accept; medians over the repeats.  Every run
-checks its own rows (:func:`bench.raw_sql.check_accepted`).  Before measuring
-it proves the prototype's guard (:func:`check_guard`): a change committed by
-another connection between the read and the write, to any one column of any
-of the three rows, makes the write statement write nothing.
+PostgreSQL backends' CPU, per accept; medians over the repeats, and ratios
+paired by repeat.  Every run checks its own rows
+(:func:`bench.raw_sql.check_accepted`).  Before measuring it proves the
+prototype's guard (:func:`check_guard`): a change by another connection between
+the read and the write, to one column of any of the three rows, committed or
+in flight, makes the write statement write nothing.
 
-``--profile`` also runs the shipped accept and the psycopg baseline under
-``cProfile`` and prints each one's own time (``tottime``) grouped by where the
-code lives, then its top functions.
+``--profile N`` also runs a, b, c, d and d2 under ``cProfile`` (timed by
+``time.process_time``) and prints each one's own time grouped by where the code
+lives, the cumulative time of the parts of a call, and the top functions.
+``--pieces N`` times the pieces of one accept alone, without a profiler.
+``--check-only`` runs the guard's check only.
 
 Nothing here is the library's decision path: the prototype subclasses the unit
 of work in the benchmark only.
