@@ -68,9 +68,14 @@ async def _hold_pending(n: int) -> dict[str, Any]:
         )
     await service.dispatcher.drain()  # the requests' deliveries ran in the background
     # On a loaded machine a background delivery leaves rows whose lease would
-    # run out (and a lane's next row) to the periodic pass: run it to the end.
-    while (await service.dispatcher.dispatch_due(1000)).handled:
-        pass
+    # run out (and a lane's next row) to the periodic pass, still leased: run the
+    # pass until every row is delivered, waiting out those leases (30 s), bounded.
+    give_up = time.monotonic() + 180
+    while time.monotonic() < give_up and any(
+        r.delivered_at is None for r in store.outbox_rows.values()
+    ):
+        if not (await service.dispatcher.dispatch_due(1000)).handled:
+            await asyncio.sleep(0.5)
     elapsed = time.perf_counter() - started
     gc.collect()
     with_history, _ = tracemalloc.get_traced_memory()

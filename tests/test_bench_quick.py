@@ -76,7 +76,8 @@ def _bench(*args: str, timeout: float) -> None:
         timeout=timeout,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    failed = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert proc.returncode == 0, "\n".join([*failed, "…", proc.stderr[-3000:]])
 
 
 @pytest.mark.timeout(660)
