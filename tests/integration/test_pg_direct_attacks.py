@@ -177,6 +177,32 @@ async def test_a_close_cancelled_while_it_waits_leaves_no_connection_open(pg_url
     assert await asyncio.to_thread(_settled, pg_url, lambda s: not s) == []
 
 
+async def test_a_second_close_returns_only_when_the_first_has_closed(pg_url: str) -> None:
+    """Two shutdown paths closing the same store (a lifespan and a signal
+    handler, say): neither may return while a connection is still open."""
+    await asyncio.to_thread(_settled, pg_url, lambda s: not s)
+    store = await SqlAlchemyStore.open(pg_url, clock="local", direct=True)
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with store.unit_of_work() as uow:
+            await uow.execute(text("SELECT 1"))
+            await release.wait()
+            await uow.commit()
+
+    held = asyncio.ensure_future(holder())
+    await asyncio.sleep(0.2)  # the unit of work holds its connection
+    first = asyncio.ensure_future(store.aclose(grace=30))
+    await asyncio.sleep(0.1)
+    second = asyncio.ensure_future(store.aclose(grace=30))
+    await asyncio.sleep(0.3)
+    assert not first.done() and not second.done()  # both wait for the holder
+    release.set()
+    await asyncio.wait_for(asyncio.gather(held, second), BOUND)
+    assert first.done() or await asyncio.wait_for(first, BOUND) is None
+    assert await asyncio.to_thread(_settled, pg_url, lambda s: not s) == []
+
+
 # ------------------------------------------------------------- cancellation
 
 #: set in the task under attack (and inherited by the tasks it starts)

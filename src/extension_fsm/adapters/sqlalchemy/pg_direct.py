@@ -160,6 +160,7 @@ class PgDirect:
         self._acquire_timeout = limits.pool or None
         self._pool: Any = None
         self._closed = False
+        self._closing: asyncio.Event | None = None  # set once a close has ended
         self._plans: dict[tuple[int, tuple[str, ...] | None], Plan] = {}
         self._giving_back: set[asyncio.Task[None]] = set()
         # Connections handed out and not given back yet (aclose waits for them).
@@ -309,7 +310,18 @@ class PgDirect:
 
         Connections in use get up to ``grace`` seconds to come back; any still
         out then are closed under their holder (its next call fails with a
-        retryable ``StorageError``; an open transaction is rolled back)."""
+        retryable ``StorageError``; an open transaction is rolled back).  A
+        second call while the first is closing returns when the first does."""
+        if self._closing is not None:
+            await self._closing.wait()
+            return
+        self._closing = asyncio.Event()
+        try:
+            await self._close(grace)
+        finally:
+            self._closing.set()
+
+    async def _close(self, grace: float) -> None:
         self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(grace, 0.0)
