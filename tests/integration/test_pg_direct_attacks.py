@@ -480,6 +480,33 @@ async def test_the_prepared_statement_cache_option_works_on_both_paths(
         await store.aclose()
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "engine"])
+async def test_application_name_and_statement_cache_size_work_on_both_paths(
+    pg_url: str, direct: bool
+) -> None:
+    """``?application_name=`` (a libpq parameter, the usual way to name a
+    service in ``pg_stat_activity``) and ``?statement_cache_size=`` (asyncpg's
+    own) reached ``asyncpg.connect`` unconverted: a ``TypeError`` on every
+    call, on both paths."""
+    store = await SqlAlchemyStore.open(
+        pg_url + "?application_name=efsm-test&statement_cache_size=0&pool_size=1",
+        clock="local",
+        direct=direct,
+    )
+    try:
+        for _ in range(3):
+            async with store.unit_of_work() as uow:
+                name = await uow.execute(text("SELECT current_setting('application_name')"))
+                assert name.scalar() == "efsm-test"
+                timeout = await uow.execute(text("SELECT current_setting('statement_timeout')"))
+                assert timeout.scalar() == "10s"  # the library's own setting is kept
+                named = await uow.rows(text("SELECT name FROM pg_prepared_statements"))
+        if direct:
+            assert named == []  # statement_cache_size=0: no named statements
+    finally:
+        await store.aclose()
+
+
 # -------------------------------------------- engine work outliving the grace
 
 

@@ -114,3 +114,13 @@ def test_migrated_schema_runs_the_store(database_url: str, monkeypatch: pytest.M
             await store.aclose()
 
     assert asyncio.run(use()) == ["s1"]
+
+
+def test_migrations_take_the_asyncpg_url_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The URL a service runs with (``?application_name=``,
+    ``?statement_cache_size=``) also migrates: they reached
+    ``asyncpg.connect`` unconverted, a ``TypeError``."""
+    with private_postgres_database("alembic") as url:
+        with_options = url + "?application_name=efsm-migrate&statement_cache_size=0"
+        alembic(with_options, monkeypatch, "upgrade", "head")
+        assert drift(url) == []

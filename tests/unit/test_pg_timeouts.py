@@ -8,7 +8,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from extension_fsm.adapters.sqlalchemy.engine import create_engine
-from extension_fsm.adapters.sqlalchemy.urls import PgTimeouts, split_pg_timeouts, to_async_url
+from extension_fsm.adapters.sqlalchemy.urls import (
+    PgTimeouts,
+    split_asyncpg_options,
+    split_pg_timeouts,
+    to_async_url,
+)
 
 
 def test_defaults_bound_every_wait() -> None:
@@ -47,3 +52,19 @@ def test_the_engine_checks_pooled_connections_and_bounds_its_waits(driver: str) 
 def _alive_listener(engine: object) -> object:
     listeners = getattr(engine.pool.dispatch, "checkout", ())  # type: ignore[attr-defined]
     return next((fn for fn in listeners if fn.__name__ == "_alive"), None)
+
+
+def test_asyncpg_options_are_converted_and_leave_the_url() -> None:
+    raw = "postgresql+asyncpg://u@h/db?application_name=svc&statement_cache_size=0&x=1"
+    url, options = split_asyncpg_options(make_url(raw))
+    assert options.connect == {"statement_cache_size": 0}
+    assert options.server_settings == {"application_name": "svc"}
+    assert dict(url.query) == {"x": "1"}
+    url, options = split_asyncpg_options(make_url("postgresql+asyncpg://u@h/db"))
+    assert (options.connect, options.server_settings, dict(url.query)) == ({}, {}, {})
+
+
+@pytest.mark.parametrize("value", ["-1", "ten", "1.5"])
+def test_a_statement_cache_size_that_is_not_a_whole_number_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="statement_cache_size"):
+        split_asyncpg_options(make_url(f"postgresql://u@h/db?statement_cache_size={value}"))

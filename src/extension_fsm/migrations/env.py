@@ -22,6 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from alembic import context
 from extension_fsm.adapters.sqlalchemy import build_tables, to_async_url
+from extension_fsm.adapters.sqlalchemy.urls import split_asyncpg_options
 from extension_fsm.db import version_table
 
 config = context.config
@@ -66,7 +67,12 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(to_async_url(database_url()), poolclass=NullPool)
+    url = to_async_url(database_url())
+    connect_args: dict[str, Any] = {}
+    if url.get_driver_name() == "asyncpg":  # application_name and the like, converted
+        url, options = split_asyncpg_options(url)
+        connect_args = {**options.connect, "server_settings": options.server_settings}
+    engine = create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_sync)

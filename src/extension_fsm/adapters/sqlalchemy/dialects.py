@@ -35,7 +35,13 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import await_only
 
 from .failures import unavailable
-from .urls import is_inline_sqlite, is_memory_sqlite, resolve_url, split_pg_timeouts
+from .urls import (
+    is_inline_sqlite,
+    is_memory_sqlite,
+    resolve_url,
+    split_asyncpg_options,
+    split_pg_timeouts,
+)
 
 __all__ = ["create_engine", "sqlite_busy_seconds"]
 
@@ -88,9 +94,14 @@ def _postgres_engine(url: URL) -> AsyncEngine:
     connect_args: dict[str, Any] = {}
     asyncpg = url.get_driver_name() == "asyncpg"
     if asyncpg:
+        url, options = split_asyncpg_options(url)
+        connect_args.update(options.connect)
         connect_args["timeout"] = limits.connect or None
         connect_args["command_timeout"] = limits.command or None
-        connect_args["server_settings"] = {"statement_timeout": statement_ms}
+        connect_args["server_settings"] = {
+            **options.server_settings,
+            "statement_timeout": statement_ms,
+        }
     else:  # psycopg: libpq parameters
         if limits.connect:
             connect_args["connect_timeout"] = max(1, math.ceil(limits.connect))

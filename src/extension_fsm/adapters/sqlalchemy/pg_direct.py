@@ -49,7 +49,7 @@ from sqlalchemy.sql.elements import TextClause
 from ...errors import StorageError
 from .engine import unavailable
 from .pg_plans import DirectResult, Plan, compile_plan, rowcount
-from .urls import split_pg_timeouts
+from .urls import split_asyncpg_options, split_pg_timeouts
 
 __all__ = ["DEFAULT_POOL_SIZE", "DirectConnection", "DirectResult", "PgDirect"]
 
@@ -143,7 +143,9 @@ class PgDirect:
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
         url, limits = split_pg_timeouts(url)
+        url, options = split_asyncpg_options(url)
         _, opts = dialect.create_connect_args(url)
+        opts.update(options.connect)
         # SQLAlchemy's own option, not asyncpg's (PgBouncer setups give
         # ``?prepared_statement_cache_size=0``): here it sizes asyncpg's cache
         # of named prepared statements (0: unnamed statements only).
@@ -152,7 +154,10 @@ class PgDirect:
             opts["statement_cache_size"] = cache_size
         opts["timeout"] = limits.connect or None
         opts["command_timeout"] = limits.command or None
-        opts["server_settings"] = {"statement_timeout": str(round(limits.statement * 1000))}
+        opts["server_settings"] = {
+            **options.server_settings,
+            "statement_timeout": str(round(limits.statement * 1000)),
+        }
         self.dialect = dialect
         self._translate = translate
         self._connect = opts

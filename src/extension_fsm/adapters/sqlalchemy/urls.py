@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from sqlalchemy.engine import URL, make_url
 
 __all__ = [
+    "AsyncpgOptions",
     "PgTimeouts",
     "is_inline_sqlite",
     "is_memory_sqlite",
     "resolve_url",
+    "split_asyncpg_options",
     "split_pg_timeouts",
     "to_async_url",
 ]
@@ -102,6 +104,52 @@ def split_pg_timeouts(url: URL) -> tuple[URL, PgTimeouts]:
             raise ValueError(f"{param} must be a finite number of seconds >= 0, not {text!r}")
         values[field] = seconds
     return url.difference_update_query(_TIMEOUT_PARAMS), PgTimeouts(**values)
+
+
+# libpq connection parameters that asyncpg takes as server settings instead
+_SERVER_SETTINGS = ("application_name",)
+# asyncpg's own connect() options that take a whole number
+_INT_OPTIONS = (
+    "statement_cache_size",
+    "max_cached_statement_lifetime",
+    "max_cacheable_statement_size",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncpgOptions:
+    """What an asyncpg URL's query sets beyond what SQLAlchemy passes on:
+    ``connect`` (keyword arguments of ``asyncpg.connect``, as numbers) and
+    ``server_settings`` (e.g. ``application_name``)."""
+
+    connect: dict[str, int]
+    server_settings: dict[str, str]
+
+
+def split_asyncpg_options(url: URL) -> tuple[URL, AsyncpgOptions]:
+    """``url`` without the options SQLAlchemy would hand asyncpg unconverted.
+
+    ``?application_name=`` is a libpq parameter (psycopg takes it as it is):
+    asyncpg gets it as a server setting.  ``?statement_cache_size=`` and the
+    other statement-cache options are whole numbers (SQLAlchemy passes the
+    text).  A value that is not a whole number >= 0 is a ``ValueError``.
+    """
+    connect: dict[str, int] = {}
+    for name in _INT_OPTIONS:
+        raw = url.query.get(name)
+        if raw is None:
+            continue
+        text = raw[-1] if isinstance(raw, tuple) else raw
+        if not text.isdigit():
+            raise ValueError(f"{name} must be a whole number >= 0, not {text!r}")
+        connect[name] = int(text)
+    settings: dict[str, str] = {}
+    for name in _SERVER_SETTINGS:
+        raw = url.query.get(name)
+        if raw is not None:
+            settings[name] = raw[-1] if isinstance(raw, tuple) else raw
+    cleaned = url.difference_update_query((*_INT_OPTIONS, *_SERVER_SETTINGS))
+    return cleaned, AsyncpgOptions(connect, settings)
 
 
 def is_inline_sqlite(url: URL) -> bool:
