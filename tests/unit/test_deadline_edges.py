@@ -319,3 +319,57 @@ async def test_a_row_that_cannot_be_set_aside_does_not_end_a_pass_that_moved_oth
     pending = [e.id for e in (await world.store.dump()).extensions if e.status.value == "pending"]
     assert pending == [bad]
     await worker.aclose()
+
+
+@pytest.mark.parametrize("path", ["sweep", "timer"])
+async def test_a_timeout_closes_the_session_with_the_configured_grace(path: str) -> None:
+    world, _ = await new_world(use_timers=path == "timer")
+    world.config.timeout_action = TimeoutAction.AUTO_REJECT
+    world.config.grace_seconds = 97  # not the default
+    (ext_id,) = await _requests(world, 1)
+    await world.clock.advance(world.config.timeout_seconds + 1)
+    if path == "sweep":
+        await world.service.sweep_due()
+
+    dump = await world.store.dump()
+    (ext,) = dump.extensions
+    (session,) = dump.sessions
+    assert (ext.id, ext.status) == (ext_id, ExtensionStatus.TIMEOUT)
+    assert session.closure_deadline is not None
+    closed_at = session.closure_deadline - timedelta(seconds=97)
+    # closed when the deadline passed: at most the two seconds the clock moved since
+    assert world.clock.now() - timedelta(seconds=2) <= closed_at <= world.clock.now()
+
+
+async def test_a_timer_whose_session_went_to_another_mitra_since_presence_was_asked_never_approves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The timer asks the presence of the session's mitra, then claims the row;
+    the host handed the session to another mitra in between: the new mitra was
+    not asked about, so it is not reachable (the extension times out uncharged,
+    as the safeguard), and nothing fails."""
+    caplog.set_level(logging.ERROR, logger="extension_fsm")
+    world, session = await new_world()  # the in-process timer, auto-approve
+    world.connect(session, Participant.MITRA, connected=True, online=True)
+    new_mitra = replace(session, mitra_id="m2")
+    world.connect(new_mitra, Participant.MITRA, connected=True, online=True)
+    (ext_id,) = await _requests(world, 1)
+    read_one = RowSnapshots.for_timeout
+
+    async def reassign_then_read(self: RowSnapshots, extension_id: str) -> Snapshot:
+        sessions = world.store.sessions
+        sessions["s1"] = replace(sessions["s1"], mitra_id="m2")
+        return await read_one(self, extension_id)
+
+    monkeypatch.setattr(RowSnapshots, "for_timeout", reassign_then_read)
+    await world.clock.advance(world.config.timeout_seconds + 1)
+
+    dump = await world.store.dump()
+    (ext,) = dump.extensions
+    assert (ext.id, ext.status, ext.reason) == (
+        ext_id,
+        ExtensionStatus.TIMEOUT,
+        TimeoutReason.SAFEGUARD,
+    )
+    assert dump.ledger == []
+    assert [r.getMessage() for r in caplog.records] == []
