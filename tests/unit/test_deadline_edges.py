@@ -10,6 +10,7 @@ import asyncio
 import logging
 from dataclasses import replace
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +22,7 @@ from extension_fsm import (
     TimeoutAction,
     TimeoutReason,
 )
+from extension_fsm import service as service_module
 from extension_fsm.adapters.memory_unit import _Extensions
 from extension_fsm.adapters.rowwise import RowSnapshots
 from extension_fsm.core import Snapshot, Undecidable
@@ -373,3 +375,55 @@ async def test_a_timer_whose_session_went_to_another_mitra_since_presence_was_as
     )
     assert dump.ledger == []
     assert [r.getMessage() for r in caplog.records] == []
+
+
+class _StartAt:
+    """A worker's random start that always picks row ``start`` of a list."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    def randrange(self, n: int) -> int:
+        return self.start % n
+
+
+@pytest.mark.parametrize("spread", [False, True])
+async def test_a_spread_row_by_row_pass_starts_at_the_workers_own_row_and_wraps(
+    monkeypatch: pytest.MonkeyPatch, spread: bool
+) -> None:
+    """``sweep_spread``: each worker starts its row-by-row pass at a random row
+    of the due list and wraps around; without it, at the oldest row."""
+    world, _ = await new_world(use_timers=False)
+    world.config.timeout_action = TimeoutAction.AUTO_REJECT
+    ids = await _requests(world, 3)
+    read_one = RowSnapshots.for_timeout
+    tried: list[str] = []
+
+    async def unreadable_batch(self: RowSnapshots, *args: object) -> list[Snapshot | Undecidable]:
+        raise ValueError("a value the driver cannot convert")
+
+    async def read(self: RowSnapshots, extension_id: str) -> Snapshot:
+        tried.append(extension_id)
+        return await read_one(self, extension_id)
+
+    monkeypatch.setattr(RowSnapshots, "for_due", unreadable_batch)
+    monkeypatch.setattr(RowSnapshots, "for_timeout", read)
+    monkeypatch.setattr(service_module, "random", SimpleNamespace(Random=lambda: _StartAt(1)))
+    worker = ExtensionService(
+        world.store,
+        clock=world.clock,
+        config=world.config,
+        sockets=world.sockets,
+        presence=world.presence,
+        push=world.push,
+        session_timer=world.session_timer,
+        sweep_batch=5,
+        sweep_spread=spread,
+    )
+    await world.clock.advance(world.config.timeout_seconds + 1)
+
+    resolved = await worker.sweep_due()
+
+    assert sorted(e.id for e in resolved) == sorted(ids)
+    assert tried == ([*ids[1:], ids[0]] if spread else ids)
+    await worker.aclose()
