@@ -194,7 +194,7 @@ async def test_a_timer_whose_session_row_is_gone_asks_no_presence_and_logs_no_er
     assert [r.getMessage() for r in caplog.records] == []
 
 
-@pytest.mark.parametrize("path", ["sweep", "timer"])
+@pytest.mark.parametrize("path", ["sweep", "full batch", "timer"])
 async def test_the_stores_clock_judges_the_deadline(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
@@ -219,9 +219,26 @@ async def test_the_stores_clock_judges_the_deadline(
 
     if path == "sweep":
         assert await world.service.sweep_due() == []
+    elif path == "full batch":  # a full batch that moved nothing ends the pass
+        worker = _batch_of_one(world)
+        assert await asyncio.wait_for(worker.sweep_due(), BOUND) == []
+        await worker.aclose()
     (ext,) = (await world.store.dump()).extensions
     assert (ext.id, ext.status) == (ext_id, ExtensionStatus.PENDING)
     assert [r.getMessage() for r in caplog.records] == []
+
+
+def _batch_of_one(world: World) -> ExtensionService:
+    return ExtensionService(
+        world.store,
+        clock=world.clock,
+        config=world.config,
+        sockets=world.sockets,
+        presence=world.presence,
+        push=world.push,
+        session_timer=world.session_timer,
+        sweep_batch=1,
+    )
 
 
 def _row_by_row_worker(world: World) -> ExtensionService:
