@@ -18,7 +18,11 @@ timeout (default 120; a mutant that loops forever costs this much).
 child per mutant from inside that pytest session to run the collected items
 (spares each mutant the plugins' imports and the collection: several times
 faster; implies ``FORKRUN_PRELOAD``).  The children run the same items in the
-same order with ``-x``, as in the default mode.
+same order with ``-x``, as in the default mode.  Not every selection passes
+that way (the first, mutant-free run says so and stops): the whole fast
+selection did not (tests/unit/test_core.py, test_layout.py and the like, that
+never import the service, were left out when the service was measured).
+The tests run are the copies in ``mutants/tests``: copy a new test there.
 Prints ``NAME: killed|timeout|survived SECONDS`` per mutant.  A mutant the
 tests kill is killed; recheck the survivors against the whole fast selection.
 """
