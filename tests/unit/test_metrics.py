@@ -136,3 +136,19 @@ async def test_without_a_provider_nothing_breaks() -> None:
     await _request(world)
     await world.clock.advance(timedelta(minutes=5).total_seconds())
     assert metrics.enabled()
+
+
+async def test_a_timeout_that_finds_nothing_to_do_counts_as_a_noop_of_its_event(
+    reader: InMemoryMetricReader,
+) -> None:
+    world, _ = await new_world()  # the in-process timer resolves it
+    ext_id = await _request(world)
+    await world.clock.advance(world.config.timeout_seconds + 1)
+    with pytest.raises(ExtensionError):  # too late: refused, and it times out again, a noop
+        await world.service.respond_to_extension(
+            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+        )
+    decisions = points(reader, "extension_fsm.decisions")
+    assert decisions[(("event", "TimeoutExtension"), ("outcome", "applied"))] == 1
+    assert decisions[(("event", "TimeoutExtension"), ("outcome", "noop"))] == 1
+    assert decisions[(("event", "RespondToExtension"), ("outcome", "refused"))] == 1

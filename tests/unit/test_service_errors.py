@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 
 from extension_fsm import PaymentStatus, SessionStatus
+from extension_fsm.adapters.memory_unit import MemoryUnitOfWork
+from extension_fsm.errors import ConcurrencyConflict
 from extension_fsm.simulator import World, make_payment, make_session
 from tests.unit._support import assert_refused, new_world
 
@@ -260,3 +262,32 @@ async def test_a_late_answer_hurries_the_timeout() -> None:
     )
     await world.clock.advance(0)  # the hurried timer fires now
     assert (await world.store.dump()).extensions[0].status.value == "timeout"
+
+
+async def test_a_call_that_loses_every_race_is_a_409_conflict_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every commit loses a race: the call is retried up to its budget, then
+    refused as ``CONFLICT`` (409, "Too much contention; try again")."""
+    world, _ = await new_world()
+    commits = 0
+
+    async def lose(self: MemoryUnitOfWork) -> None:
+        nonlocal commits
+        commits += 1
+        raise ConcurrencyConflict("could not serialize access")
+
+    monkeypatch.setattr(MemoryUnitOfWork, "commit", lose)
+
+    async def request() -> object:
+        return await world.service.request_extension(
+            session_id="s1",
+            customer_id="c1",
+            duration_minutes=30,
+            price=15000,
+            extension_payment_session_id="p1",
+        )
+
+    err = await assert_refused(world, request, "CONFLICT", 409)
+    assert err.message == "Too much contention; try again"
+    assert commits > 1  # retried before giving up
