@@ -296,7 +296,8 @@ async def test_a_hanging_session_does_not_hold_up_another_in_the_same_claim() ->
 
 async def test_deliver_follows_a_lane_to_its_end_in_one_call() -> None:
     """``deliver`` of a lane's rows takes one claim after another until every
-    named row is done, and reports them all."""
+    named row is done, and reports them all; rows already delivered are not
+    claimed again."""
     store = MemoryStore()
     timer = MemorySessionTimer()
     clock = VirtualClock()
@@ -308,6 +309,9 @@ async def test_deliver_follows_a_lane_to_its_end_in_one_call() -> None:
     assert await dispatcher.deliver(ids) == DispatchReport(delivered=3)
     assert timer.calls == [("expiry_extended", "s1", at) for at in times]
     assert all(store.outbox_rows[i].delivered_at is not None for i in ids)
+    # Named again once delivered: nothing left to claim, an empty report.
+    assert await dispatcher.deliver(ids) == DispatchReport()
+    assert len(timer.calls) == 3
 
 
 async def test_socket_and_push_go_to_the_rows_recipient() -> None:
