@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from extension_fsm import (
+    DeliveryError,
     DispatchReport,
     FailureCause,
     OutboxDispatcher,
@@ -324,6 +325,65 @@ async def test_socket_and_push_go_to_the_rows_recipient() -> None:
     assert (sent.session_id, sent.participant, sent.taken) == ("s7", Participant.MITRA, False)
     (pushed,) = push.sent
     assert (pushed.participant, pushed.user_id) == (Participant.MITRA, "m-s7")
+
+
+class _RecordingOutbox:
+    """The memory outbox, recording the marks the dispatcher makes."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._inner = store.outbox
+        self.marks: list[tuple[str, Any, datetime]] = []
+
+    async def claim(
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        ids: Sequence[str] | None = None,
+    ) -> list[OutboxMessage]:
+        return await self._inner.claim(now, limit, lease_seconds, ids)
+
+    async def mark_delivered(self, ids: Sequence[str], at: datetime) -> None:
+        self.marks.append(("delivered", list(ids), at))
+        await self._inner.mark_delivered(ids, at)
+
+    async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
+        self.marks.append(("retry", message_id, available_at))
+        await self._inner.mark_retry(message_id, available_at, error)
+
+    async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
+        self.marks.append(("dead", message_id, at))
+        await self._inner.mark_dead(message_id, at, error)
+
+
+async def test_rows_are_marked_at_the_clocks_time() -> None:
+    """Delivered and dead rows are stamped with the dispatcher's clock (a
+    database adapter keeps the dead time: a dead row without one would not be
+    dead), a retried one with its next try."""
+    store = MemoryStore()
+    clock = VirtualClock()
+    await clock.advance(100)
+    push = MemoryPush()
+    push.failures.extend(
+        [DeliveryError("busy", retryable=True), DeliveryError("unregistered", retryable=False)]
+    )
+    outbox = _RecordingOutbox(store)
+    dispatcher = OutboxDispatcher(
+        outbox,
+        clock=clock,
+        sockets=MemorySockets(),
+        push=push,
+        session_timer=MemorySessionTimer(),
+        base_backoff=3,
+    )
+    await _write(store, [_notify(n, push=True) for n in range(3)], clock.now())
+    assert await dispatcher.dispatch_due() == DispatchReport(delivered=1, retried=1, dead=1)
+    now = clock.now()
+    assert sorted(outbox.marks) == [
+        ("dead", "r1", now),
+        ("delivered", ["r2"], now),
+        ("retry", "r0", now + timedelta(seconds=3)),
+    ]
 
 
 # ------------------------------------------------------------------- the logs
