@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from extension_fsm import ExtensionError, Participant, Session
+from extension_fsm import ExtensionError, ExtensionService, Participant, Session
 from extension_fsm.ports import InspectableStore
 from extension_fsm.simulator import World, make_payment, make_session
 from extension_fsm.testing.loop import VirtualTimeLoop, YieldingStore
@@ -20,6 +20,8 @@ __all__ = [
     "YieldingStore",
     "assert_refused",
     "new_world",
+    "other_worker",
+    "requests_due_in_turn",
     "socket_messages",
 ]
 
@@ -69,3 +71,41 @@ async def new_world(
     world.connect(session, Participant.MITRA, on_session_socket=mitra_on_socket)
     world.connect(session, Participant.CUSTOMER, on_session_socket=customer_on_socket)
     return world, session
+
+
+async def requests_due_in_turn(world: World, count: int) -> list[str]:
+    """``count`` extensions on sessions s1..sN (customer c1), each asked a
+    second after the one before, so they fall due (and are claimed) in that
+    order; their ids."""
+    ids = []
+    for n in range(1, count + 1):
+        if n > 1:
+            expires = world.clock.now() + timedelta(minutes=30)
+            await world.add_session(make_session(f"s{n}", expires_at=expires))
+            await world.add_payment(make_payment(f"p{n}"))
+        ext = await world.service.request_extension(
+            session_id=f"s{n}",
+            customer_id="c1",
+            duration_minutes=30,
+            price=15000,
+            extension_payment_session_id=f"p{n}",
+        )
+        ids.append(ext.id)
+        await world.clock.advance(1)
+    return ids
+
+
+def other_worker(world: World, **options: Any) -> ExtensionService:
+    """Another process's service over the same storage and ports as ``world``
+    (no in-process timers); ``options`` are ``ExtensionService`` keywords
+    (``sweep_batch``, ``max_attempts``, ``sweep_spread``, ...)."""
+    return ExtensionService(
+        world.store,
+        clock=world.clock,
+        config=world.config,
+        sockets=world.sockets,
+        presence=world.presence,
+        push=world.push,
+        session_timer=world.session_timer,
+        **options,
+    )

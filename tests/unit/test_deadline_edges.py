@@ -27,29 +27,10 @@ from extension_fsm.adapters.memory_unit import _Extensions
 from extension_fsm.adapters.rowwise import RowSnapshots
 from extension_fsm.core import Snapshot, Undecidable
 from extension_fsm.errors import ErrorCode
-from extension_fsm.simulator import World, make_payment, make_session
-from tests.unit._support import new_world
+from extension_fsm.simulator import World
+from tests.unit._support import new_world, other_worker, requests_due_in_turn
 
 BOUND = 20  # seconds: far beyond the presence timeout below; only a hang reaches it
-
-
-async def _requests(world: World, count: int) -> list[str]:
-    ids = []
-    for n in range(1, count + 1):
-        if n > 1:
-            expires = world.clock.now() + timedelta(minutes=30)
-            await world.add_session(make_session(f"s{n}", expires_at=expires))
-            await world.add_payment(make_payment(f"p{n}"))
-        ext = await world.service.request_extension(
-            session_id=f"s{n}",
-            customer_id="c1",
-            duration_minutes=30,
-            price=15000,
-            extension_payment_session_id=f"p{n}",
-        )
-        ids.append(ext.id)
-        await world.clock.advance(1)
-    return ids
 
 
 def _asked_presence(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -72,7 +53,7 @@ async def test_a_presence_that_never_answers_is_not_reachable_and_never_approves
     world, session = await new_world(use_timers=path == "timer")
     world.config.timeout_action = TimeoutAction.AUTO_APPROVE
     world.connect(session, Participant.MITRA, connected=True, online=True)
-    (ext_id,) = await _requests(world, 1)
+    (ext_id,) = await requests_due_in_turn(world, 1)
 
     async def hang(mitra_id: str) -> bool:
         await asyncio.Event().wait()  # no answer, ever
@@ -105,7 +86,7 @@ async def test_a_sweep_that_cannot_set_bad_rows_aside_ends_the_pass_without_spin
     caplog.set_level(logging.ERROR, logger="extension_fsm")
     world, _ = await new_world(use_timers=False)
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
-    ids = await _requests(world, 4)
+    ids = await requests_due_in_turn(world, 4)
     tried: list[str] = []
 
     class Spinning(BaseException):
@@ -158,7 +139,7 @@ async def test_a_late_answer_to_an_extension_already_resolved_changes_nothing_qu
     world, session = await new_world()  # the in-process timer
     world.config.timeout_action = TimeoutAction.AUTO_APPROVE
     world.connect(session, Participant.MITRA, connected=True, online=True)
-    (ext_id,) = await _requests(world, 1)
+    (ext_id,) = await requests_due_in_turn(world, 1)
     await world.clock.advance(world.config.timeout_seconds + 1)  # the timer approves
     before = await world.store.dump()
     assert [e.status for e in before.extensions] == [ExtensionStatus.ACCEPTED]
@@ -182,7 +163,7 @@ async def test_a_timer_whose_session_row_is_gone_asks_no_presence_and_logs_no_er
     caplog.set_level(logging.ERROR, logger="extension_fsm")
     world, session = await new_world()  # the in-process timer, auto-approve
     world.connect(session, Participant.MITRA, connected=True, online=True)
-    (ext_id,) = await _requests(world, 1)
+    (ext_id,) = await requests_due_in_turn(world, 1)
     del world.store.sessions["s1"]  # the host deleted the row
     asked = _asked_presence(world, monkeypatch)
 
@@ -204,7 +185,7 @@ async def test_the_stores_clock_judges_the_deadline(
     caplog.set_level(logging.ERROR, logger="extension_fsm")
     world, _ = await new_world(use_timers=path == "timer")
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
-    (ext_id,) = await _requests(world, 1)
+    (ext_id,) = await requests_due_in_turn(world, 1)
     read_one = RowSnapshots.for_timeout
 
     async def early_store_clock(self: RowSnapshots, extension_id: str) -> Snapshot:
@@ -220,39 +201,12 @@ async def test_the_stores_clock_judges_the_deadline(
     if path == "sweep":
         assert await world.service.sweep_due() == []
     elif path == "full batch":  # a full batch that moved nothing ends the pass
-        worker = _batch_of_one(world)
+        worker = other_worker(world, sweep_batch=1)
         assert await asyncio.wait_for(worker.sweep_due(), BOUND) == []
         await worker.aclose()
     (ext,) = (await world.store.dump()).extensions
     assert (ext.id, ext.status) == (ext_id, ExtensionStatus.PENDING)
     assert [r.getMessage() for r in caplog.records] == []
-
-
-def _batch_of_one(world: World) -> ExtensionService:
-    return ExtensionService(
-        world.store,
-        clock=world.clock,
-        config=world.config,
-        sockets=world.sockets,
-        presence=world.presence,
-        push=world.push,
-        session_timer=world.session_timer,
-        sweep_batch=1,
-    )
-
-
-def _row_by_row_worker(world: World) -> ExtensionService:
-    return ExtensionService(
-        world.store,
-        clock=world.clock,
-        config=world.config,
-        sockets=world.sockets,
-        presence=world.presence,
-        push=world.push,
-        session_timer=world.session_timer,
-        max_attempts=2,
-        sweep_batch=2,
-    )
 
 
 async def test_rows_the_core_refuses_are_set_aside_rows_in_conflict_left_pending(
@@ -265,7 +219,7 @@ async def test_rows_the_core_refuses_are_set_aside_rows_in_conflict_left_pending
     resolved in it."""
     world, _ = await new_world(use_timers=False)
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
-    ids = await _requests(world, 5)
+    ids = await requests_due_in_turn(world, 5)
     refused, conflict, healthy = set(ids[:2]), ids[2], set(ids[3:])
     read_one = RowSnapshots.for_timeout
 
@@ -281,7 +235,7 @@ async def test_rows_the_core_refuses_are_set_aside_rows_in_conflict_left_pending
 
     monkeypatch.setattr(RowSnapshots, "for_due", unreadable_batch)
     monkeypatch.setattr(RowSnapshots, "for_timeout", read)
-    worker = _row_by_row_worker(world)
+    worker = other_worker(world, max_attempts=2, sweep_batch=2)
     await world.clock.advance(world.config.timeout_seconds + 1)
     before = world.clock.now()
 
@@ -309,7 +263,7 @@ async def test_a_row_that_cannot_be_set_aside_does_not_end_a_pass_that_moved_oth
     rows behind are resolved in it (the bad row stays pending)."""
     world, _ = await new_world(use_timers=False)
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
-    ids = await _requests(world, 4)
+    ids = await requests_due_in_turn(world, 4)
     bad = ids[1]
     read_one = RowSnapshots.for_timeout
     set_aside = _Extensions.set_aside
@@ -330,7 +284,7 @@ async def test_a_row_that_cannot_be_set_aside_does_not_end_a_pass_that_moved_oth
     monkeypatch.setattr(RowSnapshots, "for_due", unreadable_batch)
     monkeypatch.setattr(RowSnapshots, "for_timeout", read)
     monkeypatch.setattr(_Extensions, "set_aside", refuse_bad)
-    worker = _row_by_row_worker(world)
+    worker = other_worker(world, max_attempts=2, sweep_batch=2)
     await world.clock.advance(world.config.timeout_seconds + 1)
 
     resolved = await worker.sweep_due()
@@ -347,7 +301,7 @@ async def test_a_timeout_closes_the_session_with_the_configured_grace(path: str)
     world, _ = await new_world(use_timers=path == "timer")
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
     world.config.grace_seconds = 97  # not the default
-    (ext_id,) = await _requests(world, 1)
+    (ext_id,) = await requests_due_in_turn(world, 1)
     await world.clock.advance(world.config.timeout_seconds + 1)
     if path == "sweep":
         await world.service.sweep_due()
@@ -374,7 +328,7 @@ async def test_a_timer_whose_session_went_to_another_mitra_since_presence_was_as
     world.connect(session, Participant.MITRA, connected=True, online=True)
     new_mitra = replace(session, mitra_id="m2")
     world.connect(new_mitra, Participant.MITRA, connected=True, online=True)
-    (ext_id,) = await _requests(world, 1)
+    (ext_id,) = await requests_due_in_turn(world, 1)
     read_one = RowSnapshots.for_timeout
 
     async def reassign_then_read(self: RowSnapshots, extension_id: str) -> Snapshot:
@@ -414,7 +368,7 @@ async def test_a_spread_row_by_row_pass_starts_at_the_workers_own_row_and_wraps(
     of the due list and wraps around; without it, at the oldest row."""
     world, _ = await new_world(use_timers=False)
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
-    ids = await _requests(world, 3)
+    ids = await requests_due_in_turn(world, 3)
     read_one = RowSnapshots.for_timeout
     tried: list[str] = []
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
 from extension_fsm import (
-    ExtensionService,
     ExtensionStatus,
     Participant,
     PaymentStatus,
@@ -24,43 +22,8 @@ from extension_fsm import (
 from extension_fsm.adapters.rowwise import RowSnapshots
 from extension_fsm.core import Snapshot, Undecidable
 from extension_fsm.errors import ConcurrencyConflict
-from extension_fsm.simulator import World, make_payment, make_session
-from tests.unit._support import new_world
-
-
-async def _requests(world: World, count: int) -> list[str]:
-    """``count`` extensions on sessions s1..sN (mitra m1), each asked a second
-    after the one before, so they fall due and are claimed in that order."""
-    ids = []
-    for n in range(1, count + 1):
-        if n > 1:
-            expires = world.clock.now() + timedelta(minutes=30)
-            await world.add_session(make_session(f"s{n}", expires_at=expires))
-            await world.add_payment(make_payment(f"p{n}"))
-        ext = await world.service.request_extension(
-            session_id=f"s{n}",
-            customer_id="c1",
-            duration_minutes=30,
-            price=15000,
-            extension_payment_session_id=f"p{n}",
-        )
-        ids.append(ext.id)
-        await world.clock.advance(1)
-    return ids
-
-
-def _worker(world: World, batch: int, max_attempts: int = 8) -> ExtensionService:
-    return ExtensionService(
-        world.store,
-        clock=world.clock,
-        config=world.config,
-        sockets=world.sockets,
-        presence=world.presence,
-        push=world.push,
-        session_timer=world.session_timer,
-        max_attempts=max_attempts,
-        sweep_batch=batch,
-    )
+from extension_fsm.simulator import make_session
+from tests.unit._support import new_world, other_worker, requests_due_in_turn
 
 
 def _no_row_by_row(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -114,7 +77,7 @@ async def test_rows_a_claimed_batch_cannot_decide_are_set_aside_once_the_rest_re
     caplog.set_level(logging.DEBUG, logger="extension_fsm")
     world, _ = await new_world(use_timers=False)
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
-    ids = await _requests(world, count)
+    ids = await requests_due_in_turn(world, count)
     bad_ids = {ids[i] for i in bad}
     alone = _no_row_by_row(monkeypatch)
     for_due = RowSnapshots.for_due
@@ -133,7 +96,7 @@ async def test_rows_a_claimed_batch_cannot_decide_are_set_aside_once_the_rest_re
         return rows
 
     monkeypatch.setattr(RowSnapshots, "for_due", with_bad_rows)
-    worker = _worker(world, batch)
+    worker = other_worker(world, sweep_batch=batch)
     await world.clock.advance(world.config.timeout_seconds + 1)
     before = world.clock.now()
 
@@ -180,7 +143,7 @@ async def test_a_claimed_batch_that_loses_races_is_retried_then_left_to_the_next
     caplog.set_level(logging.ERROR, logger="extension_fsm")
     world, _ = await new_world(use_timers=False)
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
-    ids = await _requests(world, 3)
+    ids = await requests_due_in_turn(world, 3)
     alone = _no_row_by_row(monkeypatch)
     for_due = RowSnapshots.for_due
     lost = 0
@@ -194,7 +157,7 @@ async def test_a_claimed_batch_that_loses_races_is_retried_then_left_to_the_next
         return await for_due(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(RowSnapshots, "for_due", losing)
-    worker = _worker(world, batch=5, max_attempts=max_attempts)
+    worker = other_worker(world, sweep_batch=5, max_attempts=max_attempts)
     await world.clock.advance(world.config.timeout_seconds + 1)
 
     resolved = await worker.sweep_due()
@@ -236,7 +199,7 @@ async def test_a_row_whose_mitra_changed_since_presence_was_asked_waits_for_the_
     other rows of the batch are approved in the first pass."""
     world, session = await new_world(use_timers=False)
     world.config.timeout_action = TimeoutAction.AUTO_APPROVE
-    ids = await _requests(world, 3)
+    ids = await requests_due_in_turn(world, 3)
     world.connect(session, Participant.MITRA, connected=True, online=True)  # m1
     new_mitra = make_session("s0", mitra_id="m2", expires_at=world.clock.now())
     world.connect(new_mitra, Participant.MITRA, connected=True, online=True)
@@ -254,7 +217,7 @@ async def test_a_row_whose_mitra_changed_since_presence_was_asked_waits_for_the_
         return mitras
 
     monkeypatch.setattr(RowSnapshots, "mitras_due", then_reassign)
-    worker = _worker(world, batch=batch)
+    worker = other_worker(world, sweep_batch=batch)
     await world.clock.advance(world.config.timeout_seconds + 1)
     moved_ids = {ids[i] for i in moved}
 

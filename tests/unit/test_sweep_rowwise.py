@@ -5,54 +5,21 @@ the next sweep and never blocks the rows behind it (memory store)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
 from extension_fsm import ExtensionService, ExtensionStatus, TimeoutAction
 from extension_fsm.adapters.rowwise import RowSnapshots
 from extension_fsm.core import Snapshot
 from extension_fsm.errors import ConcurrencyConflict
-from extension_fsm.simulator import World, make_payment, make_session
-from tests.unit._support import new_world
+from extension_fsm.simulator import World
+from tests.unit._support import new_world, other_worker, requests_due_in_turn
 
 BATCH = 2
 
 
-async def _requests(world: World, count: int) -> list[str]:
-    """``count`` extensions on sessions s1..sN, each asked a second after the
-    one before, so they fall due in that order."""
-    ids = []
-    for n in range(1, count + 1):
-        if n > 1:
-            expires = world.clock.now() + timedelta(minutes=30)
-            await world.add_session(make_session(f"s{n}", expires_at=expires))
-            await world.add_payment(make_payment(f"p{n}"))
-        ext = await world.service.request_extension(
-            session_id=f"s{n}",
-            customer_id="c1",
-            duration_minutes=30,
-            price=15000,
-            extension_payment_session_id=f"p{n}",
-        )
-        ids.append(ext.id)
-        await world.clock.advance(1)
-    return ids
-
-
 def _worker(world: World, *, spread: bool) -> ExtensionService:
-    return ExtensionService(
-        world.store,
-        clock=world.clock,
-        config=world.config,
-        sockets=world.sockets,
-        presence=world.presence,
-        push=world.push,
-        session_timer=world.session_timer,
-        max_attempts=2,  # a locked row gives up at once (no backoff to wait out)
-        sweep_batch=BATCH,
-        sweep_spread=spread,
-    )
+    # max_attempts=2: a locked row gives up at once (no backoff to wait out)
+    return other_worker(world, max_attempts=2, sweep_batch=BATCH, sweep_spread=spread)
 
 
 @pytest.mark.parametrize("spread", [False, True])
@@ -76,7 +43,7 @@ async def test_row_by_row_sweep_takes_batch_after_batch_in_one_pass(
 ) -> None:
     world, _ = await new_world(use_timers=False)
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
-    ids = await _requests(world, count)
+    ids = await requests_due_in_turn(world, count)
     bad_ids = {ids[i] for i in bad}
     contended_ids = {ids[i] for i in contended}
     read_one = RowSnapshots.for_timeout
@@ -124,7 +91,7 @@ async def test_a_batch_of_contended_rows_stops_the_pass_instead_of_spinning(
     the next sweep retries them."""
     world, _ = await new_world(use_timers=False)
     world.config.timeout_action = TimeoutAction.AUTO_REJECT
-    ids = await _requests(world, BATCH + 1)
+    ids = await requests_due_in_turn(world, BATCH + 1)
     tried: list[str] = []
 
     async def unreadable_batch(self: RowSnapshots, *args: object) -> list[Snapshot]:
