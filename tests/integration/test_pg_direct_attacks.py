@@ -459,50 +459,39 @@ async def test_a_pool_of_one_runs_the_whole_flow_and_bounds_the_waits(pg_url: st
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "engine"])
-async def test_the_prepared_statement_cache_option_works_on_both_paths(
-    pg_url: str, direct: bool
+@pytest.mark.parametrize(
+    ("options", "app_name"),
+    [
+        ("prepared_statement_cache_size=0", None),
+        ("statement_cache_size=0&application_name=efsm-test", "efsm-test"),
+    ],
+    ids=["prepared_statement_cache_size", "statement_cache_size+application_name"],
+)
+async def test_url_options_of_hosts_and_pgbouncer_work_on_both_paths(
+    pg_url: str, direct: bool, options: str, app_name: str | None
 ) -> None:
     """``?prepared_statement_cache_size=0`` (SQLAlchemy's asyncpg option, what
-    PgBouncer setups use) is accepted on both paths; on the direct path it
-    turns off asyncpg's named prepared statements (it reached ``asyncpg.connect``
-    as an unknown keyword: every call failed with a ``TypeError``)."""
+    PgBouncer setups use), asyncpg's own ``?statement_cache_size=0`` and
+    ``?application_name=`` (a libpq parameter, the usual way to name a service
+    in ``pg_stat_activity``) each reached ``asyncpg.connect`` unconverted: a
+    ``TypeError`` on every call.  On the direct path a cache size of 0 turns
+    off asyncpg's named prepared statements; the library's own
+    ``statement_timeout`` is kept beside a given ``application_name``."""
     store = await SqlAlchemyStore.open(
-        pg_url + "?prepared_statement_cache_size=0&pool_size=1", clock="local", direct=direct
+        f"{pg_url}?{options}&pool_size=1", clock="local", direct=direct
     )
     try:
         for _ in range(3):
             async with store.unit_of_work() as uow:
                 assert (await uow.execute(text("SELECT 1"))).scalar() == 1
+                if app_name is not None:
+                    name = await uow.execute(text("SELECT current_setting('application_name')"))
+                    assert name.scalar() == app_name
+                timeout = await uow.execute(text("SELECT current_setting('statement_timeout')"))
+                assert timeout.scalar() == "10s"
                 named = await uow.rows(text("SELECT name FROM pg_prepared_statements"))
         if direct:
             assert named == []
-    finally:
-        await store.aclose()
-
-
-@pytest.mark.parametrize("direct", [True, False], ids=["direct", "engine"])
-async def test_application_name_and_statement_cache_size_work_on_both_paths(
-    pg_url: str, direct: bool
-) -> None:
-    """``?application_name=`` (a libpq parameter, the usual way to name a
-    service in ``pg_stat_activity``) and ``?statement_cache_size=`` (asyncpg's
-    own) reached ``asyncpg.connect`` unconverted: a ``TypeError`` on every
-    call, on both paths."""
-    store = await SqlAlchemyStore.open(
-        pg_url + "?application_name=efsm-test&statement_cache_size=0&pool_size=1",
-        clock="local",
-        direct=direct,
-    )
-    try:
-        for _ in range(3):
-            async with store.unit_of_work() as uow:
-                name = await uow.execute(text("SELECT current_setting('application_name')"))
-                assert name.scalar() == "efsm-test"
-                timeout = await uow.execute(text("SELECT current_setting('statement_timeout')"))
-                assert timeout.scalar() == "10s"  # the library's own setting is kept
-                named = await uow.rows(text("SELECT name FROM pg_prepared_statements"))
-        if direct:
-            assert named == []  # statement_cache_size=0: no named statements
     finally:
         await store.aclose()
 
