@@ -1,5 +1,5 @@
 """The operator's subcommands of ``extension-fsm``: ``db``, ``status``,
-``outbox retry-dead`` and ``worker`` (wired into :mod:`extension_fsm.cli`).
+``history``, ``outbox retry-dead`` and ``worker`` (wired into :mod:`extension_fsm.cli`).
 
 Every one takes ``--db URL`` (default ``EXTENSION_FSM_DATABASE_URL``) and
 ``--table-prefix`` (default ``EXTENSION_FSM_TABLE_PREFIX``).  Exit status: 0
@@ -79,7 +79,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: Any) -> None:
-    """Add ``db``, ``status``, ``outbox`` and ``worker`` to ``sub``."""
+    """Add ``db``, ``status``, ``history``, ``outbox`` and ``worker`` to ``sub``."""
     db = sub.add_parser("db", help="run the packaged schema migrations (Alembic)")
     dbs = db.add_subparsers(dest="db_command", required=True)
     up = dbs.add_parser("upgrade", help="migrate up (default: to the newest revision)")
@@ -102,6 +102,31 @@ def add_parsers(sub: Any) -> None:
     status = sub.add_parser("status", help="counts: pending, overdue, outbox backlog")
     _common(status)
     status.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+    history = sub.add_parser(
+        "history",
+        help="one extension's moves, deliveries and payment events (read only)",
+        description=(
+            "Print what the tables know about one extension (or every extension of "
+            "--session): each move of the extension, its session and its payment with "
+            "who or what made it (customer, mitra, system), each outbox delivery with "
+            "its failed attempts, last error and when it was delivered or given up on, "
+            "and the payment events told to the host. Reads only. Formats: 'table' "
+            "(plain text, the default), 'json' (one document per extension, in a list), "
+            "'sequence' (a Mermaid sequence diagram, like simulate's)."
+        ),
+    )
+    history.add_argument("extension_id", nargs="?", metavar="EXTENSION_ID")
+    history.add_argument(
+        "--session", metavar="SESSION_ID", help="every extension of this session, oldest first"
+    )
+    history.add_argument(
+        "--format",
+        choices=("table", "json", "sequence"),
+        default="table",
+        help="table: plain text; json: a list of documents; sequence: Mermaid (default table)",
+    )
+    _common(history)
 
     outbox = sub.add_parser("outbox", help="outbox maintenance")
     obs = outbox.add_subparsers(dest="outbox_command", required=True)
@@ -178,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
                 return _status(args, url)
             case "outbox":
                 return _retry_dead(args, url)
+            case "history":
+                return _history(args, url)
             case _:
                 return _worker(args, url)
     except UsageError as err:
@@ -284,6 +311,25 @@ def _status(args: argparse.Namespace, url: str) -> int:
     if x["set_aside"] is not None:
         print(f"set aside: {x['set_aside']}")
     print(f"outbox: waiting {o['waiting']}, retrying {o['retrying']}, dead {o['dead']}")
+    return 0
+
+
+def _history(args: argparse.Namespace, url: str) -> int:
+    from .history import load_history, render
+
+    if (args.extension_id is None) == (args.session is None):
+        raise UsageError("give an EXTENSION_ID or --session SESSION_ID (one of them)")
+
+    async def read(store: Any) -> Any:
+        return await load_history(store, extension_id=args.extension_id, session_id=args.session)
+
+    found = asyncio.run(_with_store(args, url, read))
+    if not found:
+        what = (
+            f"extension {args.extension_id}" if args.session is None else f"session {args.session}"
+        )
+        raise Failure(f"no extension found for {what}")
+    sys.stdout.write(render(found, args.format))
     return 0
 
 
