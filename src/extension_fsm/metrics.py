@@ -186,7 +186,7 @@ def delivery(kind: str, result: str) -> None:
 
 
 def record_status(status: Mapping[str, Any]) -> None:
-    """Feed the gauges from a :func:`extension_fsm.status.collect_status` document."""
+    """Feed the gauges from a :func:`extension_fsm.operator_status.collect_status` document."""
     outbox = status.get("outbox", {})
     for state in ("waiting", "retrying", "dead"):
         if isinstance(outbox.get(state), int):

@@ -243,7 +243,7 @@ def _one_line(err: BaseException) -> str:
 def _db(args: argparse.Namespace, url: str) -> int:
     from alembic.util import CommandError
 
-    from . import db
+    from . import migrate
 
     prefix = args.table_prefix
     options = {"layout": args.layout if args.layout != "default" else ""}
@@ -255,25 +255,25 @@ def _db(args: argparse.Namespace, url: str) -> int:
     try:
         match args.db_command:
             case "upgrade":
-                at = db.upgrade(url, args.revision, table_prefix=prefix, options=options)
+                at = migrate.upgrade(url, args.revision, table_prefix=prefix, options=options)
             case "downgrade":
-                at = db.downgrade(url, args.revision, table_prefix=prefix, options=options)
+                at = migrate.downgrade(url, args.revision, table_prefix=prefix, options=options)
             case "stamp":
-                at = db.stamp(url, args.revision, table_prefix=prefix, options=options)
+                at = migrate.stamp(url, args.revision, table_prefix=prefix, options=options)
             case _:
-                at = db.current(url, table_prefix=prefix)
+                at = migrate.current(url, table_prefix=prefix)
     except CommandError as err:
         raise UsageError(_one_line(err)) from None
     except Exception as err:
         raise Failure(_one_line(err)) from None
-    head = db.head()
+    head = migrate.head()
     print(" ".join(f"{rev} (head)" if rev == head else rev for rev in at) or "base (empty)")
     return 0
 
 
 async def _with_store(args: argparse.Namespace, url: str, fn: Any) -> Any:
     from .adapters.sqlalchemy import SqlAlchemyStore
-    from .status import missing_tables
+    from .operator_status import missing_tables
 
     try:
         store = await SqlAlchemyStore.open(url, table_prefix=args.table_prefix, layout=args.layout)
@@ -296,7 +296,7 @@ async def _with_store(args: argparse.Namespace, url: str, fn: Any) -> Any:
 
 
 def _status(args: argparse.Namespace, url: str) -> int:
-    from .status import collect_status
+    from .operator_status import collect_status
 
     doc = asyncio.run(_with_store(args, url, collect_status))
     if args.json:
@@ -334,7 +334,7 @@ def _history(args: argparse.Namespace, url: str) -> int:
 
 
 def _retry_dead(args: argparse.Namespace, url: str) -> int:
-    from .status import retry_dead
+    from .operator_status import retry_dead
 
     n = asyncio.run(_with_store(args, url, retry_dead))
     print(f"requeued {n} dead outbox row(s)")

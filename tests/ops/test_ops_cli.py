@@ -19,9 +19,9 @@ from sqlalchemy import text
 from extension_fsm import __version__
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.cli import main
-from extension_fsm.db import head, version_table
+from extension_fsm.migrate import head, version_table
+from extension_fsm.operator_status import collect_status
 from extension_fsm.ports import OutboxMessage
-from extension_fsm.status import collect_status
 from tests.integration.sql_support import private_postgres_database
 from tests.ops.seed_overdue import seed
 
@@ -283,11 +283,11 @@ def test_the_console_script_exits_2_on_a_missing_extra_without_a_traceback(tmp_p
 
 
 async def test_migrations_run_from_inside_an_event_loop(tmp_path: Path) -> None:
-    from extension_fsm import db
+    from extension_fsm import migrate
 
     url = f"sqlite:///{tmp_path / 'loop.db'}"
-    assert db.upgrade(url) == [head()]  # a host's async start-up: Alembic runs in a thread
-    assert db.downgrade(url, "base") == []
+    assert migrate.upgrade(url) == [head()]  # a host's async start-up: Alembic runs in a thread
+    assert migrate.downgrade(url, "base") == []
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,10 @@ from sqlalchemy import select
 
 from extension_fsm import worker
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
-from extension_fsm.db import upgrade
+from extension_fsm.migrate import upgrade
 from extension_fsm.model import Notify, Participant, SessionExpiryExtended
+from extension_fsm.operator_status import collect_status
 from extension_fsm.outbox import encode_effects
-from extension_fsm.status import collect_status
 from extension_fsm.worker import WorkerConfig, run_worker
 from tests.fakes.redis_env import closed_port, connect, new_prefix, redis_url, wipe
 from tests.fakes.waiting import eventually

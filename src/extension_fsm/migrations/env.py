@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from alembic import context
 from extension_fsm.adapters.sqlalchemy import build_tables, to_async_url
 from extension_fsm.adapters.sqlalchemy.urls import split_asyncpg_options
-from extension_fsm.db import version_table
+from extension_fsm.migrate import version_table
 
 config = context.config
 x_args = context.get_x_argument(as_dictionary=True)

@@ -131,7 +131,7 @@ class SqlAlchemyStore:
         """Create every table and index that does not exist yet, safe from several
         instances starting at once; a schema created here is stamped with the head
         migration (``extension-fsm db upgrade`` then has nothing to do)."""
-        from ...db import create_and_stamp
+        from ...migrate import create_and_stamp
 
         tables = self._db.tables
         await self._db.create_schema(lambda conn: create_and_stamp(conn, tables, table_prefix))
