@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 from collections import Counter
@@ -157,7 +158,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``extension-fsm`` console script; returns the exit status."""
+    """The ``extension-fsm`` console script; returns the exit status.
+
+    A reader that stops early (``| head``) ends the command quietly: exit 1,
+    as Python itself does on a closed pipe, without a traceback."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe is a traceback
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush goes nowhere
+        return 1
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "diagram":
         sys.stdout.write(render(args.format))

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_parsers", "run"]
@@ -228,6 +229,63 @@ def _database(args: argparse.Namespace) -> str:
     return str(url)
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite:///…`` URL names (``None``: in memory, or not SQLite)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if name.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(name)
+
+
+def _check_sqlite_file(url: str, *, creates: bool) -> None:
+    """Refuse, in one line, a SQLite file that cannot be there; only ``db
+    upgrade`` creates a missing one (a typo must not become an empty database)."""
+    path = _sqlite_file(url)
+    if path is None or path.exists():
+        return
+    if not path.parent.is_dir():
+        raise Failure(f"--db {url}: the directory {path.parent} does not exist")
+    if not creates:
+        raise Failure(
+            f"--db {url}: no such SQLite file {path} (extension-fsm db upgrade creates it)"
+        )
+
+
+def _failure(err: BaseException, url: str) -> Failure:
+    """``err`` (a driver's or the library's) as one line that says what to do."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    chain: list[BaseException] = []  # the error, its driver error and their causes
+    seen: BaseException | None = err
+    while seen is not None and len(chain) < 6:
+        chain.append(seen)
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    text = " ".join(" ".join(str(e).split()) for e in chain)
+    if parsed.get_backend_name() == "postgresql":
+        name = parsed.database or ""
+        if f'database "{name}" does not exist' in text:
+            return Failure(
+                f"--db {shown}: PostgreSQL has no database {name!r} (create it: createdb {name})"
+            )
+        where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+        if any(isinstance(e, (ConnectionError, TimeoutError)) for e in chain) or (
+            "Connection refused" in text or "could not connect" in text
+        ):
+            return Failure(f"--db {shown}: cannot reach PostgreSQL at {where}")
+        if "password authentication failed" in text:
+            return Failure(f"--db {shown}: PostgreSQL refused the login (password or user)")
+    elif "unable to open database file" in text:
+        return Failure(f"--db {shown}: SQLite cannot open the file (check its path and rights)")
+    return Failure(_one_line(err))
+
+
 def _need(module: str, extra: str) -> None:
     try:
         __import__(module)
@@ -245,6 +303,7 @@ def _db(args: argparse.Namespace, url: str) -> int:
 
     from . import migrate
 
+    _check_sqlite_file(url, creates=args.db_command == "upgrade")
     prefix = args.table_prefix
     options = {"layout": args.layout if args.layout != "default" else ""}
     timeout = getattr(args, "extension_timeout_seconds", None)
@@ -265,7 +324,7 @@ def _db(args: argparse.Namespace, url: str) -> int:
     except CommandError as err:
         raise UsageError(_one_line(err)) from None
     except Exception as err:
-        raise Failure(_one_line(err)) from None
+        raise _failure(err, url) from None
     head = migrate.head()
     print(" ".join(f"{rev} (head)" if rev == head else rev for rev in at) or "base (empty)")
     return 0
@@ -275,22 +334,23 @@ async def _with_store(args: argparse.Namespace, url: str, fn: Any) -> Any:
     from .adapters.sqlalchemy import SqlAlchemyStore
     from .operator_status import missing_tables
 
+    _check_sqlite_file(url, creates=False)
     try:
         store = await SqlAlchemyStore.open(url, table_prefix=args.table_prefix, layout=args.layout)
     except Exception as err:
-        raise Failure(_one_line(err)) from None
+        raise _failure(err, url) from None
     try:
         try:
             missing = await missing_tables(store)
         except Exception as err:
-            raise Failure(_one_line(err)) from None
+            raise _failure(err, url) from None
         if missing:
             missed = ", ".join(missing)
             raise Failure(f"not migrated (missing {missed}): run extension-fsm db upgrade")
         try:
             return await fn(store)
         except Exception as err:
-            raise Failure(_one_line(err)) from None
+            raise _failure(err, url) from None
     finally:
         await store.aclose()
 
@@ -375,6 +435,9 @@ def _worker(args: argparse.Namespace, url: str) -> int:
         cfg.validate()
     except ConfigError as err:
         raise UsageError(str(err)) from None
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise UsageError(f"--metrics-port {args.metrics_port}: not a port")
+    _check_sqlite_file(url, creates=False)
     if args.metrics_port is not None:
         _serve_metrics(args.metrics_port)
     configure_logging(args.log_format, str(args.log_level).upper())
