@@ -54,7 +54,6 @@ __all__ = [
     "use_meter_provider",
 ]
 
-_VERSION = "0.1.0"
 _gauges: dict[tuple[str, str], float] = {}
 
 
@@ -112,7 +111,9 @@ def use_meter_provider(provider: Any | None) -> None:
     if otel is None:
         _instruments = None
         return
-    meter = (provider or otel.get_meter_provider()).get_meter("extension_fsm", _VERSION)
+    from . import __version__  # here: the package has finished importing by now
+
+    meter = (provider or otel.get_meter_provider()).get_meter("extension_fsm", __version__)
     _instruments = _Instruments(meter)
 
 

@@ -402,7 +402,7 @@ def _retry_dead(args: argparse.Namespace, url: str) -> int:
 
 
 def _worker(args: argparse.Namespace, url: str) -> int:
-    from .worker import ConfigError, WorkerConfig, configure_logging, run_worker
+    from .worker import ConfigError, WorkerConfig, configure_logging
 
     for value in (args.grace_seconds, args.metrics_port):
         if isinstance(value, _BadEnv):
@@ -438,26 +438,44 @@ def _worker(args: argparse.Namespace, url: str) -> int:
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise UsageError(f"--metrics-port {args.metrics_port}: not a port")
     _check_sqlite_file(url, creates=False)
-    if args.metrics_port is not None:
-        _serve_metrics(args.metrics_port)
+    server = None if args.metrics_port is None else _serve_metrics(args.metrics_port, args, url)
     configure_logging(args.log_format, str(args.log_level).upper())
-    return asyncio.run(run_worker(cfg))
+    try:
+        return asyncio.run(_run_watched(cfg, server))
+    finally:
+        if server is not None:
+            server.close()
 
 
-def _serve_metrics(port: int) -> None:
-    """Prometheus text at ``:port/metrics`` from the library's instruments."""
+async def _run_watched(cfg: Any, server: Any) -> int:
+    from .worker import run_worker
+
+    if server is not None:
+        server.watch(asyncio.get_running_loop())  # /healthz: this loop answers
+    return await run_worker(cfg)
+
+
+def _serve_metrics(port: int, args: argparse.Namespace, url: str) -> Any:
+    """``/metrics`` (Prometheus text from the library's instruments),
+    ``/healthz`` and ``/readyz`` on ``:port`` (:mod:`extension_fsm.worker_http`)."""
     if not 0 < port < 65536:
         raise UsageError(f"--metrics-port {port}: not a port")
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
-        from prometheus_client import start_http_server
+        from prometheus_client import make_wsgi_app  # noqa: F401 - the extra is there
     except ImportError:
         raise UsageError("--metrics-port needs pip install 'extension-fsm[prometheus]'") from None
     from . import metrics
+    from .worker_http import HealthServer, database_ready
+
+    def ready() -> Any:
+        return database_ready(url, table_prefix=args.table_prefix, layout=args.layout)
 
     try:
-        start_http_server(port)
+        server = HealthServer(port, ready)
     except OSError as err:
         raise Failure(f"--metrics-port {port}: {err}") from None
+    server.start()
     metrics.use_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+    return server
