@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +29,17 @@ from extension_fsm.adapters.memory_delivery import (
 )
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.model import Participant, PushMessage
+from tests.integration.sql_support import private_postgres_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database: a SQLite file, or a private PostgreSQL database (asyncpg, direct)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'x.db'}"
+        return
+    with private_postgres_database("life") as pg:
+        yield pg
 
 
 class HeldPush(MemoryPush):
@@ -83,11 +95,10 @@ def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def test_the_context_managers_close_service_then_store_and_deliver(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    url: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'x.db'}"
     push = MemoryPush()
-    opened = await SqlAlchemyStore.open(url, create_schema=True)
+    opened = await SqlAlchemyStore.open(url, create_schema=True, clock="local")
     async with opened as store, _service(store, push) as service:
         await _request(store, service)
         assert service.dispatcher.in_flight == 1  # still running at the exit
@@ -98,11 +109,10 @@ async def test_the_context_managers_close_service_then_store_and_deliver(
 
 
 async def test_store_closed_first_hands_back_a_delivery_not_started(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    url: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'x.db'}"
     push = MemoryPush()
-    store = await SqlAlchemyStore.open(url, create_schema=True)
+    store = await SqlAlchemyStore.open(url, create_schema=True, clock="local")
     service = _service(store, push)
     await _request(store, service)
     assert service.dispatcher.in_flight == 1
@@ -115,11 +125,10 @@ async def test_store_closed_first_hands_back_a_delivery_not_started(
 
 
 async def test_store_closed_first_under_a_push_in_flight(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    url: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'x.db'}"
     push = HeldPush()
-    store = await SqlAlchemyStore.open(url, create_schema=True)
+    store = await SqlAlchemyStore.open(url, create_schema=True, clock="local")
     service = _service(store, push)
     await _request(store, service)
     await asyncio.wait_for(push.entered.wait(), 60)  # claimed, now in the provider
@@ -133,11 +142,10 @@ async def test_store_closed_first_under_a_push_in_flight(
 
 
 async def test_service_closed_first_cancels_a_push_that_hangs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    url: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'x.db'}"
     push = HeldPush()
-    async with await SqlAlchemyStore.open(url, create_schema=True) as store:
+    async with await SqlAlchemyStore.open(url, create_schema=True, clock="local") as store:
         service = _service(store, push)
         await _request(store, service)
         await asyncio.wait_for(push.entered.wait(), 60)
