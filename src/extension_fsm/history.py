@@ -13,14 +13,15 @@ Which rows belong to an extension: its own log rows; its session's and its
 payment's log rows written at the same moment as one of its own (one
 decision writes them together); the outbox rows whose dedupe key starts with
 its id or whose payload names it; and its session's session-timer rows
-written at one of its moments.  Needs the ``sql`` extra.
+written within a few seconds of one of its moves (the rows carry the
+writer's clock, the moves the store's).  Needs the ``sql`` extra.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
@@ -41,6 +42,10 @@ __all__ = [
 
 #: the output formats of ``extension-fsm history``
 FORMATS = ("table", "json", "sequence")
+#: a session-timer row belongs to a move of the extension written this close to it
+_SKEW = timedelta(seconds=5)
+#: outbox rows are looked for this far around the extension's moves
+_SKEW_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,25 +147,50 @@ def _one(conn: Connection, t: Tables, ext: dict[str, Any]) -> ExtensionHistory:
         )
         moves += [_move(r) for r in conn.execute(related)]
     moves.sort(key=lambda m: m.at)  # stable: a decision's rows keep their order
+    # Rows are stamped by the writer's clock, moves by the store's (the
+    # database's, on PostgreSQL): the window and the match allow for skew.
+    first = ext["requested_at"] - _SKEW_WINDOW
+    last = max(moments, default=ext["requested_at"]) + _SKEW_WINDOW
     rows = conn.execute(
         select(o)
         .where(
-            o.c.created_at >= ext["requested_at"],
-            o.c.created_at <= max(moments, default=ext["requested_at"]),
+            or_(
+                o.c.dedupe_key.startswith(f"{ext_id}:", autoescape=True),
+                o.c.kind.in_(("payment", "session_timer")),
+            ),
+            o.c.created_at.between(first, last),
         )
         .order_by(o.c.seq)
     )
+    siblings = _session_moves(conn, t, session)
     deliveries: list[Delivery] = []
     payments: list[Delivery] = []
     for r in rows:
         payload = r.payload if isinstance(r.payload, dict) else {}
         mine = str(r.dedupe_key).startswith(f"{ext_id}:") or payload.get("extension_id") == ext_id
         timer = r.kind == "session_timer" and payload.get("session_id") == session
-        if not (mine or (timer and r.created_at in moments)):
+        if not (mine or (timer and _nearest(r.created_at, siblings) == ext_id)):
             continue
         row = _delivery(r, payload)
         (payments if r.kind == "payment" else deliveries).append(row)
     return ExtensionHistory(ext, moves, deliveries, payments)
+
+
+def _session_moves(conn: Connection, t: Tables, session: str) -> list[tuple[datetime, str]]:
+    """``(at, extension id)`` of every move of every extension of ``session``."""
+    log, x = t.log, t.extensions
+    ids = select(x.c.id).where(x.c.session_id == session).scalar_subquery()
+    query = select(log.c.at, log.c.entity_id).where(
+        log.c.entity == "extension", log.c.entity_id.in_(ids)
+    )
+    return [(r.at, str(r.entity_id)) for r in conn.execute(query)]
+
+
+def _nearest(at: datetime, moves: list[tuple[datetime, str]]) -> str | None:
+    """The extension whose move is nearest ``at`` (within the skew), if any: a
+    session-timer row names only its session, and is the work of that move."""
+    near = [(abs(at - when), ext_id) for when, ext_id in moves if abs(at - when) <= _SKEW]
+    return min(near)[1] if near else None
 
 
 def _move(r: Any) -> Move:

@@ -149,3 +149,27 @@ def test_history_example_in_operations_md_is_this_timelines_output(
     shown = re.search(r"\$ extension-fsm history ext-1\n(.*?)^```", page, re.S | re.M)
     assert shown is not None, "docs/operations.md shows no history example"
     assert shown.group(1) == out
+
+
+def test_history_of_a_session_keeps_each_extensions_rows_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # two extensions of one session, 2 s apart: a timeout (safeguard), then an accept
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    timeline = ROOT / "examples" / "timelines" / "mitra-offline-incident.json"
+    assert main(["simulate", str(timeline), "--db", url, "--format", "json"]) == 0
+    capsys.readouterr()
+    code, out, err = _history(capsys, "--session", "s1", "--db", url, "--format", "json")
+    assert (code, err) == (0, "")
+    first, second = json.loads(out)
+    assert (first["extension"]["status"], second["extension"]["status"]) == ("timeout", "accepted")
+    assert [p["what"] for p in first["payment_events"]] == ["payment failed"]
+    assert [p["what"] for p in second["payment_events"]] == ["payment consumed"]
+    timers = [
+        [d["what"] for d in h["deliveries"] if d["kind"] == "session_timer"]
+        for h in (first, second)
+    ]
+    assert timers == [["start_closure_grace"], ["clear_closure_grace", "expiry_extended"]]
+    for doc in (first, second):
+        ids = {m["id"] for m in doc["moves"] if m["entity"] == "extension"}
+        assert ids == {doc["extension"]["id"]}
