@@ -110,7 +110,7 @@ def add_parsers(sub: Any) -> None:
         description=(
             "Print what the tables know about one extension (or every extension of "
             "--session): each move of the extension, its session and its payment with "
-            "who or what made it (customer, mitra, system), each outbox delivery with "
+            "who or what made it (customer, mitra, system, host), each outbox delivery with "
             "its failed attempts, last error and when it was delivered or given up on, "
             "and the payment events told to the host. Reads only. Formats: 'table' "
             "(plain text, the default), 'json' (one document per extension, in a list), "
@@ -183,7 +183,7 @@ def add_parsers(sub: Any) -> None:
         type=int,
         metavar="PORT",
         default=_env_int("METRICS_PORT"),
-        help="serve Prometheus text at :PORT/metrics (the 'prometheus' extra)",
+        help="serve :PORT/metrics (Prometheus text), /healthz and /readyz (the prometheus extra)",
     )
     w.add_argument("--log-format", choices=("json", "kv"), default=_env("LOG_FORMAT", "json"))
     w.add_argument(
