@@ -15,20 +15,20 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from .database_url import (
+    Failure,
+    UsageError,
+    check_sqlite_file,
+    database_url,
+    failure,
+    one_line,
+)
 
 __all__ = ["add_parsers", "run"]
 
 _ENV = "EXTENSION_FSM_"
-
-
-class UsageError(Exception):
-    """A bad command line or a missing extra: exit 2."""
-
-
-class Failure(Exception):
-    """The database or a service failed: exit 1."""
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -196,7 +196,7 @@ def add_parsers(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run an operator subcommand; the exit status."""
     try:
-        url = _database(args)
+        url = database_url(args.db)
         match args.command:
             case "db":
                 return _db(args, url)
@@ -216,94 +216,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _database(args: argparse.Namespace) -> str:
-    url = args.db
-    if not url:
-        raise UsageError("--db URL is required (or set EXTENSION_FSM_DATABASE_URL)")
-    if url.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
-        raise UsageError(f"--db {url!r}: use sqlite:///file.db or postgresql://…")
-    _need("sqlalchemy", "sql")
-    _need("alembic", "sql")
-    if not url.startswith("sqlite"):
-        _need("psycopg" if "+psycopg" in url.split(":", 1)[0] else "asyncpg", "postgres")
-    return str(url)
-
-
-def _sqlite_file(url: str) -> Path | None:
-    """The file a ``sqlite:///…`` URL names (``None``: in memory, or not SQLite)."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    name = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
-        return None
-    if name.startswith("file:") or parsed.query.get("mode") == "memory":
-        return None
-    return Path(name)
-
-
-def _check_sqlite_file(url: str, *, creates: bool) -> None:
-    """Refuse, in one line, a SQLite file that cannot be there; only ``db
-    upgrade`` creates a missing one (a typo must not become an empty database)."""
-    path = _sqlite_file(url)
-    if path is None or path.exists():
-        return
-    if not path.parent.is_dir():
-        raise Failure(f"--db {url}: the directory {path.parent} does not exist")
-    if not creates:
-        raise Failure(
-            f"--db {url}: no such SQLite file {path} (extension-fsm db upgrade creates it)"
-        )
-
-
-def _failure(err: BaseException, url: str) -> Failure:
-    """``err`` (a driver's or the library's) as one line that says what to do."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    shown = parsed.render_as_string(hide_password=True)
-    chain: list[BaseException] = []  # the error, its driver error and their causes
-    seen: BaseException | None = err
-    while seen is not None and len(chain) < 6:
-        chain.append(seen)
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    text = " ".join(" ".join(str(e).split()) for e in chain)
-    if parsed.get_backend_name() == "postgresql":
-        name = parsed.database or ""
-        if f'database "{name}" does not exist' in text:
-            return Failure(
-                f"--db {shown}: PostgreSQL has no database {name!r} (create it: createdb {name})"
-            )
-        where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-        if any(isinstance(e, (ConnectionError, TimeoutError)) for e in chain) or (
-            "Connection refused" in text or "could not connect" in text
-        ):
-            return Failure(f"--db {shown}: cannot reach PostgreSQL at {where}")
-        if "password authentication failed" in text:
-            return Failure(f"--db {shown}: PostgreSQL refused the login (password or user)")
-    elif "unable to open database file" in text:
-        return Failure(f"--db {shown}: SQLite cannot open the file (check its path and rights)")
-    return Failure(_one_line(err))
-
-
-def _need(module: str, extra: str) -> None:
-    try:
-        __import__(module)
-    except ImportError:
-        raise UsageError(f"needs pip install 'extension-fsm[{extra}]' ({module})") from None
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:300]}"
-
-
 def _db(args: argparse.Namespace, url: str) -> int:
     from alembic.util import CommandError
 
     from . import migrate
 
-    _check_sqlite_file(url, creates=args.db_command == "upgrade")
+    check_sqlite_file(url, creates=args.db_command == "upgrade")
     prefix = args.table_prefix
     options = {"layout": args.layout if args.layout != "default" else ""}
     timeout = getattr(args, "extension_timeout_seconds", None)
@@ -322,9 +240,9 @@ def _db(args: argparse.Namespace, url: str) -> int:
             case _:
                 at = migrate.current(url, table_prefix=prefix)
     except CommandError as err:
-        raise UsageError(_one_line(err)) from None
+        raise UsageError(one_line(err)) from None
     except Exception as err:
-        raise _failure(err, url) from None
+        raise failure(err, url) from None
     head = migrate.head()
     print(" ".join(f"{rev} (head)" if rev == head else rev for rev in at) or "base (empty)")
     return 0
@@ -334,23 +252,23 @@ async def _with_store(args: argparse.Namespace, url: str, fn: Any) -> Any:
     from .adapters.sqlalchemy import SqlAlchemyStore
     from .operator_status import missing_tables
 
-    _check_sqlite_file(url, creates=False)
+    check_sqlite_file(url, creates=False)
     try:
         store = await SqlAlchemyStore.open(url, table_prefix=args.table_prefix, layout=args.layout)
     except Exception as err:
-        raise _failure(err, url) from None
+        raise failure(err, url) from None
     try:
         try:
             missing = await missing_tables(store)
         except Exception as err:
-            raise _failure(err, url) from None
+            raise failure(err, url) from None
         if missing:
             missed = ", ".join(missing)
             raise Failure(f"not migrated (missing {missed}): run extension-fsm db upgrade")
         try:
             return await fn(store)
         except Exception as err:
-            raise _failure(err, url) from None
+            raise failure(err, url) from None
     finally:
         await store.aclose()
 
@@ -437,7 +355,7 @@ def _worker(args: argparse.Namespace, url: str) -> int:
         raise UsageError(str(err)) from None
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise UsageError(f"--metrics-port {args.metrics_port}: not a port")
-    _check_sqlite_file(url, creates=False)
+    check_sqlite_file(url, creates=False)
     server = None if args.metrics_port is None else _serve_metrics(args.metrics_port, args, url)
     configure_logging(args.log_format, str(args.log_level).upper())
     try:
