@@ -1,18 +1,15 @@
 """The example as a person follows ``docs/example.md`` by hand: the route
 table's request body is one the dev seed accepts, the seed has several
-payments and a 60 s answer window, a setup without push says so once at
-start-up and reports no failure after a good flow, and a bad setting stops
-the server with one line naming the variable."""
+payments and a 60 s answer window, and a setup without push says so once at
+start-up and reports no failure after a good flow.  (Settings, the dev
+answer window and a bad setting under uvicorn: ``tests/e2e/test_settings.py``.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,13 +73,6 @@ def _post(server: LiveServer, path: str, who: Participant, user: str, body: Any)
     )
 
 
-def test_the_dev_answer_window_is_60_seconds_unless_set() -> None:
-    env = {"EXTENSION_FSM_JWT_SECRET": SECRET, "EXTENSION_FSM_DEV_SEED": "1"}
-    assert Settings.from_env(env).timeout_seconds == 60
-    assert Settings.from_env({**env, "EXTENSION_FSM_TIMEOUT_SECONDS": "15"}).timeout_seconds == 15
-    assert Settings.from_env({"EXTENSION_FSM_JWT_SECRET": SECRET}).timeout_seconds == 10
-
-
 def test_the_documented_body_is_the_dev_seeds() -> None:
     body = _documented_request_body()
     assert body["extension_payment_session_id"] in DEMO_PAYMENTS
@@ -131,27 +121,3 @@ def test_a_good_flow_by_hand_leaves_no_failure_without_push(
     assert health["ok"] is True and health["checks"]["database"]["outbox"]["dead"] == 0
     pushed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("push not sent")]
     assert any("m-demo: Permintaan Perpanjang" in m for m in pushed)
-
-
-def test_a_bad_setting_stops_uvicorn_with_one_line_naming_it(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "EXTENSION_FSM_JWT_SECRET": SECRET,
-        "EXTENSION_FSM_TIMEOUT_SECONDS": "ten",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "examples.fastapi_app.app:app", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
-    assert errors[0] == (
-        "ERROR:    EXTENSION_FSM_TIMEOUT_SECONDS='ten': Input should be a valid integer, "
-        "unable to parse string as an integer"
-    )
