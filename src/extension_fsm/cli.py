@@ -6,7 +6,7 @@ scenario file (``--json`` is ``--format json``);
 ``extension-fsm simulate --random N --seed S`` plays N random timelines;
 ``extension-fsm diagram [--format mermaid|dot]`` prints both state machines;
 ``extension-fsm schema scenario|messages`` prints a JSON Schema;
-``db``, ``status``, ``outbox retry-dead`` and ``worker`` are the operator's
+``db``, ``status``, ``history``, ``outbox retry-dead`` and ``worker`` are the operator's
 (:mod:`extension_fsm.ops_cli`).
 
 Exit status: 0 when every invariant held (and the file's ``expect`` matched),
@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="extension-fsm",
         description=(
             "Play extension timelines on a virtual clock; draw the state machines; "
-            "migrate, watch and run a deployment (db, status, outbox, worker)."
+            "migrate, watch and run a deployment (db, status, history, outbox, worker)."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
