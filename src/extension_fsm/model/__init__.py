@@ -19,7 +19,15 @@ from .effects import (
     SessionExpiryExtended,
     StartClosureGrace,
 )
-from .events import EndSession, Event, Facts, RequestExtension, RespondToExtension, TimeoutExtension
+from .events import (
+    DEFAULT_STALE_AFTER_SECONDS,
+    EndSession,
+    Event,
+    Facts,
+    RequestExtension,
+    RespondToExtension,
+    TimeoutExtension,
+)
 from .rows import (
     Extension,
     LedgerEntry,
@@ -51,6 +59,7 @@ __all__ = [
     "ACTOR_HOST",
     "ACTOR_MITRA",
     "ACTOR_SYSTEM",
+    "DEFAULT_STALE_AFTER_SECONDS",
     "ClearClosureGrace",
     "Effect",
     "EndSession",
