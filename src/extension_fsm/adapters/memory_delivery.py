@@ -11,6 +11,7 @@ from datetime import datetime
 
 from ..errors import DeliveryError
 from ..model import (
+    DEFAULT_STALE_AFTER_SECONDS,
     JSONValue,
     Participant,
     PaymentConsumed,
@@ -170,6 +171,8 @@ class MemoryConfig:
     timeout_seconds: int = 10
     timeout_action: TimeoutAction | str = TimeoutAction.AUTO_APPROVE
     grace_seconds: int = 60
+    #: a timeout handled later than this past its deadline never auto-approves
+    stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS
 
     async def extension_timeout_seconds(self) -> int:
         return self.timeout_seconds
@@ -179,3 +182,6 @@ class MemoryConfig:
 
     async def closure_grace_seconds(self) -> int:
         return self.grace_seconds
+
+    async def extension_stale_after_seconds(self) -> float:
+        return self.stale_after_seconds
