@@ -267,7 +267,7 @@ async def run_worker(cfg: WorkerConfig, stop: asyncio.Event | None = None) -> in
     """Run until SIGTERM / SIGINT (or ``stop``); 0 on a clean stop, 1 when the
     database cannot be used at start.  ``cfg`` must be valid (:meth:`WorkerConfig.validate`)."""
     from .adapters.clock import SystemClock
-    from .adapters.memory_delivery import MemoryConfig
+    from .adapters.config import StaticConfig
     from .adapters.sqlalchemy import SqlAlchemyStore
     from .service import ExtensionService
     from .status import collect_status, missing_tables
@@ -306,7 +306,7 @@ async def run_worker(cfg: WorkerConfig, stop: asyncio.Event | None = None) -> in
         }
         service = ExtensionService(
             store,
-            config=MemoryConfig(timeout_action=cfg.timeout_action, grace_seconds=cfg.grace_seconds),
+            config=StaticConfig(timeout_action=cfg.timeout_action, grace_seconds=cfg.grace_seconds),
             presence=ports.presence,
             dispatcher=_SweepDispatcher(kick.set, store.outbox, **common),
             sweep_batch=cfg.batch,

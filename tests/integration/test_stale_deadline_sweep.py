@@ -11,8 +11,8 @@ from datetime import timedelta
 
 from extension_fsm import ExtensionService
 from extension_fsm.adapters.clock import VirtualClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -76,7 +76,7 @@ def _worker(host: Host, clock: VirtualClock) -> ExtensionService:
     return ExtensionService(
         host.store,
         clock=clock,
-        config=MemoryConfig(timeout_seconds=10),
+        config=StaticConfig(timeout_seconds=10),
         sockets=sockets,
         presence=MemoryPresence(online={"m1": True}),
         push=MemoryPush(),

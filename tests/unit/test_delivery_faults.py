@@ -17,8 +17,8 @@ import pytest
 
 from extension_fsm import ExtensionService, OutboxDispatcher, Participant, run_sweeper
 from extension_fsm.adapters.clock import EPOCH, VirtualClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPresence,
     MemorySessionTimer,
     MemorySockets,
@@ -57,7 +57,7 @@ class _Rig:
         self.service = ExtensionService(
             self.store,
             clock=self.clock,
-            config=MemoryConfig(timeout_seconds=10, timeout_action="auto_reject"),
+            config=StaticConfig(timeout_seconds=10, timeout_action="auto_reject"),
             sockets=self.sockets,
             presence=MemoryPresence(),
             push=self.push,

@@ -20,7 +20,7 @@ from extension_fsm import (
     TimeoutAction,
     decide,
 )
-from extension_fsm.adapters.memory_delivery import MemoryConfig
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.model import (
     FailureCause,
     MessageType,
@@ -129,8 +129,8 @@ class _Bound(_OldConfig):
 
 async def test_stale_deadline_bound_defaults_to_60_seconds_for_a_config_without_it() -> None:
     assert await stale_after_seconds(_OldConfig()) == 60
-    assert await stale_after_seconds(MemoryConfig()) == 60
-    assert await stale_after_seconds(MemoryConfig(stale_after_seconds=5)) == 5
+    assert await stale_after_seconds(StaticConfig()) == 60
+    assert await stale_after_seconds(StaticConfig(stale_after_seconds=5)) == 5
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The delivery, presence, timer and config ports in memory: recording fakes
+"""The delivery, presence and timer ports in memory: recording fakes
 that behave like the real ones (a socket takes a message only if one is open;
 a push can fail on demand), for tests, the simulator and single-process hosts.
 """
@@ -11,18 +11,15 @@ from datetime import datetime
 
 from ..errors import DeliveryError
 from ..model import (
-    DEFAULT_STALE_AFTER_SECONDS,
     JSONValue,
     Participant,
     PaymentConsumed,
     PaymentFailed,
     PushMessage,
-    TimeoutAction,
 )
 
 __all__ = [
     "Delivery",
-    "MemoryConfig",
     "MemoryDeviceTokens",
     "MemoryPaymentEvents",
     "MemoryPresence",
@@ -162,26 +159,3 @@ class MemoryPaymentEvents:
                 seen.add(event.dedupe_key)
                 out.append(event)
         return out
-
-
-@dataclass
-class MemoryConfig:
-    """Configuration you can change between calls."""
-
-    timeout_seconds: int = 10
-    timeout_action: TimeoutAction | str = TimeoutAction.AUTO_APPROVE
-    grace_seconds: int = 60
-    #: a timeout handled later than this past its deadline never auto-approves
-    stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS
-
-    async def extension_timeout_seconds(self) -> int:
-        return self.timeout_seconds
-
-    async def extension_timeout_action(self) -> TimeoutAction | str:
-        return self.timeout_action
-
-    async def closure_grace_seconds(self) -> int:
-        return self.grace_seconds
-
-    async def extension_stale_after_seconds(self) -> float:
-        return self.stale_after_seconds
