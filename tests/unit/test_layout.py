@@ -207,7 +207,7 @@ def test_no_module_is_over_400_lines() -> None:
 def test_the_line_count_sees_every_module(tmp_path: Path) -> None:
     # a control: the walk reaches the nested packages, and a long file is counted whole
     names = {module_name(p) for p in PACKAGE_DIR.rglob("*.py")}
-    assert {"extension_fsm.model.rows", "extension_fsm.ports.storage"} <= names
+    assert {"extension_fsm.model.entities", "extension_fsm.ports.storage"} <= names
     assert "extension_fsm.adapters.sqlalchemy.engine" in names
     long = tmp_path / "long.py"
     long.write_text("x = 1\n" * (MAX_MODULE_LINES + 1), encoding="utf-8")
@@ -218,7 +218,7 @@ def test_model_and_ports_re_export_their_modules() -> None:
     # hosts import from ``extension_fsm.model`` and ``extension_fsm.ports``:
     # every public name of the modules behind them is there, the same object
     for package, modules in (
-        ("extension_fsm.model", ("values", "rows", "events", "effects")),
+        ("extension_fsm.model", ("values", "entities", "events", "effects")),
         ("extension_fsm.ports", ("storage", "delivery", "runtime")),
     ):
         facade = importlib.import_module(package)

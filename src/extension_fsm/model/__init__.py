@@ -2,7 +2,7 @@
 
 Everything here is a frozen dataclass or an Enum, in four modules read in
 this order: :mod:`.values` (the statuses and other names the flow speaks
-in), :mod:`.rows` (what is stored), :mod:`.events` (what happens, and the
+in), :mod:`.entities` (what is stored), :mod:`.events` (what happens, and the
 :class:`Facts` a decision is made on) and :mod:`.effects` (what a committed
 decision asks of the world).  Import them from here.
 """
@@ -19,6 +19,15 @@ from .effects import (
     SessionExpiryExtended,
     StartClosureGrace,
 )
+from .entities import (
+    Extension,
+    LedgerEntry,
+    PaymentSession,
+    PendingExtensionInfo,
+    Session,
+    TransitionRecord,
+    set_aside_delay,
+)
 from .events import (
     DEFAULT_STALE_AFTER_SECONDS,
     EndSession,
@@ -27,15 +36,6 @@ from .events import (
     RequestExtension,
     RespondToExtension,
     TimeoutExtension,
-)
-from .rows import (
-    Extension,
-    LedgerEntry,
-    PaymentSession,
-    PendingExtensionInfo,
-    Session,
-    TransitionRecord,
-    set_aside_delay,
 )
 from .values import (
     ACTOR_CUSTOMER,
