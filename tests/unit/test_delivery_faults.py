@@ -27,9 +27,9 @@ from extension_fsm.adapters.memory import (
 from extension_fsm.model import ExtensionStatus, Notify, PushMessage, SessionStatus
 from extension_fsm.outbox import encode_effects
 from extension_fsm.simulator import make_payment, make_session
+from extension_fsm.testing.loop import VirtualTimeLoop
 from tests.fakes.hanging import HangingPush
 from tests.fakes.waiting import eventually
-from tests.unit._support import VirtualTimeLoop
 
 BOUND = 10.0  # seconds: a generous bound against a hang, never a speed check
 
