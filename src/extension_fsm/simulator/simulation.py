@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ..adapters.clock import VirtualClock
+from ..adapters.config import StaticConfig
 from ..adapters.memory import (
     Delivery,
-    MemoryConfig,
     MemoryPaymentEvents,
     MemoryPresence,
     MemoryPush,
@@ -158,7 +158,7 @@ class World:
     ) -> None:
         self.store: InspectableStore = store if store is not None else MemoryStore()
         self.clock = clock or VirtualClock()
-        self.config = MemoryConfig()
+        self.config = StaticConfig()
         #: every socket send and push, in order, with its virtual time
         self.deliveries: list[StampedDelivery] = []
         self.sockets: MemorySockets = ClockedSockets(self.clock, self.deliveries)
