@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from . import metrics
-from .errors import DeliveryError, SocketUnreachable
+from .errors import DeliveryError
 from .model import (
     ClearClosureGrace,
     Notify,
@@ -354,16 +354,7 @@ class OutboxDispatcher:
         effect = decode_effect(row)
         match effect:
             case Notify():
-                message = {**effect.message, "dedupe_key": effect.dedupe_key}
-                try:
-                    taken = await self._call(
-                        "socket send",
-                        self._sockets.send(effect.session_id, effect.recipient, message),
-                    )
-                except SocketUnreachable:
-                    if effect.push is None:
-                        raise  # retried: the socket's instance may come back
-                    taken = False  # the push reaches the phone now
+                taken = await self._send_to_socket(row, effect)
                 if not taken and effect.push is not None:
                     await self._call(
                         "push", self._push.send(effect.recipient, effect.user_id, effect.push)
@@ -386,6 +377,30 @@ class OutboxDispatcher:
                 await self._call("payment events", self._payments.consumed(effect))
             case PaymentFailed():
                 await self._call("payment events", self._payments.failed(effect))
+
+    async def _send_to_socket(self, row: OutboxMessage, effect: Notify) -> bool:
+        """Whether a socket took ``effect``'s message.
+
+        When the socket layer cannot say (it raised, or did not answer within
+        ``call_timeout``: Redis down or blackholed, an instance unreachable),
+        a message with a push counts as not taken, so the push goes out at
+        once, as the replaced service pushed when its socket send failed; the
+        app drops a repeat by ``dedupe_key``.  A message without a push has no
+        other way to its recipient: the failure is raised and the row retried.
+        """
+        message = {**effect.message, "dedupe_key": effect.dedupe_key}
+        try:
+            return await self._call(
+                "socket send", self._sockets.send(effect.session_id, effect.recipient, message)
+            )
+        except Exception as err:
+            if effect.push is None:
+                raise
+            if not isinstance(err, DeliveryError):  # an adapter bug: keep its traceback
+                _log.exception("outbox row %s: socket send failed; pushing", row.id)
+            else:
+                _log.warning("outbox row %s: socket layer cannot say (%s); pushing", row.id, err)
+            return False
 
 
 def _session_of(row: OutboxMessage) -> str:
