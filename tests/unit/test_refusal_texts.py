@@ -302,6 +302,22 @@ CASES = {
         409,
         "Payment session is no longer confirmed",
     ),
+    "an approval of a request that has no payment session": (
+        _answering(extension=replace(PENDING, payment_session_id=None), payment=None),
+        _answer(),
+        NOW,
+        "INVALID_STATE",
+        409,
+        "Extension has no payment session",
+    ),
+    "an approval whose payment session row is gone": (
+        _answering(payment=None),
+        _answer(),
+        NOW,
+        "INVALID_STATE",
+        409,
+        "Payment session not found",
+    ),
     "an approval on a session the host moved back to active": (
         _answering(session=_session(status=SessionStatus.ACTIVE)),
         _answer(),

@@ -41,9 +41,17 @@ def accept(
 ) -> Decision:
     """``ext`` accepted: the session resumes with the bought minutes, the payment is consumed."""
     session = s.session
-    payment = s.payment
+    payment = _backing_payment(s, ext)
     assert session is not None
-    if payment is None or payment.status is not PaymentStatus.CONFIRMED:
+    if payment is None:
+        # A request the old service left without a payment, or a payment row
+        # the host deleted: nothing to charge, and the refusal says so.
+        missing = not ext.payment_session_id  # NULL in the old service's rows
+        raise ExtensionError(
+            ErrorCode.INVALID_STATE,
+            "Extension has no payment session" if missing else "Payment session not found",
+        )
+    if payment.status is not PaymentStatus.CONFIRMED:
         raise ExtensionError(ErrorCode.INVALID_STATE, "Payment session is no longer confirmed")
     now = f.now
     resolved = _resolve(ext, ExtensionStatus.ACCEPTED, now, via_timeout=via_timeout)
