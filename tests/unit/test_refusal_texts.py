@@ -183,7 +183,7 @@ CASES = {
     ),
     "price that is not a whole number": (
         _asking(),
-        _ask(price=15000.0),
+        _ask(price=15000.5),
         NOW,
         "VALIDATION_ERROR",
         422,
