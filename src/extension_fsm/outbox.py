@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from . import metrics
-from .errors import DeliveryError
+from .errors import DeliveryError, StoreClosed
 from .model import (
     ClearClosureGrace,
     Notify,
@@ -217,7 +217,10 @@ class OutboxDispatcher:
         if task.cancelled():
             return
         err = task.exception()
-        if err is not None:
+        if isinstance(err, StoreClosed):
+            # The store closed first: the rows are handed back, as on a crash.
+            _log.info("store closed before a post-commit delivery; left in the outbox")
+        elif err is not None:
             _log.error(
                 "post-commit delivery failed; left in the outbox",
                 exc_info=(type(err), err, err.__traceback__),
