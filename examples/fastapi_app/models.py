@@ -1,9 +1,14 @@
 """The example's request and response bodies.
 
-Requests are strict: an integer is a JSON integer (not ``true``, ``15.0``,
-``1e3`` or ``"15"``), a boolean is ``true`` or ``false``, an id is a string
-the database can hold (at most 64 characters, no NUL), and unknown fields are
-refused.  Responses are declared so that OpenAPI describes what comes back.
+Requests are strict: a whole number is a JSON number that holds one (``15``,
+or ``15.0`` as a JavaScript client may write it, as the Node service took it;
+never ``true``, ``15.5`` or ``"15"``), a boolean is ``true`` or ``false``, an
+id is a string the database can hold (at most 64 characters, no NUL), and
+unknown fields are refused.  The request body also takes the Node service's
+field names (``requested_duration_minutes``, ``requested_price``,
+``payment_session_id``), so a client written for it keeps working; one field
+under both of its names is refused.  Responses are declared so that OpenAPI
+describes what comes back.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from extension_fsm import ExtensionError, ExtensionStatus, SessionStatus
 from extension_fsm.validation import ID_MAX_LENGTH, check_ids
@@ -40,7 +45,17 @@ def _storable(value: str) -> str:
     return value
 
 
+def _whole(value: object) -> object:
+    """A float holding a whole number (``15000.0``) as that ``int``; anything
+    else as it came (the strict ``int`` check then judges it)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 Int32 = Annotated[int, Field(strict=True, ge=-(2**31), le=2**31 - 1)]
+#: a whole number in a request body, written as an integer or a whole float
+WholeInt32 = Annotated[Int32, BeforeValidator(_whole)]
 #: an id in a body
 Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH), AfterValidator(_storable)]
 #: an id in a path
@@ -51,9 +66,14 @@ class ExtensionRequestBody(BaseModel):
     """``POST /chat/{session_id}/extensions``."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    duration_minutes: Int32
-    price: Int32
-    extension_payment_session_id: Id | None = None
+    duration_minutes: WholeInt32 = Field(
+        validation_alias=AliasChoices("duration_minutes", "requested_duration_minutes")
+    )
+    price: WholeInt32 = Field(validation_alias=AliasChoices("price", "requested_price"))
+    extension_payment_session_id: Id | None = Field(
+        default=None,
+        validation_alias=AliasChoices("extension_payment_session_id", "payment_session_id"),
+    )
 
 
 class RespondBody(BaseModel):

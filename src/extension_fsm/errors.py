@@ -136,9 +136,10 @@ class SocketUnreachable(DeliveryError):
     """The recipient has a socket, but on an instance that could not be asked:
     it is not listening (it crashed, or it is cut off from Redis).  Retryable.
 
-    The dispatcher pushes instead when the message has a push; a message
-    without one is retried, so it reaches the socket once that instance is
-    back, or ends "not taken" once the instance's registry entry lapses."""
+    Like any failed socket send, the dispatcher pushes instead when the
+    message has a push; a message without one is retried, so it reaches the
+    socket once that instance is back, or ends "not taken" once the
+    instance's registry entry lapses."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=True)

@@ -37,6 +37,9 @@ __all__ = [
 #: title, body of each push; the mitra's is the seed's, the customer's are ours
 MITRA_REQUEST_TITLE = "Permintaan Perpanjang"
 MITRA_REQUEST_BODY = "{customer_display_name} mau lanjut +{duration_minutes} menit"
+#: the name the mitra's push uses for a customer without one (a NULL or empty
+#: display name, or no customer row): the replaced service wrote "null" there
+UNNAMED_CUSTOMER = "Pelanggan"
 CUSTOMER_ACCEPTED = ("Perpanjangan Diterima", "Sesi kamu diperpanjang +{duration_minutes} menit")
 CUSTOMER_REJECTED = ("Perpanjangan Ditolak", "Mitra tidak bisa melanjutkan sesi ini.")
 CUSTOMER_TIMED_OUT = ("Perpanjangan Tidak Dijawab", "Mitra belum merespons permintaanmu.")
@@ -66,7 +69,7 @@ def extension_request(session: Session, ext: Extension) -> Notify:
     push = PushMessage(
         title=MITRA_REQUEST_TITLE,
         body=MITRA_REQUEST_BODY.format(
-            customer_display_name=session.customer_display_name,
+            customer_display_name=session.customer_display_name.strip() or UNNAMED_CUSTOMER,
             duration_minutes=ext.duration_minutes,
         ),
         data={

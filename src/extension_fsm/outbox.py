@@ -1,15 +1,14 @@
 """Transactional outbox: effects become rows in the deciding commit, and a
-dispatcher delivers them after it, at least once, in the order written.
+dispatcher delivers them after it, at least once; a receiver drops repeats by
+the ``dedupe_key`` every delivered message carries.
 
-A receiver drops repeats by ``dedupe_key`` (extension id + message type +
-recipient), which every delivered message carries as ``dedupe_key``.
-
-Session-timer commands and payment events of one session each travel in a
-*lane*: a row of a lane is delivered only once every older row of that lane
-is delivered (or given up on), so the host's session timer and its payment
-side effects see one session's commands in commit order, even when an
-earlier one failed and is being retried.  Socket and push notifications have
-no lane: a nudge that cannot reach one phone never holds up anything else.
+Every row travels in a *lane* of its session: one for its timer commands, one
+for its payment events, one per participant for its messages.  A row is
+delivered only once every older row of its lane is delivered or given up on
+(dead), so each participant, the host's session timer and its payment side
+see a session's rows in decision order, even while an earlier one is being
+retried.  A notification is given up on after ``notification_max_attempts``,
+so a frame that cannot get through holds the frames behind it only briefly.
 
 Every call to a dependency runs under ``call_timeout``; the outbox lease is
 longer than the worst case of one row's calls, so a row is never taken by a
@@ -26,7 +25,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from . import metrics
-from .errors import DeliveryError, SocketUnreachable, StoreClosed
+from .errors import DeliveryError, StoreClosed
 from .loop import run_every
 from .model import (
     ClearClosureGrace,
@@ -36,7 +35,8 @@ from .model import (
     SessionExpiryExtended,
     StartClosureGrace,
 )
-from .outbox_codec import decode_effect, encode_effects
+from .outbox_codec import KIND_NOTIFY, decode_effect, encode_effects
+from .payment_events import LoggingPaymentEvents
 from .ports import (
     Clock,
     OutboxMessage,
@@ -90,37 +90,12 @@ class DispatchReport:
         return self.delivered + self.retried + self.dead + self.deferred
 
 
-class LoggingPaymentEvents:
-    """The default :class:`~extension_fsm.ports.PaymentEvents`: only logs.
-
-    A host that runs money side effects on payment events passes its own
-    ``payment_events=`` to the service.
-    """
-
-    async def consumed(self, event: PaymentConsumed) -> None:
-        _log.info(
-            "payment %s consumed by extension %s (session %s, amount %s)",
-            event.payment_session_id,
-            event.extension_id,
-            event.session_id,
-            event.amount,
-        )
-
-    async def failed(self, event: PaymentFailed) -> None:
-        _log.info(
-            "payment %s failed for extension %s (session %s, cause %s)",
-            event.payment_session_id,
-            event.extension_id,
-            event.session_id,
-            event.cause.value,
-        )
-
-
 _OK, _RETRY, _DEAD = "ok", "retry", "dead"
 
 
 class OutboxDispatcher:
-    """Delivers outbox rows: socket first, push when no socket took it.
+    """Delivers outbox rows: socket first, push when no socket took it or the
+    socket layer cannot say (it raised or outlived ``call_timeout``).
 
     A retryable :class:`DeliveryError`, a call that outlives ``call_timeout``
     (or any unexpected error) puts the row back with exponential backoff; a
@@ -148,6 +123,7 @@ class OutboxDispatcher:
         base_backoff: float = 1.0,
         max_backoff: float = 300.0,
         max_attempts: int = 20,
+        notification_max_attempts: int = 6,
     ) -> None:
         if not call_timeout > 0:
             raise ValueError(f"call_timeout must be positive, got {call_timeout}")
@@ -168,6 +144,7 @@ class OutboxDispatcher:
         self._base = base_backoff
         self._max = max_backoff
         self._max_attempts = max_attempts
+        self._notification_max_attempts = notification_max_attempts
         self._background: set[asyncio.Task[DispatchReport]] = set()
 
     # ------------------------------------------------------------ entry points
@@ -330,13 +307,21 @@ class OutboxDispatcher:
         try:
             await self._deliver_one(row)
         except DeliveryError as err:
-            if err.retryable and row.attempts + 1 < self._max_attempts:
+            if err.retryable and row.attempts + 1 < self._budget(row):
                 return _RETRY, f"{type(err).__name__}: {err}"
             return _DEAD, str(err)
         except Exception as err:  # an adapter bug must not lose the row
             _log.exception("outbox row %s failed", row.id)
-            return _RETRY, f"{type(err).__name__}: {err}"
+            if row.attempts + 1 < self._budget(row):
+                return _RETRY, f"{type(err).__name__}: {err}"
+            return _DEAD, f"{type(err).__name__}: {err}"
         return _OK, ""
+
+    def _budget(self, row: OutboxMessage) -> int:
+        """How many attempts ``row`` gets before it is given up on."""
+        if row.kind == KIND_NOTIFY:
+            return min(self._max_attempts, self._notification_max_attempts)
+        return self._max_attempts
 
     async def _retry(self, row: OutboxMessage, error: str) -> None:
         delay = min(self._max, self._base * 2**row.attempts)
@@ -357,16 +342,7 @@ class OutboxDispatcher:
         effect = decode_effect(row)
         match effect:
             case Notify():
-                message = {**effect.message, "dedupe_key": effect.dedupe_key}
-                try:
-                    taken = await self._call(
-                        "socket send",
-                        self._sockets.send(effect.session_id, effect.recipient, message),
-                    )
-                except SocketUnreachable:
-                    if effect.push is None:
-                        raise  # retried: the socket's instance may come back
-                    taken = False  # the push reaches the phone now
+                taken = await self._send_to_socket(row, effect)
                 if not taken and effect.push is not None:
                     await self._call(
                         "push", self._push.send(effect.recipient, effect.user_id, effect.push)
@@ -389,6 +365,24 @@ class OutboxDispatcher:
                 await self._call("payment events", self._payments.consumed(effect))
             case PaymentFailed():
                 await self._call("payment events", self._payments.failed(effect))
+
+    async def _send_to_socket(self, row: OutboxMessage, effect: Notify) -> bool:
+        """Whether a socket took the message; "no" when the socket layer cannot
+        say and there is a push to send instead (the replaced service pushed
+        when its socket send failed).  Without a push, the failure is raised."""
+        message = {**effect.message, "dedupe_key": effect.dedupe_key}
+        try:
+            return await self._call(
+                "socket send", self._sockets.send(effect.session_id, effect.recipient, message)
+            )
+        except Exception as err:
+            if effect.push is None:
+                raise
+            if not isinstance(err, DeliveryError):  # an adapter bug: keep its traceback
+                _log.exception("outbox row %s: socket send failed; pushing", row.id)
+            else:
+                _log.warning("outbox row %s: socket layer cannot say (%s); pushing", row.id, err)
+            return False
 
 
 def _session_of(row: OutboxMessage) -> str:

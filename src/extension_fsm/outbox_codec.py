@@ -1,6 +1,6 @@
 """How effects become outbox rows and back: each row's kind, dedupe key,
-payload and ordering lane (session-timer commands and payment events of one
-session share a lane; notifications have none)."""
+payload and ordering lane (per session: its timer commands share a lane, so
+do its payment events, and so do the messages to each of its participants)."""
 
 from __future__ import annotations
 
@@ -43,9 +43,16 @@ def encode_effects(
     rows: list[OutboxMessage] = []
     for effect in effects:
         kind, key, payload = _encode(effect)
-        lane = None if kind == KIND_NOTIFY else f"{effect.session_id}:{kind}"
-        rows.append(OutboxMessage(new_id(), kind, key, payload, now, 0, lane))
+        rows.append(OutboxMessage(new_id(), kind, key, payload, now, 0, _lane(effect, kind)))
     return rows
+
+
+def _lane(effect: Effect, kind: str) -> str:
+    """The ordering lane of ``effect``'s row: per session, one for its timer
+    commands, one for its payment events, one per recipient for its messages."""
+    if isinstance(effect, Notify):
+        return f"{effect.session_id}:{kind}:{effect.recipient.value}"
+    return f"{effect.session_id}:{kind}"
 
 
 def _encode(effect: Effect) -> tuple[str, str, dict[str, JSONValue]]:

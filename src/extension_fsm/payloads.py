@@ -149,25 +149,41 @@ SocketFrame = (
 # --------------------------------------------------------------------- push
 
 
+WholeNumberText = Annotated[
+    str,
+    Field(
+        pattern=r"^-?\d+$",
+        description="a whole number as text (FCM data values are strings)",
+        examples=["15"],
+    ),
+]
+BooleanText = Annotated[
+    Literal["true", "false"],
+    Field(description="a boolean as text (FCM data values are strings)"),
+]
+
+
 class ExtensionRequestData(_Wire):
-    """The mitra's push data (every value a string once it reaches FCM)."""
+    """The mitra's push data, as the phone receives it: FCM carries every data
+    value as a string, so the numbers come as their decimal text."""
 
     type: Literal["extension_request"]
     session_id: str
     extension_id: str
-    duration_minutes: int
-    price: int
-    timeout_seconds: int
+    duration_minutes: WholeNumberText
+    price: WholeNumberText
+    timeout_seconds: WholeNumberText
     action: Literal["open_extension"]
 
 
 class CustomerResponseData(_Wire):
-    """The customer's push data for the outcome of a request."""
+    """The customer's push data for the outcome of a request, as the phone
+    receives it (``accepted`` is the text ``true`` or ``false``)."""
 
     type: Literal["extension_response"]
     session_id: str
     extension_id: str
-    accepted: bool
+    accepted: BooleanText
     action: Literal["open_chat"]
 
 

@@ -19,7 +19,9 @@ from extension_fsm import Participant
 from tests.e2e.live import LiveServer
 from tests.e2e.parties import SECRET, Party, auth, seed_party
 
-NOT_INTEGERS: list[Any] = [True, False, "15", 15.0, 30.0, 1e3, "15_000", "1e3", None, [30], {}]
+# A float holding a whole number (15.0, 1e3) is a whole number: the Node service
+# took it (tests/e2e/test_node_bodies.py).
+NOT_INTEGERS: list[Any] = [True, False, "15", 15.5, 30.25, 1e-3, "15_000", "1e3", None, [30], {}]
 NOT_BOOLEANS: list[Any] = [1, 0, "true", "false", None, 1.0, [True]]
 BAD_IDS = ["p\x00", "\x00", "x" * 65]
 

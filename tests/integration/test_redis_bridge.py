@@ -226,10 +226,11 @@ NOW = datetime(2026, 5, 21, 5, 0, tzinfo=UTC)
 
 
 async def test_a_redis_drop_does_not_lose_an_outbox_row(clients: list[Redis], prefix: str) -> None:
-    """The mitra's socket lives on A; the service runs on B, whose link to
-    Redis is cut while the customer asks.  The state change commits, the
-    notification stays in the outbox, and once Redis is back the dispatcher
-    delivers it to the socket on A (no push: a socket took it)."""
+    """Both participants' sockets live on A; the service runs on B, whose link
+    to Redis is cut while the customer asks.  The state change commits; the
+    mitra's request, which has a push, is pushed at once (socket layer down);
+    the customer's ``session_paused``, which has none, stays in the outbox,
+    and once Redis is back the dispatcher delivers it to the socket on A."""
     probe = await connect()
     clients.append(probe)
     pool = probe.connection_pool.connection_kwargs
@@ -256,8 +257,9 @@ async def test_a_redis_drop_does_not_lose_an_outbox_row(clients: list[Redis], pr
         push=push,
         session_timer=MemorySessionTimer(),
     )
-    mitra_ws = RecordingSocket()
+    mitra_ws, customer_ws = RecordingSocket(), RecordingSocket()
     await a.register(mitra_ws, MITRA, "m-1", session_id="s-1")
+    await a.register(customer_ws, CUSTOMER, "c-1", session_id="s-1")
     try:
         await proxy.cut()
         ext = await service.request_extension(
@@ -270,8 +272,10 @@ async def test_a_redis_drop_does_not_lose_an_outbox_row(clients: list[Redis], pr
         await service.dispatcher.drain()  # its delivery, tried while Redis is cut
         dump = await store.dump()
         assert [e.status.value for e in dump.extensions] == ["pending"]
-        assert dump.outbox and not any(delivered for _, delivered in dump.outbox)
-        assert mitra_ws.frames == [] and push.sent == []
+        undelivered = [m for m, delivered in dump.outbox if not delivered]
+        assert [m.payload["recipient"] for m in undelivered] == ["customer"]
+        assert [(d.participant, d.user_id) for d in push.sent] == [(MITRA, "m-1")]
+        assert mitra_ws.frames == [] and customer_ws.frames == []
 
         await proxy.restore()
 
@@ -281,13 +285,12 @@ async def test_a_redis_drop_does_not_lose_an_outbox_row(clients: list[Redis], pr
         await eventually(relistening)
         await clock.advance(5)  # past the first retry's backoff
         report = await service.dispatcher.dispatch_due()
-        assert report.delivered == len(dump.outbox)
+        assert report.delivered == 1
         assert all(delivered for _, delivered in (await store.dump()).outbox)
-        [frame] = mitra_ws.frames
-        assert frame["type"] == "extension_request"
-        assert frame["extension_id"] == ext.id
-        assert frame["dedupe_key"]
-        assert push.sent == []  # the socket took it: no push fallback
+        [frame] = customer_ws.frames
+        assert frame["type"] == "session_paused"
+        assert frame["dedupe_key"] == f"{ext.id}:session_paused:customer"
+        assert mitra_ws.frames == []  # it went by push; no second copy on the socket
     finally:
         await a.aclose()
         await b.aclose()

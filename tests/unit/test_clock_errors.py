@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -204,3 +206,12 @@ def test_every_code_has_its_status_and_a_host_body(code: str, status: int) -> No
     assert err.to_dict() == {"code": code, "message": "why", "status_code": status}
     assert str(err) == "why" and repr(err) == f"ExtensionError({code!r}, {status}, 'why')"
     assert len(ErrorCode) == 12
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/host-guide.md", "docs/differences.md"])
+def test_the_docs_name_every_key_of_to_dict(page: str) -> None:
+    """Where a page says what ``to_dict()`` gives, it names every key it gives."""
+    text = (Path(__file__).resolve().parents[2] / page).read_text()
+    said = re.findall(r"to_dict\(\)`([^)]*)", text)
+    keys = ExtensionError(ErrorCode.CONFLICT, "why").to_dict().keys()
+    assert said and all(key in words for words in said for key in keys)

@@ -142,6 +142,21 @@ def test_duration_must_be_a_whole_number_of_minutes_in_1_to_1440(duration: objec
     assert (info.value.code.value, info.value.status_code) == ("VALIDATION_ERROR", 422)
 
 
+@pytest.mark.parametrize(("price", "duration"), [(15000.0, 30), (1.5e4, 30.0), (15000, 1440.0)])
+def test_a_whole_number_written_as_a_float_is_taken_as_the_node_service_took_it(
+    price: float, duration: float
+) -> None:
+    decision = decide(
+        Snapshot(session=SESSION, payment=PAYMENT),
+        replace(REQUEST, price=price, duration_minutes=duration),
+        Facts(now=T0, new_extension_id="e1"),
+    )
+    assert decision.extension is not None
+    row = decision.extension.row
+    assert (row.price, row.duration_minutes) == (15000, int(duration))
+    assert type(row.price) is int and type(row.duration_minutes) is int
+
+
 @pytest.mark.parametrize("duration", [1, 1440])
 def test_duration_bounds_are_inclusive(duration: int) -> None:
     decision = decide(
@@ -153,7 +168,7 @@ def test_duration_bounds_are_inclusive(duration: int) -> None:
     assert decision.extension.row.duration_minutes == duration
 
 
-@pytest.mark.parametrize("price", [True, 15000.0, "15000", 0, -15000])
+@pytest.mark.parametrize("price", [True, 15000.5, float("nan"), "15000", 0, -15000, 0.0])
 def test_price_must_be_a_positive_whole_number(price: object) -> None:
     with pytest.raises(ExtensionError) as info:
         decide(

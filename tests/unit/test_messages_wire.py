@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -63,3 +64,18 @@ def test_the_accepted_body_is_its_template_formatted(minutes: int) -> None:
         title,
         body.format(duration_minutes=minutes),
     )
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_a_customer_without_a_display_name_is_pelanggan_in_the_mitras_push(name: str) -> None:
+    """A NULL name (read as empty), an empty one or no customer row at all:
+    never ``null mau lanjut`` (the replaced service) nor `` mau lanjut``."""
+    unnamed = replace(SESSION, customer_display_name=name)
+    push = messages.extension_request(unnamed, _ext(15)).push
+    assert push is not None and push.body == "Pelanggan mau lanjut +15 menit"
+
+
+def test_a_named_customer_is_named_in_the_mitras_push() -> None:
+    named = replace(SESSION, customer_display_name="Rina")
+    push = messages.extension_request(named, _ext(15)).push
+    assert push is not None and push.body == "Rina mau lanjut +15 menit"

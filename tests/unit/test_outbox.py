@@ -61,9 +61,9 @@ class _Rig:
         return self.store.outbox_rows[message_id]
 
 
-def _notify(n: int, *, push: bool = False) -> Notify:
+def _notify(n: int, *, push: bool = False, session_id: str = "s1") -> Notify:
     return Notify(
-        session_id="s1",
+        session_id=session_id,
         recipient=Participant.MITRA,
         user_id="m1",
         message={"type": "session_resumed", "n": n},
@@ -110,7 +110,7 @@ async def test_dispatch_due_respects_its_limit() -> None:
 
 async def test_deliver_takes_only_the_named_rows() -> None:
     rig = _Rig()
-    ids = await rig.write(_notify(1), _notify(2), _notify(3))
+    ids = await rig.write(*(_notify(n, session_id=f"s{n}") for n in (1, 2, 3)))
     assert (await rig.dispatcher.deliver([ids[1]])).delivered == 1
     assert [d.payload["n"] for d in rig.sockets.sent] == [2]
     assert await rig.dispatcher.deliver([]) == DispatchReport()
@@ -250,9 +250,9 @@ async def test_an_unexpected_adapter_error_is_retried_not_lost() -> None:
     assert rig.store.outbox_rows[row_id].last_error == "RuntimeError: adapter bug"
 
 
-async def test_one_bad_row_does_not_block_the_rows_after_it() -> None:
+async def test_one_bad_row_does_not_block_the_rows_of_other_lanes() -> None:
     rig = _Rig()
-    await rig.write(_notify(1, push=True), _notify(2, push=True))
+    await rig.write(_notify(1, push=True), _notify(2, push=True, session_id="s2"))
     rig.push.failures.append(DeliveryError("busy", retryable=True))
     assert await rig.dispatcher.dispatch_due() == DispatchReport(delivered=1, retried=1)
     assert [p.payload["data"] for p in rig.push.sent] == [{"n": 2}]

@@ -14,6 +14,7 @@ import gc
 import logging
 import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,9 +53,15 @@ from tests.fakes.hanging import HangingPush
 BOUND = 10.0  # seconds: the most any real wait below may take before the test fails
 
 
-async def _write(store: MemoryStore, effects: Sequence[Effect], now: datetime) -> list[str]:
+async def _write(
+    store: MemoryStore, effects: Sequence[Effect], now: datetime, *, lanes: bool = True
+) -> list[str]:
+    """Commit ``effects`` as outbox rows; without ``lanes``, as rows written
+    before lanes existed (one claim then holds several rows of a session)."""
     ids = iter(f"r{n}" for n in range(len(effects)))
     rows = encode_effects(effects, now, lambda: next(ids))
+    if not lanes:
+        rows = [replace(row, lane=None) for row in rows]
     async with store.unit_of_work() as uow:
         await uow.outbox.add(rows)
         await uow.commit()
@@ -225,7 +232,8 @@ def test_every_row_whose_turn_comes_too_late_is_counted_deferred() -> None:
             push=HangingPush(hang_calls=2),
             session_timer=MemorySessionTimer(),
         )
-        ids = await _write(store, [_notify(n, push=True) for n in range(4)], clock.now())
+        effects = [_notify(n, push=True) for n in range(4)]
+        ids = await _write(store, effects, clock.now(), lanes=False)
         report = await dispatcher.dispatch_due()
         assert report == DispatchReport(retried=2, deferred=2)
         assert [store.outbox_rows[i].attempts for i in ids] == [1, 1, 0, 0]
@@ -376,7 +384,7 @@ async def test_rows_are_marked_at_the_clocks_time() -> None:
         session_timer=MemorySessionTimer(),
         base_backoff=3,
     )
-    await _write(store, [_notify(n, push=True) for n in range(3)], clock.now())
+    await _write(store, [_notify(n, push=True) for n in range(3)], clock.now(), lanes=False)
     assert await dispatcher.dispatch_due() == DispatchReport(delivered=1, retried=1, dead=1)
     now = clock.now()
     assert sorted(outbox.marks) == [

@@ -5,6 +5,7 @@ dead), as docs/operations.md lists them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -67,8 +68,9 @@ async def test_each_row_is_counted_once_under_its_channel_and_result(
     clock = VirtualClock()
     store = MemoryStore()
     push = MemoryPush()
-    # One session's pushes go one after another: the first fails for now, the
-    # second for good, the third goes through.
+    # One session's pushes (rows without a lane, so one claim holds all three)
+    # go one after another: the first fails for now, the second for good, the
+    # third goes through.
     push.failures.extend(
         [DeliveryError("busy", retryable=True), DeliveryError("unregistered", retryable=False)]
     )
@@ -83,7 +85,8 @@ async def test_each_row_is_counted_once_under_its_channel_and_result(
     effects.append(SessionExpiryExtended("s2", clock.now()))
     ids = iter(f"r{n}" for n in range(len(effects)))
     async with store.unit_of_work() as uow:
-        await uow.outbox.add(encode_effects(effects, clock.now(), lambda: next(ids)))
+        rows = encode_effects(effects, clock.now(), lambda: next(ids))
+        await uow.outbox.add([replace(row, lane=None) for row in rows])
         await uow.commit()
     report = await dispatcher.dispatch_due()
     assert report == DispatchReport(delivered=2, retried=1, dead=1)

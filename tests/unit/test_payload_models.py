@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from extension_fsm import messages, payloads
+from extension_fsm.adapters.fcm import fcm_data
 from extension_fsm.model import (
     Extension,
     ExtensionStatus,
@@ -59,8 +60,28 @@ def test_every_socket_frame_is_its_model_byte_for_byte(notify: Notify) -> None:
 @pytest.mark.parametrize("notify", [n for n in built() if n.push], ids=lambda n: n.dedupe_key)
 def test_every_push_is_its_model_byte_for_byte(notify: Notify) -> None:
     assert notify.push is not None
-    sent = {"title": notify.push.title, "body": notify.push.body, "data": dict(notify.push.data)}
+    # As FCM carries it: every data value a string.
+    data = fcm_data(notify.push.data)
+    sent = {"title": notify.push.title, "body": notify.push.body, "data": data}
     assert _same_bytes(payloads.Push.model_validate(sent), sent)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"type": "extension_request", "session_id": "s", "extension_id": "e",
+         "duration_minutes": 15, "price": "15000", "timeout_seconds": "10",
+         "action": "open_extension"},
+        {"type": "extension_request", "session_id": "s", "extension_id": "e",
+         "duration_minutes": "15", "price": "15000.0", "timeout_seconds": "10",
+         "action": "open_extension"},
+        {"type": "extension_response", "session_id": "s", "extension_id": "e",
+         "accepted": True, "action": "open_chat"},
+    ],
+)  # fmt: skip
+def test_push_data_values_are_strings_on_the_wire(data: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        payloads.Push.model_validate({"title": "t", "body": "b", "data": data})
 
 
 def test_every_frame_model_describes_something_the_library_sends() -> None:

@@ -183,7 +183,7 @@ CASES = {
     ),
     "price that is not a whole number": (
         _asking(),
-        _ask(price=15000.0),
+        _ask(price=15000.5),
         NOW,
         "VALIDATION_ERROR",
         422,
@@ -301,6 +301,22 @@ CASES = {
         "INVALID_STATE",
         409,
         "Payment session is no longer confirmed",
+    ),
+    "an approval of a request that has no payment session": (
+        _answering(extension=replace(PENDING, payment_session_id=None), payment=None),
+        _answer(),
+        NOW,
+        "INVALID_STATE",
+        409,
+        "Extension has no payment session",
+    ),
+    "an approval whose payment session row is gone": (
+        _answering(payment=None),
+        _answer(),
+        NOW,
+        "INVALID_STATE",
+        409,
+        "Payment session not found",
     ),
     "an approval on a session the host moved back to active": (
         _answering(session=_session(status=SessionStatus.ACTIVE)),

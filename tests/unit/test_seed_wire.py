@@ -177,35 +177,43 @@ async def _accepted_world(configured_timeout: float) -> World:
 async def test_delivered_frames_are_the_seeds_bytes_plus_dedupe_key() -> None:
     world = await _accepted_world(6.5)
     frames = [(d.participant.value, js_stringify(d.payload)) for d in world.sockets.sent]
-    assert frames == [
-        (
-            "mitra",
-            '{"type":"extension_request","extension_id":"id-1","session_id":"s1",'
-            '"duration_minutes":15,"price":15000,"topic_sensitivity":null,'
-            '"timeout_seconds":7,"dedupe_key":"id-1:extension_request:mitra"}',
-        ),
-        (
-            "customer",
-            '{"type":"session_paused","session_id":"s1","reason":"extension_pending",'
-            '"dedupe_key":"id-1:session_paused:customer"}',
-        ),
-        (
-            "customer",
-            '{"type":"extension_response","accepted":true,"duration_minutes":15,'
-            '"expires_at":"2026-01-01T00:20:00.000Z","via_timeout":false,'
-            '"dedupe_key":"id-1:extension_response:customer"}',
-        ),
-        (
-            "customer",
-            '{"type":"session_resumed","session_id":"s1",'
-            '"dedupe_key":"id-1:session_resumed:customer"}',
-        ),
-        (
-            "mitra",
-            '{"type":"session_resumed","session_id":"s1",'
-            '"dedupe_key":"id-1:session_resumed:mitra"}',
-        ),
-    ]
+
+    def by_recipient(sent: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return sorted(sent, key=lambda frame: frame[0])  # stable: each one's order kept
+
+    # Each participant's frames in decision order (the two are not ordered
+    # against each other).
+    assert by_recipient(frames) == by_recipient(
+        [
+            (
+                "mitra",
+                '{"type":"extension_request","extension_id":"id-1","session_id":"s1",'
+                '"duration_minutes":15,"price":15000,"topic_sensitivity":null,'
+                '"timeout_seconds":7,"dedupe_key":"id-1:extension_request:mitra"}',
+            ),
+            (
+                "customer",
+                '{"type":"session_paused","session_id":"s1","reason":"extension_pending",'
+                '"dedupe_key":"id-1:session_paused:customer"}',
+            ),
+            (
+                "customer",
+                '{"type":"extension_response","accepted":true,"duration_minutes":15,'
+                '"expires_at":"2026-01-01T00:20:00.000Z","via_timeout":false,'
+                '"dedupe_key":"id-1:extension_response:customer"}',
+            ),
+            (
+                "customer",
+                '{"type":"session_resumed","session_id":"s1",'
+                '"dedupe_key":"id-1:session_resumed:customer"}',
+            ),
+            (
+                "mitra",
+                '{"type":"session_resumed","session_id":"s1",'
+                '"dedupe_key":"id-1:session_resumed:mitra"}',
+            ),
+        ]
+    )
 
 
 class _TextSocket:

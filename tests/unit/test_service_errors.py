@@ -83,16 +83,27 @@ async def test_request_without_a_payment_session(payment_id: str | None) -> None
     await assert_refused(world, _request(world, payment_id=payment_id), "VALIDATION_ERROR", 422)
 
 
-@pytest.mark.parametrize("duration", [0, -1, 1441, 100_000, "30", 30.0, 1.5, True, None])
+@pytest.mark.parametrize("duration", [0, -1, 1441, 100_000, "30", 30.5, 1.5, True, None])
 async def test_duration_outside_1_to_1440_or_not_an_int(duration: object) -> None:
     world, _ = await new_world()
     await assert_refused(world, _request(world, duration=duration), "VALIDATION_ERROR", 422)
 
 
-@pytest.mark.parametrize("price", [14999, 15001, 1, 0, -15000, "15000", 15000.0, True, None])
+@pytest.mark.parametrize("price", [14999, 15001, 1, 0, -15000, "15000", 15000.5, True, None])
 async def test_price_must_equal_the_payment_amount(price: object) -> None:
     world, _ = await new_world(amount=15000)
     await assert_refused(world, _request(world, price=price), "VALIDATION_ERROR", 422)
+
+
+async def test_a_price_and_duration_written_as_floats_are_taken_as_whole_numbers() -> None:
+    """``15000.0`` and ``30.0``, as a JavaScript client may send them: the
+    Node service took them, and so does the library (stored as integers)."""
+    world, _ = await new_world(amount=15000)
+    ext = await _request(world, duration=30.0, price=15000.0)()
+    dump = await world.store.dump()
+    (row,) = dump.extensions
+    assert (row.id, row.price, row.duration_minutes) == (ext.id, 15000, 30)  # type: ignore[attr-defined]
+    assert type(row.price) is int and type(row.duration_minutes) is int
 
 
 @pytest.mark.parametrize("duration", [1, 1440])

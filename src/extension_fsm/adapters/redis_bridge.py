@@ -23,9 +23,11 @@ Design (request / ack over pub/sub, steered by a registry):
 * **Connected anywhere** = the local hub, else a live entry in the user key.
 
 Failures at the edge: a Redis ``ConnectionError`` / ``TimeoutError`` during a
-send becomes ``DeliveryError(retryable=True)`` (the outbox keeps the row),
-unless a local socket already took the message; during ``is_connected`` it
-means *not connected*.  Every Redis call of a send or an ``is_connected``
+send becomes ``DeliveryError(retryable=True)``, unless a local socket already
+took the message: the socket layer cannot say whether the recipient got it,
+so the outbox pushes at once when the message has a push and keeps the row
+for a retry when it has none.  During ``is_connected`` it means *not
+connected*.  Every Redis call of a send or an ``is_connected``
 is bounded by ``redis_timeout`` (a blackholed Redis is "unreachable", not a
 hang), so a send takes at most the hub's send timeout, plus twice
 ``redis_timeout``, plus ``ack_timeout`` (fail safe: the timeout safeguard then refuses to

@@ -49,11 +49,19 @@ def accept(
     """``ext`` accepted (``status``: where the extension machine moved it): the
     session resumes with the bought minutes, the payment is consumed."""
     session = s.session
-    payment = s.payment
+    payment = _backing_payment(s, ext)
     assert session is not None
+    if payment is None:
+        # A request the old service left without a payment, or a payment row
+        # the host deleted: nothing to charge, and the refusal says so.
+        missing = not ext.payment_session_id  # NULL in the old service's rows
+        raise ExtensionError(
+            ErrorCode.INVALID_STATE,
+            "Extension has no payment session" if missing else "Payment session not found",
+        )
     now = f.now
     consumed = _move_payment(payment, "consume", now)
-    if payment is None or consumed is None:
+    if consumed is None:
         raise ExtensionError(ErrorCode.INVALID_STATE, "Payment session is no longer confirmed")
     resolved = _resolve(ext, status, now, via_timeout=via_timeout)
     # A session whose expiry passed while ``extending`` was paused, not closed.

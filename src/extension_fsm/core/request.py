@@ -16,6 +16,7 @@ from ..model import (
     SessionStatus,
     TransitionRecord,
 )
+from ..validation import whole_number
 from .outcomes import move_session, record
 from .snapshot import MAX_DURATION_MINUTES, MIN_DURATION_MINUTES, Change, Decision, Snapshot
 
@@ -55,13 +56,13 @@ def request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
             ErrorCode.FIRST_SESSION_DISCOUNT_NOT_ALLOWED,
             "First-session discount is not available for extensions",
         )
-    duration = _whole_number(e.duration_minutes, "duration_minutes")
+    duration = whole_number(e.duration_minutes, "duration_minutes")
     if not MIN_DURATION_MINUTES <= duration <= MAX_DURATION_MINUTES:
         raise ExtensionError(
             ErrorCode.VALIDATION_ERROR,
             f"duration_minutes must be between {MIN_DURATION_MINUTES} and {MAX_DURATION_MINUTES}",
         )
-    price = _whole_number(e.price, "price")
+    price = whole_number(e.price, "price")
     if price != payment.amount:
         # The seed took the price on trust; the payment session is what was paid.
         raise ExtensionError(
@@ -114,11 +115,3 @@ def request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
         ),
         timer=(extension.id, expires_at),
     )
-
-
-def _whole_number(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ExtensionError(ErrorCode.VALIDATION_ERROR, f"{name} must be a whole number")
-    if value <= 0:
-        raise ExtensionError(ErrorCode.VALIDATION_ERROR, f"{name} must be positive")
-    return value

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias
 
-from .values import FailureCause, JSONValue, Participant
+from .values import FailureCause, JSONValue, Participant, PaymentStatus
 
 __all__ = [
     "ClearClosureGrace",
@@ -70,7 +70,8 @@ class SessionExpiryExtended:
 @dataclass(frozen=True, slots=True)
 class PaymentConsumed:
     """Tell the host an extension's payment session was consumed (the seed's
-    ``consumePaymentSession``): run the money side effects of a charge."""
+    ``consumePaymentSession``).  The deciding commit already moved the row to
+    ``consumed``: the host runs only the money side effects of a charge."""
 
     session_id: str
     extension_id: str
@@ -86,11 +87,23 @@ class PaymentConsumed:
         """The same for every delivery of this event: the host drops repeats by it."""
         return f"{self.extension_id}:payment_consumed:{self.payment_session_id}"
 
+    @property
+    def previous_status(self) -> PaymentStatus:
+        """The payment session's status before the decision (only a confirmed
+        payment is ever consumed)."""
+        return PaymentStatus.CONFIRMED
+
+    @property
+    def new_status(self) -> PaymentStatus:
+        """The status the deciding commit wrote: the host's row already has it."""
+        return PaymentStatus.CONSUMED
+
 
 @dataclass(frozen=True, slots=True)
 class PaymentFailed:
     """Tell the host an extension's payment session was failed (the seed's
-    ``failPaymentSession``), with the cause the seed wrote on its
+    ``failPaymentSession``; the deciding commit already moved the row to
+    ``failed``), with the cause the seed wrote on its
     failed-pairings audit row: ``extension_rejected`` (the mitra said no, or
     the configured timeout action is to reject), ``extension_safeguard_tripped``
     (an auto-approve found the mitra unreachable) or ``session_ended``."""
@@ -107,6 +120,17 @@ class PaymentFailed:
     def dedupe_key(self) -> str:
         """The same for every delivery of this event: the host drops repeats by it."""
         return f"{self.extension_id}:payment_failed:{self.payment_session_id}"
+
+    @property
+    def previous_status(self) -> PaymentStatus:
+        """The payment session's status before the decision (only a confirmed
+        payment is ever failed by the flow)."""
+        return PaymentStatus.CONFIRMED
+
+    @property
+    def new_status(self) -> PaymentStatus:
+        """The status the deciding commit wrote: the host's row already has it."""
+        return PaymentStatus.FAILED
 
 
 Effect: TypeAlias = (

@@ -25,7 +25,12 @@ class SessionSockets(Protocol):
     async def send(
         self, session_id: str, participant: Participant, message: Mapping[str, JSONValue]
     ) -> bool:
-        """Send to ``participant``'s socket(s) on this session; say whether one took it."""
+        """Send to ``participant``'s socket(s) on this session; say whether one took it.
+
+        Raise (a ``DeliveryError``) when you cannot say, e.g. the layer that
+        reaches other instances is down: the dispatcher then sends the push at
+        once (the app drops a repeat by ``dedupe_key``), or retries a message
+        that has none."""
         ...
 
     async def is_connected(self, participant: Participant, user_id: str) -> bool:

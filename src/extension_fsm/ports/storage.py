@@ -118,9 +118,9 @@ class OutboxMessage:
     attempts: int = 0
     #: the ordering lane: rows of one lane are delivered one at a time, in the
     #: order written (a row waits while an older one of its lane is neither
-    #: delivered nor dead); ``None``: no order.  The dispatcher gives each
-    #: session one lane for its session-timer commands and one for its payment
-    #: events, so the host sees them in commit order per session.
+    #: delivered nor dead); ``None``: no order.  Each session has one lane for
+    #: its session-timer commands, one for its payment events and one per
+    #: participant for its messages, so each sees them in commit order.
     lane: str | None = None
 
 

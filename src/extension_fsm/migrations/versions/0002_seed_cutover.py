@@ -103,6 +103,58 @@ def _add_missing(table: str, *columns: sa.Column[object]) -> None:
             op.add_column(table, column)
 
 
+#: the old service's columns the library reads and this revision does not add
+_READ: dict[str, tuple[str, ...]] = {
+    "customers": ("id", "display_name"),
+    "chat_sessions": ("id", "customer_id", "mitra_id", "status", "topic_sensitivity", "expires_at"),
+    "payment_sessions": (
+        "id",
+        "customer_id",
+        "status",
+        "amount",
+        "is_extension",
+        "is_first_session_discount",
+    ),
+    "customer_transactions": ("id", "customer_id", "session_id", "type", "amount"),
+    "session_extensions": (
+        "id",
+        "session_id",
+        "requested_duration_minutes",
+        "requested_price",
+        "status",
+        "requested_at",
+        "responded_at",
+        "payment_session_id",
+    ),
+}
+
+
+def _refuse_missing_columns() -> None:
+    """Stop, naming table and column, before anything is changed, when a table
+    or column the library reads is not there (every call would fail later)."""
+    inspector = sa.inspect(op.get_bind())
+    missing: list[str] = []
+    for table, columns in _READ.items():
+        name = _n(table)
+        if not inspector.has_table(name):
+            missing.append(f"table {name}")
+            continue
+        have = {c["name"] for c in inspector.get_columns(name)}
+        missing += [f"{name}.{column}" for column in columns if column not in have]
+    if missing:
+        why = (
+            " (the library checks each requested price against the amount the customer paid)"
+            if f"{_n('payment_sessions')}.amount" in missing
+            else ""
+        )
+        raise RuntimeError(
+            "the old service's tables lack what the library reads: "
+            + ", ".join(missing)
+            + why
+            + "; add them and run the upgrade again (nothing was changed)"
+        )
+
+
 def _refuse_conflicts(x: str) -> None:
     """Stop, naming the rows, when existing data breaks a uniqueness rule."""
     bind = op.get_bind()
@@ -208,12 +260,8 @@ def upgrade() -> None:
         return
     seconds = _timeout()
     x = _n("session_extensions")
+    _refuse_missing_columns()
     _refuse_conflicts(x)
-    if "amount" not in _columns(_n("payment_sessions")):
-        raise RuntimeError(
-            f"{_n('payment_sessions')} has no amount column: the library checks each "
-            "requested price against it; add it (the price the customer paid) first"
-        )
     _add_missing(_n("chat_sessions"), sa.Column("closure_deadline", TS, nullable=True))
     _add_missing(_n("payment_sessions"), sa.Column("failure_cause", sa.String(48), nullable=True))
     ledger = _n("customer_transactions")
