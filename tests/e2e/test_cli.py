@@ -34,6 +34,10 @@ def _write(tmp_path: Path, doc: Any, name: str = "scenario.json") -> Path:
     return path
 
 
+def _without(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != key}
+
+
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     status = main(list(argv))
     out, err = capsys.readouterr()
@@ -95,6 +99,39 @@ def test_bad_scenario_exits_2_with_one_line(
     assert out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert str(path) in err and where in err
+
+
+@pytest.mark.parametrize(
+    ("doc", "where", "problem"),
+    [
+        (
+            {"steps": [{**_without(REQUEST, "duration_minutes"), "durration_minutes": 15}]},
+            "step 0 (request): field 'durration_minutes'",
+            "unknown key; did you mean 'duration_minutes'? ('duration_minutes' is required)",
+        ),
+        (
+            {"session": {"minutes_lef": 3}, "steps": []},
+            "field 'session.minutes_lef'",
+            "unknown key; did you mean 'minutes_left'?",
+        ),
+        (
+            {"steps": [{"at": 0, "do": "accept", "extensoin": 0}]},
+            "step 0 (accept): field 'extensoin'",
+            "unknown key; did you mean 'extension'?",
+        ),
+        (
+            {"session": {"colour": "red"}, "steps": []},
+            "field 'session.colour'",
+            "unknown key (known: id, customer_id, customer_name, mitra_id, status, minutes_left)",
+        ),
+    ],
+)
+def test_a_misspelt_field_is_named_with_its_near_miss(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: Any, where: str, problem: str
+) -> None:
+    status, out, err = _run(capsys, "simulate", "--db", "memory", str(_write(tmp_path, doc)))
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and err.endswith(f"scenario.json: {where}: {problem}\n")
 
 
 def test_bad_toml_and_unreadable_files_exit_2(
