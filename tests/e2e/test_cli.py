@@ -4,6 +4,11 @@ injected bugs caught, random timelines, diagrams."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +275,81 @@ def test_random_200_seed_1_passes(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert list(tmp_path.iterdir()) == []
 
 
+def _cli(*argv: str, block_rich: bool = False) -> list[str]:
+    """The command line of ``extension-fsm`` in a child process, without the
+    ``rich`` package importable when ``block_rich`` (the ``cli`` extra absent)."""
+    code = "import sys\n"
+    if block_rich:
+        code += "sys.modules['rich'] = None  # import rich: ImportError\n"
+    code += "from extension_fsm.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return [sys.executable, "-c", code, *argv]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+
+
+def test_random_runs_without_the_cli_extra_and_is_quiet_when_piped(tmp_path: Path) -> None:
+    done = subprocess.run(
+        _cli("simulate", "--random", "5", "--seed", "2", "--out", str(tmp_path), block_rich=True),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no progress bar into a pipe, no warning
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("5 random timelines, seed 2, db memory: ")
+    assert "steps " in lines[0] and lines[-1] == "every invariant held"
+    assert "\x1b" not in done.stdout  # plain text
+
+
+def test_the_table_view_still_names_the_missing_extra(tmp_path: Path) -> None:
+    done = subprocess.run(
+        _cli("simulate", "--db", "memory", str(TIMELINES / "accept.json"), block_rich=True),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2 and "pip install 'extension-fsm[cli]'" in done.stderr
+
+
+def test_random_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    # stderr is a terminal (a pseudo-terminal read here), stdout a pipe
+    main_fd, term_fd = pty.openpty()
+    env = {**_env(), "TERM": "xterm", "COLUMNS": "160"}
+    child = subprocess.Popen(
+        _cli("simulate", "--random", "40", "--seed", "6", "--out", str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=term_fd,
+        env=env,
+        text=True,
+    )
+    os.close(term_fd)
+    shown = b""
+    while True:  # read until the child closes the terminal (EIO) or ends it
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0, out
+    screen = shown.decode("utf-8", "replace")
+    assert "random timelines (seed 6)" in screen
+    assert re.search(r"\d+/40", screen)  # the count
+    assert re.search(r"\d+\.\d timelines/s", screen)  # the rate
+    assert " left " in screen  # and the time left
+    assert out.startswith("40 random timelines, seed 6, db memory: ")
+
+
 def test_random_failures_are_written_out_and_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -330,6 +410,15 @@ def test_help_names_the_default_database(capsys: pytest.CaptureFixture[str]) -> 
     assert f"(here: {default_db()})" in capsys.readouterr().out.replace("\n", " ").replace(
         "  ", " "
     )
+
+
+def test_help_says_a_database_is_written_to(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "A database given here is written to: the library's tables are created" in text
+    assert "must be empty (no other tables, no rows) unless --reuse-db is given" in text
+    assert "--reuse-db play into a --db database that already holds data" in text
 
 
 def test_extension_index_counts_request_steps(

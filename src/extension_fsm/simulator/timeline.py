@@ -40,13 +40,24 @@ from .rows import (
     presence_line,
     states_line,
 )
-from .scenario import Scenario, ScenarioError, Step
+from .scenario import Scenario, Step
 from .simulation import StampedDelivery, World, make_payment, make_session
 
-__all__ = ["DeliveryView", "RunResult", "TimelineRow", "run_scenario"]
+__all__ = ["AlreadyInStore", "DeliveryView", "RunResult", "TimelineRow", "run_scenario"]
 
 #: after the last step, how many sweep intervals past the latest deadline to keep going
 _DRAIN_SWEEPS = 10
+
+
+class AlreadyInStore(Exception):
+    """The store already holds a row the scenario seeds (an earlier run's): the
+    scenario is fine, the store is not fresh.  ``str()`` is one line."""
+
+    def __init__(self, source: str, row: str) -> None:
+        super().__init__(
+            f"the database already holds {row}, which {source} seeds (an earlier run?): "
+            "play it on an empty database"
+        )
 
 
 @dataclass(slots=True)
@@ -158,9 +169,7 @@ class _Runner:
     async def _seed(self) -> None:
         world, sc = self.world, self.sc
         if await world.session(self.session.id) is not None:
-            raise ScenarioError(
-                sc.source, "field 'session.id'", "the database already holds this session"
-            )
+            raise AlreadyInStore(sc.source, f"session {self.session.id!r}")
         session = self.session
         if session.status is SessionStatus.CLOSING:
             deadline = self.start + timedelta(seconds=sc.config.grace_seconds)
@@ -171,9 +180,7 @@ class _Runner:
         for p in sc.payments:
             async with world.store.unit_of_work() as uow:
                 if await uow.payments.get(p.id) is not None:
-                    raise ScenarioError(
-                        sc.source, "field 'payments.id'", f"the database already holds {p.id!r}"
-                    )
+                    raise AlreadyInStore(sc.source, f"payment session {p.id!r}")
             await world.add_payment(
                 make_payment(
                     p.id,
