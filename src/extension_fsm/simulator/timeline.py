@@ -138,8 +138,8 @@ class _Runner:
             self.violations.append(f"at {self.rel(self.world.clock.now()):g}s: {message}")
 
     async def dump(self) -> StoreDump:
-        """Only this timeline's rows, read as such: a database shared with other
-        timelines costs nothing here, however many rows the others left."""
+        """Only this timeline's rows, read as such (filtered selects on SQL): a
+        database shared with other timelines is never read whole here."""
         return await self.world.store.dump(
             session_ids=(self.session.id,), payment_ids=self.payment_ids
         )
