@@ -226,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _usage("simulate takes a SCENARIO file or --random N (one of them)")
     if args.random is None and (args.seed is not None or args.out is not None):
         return _usage("--seed and --out go with --random N, not with a scenario file")
+    if args.reuse_db and args.db in (None, "memory", "sqlite://"):
+        return _usage("--reuse-db goes with --db naming a database that outlives the run")
     if args.json and args.format not in (None, "json"):
         return _usage(f"--json means --format json, not --format {args.format}")
     fmt = "json" if args.json else args.format or "table"

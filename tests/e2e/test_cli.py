@@ -155,6 +155,9 @@ def test_command_line_misuse_exits_2(capsys: pytest.CaptureFixture[str]) -> None
     assert _run(capsys, "simulate", "x.json", "--random", "3")[0] == 2
     status, _, err = _run(capsys, "simulate", "--db", "bogus://x", str(TIMELINES / "accept.json"))
     assert status == 2 and "unsupported --db" in err
+    for db in ([], ["--db", "memory"], ["--db", "sqlite://"]):
+        status, _, err = _run(capsys, "simulate", "--random", "2", "--reuse-db", *db)
+        assert status == 2 and "--reuse-db goes with --db" in err
 
 
 # ---------------------------------------------------------------- the contract
