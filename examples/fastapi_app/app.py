@@ -33,7 +33,7 @@ from .models import (
     RespondBody,
 )
 from .ops import add_ops_routes
-from .settings import Settings
+from .settings import OneLineSettingsErrors, Settings
 from .wiring import Runtime, start_runtime
 
 __all__ = ["TOKEN_EXPIRED_CLOSE", "app", "create_app"]
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runtime.aclose()
 
     app = FastAPI(title="extension_fsm example host", lifespan=lifespan)
+    app.add_middleware(OneLineSettingsErrors)  # a bad setting: one line, no traceback
     add_ops_routes(app)  # GET /metrics, GET /healthz
 
     install_error_handlers(app)

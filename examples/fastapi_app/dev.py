@@ -25,14 +25,19 @@ from .auth import mint_token
 if TYPE_CHECKING:
     from .wiring import Runtime
 
-__all__ = ["seed_demo"]
+__all__ = ["DEMO_AMOUNT", "DEMO_PAYMENTS", "seed_demo"]
 
 _SEED_ATTEMPTS = 8
+#: the confirmed extension payments of the demo customer, one per extension
+DEMO_PAYMENTS = ("p-demo", "p-demo-2", "p-demo-3", "p-demo-4", "p-demo-5")
+#: each demo payment's amount: the ``price`` a request must name
+DEMO_AMOUNT = 25000
 
 
 async def seed_demo(runtime: Runtime) -> None:
-    """A session ``s-demo`` (customer ``c-demo``, mitra ``m-demo``) and a
-    confirmed payment ``p-demo`` of 25000 for one extension; logs tokens.
+    """A session ``s-demo`` (customer ``c-demo``, mitra ``m-demo``) and the
+    confirmed payments :data:`DEMO_PAYMENTS` of :data:`DEMO_AMOUNT` each (one
+    per extension: try several); prints what to send and the tokens.
 
     Idempotent: rows that exist are left as they are (a restart does not
     re-confirm a consumed payment), and safe when several instances start at
@@ -42,15 +47,15 @@ async def seed_demo(runtime: Runtime) -> None:
         try:
             async with store.unit_of_work() as uow:
                 has_session = await uow.sessions.get("s-demo") is not None
-                has_payment = await uow.payments.get("p-demo") is not None
+                missing = [p for p in DEMO_PAYMENTS if await uow.payments.get(p) is None]
             if not has_session:
                 expires = datetime.now(UTC) + timedelta(minutes=30)
                 await store.seed_session(
                     Session("s-demo", "c-demo", "m-demo", SessionStatus.ACTIVE, expires, "Sari")
                 )
-            if not has_payment:
+            for payment in missing:
                 await store.seed_payment(
-                    PaymentSession("p-demo", "c-demo", PaymentStatus.CONFIRMED, 25000)
+                    PaymentSession(payment, "c-demo", PaymentStatus.CONFIRMED, DEMO_AMOUNT)
                 )
             break
         except ConcurrencyConflict:  # another instance seeds the same rows right now
@@ -58,7 +63,14 @@ async def seed_demo(runtime: Runtime) -> None:
     else:
         raise RuntimeError("dev seed kept colliding with another instance")
     secret = runtime.settings.jwt_secret
-    print("dev seed: session s-demo, payment p-demo (25000)")
+    window = runtime.settings.timeout_seconds
+    print(f"dev seed: session s-demo, payments {', '.join(DEMO_PAYMENTS)} ({DEMO_AMOUNT} each)")
+    print(
+        "request body: "
+        f'{{"duration_minutes": 15, "price": {DEMO_AMOUNT}, '
+        f'"extension_payment_session_id": "{DEMO_PAYMENTS[0]}"}}'
+        f" (the mitra then has {window} s to answer)"
+    )
     print("customer token:", mint_token(Participant.CUSTOMER, "c-demo", secret))
     print("mitra token:   ", mint_token(Participant.MITRA, "m-demo", secret))
 

@@ -65,7 +65,7 @@ def add_ops_routes(app: FastAPI) -> None:
 async def _database(store: Any, max_lag: float) -> dict[str, Any]:
     if not hasattr(store, "database"):  # the in-memory store: nothing to reach
         return {"ok": True, "note": "in-memory store"}
-    from extension_fsm.status import collect_status
+    from extension_fsm.operator_status import collect_status
 
     try:
         doc = await asyncio.wait_for(collect_status(store), _CHECK_TIMEOUT_S)

@@ -11,13 +11,18 @@ not an error: like the service it replaces, the library treats anything but
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .auth import MIN_SECRET_BYTES
 
-__all__ = ["ENV", "Settings", "SettingsError"]
+__all__ = ["DEV_TIMEOUT_SECONDS", "ENV", "OneLineSettingsErrors", "Settings", "SettingsError"]
+
+#: the answer window with ``EXTENSION_FSM_DEV_SEED`` and no ``EXTENSION_FSM_TIMEOUT_SECONDS``
+DEV_TIMEOUT_SECONDS = 60
 
 #: each setting's environment variable
 ENV = {
@@ -60,7 +65,8 @@ class Settings(BaseModel):
     fcm_credentials_file: str | None = None
     #: replaces https://fcm.googleapis.com (a local FCM fake or emulator)
     fcm_endpoint: str | None = None
-    #: the mitra's answer window, seconds
+    #: the mitra's answer window, seconds (from the environment with the dev
+    #: seed on and no value given: DEV_TIMEOUT_SECONDS)
     timeout_seconds: int = Field(10, gt=0)
     #: "auto_reject", or anything else for auto_approve (the seed's rule)
     timeout_action: str = "auto_approve"
@@ -97,7 +103,8 @@ class Settings(BaseModel):
         """Read ``EXTENSION_FSM_*`` variables (``env``, default ``os.environ``).
 
         The JWT secret is required; an unset or empty variable takes the
-        default; any other bad value raises :class:`SettingsError`.
+        default (the answer window's is :data:`DEV_TIMEOUT_SECONDS` with the dev
+        seed on); any other bad value raises :class:`SettingsError`.
         """
         env = os.environ if env is None else env
         if not env.get(ENV["jwt_secret"]):
@@ -105,7 +112,11 @@ class Settings(BaseModel):
                 f"{ENV['jwt_secret']} is not set: give it {MIN_SECRET_BYTES}+ random bytes"
             )
         values = {field: env[var] for field, var in ENV.items() if env.get(var)}
-        return cls.validated(values)
+        settings = cls.validated(values)
+        if settings.dev_seed and "timeout_seconds" not in values:
+            # by hand: long enough to read the request and type the answer
+            settings = settings.model_copy(update={"timeout_seconds": DEV_TIMEOUT_SECONDS})
+        return settings
 
     @classmethod
     def validated(cls, values: Mapping[str, object]) -> Settings:
@@ -119,3 +130,31 @@ class Settings(BaseModel):
             shown = "(hidden)" if field == "jwt_secret" else repr(values.get(field))
             message = first["msg"].removeprefix("Value error, ")
             raise SettingsError(f"{name}={shown}: {message}") from None
+
+
+_Scope = MutableMapping[str, Any]
+_Message = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+
+
+class OneLineSettingsErrors:
+    """ASGI middleware: a :class:`SettingsError` at start-up reaches the server
+    as its one line, not as a traceback (``uvicorn`` prints what the app says
+    when its start-up failed: by default the whole traceback)."""
+
+    def __init__(self, app: Callable[[_Scope, _Receive, _Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def say_one_line(message: _Message) -> None:
+            failure = sys.exc_info()[1]  # the error the start-up is failing with
+            if message["type"] == "lifespan.startup.failed" and isinstance(failure, SettingsError):
+                message = {**message, "message": str(failure)}
+            await send(message)
+
+        await self.app(scope, receive, say_one_line)

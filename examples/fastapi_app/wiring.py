@@ -57,13 +57,13 @@ async def open_store(url: str) -> tuple[InspectableStore, Callable[[], Awaitable
     return store, store.aclose
 
 
-class NoPush:
-    """Push is not configured: the row ends dead with a clear reason."""
+class LoggedPush:
+    """Push is not configured (no ``EXTENSION_FSM_FCM_CREDENTIALS``): each push
+    is logged in one line instead of sent.  Not a failure: the row counts as
+    delivered, so a setup without push shows no dead rows after a good flow."""
 
     async def send(self, participant: Participant, user_id: str, message: PushMessage) -> None:
-        raise DeliveryError(
-            "push is not configured (EXTENSION_FSM_FCM_CREDENTIALS)", retryable=False
-        )
+        _log.info("push not sent (not configured): %s %s: %s", participant, user_id, message.title)
 
 
 class LoggedPaymentEvents:
@@ -196,8 +196,13 @@ async def start_runtime(settings: Settings) -> Runtime:
         # the session-timer commands as a stream the host's timer service consumes.
         device_tokens = RedisDeviceTokens(redis, prefix=settings.redis_prefix)
         session_timer = RedisStreamSessionTimer(redis, prefix=settings.redis_prefix)
-    push: PushSender = NoPush()
-    if settings.fcm_credentials_file:
+    push: PushSender = LoggedPush()
+    if not settings.fcm_credentials_file:
+        _log.warning(
+            "push is not configured (EXTENSION_FSM_FCM_CREDENTIALS is unset): "
+            "pushes are logged, not sent"
+        )
+    else:
         import firebase_admin  # type: ignore[import-untyped]
         from firebase_admin import credentials
 

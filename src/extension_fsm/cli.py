@@ -6,7 +6,7 @@ scenario file (``--json`` is ``--format json``);
 ``extension-fsm simulate --random N --seed S`` plays N random timelines;
 ``extension-fsm diagram [--format mermaid|dot]`` prints both state machines;
 ``extension-fsm schema scenario|messages`` prints a JSON Schema;
-``db``, ``status``, ``outbox retry-dead`` and ``worker`` are the operator's
+``db``, ``status``, ``history``, ``outbox retry-dead`` and ``worker`` are the operator's
 (:mod:`extension_fsm.ops_cli`).
 
 Exit status: 0 when every invariant held (and the file's ``expect`` matched),
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import time
@@ -140,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="extension-fsm",
         description=(
             "Play extension timelines on a virtual clock; draw the state machines; "
-            "migrate, watch and run a deployment (db, status, outbox, worker)."
+            "migrate, watch and run a deployment (db, status, history, outbox, worker)."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -211,7 +212,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``extension-fsm`` console script; returns the exit status."""
+    """The ``extension-fsm`` console script; returns the exit status.
+
+    A reader that stops early (``| head``) ends the command quietly: exit 1,
+    as Python itself does on a closed pipe, without a traceback."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe is a traceback
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush goes nowhere
+        return 1
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "diagram":
         sys.stdout.write(render(args.format))

@@ -17,6 +17,7 @@ __all__ = [
     "ExtensionError",
     "SocketUnreachable",
     "StorageError",
+    "StoreClosed",
 ]
 
 
@@ -102,6 +103,14 @@ class StorageError(ExtensionError):
         code = ErrorCode.STORAGE_UNAVAILABLE if retryable else ErrorCode.STORAGE_ERROR
         super().__init__(code, message)
         self.retryable = retryable
+
+
+class StoreClosed(StorageError):
+    """The store was closed before this call reached it (a background delivery
+    that outlived its store): nothing was read or written."""
+
+    def __init__(self, message: str = "the store is closed") -> None:
+        super().__init__(message)
 
 
 class ConcurrencyConflict(Exception):

@@ -54,7 +54,6 @@ __all__ = [
     "use_meter_provider",
 ]
 
-_VERSION = "0.1.0"
 _gauges: dict[tuple[str, str], float] = {}
 
 
@@ -112,7 +111,9 @@ def use_meter_provider(provider: Any | None) -> None:
     if otel is None:
         _instruments = None
         return
-    meter = (provider or otel.get_meter_provider()).get_meter("extension_fsm", _VERSION)
+    from . import __version__  # here: the package has finished importing by now
+
+    meter = (provider or otel.get_meter_provider()).get_meter("extension_fsm", __version__)
     _instruments = _Instruments(meter)
 
 
@@ -186,7 +187,7 @@ def delivery(kind: str, result: str) -> None:
 
 
 def record_status(status: Mapping[str, Any]) -> None:
-    """Feed the gauges from a :func:`extension_fsm.status.collect_status` document."""
+    """Feed the gauges from a :func:`extension_fsm.operator_status.collect_status` document."""
     outbox = status.get("outbox", {})
     for state in ("waiting", "retrying", "dead"):
         if isinstance(outbox.get(state), int):

@@ -1,5 +1,5 @@
 """The operator's subcommands of ``extension-fsm``: ``db``, ``status``,
-``outbox retry-dead`` and ``worker`` (wired into :mod:`extension_fsm.cli`).
+``history``, ``outbox retry-dead`` and ``worker`` (wired into :mod:`extension_fsm.cli`).
 
 Every one takes ``--db URL`` (default ``EXTENSION_FSM_DATABASE_URL``) and
 ``--table-prefix`` (default ``EXTENSION_FSM_TABLE_PREFIX``).  Exit status: 0
@@ -17,17 +17,18 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from .database_url import (
+    Failure,
+    UsageError,
+    check_sqlite_file,
+    database_url,
+    failure,
+    one_line,
+)
+
 __all__ = ["add_parsers", "run"]
 
 _ENV = "EXTENSION_FSM_"
-
-
-class UsageError(Exception):
-    """A bad command line or a missing extra: exit 2."""
-
-
-class Failure(Exception):
-    """The database or a service failed: exit 1."""
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -79,7 +80,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: Any) -> None:
-    """Add ``db``, ``status``, ``outbox`` and ``worker`` to ``sub``."""
+    """Add ``db``, ``status``, ``history``, ``outbox`` and ``worker`` to ``sub``."""
     db = sub.add_parser("db", help="run the packaged schema migrations (Alembic)")
     dbs = db.add_subparsers(dest="db_command", required=True)
     up = dbs.add_parser("upgrade", help="migrate up (default: to the newest revision)")
@@ -102,6 +103,31 @@ def add_parsers(sub: Any) -> None:
     status = sub.add_parser("status", help="counts: pending, overdue, outbox backlog")
     _common(status)
     status.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+    history = sub.add_parser(
+        "history",
+        help="one extension's moves, deliveries and payment events (read only)",
+        description=(
+            "Print what the tables know about one extension (or every extension of "
+            "--session): each move of the extension, its session and its payment with "
+            "who or what made it (customer, mitra, system, host), each outbox delivery with "
+            "its failed attempts, last error and when it was delivered or given up on, "
+            "and the payment events told to the host. Reads only. Formats: 'table' "
+            "(plain text, the default), 'json' (one document per extension, in a list), "
+            "'sequence' (a Mermaid sequence diagram, like simulate's)."
+        ),
+    )
+    history.add_argument("extension_id", nargs="?", metavar="EXTENSION_ID")
+    history.add_argument(
+        "--session", metavar="SESSION_ID", help="every extension of this session, oldest first"
+    )
+    history.add_argument(
+        "--format",
+        choices=("table", "json", "sequence"),
+        default="table",
+        help="table: plain text; json: a list of documents; sequence: Mermaid (default table)",
+    )
+    _common(history)
 
     outbox = sub.add_parser("outbox", help="outbox maintenance")
     obs = outbox.add_subparsers(dest="outbox_command", required=True)
@@ -157,7 +183,7 @@ def add_parsers(sub: Any) -> None:
         type=int,
         metavar="PORT",
         default=_env_int("METRICS_PORT"),
-        help="serve Prometheus text at :PORT/metrics (the 'prometheus' extra)",
+        help="serve :PORT/metrics (Prometheus text), /healthz and /readyz (the prometheus extra)",
     )
     w.add_argument("--log-format", choices=("json", "kv"), default=_env("LOG_FORMAT", "json"))
     w.add_argument(
@@ -170,7 +196,7 @@ def add_parsers(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run an operator subcommand; the exit status."""
     try:
-        url = _database(args)
+        url = database_url(args.db)
         match args.command:
             case "db":
                 return _db(args, url)
@@ -178,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
                 return _status(args, url)
             case "outbox":
                 return _retry_dead(args, url)
+            case "history":
+                return _history(args, url)
             case _:
                 return _worker(args, url)
     except UsageError as err:
@@ -188,36 +216,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _database(args: argparse.Namespace) -> str:
-    url = args.db
-    if not url:
-        raise UsageError("--db URL is required (or set EXTENSION_FSM_DATABASE_URL)")
-    if url.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
-        raise UsageError(f"--db {url!r}: use sqlite:///file.db or postgresql://…")
-    _need("sqlalchemy", "sql")
-    _need("alembic", "sql")
-    if not url.startswith("sqlite"):
-        _need("psycopg" if "+psycopg" in url.split(":", 1)[0] else "asyncpg", "postgres")
-    return str(url)
-
-
-def _need(module: str, extra: str) -> None:
-    try:
-        __import__(module)
-    except ImportError:
-        raise UsageError(f"needs pip install 'extension-fsm[{extra}]' ({module})") from None
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:300]}"
-
-
 def _db(args: argparse.Namespace, url: str) -> int:
     from alembic.util import CommandError
 
-    from . import db
+    from . import migrate
 
+    check_sqlite_file(url, creates=args.db_command == "upgrade")
     prefix = args.table_prefix
     options = {"layout": args.layout if args.layout != "default" else ""}
     timeout = getattr(args, "extension_timeout_seconds", None)
@@ -228,48 +232,49 @@ def _db(args: argparse.Namespace, url: str) -> int:
     try:
         match args.db_command:
             case "upgrade":
-                at = db.upgrade(url, args.revision, table_prefix=prefix, options=options)
+                at = migrate.upgrade(url, args.revision, table_prefix=prefix, options=options)
             case "downgrade":
-                at = db.downgrade(url, args.revision, table_prefix=prefix, options=options)
+                at = migrate.downgrade(url, args.revision, table_prefix=prefix, options=options)
             case "stamp":
-                at = db.stamp(url, args.revision, table_prefix=prefix, options=options)
+                at = migrate.stamp(url, args.revision, table_prefix=prefix, options=options)
             case _:
-                at = db.current(url, table_prefix=prefix)
+                at = migrate.current(url, table_prefix=prefix)
     except CommandError as err:
-        raise UsageError(_one_line(err)) from None
+        raise UsageError(one_line(err)) from None
     except Exception as err:
-        raise Failure(_one_line(err)) from None
-    head = db.head()
+        raise failure(err, url) from None
+    head = migrate.head()
     print(" ".join(f"{rev} (head)" if rev == head else rev for rev in at) or "base (empty)")
     return 0
 
 
 async def _with_store(args: argparse.Namespace, url: str, fn: Any) -> Any:
     from .adapters.sqlalchemy import SqlAlchemyStore
-    from .status import missing_tables
+    from .operator_status import missing_tables
 
+    check_sqlite_file(url, creates=False)
     try:
         store = await SqlAlchemyStore.open(url, table_prefix=args.table_prefix, layout=args.layout)
     except Exception as err:
-        raise Failure(_one_line(err)) from None
+        raise failure(err, url) from None
     try:
         try:
             missing = await missing_tables(store)
         except Exception as err:
-            raise Failure(_one_line(err)) from None
+            raise failure(err, url) from None
         if missing:
             missed = ", ".join(missing)
             raise Failure(f"not migrated (missing {missed}): run extension-fsm db upgrade")
         try:
             return await fn(store)
         except Exception as err:
-            raise Failure(_one_line(err)) from None
+            raise failure(err, url) from None
     finally:
         await store.aclose()
 
 
 def _status(args: argparse.Namespace, url: str) -> int:
-    from .status import collect_status
+    from .operator_status import collect_status
 
     doc = asyncio.run(_with_store(args, url, collect_status))
     if args.json:
@@ -287,8 +292,27 @@ def _status(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace, url: str) -> int:
+    from .history import load_history, render
+
+    if (args.extension_id is None) == (args.session is None):
+        raise UsageError("give an EXTENSION_ID or --session SESSION_ID (one of them)")
+
+    async def read(store: Any) -> Any:
+        return await load_history(store, extension_id=args.extension_id, session_id=args.session)
+
+    found = asyncio.run(_with_store(args, url, read))
+    if not found:
+        what = (
+            f"extension {args.extension_id}" if args.session is None else f"session {args.session}"
+        )
+        raise Failure(f"no extension found for {what}")
+    sys.stdout.write(render(found, args.format))
+    return 0
+
+
 def _retry_dead(args: argparse.Namespace, url: str) -> int:
-    from .status import retry_dead
+    from .operator_status import retry_dead
 
     n = asyncio.run(_with_store(args, url, retry_dead))
     print(f"requeued {n} dead outbox row(s)")
@@ -296,7 +320,7 @@ def _retry_dead(args: argparse.Namespace, url: str) -> int:
 
 
 def _worker(args: argparse.Namespace, url: str) -> int:
-    from .worker import ConfigError, WorkerConfig, configure_logging, run_worker
+    from .worker import ConfigError, WorkerConfig, configure_logging
 
     for value in (args.grace_seconds, args.metrics_port):
         if isinstance(value, _BadEnv):
@@ -329,26 +353,47 @@ def _worker(args: argparse.Namespace, url: str) -> int:
         cfg.validate()
     except ConfigError as err:
         raise UsageError(str(err)) from None
-    if args.metrics_port is not None:
-        _serve_metrics(args.metrics_port)
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise UsageError(f"--metrics-port {args.metrics_port}: not a port")
+    check_sqlite_file(url, creates=False)
+    server = None if args.metrics_port is None else _serve_metrics(args.metrics_port, args, url)
     configure_logging(args.log_format, str(args.log_level).upper())
-    return asyncio.run(run_worker(cfg))
+    try:
+        return asyncio.run(_run_watched(cfg, server))
+    finally:
+        if server is not None:
+            server.close()
 
 
-def _serve_metrics(port: int) -> None:
-    """Prometheus text at ``:port/metrics`` from the library's instruments."""
+async def _run_watched(cfg: Any, server: Any) -> int:
+    from .worker import run_worker
+
+    if server is not None:
+        server.watch(asyncio.get_running_loop())  # /healthz: this loop answers
+    return await run_worker(cfg)
+
+
+def _serve_metrics(port: int, args: argparse.Namespace, url: str) -> Any:
+    """``/metrics`` (Prometheus text from the library's instruments),
+    ``/healthz`` and ``/readyz`` on ``:port`` (:mod:`extension_fsm.worker_http`)."""
     if not 0 < port < 65536:
         raise UsageError(f"--metrics-port {port}: not a port")
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
-        from prometheus_client import start_http_server
+        from prometheus_client import make_wsgi_app  # noqa: F401 - the extra is there
     except ImportError:
         raise UsageError("--metrics-port needs pip install 'extension-fsm[prometheus]'") from None
     from . import metrics
+    from .worker_http import HealthServer, database_ready
+
+    def ready() -> Any:
+        return database_ready(url, table_prefix=args.table_prefix, layout=args.layout)
 
     try:
-        start_http_server(port)
+        server = HealthServer(port, ready)
     except OSError as err:
         raise Failure(f"--metrics-port {port}: {err}") from None
+    server.start()
     metrics.use_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+    return server

@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from . import metrics
-from .errors import DeliveryError, SocketUnreachable
+from .errors import DeliveryError, SocketUnreachable, StoreClosed
 from .model import (
     ClearClosureGrace,
     Notify,
@@ -240,7 +240,10 @@ class OutboxDispatcher:
         if task.cancelled():
             return
         err = task.exception()
-        if err is not None:
+        if isinstance(err, StoreClosed):
+            # The store closed first: the rows are handed back, as on a crash.
+            _log.info("store closed before a post-commit delivery; left in the outbox")
+        elif err is not None:
             _log.error(
                 "post-commit delivery failed; left in the outbox",
                 exc_info=(type(err), err, err.__traceback__),

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from . import core, metrics
 from .deadlines import Deadlines
@@ -89,6 +89,8 @@ class ExtensionService(Deadlines):
     ``sweep_spread=True`` starts each worker's pass at a random row of the list.
     ``presence_timeout`` bounds each presence question (seconds) a timeout asks
     before its unit of work opens; no answer in time is "not reachable".
+    ``async with ExtensionService(...) as service:`` closes it on exit
+    (:meth:`aclose`).
     """
 
     def __init__(
@@ -139,6 +141,12 @@ class ExtensionService(Deadlines):
         for them), and whatever that misses by :meth:`OutboxDispatcher.dispatch_due`.
         """
         return self._dispatcher
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def aclose(self, *, grace: float = 5.0) -> None:
         """Stop: cancel in-process deadline timers; let background deliveries

@@ -6,7 +6,7 @@ delivers due outbox rows (``service.dispatcher.dispatch_due()``).  The sweep
 never delivers anything itself: its decisions' rows wait in the outbox for
 the dispatch loop (woken at once), so a hung socket or push service never
 delays a deadline.  A third, slow loop reads the counts
-(:mod:`extension_fsm.status`) into the gauges of :mod:`extension_fsm.metrics`.
+(:mod:`extension_fsm.operator_status`) into the gauges of :mod:`extension_fsm.metrics`.
 
 Deadlines are data in the database; the loops poll them (no scheduler of our
 own).  Any number of replicas may run: the store claims due extensions and
@@ -269,8 +269,8 @@ async def run_worker(cfg: WorkerConfig, stop: asyncio.Event | None = None) -> in
     from .adapters.clock import SystemClock
     from .adapters.memory_delivery import MemoryConfig
     from .adapters.sqlalchemy import SqlAlchemyStore
+    from .operator_status import collect_status, missing_tables
     from .service import ExtensionService
-    from .status import collect_status, missing_tables
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

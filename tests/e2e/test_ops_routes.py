@@ -15,7 +15,7 @@ import httpx
 
 from examples.fastapi_app.app import create_app
 from examples.fastapi_app.settings import Settings
-from extension_fsm.db import upgrade
+from extension_fsm.migrate import upgrade
 from tests.e2e.live import LiveServer
 from tests.fakes.redis_env import closed_port, new_prefix, redis_url
 from tests.ops.seed_overdue import seed

@@ -1,6 +1,13 @@
-"""The example's settings: bad environment values stop it with one line naming the variable."""
+"""The example's settings: bad environment values stop it with one line naming
+the variable, under uvicorn too; the dev seed's answer window is long enough to
+answer by hand."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +15,7 @@ from examples.fastapi_app.settings import ENV, Settings, SettingsError
 from extension_fsm import TimeoutAction
 
 SECRET = "s" * 40
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(**values: str) -> dict[str, str]:
@@ -114,3 +122,34 @@ def test_settings_are_frozen_and_refuse_unknown_fields() -> None:
 
 def test_every_setting_read_from_the_environment_is_a_field() -> None:
     assert set(ENV) <= set(Settings.model_fields)
+
+
+def test_the_dev_answer_window_is_60_seconds_unless_set() -> None:
+    env = {"EXTENSION_FSM_JWT_SECRET": SECRET, "EXTENSION_FSM_DEV_SEED": "1"}
+    assert Settings.from_env(env).timeout_seconds == 60
+    assert Settings.from_env({**env, "EXTENSION_FSM_TIMEOUT_SECONDS": "15"}).timeout_seconds == 15
+    assert Settings.from_env({"EXTENSION_FSM_JWT_SECRET": SECRET}).timeout_seconds == 10
+
+
+def test_a_bad_setting_stops_uvicorn_with_one_line_naming_it(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "EXTENSION_FSM_JWT_SECRET": SECRET,
+        "EXTENSION_FSM_TIMEOUT_SECONDS": "ten",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "examples.fastapi_app.app:app", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors[0] == (
+        "ERROR:    EXTENSION_FSM_TIMEOUT_SECONDS='ten': Input should be a valid integer, "
+        "unable to parse string as an integer"
+    )

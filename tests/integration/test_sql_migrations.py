@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from alembic import command
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, build_tables, to_async_url
-from extension_fsm.db import version_table
+from extension_fsm.migrate import version_table
 from extension_fsm.simulator import make_session
 from tests.integration.sql_support import private_postgres_database
 

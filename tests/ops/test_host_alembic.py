@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
 from alembic import command
-from extension_fsm import db
+from extension_fsm import migrate
 from extension_fsm.adapters.sqlalchemy import build_tables
 
 HOST_ENV = """
@@ -80,6 +80,6 @@ def test_the_host_upgrades_our_branch_by_its_label_then_everything(tmp_path: Pat
     with engine.connect() as conn:
         versions = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))}
     engine.dispose()
-    assert versions == {"h1", db.head()}
+    assert versions == {"h1", migrate.head()}
     command.downgrade(cfg, "extension_fsm@base")
     assert not ours & _tables(url) and "host_things" in _tables(url)

@@ -112,7 +112,7 @@ def test_the_installed_package_is_the_wheel(installed: Installed) -> None:
 
 def test_migrate_watch_work_stop_and_migrate_down(installed: Installed, url: str) -> None:
     head = installed.run(
-        "python", "-c", "from extension_fsm.db import head; print(head())"
+        "python", "-c", "from extension_fsm.migrate import head; print(head())"
     ).stdout.strip()
     assert installed.cli("db", "upgrade", "--db", url).stdout == f"{head} (head)\n"
     assert installed.cli("db", "current", "--db", url).stdout == f"{head} (head)\n"

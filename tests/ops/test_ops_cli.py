@@ -19,9 +19,9 @@ from sqlalchemy import text
 from extension_fsm import __version__
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.cli import main
-from extension_fsm.db import head, version_table
+from extension_fsm.migrate import head, version_table
+from extension_fsm.operator_status import collect_status
 from extension_fsm.ports import OutboxMessage
-from extension_fsm.status import collect_status
 from tests.integration.sql_support import private_postgres_database
 from tests.ops.seed_overdue import seed
 
@@ -47,11 +47,11 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_db_upgrade_current_downgrade_and_stamp(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(capsys, "db", "current", "--db", url)[:2] == (0, "base (empty)\n")
     assert run(capsys, "db", "upgrade", "--db", url)[:2] == (0, f"{head()} (head)\n")
     assert run(capsys, "db", "current", "--db", url)[1] == f"{head()} (head)\n"
     assert run(capsys, "db", "upgrade", "--db", url)[0] == 0  # again: nothing to do
     assert run(capsys, "db", "downgrade", "base", "--db", url)[:2] == (0, "base (empty)\n")
+    assert run(capsys, "db", "current", "--db", url)[:2] == (0, "base (empty)\n")
     status, out, err = run(capsys, "status", "--db", url)
     assert status == 1 and "not migrated" in err and "db upgrade" in err and out == ""
     assert run(capsys, "db", "stamp", "head", "--db", url)[1] == f"{head()} (head)\n"
@@ -230,12 +230,13 @@ def _without(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
 
 
 def test_simulate_without_rich_names_the_extra(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     _without(monkeypatch, "rich")
     status, _, err = run(capsys, "simulate", "--db", "memory", str(TIMELINE))
     assert status == 2 and "extension-fsm[cli]" in err and "Traceback" not in err
-    assert run(capsys, "simulate", "--random", "2")[0] == 2
+    status, out, err = run(capsys, "simulate", "--random", "2", "--out", str(tmp_path))
+    assert status == 0 and err == "" and out.endswith("every invariant held\n")  # plain text
     status, out, _ = run(capsys, "simulate", "--json", "--db", "memory", str(TIMELINE))
     assert status == 0 and json.loads(out)["invariants"]["ok"] is True  # JSON needs no rich
 
@@ -283,11 +284,11 @@ def test_the_console_script_exits_2_on_a_missing_extra_without_a_traceback(tmp_p
 
 
 async def test_migrations_run_from_inside_an_event_loop(tmp_path: Path) -> None:
-    from extension_fsm import db
+    from extension_fsm import migrate
 
     url = f"sqlite:///{tmp_path / 'loop.db'}"
-    assert db.upgrade(url) == [head()]  # a host's async start-up: Alembic runs in a thread
-    assert db.downgrade(url, "base") == []
+    assert migrate.upgrade(url) == [head()]  # a host's async start-up: Alembic runs in a thread
+    assert migrate.downgrade(url, "base") == []
 
 
 @pytest.mark.parametrize(
@@ -340,3 +341,105 @@ def test_an_integer_from_the_environment_still_yields_to_the_flag(
     monkeypatch.setenv("EXTENSION_FSM_GRACE_SECONDS", "sixty")
     status, _, err = run(capsys, "worker", "--db", "sqlite://", "--grace-seconds", "5")
     assert status == 2 and "in-memory SQLite" in err  # the flag won; the next check speaks
+
+
+def _tables(url: str) -> list[str]:
+    async def names() -> list[str]:
+        from sqlalchemy import inspect
+
+        async with await SqlAlchemyStore.open(url) as store:
+            return await store.database.run_sync(lambda c: sorted(inspect(c).get_table_names()))
+
+    return asyncio.run(names())
+
+
+def test_db_downgrade_base_leaves_no_table_behind(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "db", "upgrade", "--db", url)[0] == 0
+    assert version_table() in _tables(url)
+    assert run(capsys, "db", "downgrade", "base", "--db", url)[:2] == (0, "base (empty)\n")
+    assert _tables(url) == []  # the version table included
+    assert run(capsys, "db", "upgrade", "--db", url)[:2] == (0, f"{head()} (head)\n")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["db", "current"],
+        ["db", "downgrade", "base"],
+        ["status"],
+        ["history", "x"],
+        ["outbox", "retry-dead"],
+    ],
+    ids=lambda argv: "-".join(argv),
+)
+def test_a_mistyped_sqlite_file_is_one_line_and_not_created(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "tyop.db"
+    status, out, err = run(capsys, *argv, "--db", f"sqlite:///{typo}")
+    assert (status, out) == (1, "")
+    assert err.endswith(f"no such SQLite file {typo} (extension-fsm db upgrade creates it)\n")
+    assert err.count("\n") == 1 and not typo.exists()
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["db", "current"], ["status"]])
+def test_a_sqlite_file_in_a_missing_directory_is_one_line(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = tmp_path / "missing" / "dir"
+    status, out, err = run(capsys, *argv, "--db", f"sqlite:///{where / 'x.db'}")
+    assert (status, out) == (1, "")
+    assert err.endswith(f": the directory {where} does not exist\n") and err.count("\n") == 1
+    assert not where.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["db", "current"], ["status"]])
+def test_a_postgres_database_that_does_not_exist_is_named_in_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    with private_postgres_database("gone") as live:
+        parsed = make_url(live)
+    gone = parsed.render_as_string(hide_password=False)  # dropped on leaving the block
+    name = parsed.database
+    status, out, err = run(capsys, *argv, "--db", gone)
+    assert (status, out) == (1, "")
+    assert f"PostgreSQL has no database '{name}' (create it: createdb {name})" in err
+    assert err.count("\n") == 1
+
+
+def test_an_unreachable_postgres_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.fakes.redis_env import closed_port
+
+    port = closed_port()
+    status, _, err = run(capsys, "db", "current", "--db", f"postgresql://u@127.0.0.1:{port}/x")
+    assert status == 1 and err.count("\n") == 1
+    assert err.endswith(f"cannot reach PostgreSQL at 127.0.0.1:{port}\n")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["schema", "scenario"],
+        ["schema", "messages"],
+        ["diagram"],
+        ["simulate", str(TIMELINE), "--format", "json", "--db", "memory"],
+    ],
+    ids=["schema-scenario", "schema-messages", "diagram", "simulate-json"],
+)
+def test_a_reader_that_stops_early_ends_the_command_quietly(argv: list[str]) -> None:
+    # `extension-fsm ... | head`: the reader is gone before the first write
+    with subprocess.Popen(
+        [sys.executable, "-m", "extension_fsm.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 1
+    assert err == b""

@@ -19,12 +19,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from extension_fsm import worker
+from extension_fsm import __version__, worker
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
-from extension_fsm.db import upgrade
+from extension_fsm.migrate import upgrade
 from extension_fsm.model import Notify, Participant, SessionExpiryExtended
+from extension_fsm.operator_status import collect_status
 from extension_fsm.outbox import encode_effects
-from extension_fsm.status import collect_status
 from extension_fsm.worker import WorkerConfig, run_worker
 from tests.fakes.redis_env import closed_port, connect, new_prefix, redis_url, wipe
 from tests.fakes.waiting import eventually
@@ -266,6 +266,10 @@ def test_sigterm_finishes_and_exits_0_with_json_logs(tmp_path: Path) -> None:
             if lines[-1]["msg"] == "swept":
                 break
         exposed = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        probes = {
+            path: httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30)
+            for path in ("/healthz", "/readyz", "/nope")
+        }
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=60)
     finally:
@@ -279,3 +283,10 @@ def test_sigterm_finishes_and_exits_0_with_json_logs(tmp_path: Path) -> None:
     assert re.search(
         r'^extension_fsm_timeout_lag_seconds_count\{[^}]*path="sweep"[^}]*\} 4\.0$', exposed, re.M
     )
+    # the package's version, not a number written down once
+    assert f'otel_scope_version="{__version__}"' in exposed
+    assert {p: (r.status_code, r.text) for p, r in probes.items() if p != "/nope"} == {
+        "/healthz": (200, "ok\n"),
+        "/readyz": (200, "ok\n"),
+    }
+    assert probes["/nope"].status_code == 404

@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from alembic import context
 from extension_fsm.adapters.sqlalchemy import build_tables, to_async_url
 from extension_fsm.adapters.sqlalchemy.urls import split_asyncpg_options
-from extension_fsm.db import version_table
+from extension_fsm.migrate import version_table
 
 config = context.config
 x_args = context.get_x_argument(as_dictionary=True)
@@ -64,6 +64,17 @@ def _run_sync(connection: Connection) -> None:
     _configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
+        if config.attributes.get("drop_version_table_at_base"):
+            _drop_version_table(connection)
+
+
+def _drop_version_table(connection: Connection) -> None:
+    """After ``downgrade base``: the version table, empty now, goes too."""
+    from sqlalchemy import MetaData, Table, inspect
+
+    name = version_table(table_prefix)
+    if inspect(connection).has_table(name) and not context.get_context().get_current_heads():
+        Table(name, MetaData()).drop(connection)
 
 
 async def _run_async() -> None:

@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ...errors import ConcurrencyConflict, StorageError
+from ...errors import ConcurrencyConflict, StorageError, StoreClosed
 from .dialects import create_engine, sqlite_busy_seconds
 from .failures import FAILED_MESSAGE as FAILED_MESSAGE  # re-exported: older imports
 from .failures import UNAVAILABLE_MESSAGE as UNAVAILABLE_MESSAGE
@@ -293,7 +293,7 @@ class Database:
         # A closed engine would open a fresh pool on demand and leak it: a late
         # caller (a background delivery outliving its store) is refused instead.
         if self._closed:
-            raise StorageError("the store is closed")
+            raise StoreClosed()
         self._in_flight += 1
         self._idle.clear()
 

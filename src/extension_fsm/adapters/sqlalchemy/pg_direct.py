@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import TextClause
 
-from ...errors import StorageError
+from ...errors import StorageError, StoreClosed
 from .engine import unavailable
 from .pg_plans import DirectResult, Plan, compile_plan, rowcount
 from .urls import split_asyncpg_options, split_pg_timeouts
@@ -208,7 +208,7 @@ class PgDirect:
 
     async def _ready(self) -> Any:
         if self._closed:
-            raise StorageError("the store is closed")
+            raise StoreClosed()
         if self._pool is None:
             asyncpg = _asyncpg()
             # min_size=0: nothing connects until a call needs it; what opens is kept.

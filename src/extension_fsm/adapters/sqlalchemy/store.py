@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from sqlalchemy import Row, and_, or_, select
 from sqlalchemy.engine import URL
@@ -72,7 +72,8 @@ def _store_options(url: URL, direct: bool | None) -> tuple[URL, bool, int]:
 class SqlAlchemyStore:
     """:class:`~extension_fsm.ports.InspectableStore` over SQLite or PostgreSQL.
 
-    Open with :meth:`open`; close with :meth:`aclose`.
+    Open with :meth:`open`; close with :meth:`aclose`, or use it as an async
+    context manager (``async with await SqlAlchemyStore.open(url) as store:``).
     """
 
     def __init__(
@@ -130,10 +131,16 @@ class SqlAlchemyStore:
         """Create every table and index that does not exist yet, safe from several
         instances starting at once; a schema created here is stamped with the head
         migration (``extension-fsm db upgrade`` then has nothing to do)."""
-        from ...db import create_and_stamp
+        from ...migrate import create_and_stamp
 
         tables = self._db.tables
         await self._db.create_schema(lambda conn: create_and_stamp(conn, tables, table_prefix))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def aclose(self, *, grace: float = 10.0) -> None:
         """Refuse new work, let the work holding a connection finish (up to

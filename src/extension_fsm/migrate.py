@@ -93,10 +93,15 @@ def upgrade(
 def downgrade(
     url: str, revision: str, *, table_prefix: str = "", options: Options = None
 ) -> list[str]:
-    """Migrate ``url`` down to ``revision`` (``base`` removes every table)."""
+    """Migrate ``url`` down to ``revision``; ``base`` removes every table,
+    the version table included, and leaves nothing behind."""
     from alembic import command
 
-    return _migrate(command.downgrade, url, revision, table_prefix, options)
+    cfg = alembic_config(url, table_prefix=table_prefix, options=options)
+    # ``base``: the environment drops the version table too (empty, it would stay)
+    cfg.attributes["drop_version_table_at_base"] = True
+    command.downgrade(cfg, revision)
+    return current(url, table_prefix=table_prefix)
 
 
 def stamp(url: str, revision: str, *, table_prefix: str = "", options: Options = None) -> list[str]:
