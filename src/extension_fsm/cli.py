@@ -36,6 +36,7 @@ from typing import Any
 
 from . import __version__, ops_cli
 from .adapters.memory import MemoryStore
+from .database_url import Failure, check_sqlite_file, failure
 from .payloads import messages_schema
 from .ports import InspectableStore
 from .simulator.diagram import FORMATS, render
@@ -87,17 +88,21 @@ async def opened_store(url: str, *, reuse: bool = False) -> AsyncIterator[Inspec
     if store_class is None:
         raise StoreUnavailable(f"--db {url} needs {_SQL_MODULE} (pip install 'extension-fsm[sql]')")
     try:
+        check_sqlite_file(url, creates=True)  # a new file, yes; in a missing directory, no
+    except Failure as err:
+        raise StoreUnavailable(str(err)) from None
+    try:
         # The CLI drives virtual time: deadlines by its clock, not the database's.
         store = await store_class.open(url, clock="local")
     except Exception as err:  # a driver's error, shown as one line
-        raise StoreUnavailable(f"cannot open --db {url}: {type(err).__name__}: {err}") from None
+        raise StoreUnavailable(str(failure(err, url))) from None
     try:
         try:
             held = [] if reuse else await _held(store)
             if not held:
                 await store.create_schema()
         except Exception as err:  # a driver's error, shown as one line
-            raise StoreUnavailable(f"cannot use --db {url}: {type(err).__name__}: {err}") from None
+            raise StoreUnavailable(str(failure(err, url))) from None
         if held:
             shown = "; ".join(held[:3]) + (f"; {len(held) - 3} more" if len(held) > 3 else "")
             raise StoreUnavailable(

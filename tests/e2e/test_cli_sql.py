@@ -141,3 +141,28 @@ def test_timelines_and_random_on_postgresql(
     assert "already holds data" in capsys.readouterr().err
     status = main([*argv, "--reuse-db"])
     assert status == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("db", "says"),
+    [
+        ("sqlite:////no/such/dir/x.db", "the directory /no/such/dir does not exist"),
+        ("postgresql://postgres@127.0.0.1:1/x", "cannot reach PostgreSQL at 127.0.0.1:1"),
+    ],
+)
+def test_a_database_that_cannot_be_used_is_one_line(
+    capsys: pytest.CaptureFixture[str], db: str, says: str
+) -> None:
+    assert main(["simulate", "--db", db, str(TIMELINES / "accept.json")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"extension-fsm: --db {db}: {says}\n"
+
+
+@pytest.mark.postgres
+def test_a_missing_postgresql_database_is_one_line(
+    postgres_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = postgres_db + "_absent"
+    assert main(["simulate", "--db", missing, str(TIMELINES / "accept.json")]) == 2
+    name = missing.rsplit("/", 1)[1]
+    assert f"PostgreSQL has no database {name!r} (create it" in capsys.readouterr().err
