@@ -1,6 +1,6 @@
 """Delivery ports that do nothing and keep nothing (so benchmarks time only the
 library; the recording fakes of ``adapters.memory`` would add their own cost).
-Configuration comes from ``adapters.memory.MemoryConfig``."""
+Configuration comes from ``adapters.config.StaticConfig``."""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ class Sizes:
     quick: bool
     repeats: int
     core_ops: int
-    peer_ops: int
     memory_extensions: int
     timer_threads: int
     sql_ops: int
@@ -47,7 +46,6 @@ class Sizes:
             quick=False,
             repeats=7,
             core_ops=20_000,
-            peer_ops=2_000,
             memory_extensions=100_000,
             timer_threads=200,
             sql_ops=300,
@@ -69,7 +67,6 @@ class Sizes:
             quick=True,
             repeats=3,
             core_ops=500,
-            peer_ops=100,
             memory_extensions=2_000,
             timer_threads=20,
             sql_ops=30,

@@ -14,7 +14,8 @@ from transitions import Machine
 from transitions.extensions.states import Timeout, add_state_features
 
 from extension_fsm.adapters.clock import AsyncioScheduler, SystemClock
-from extension_fsm.adapters.memory import MemoryConfig, MemoryStore
+from extension_fsm.adapters.config import StaticConfig
+from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.model import (
     ExtensionStatus,
     PaymentSession,
@@ -44,7 +45,7 @@ async def _hold_pending(n: int) -> dict[str, Any]:
     service = ExtensionService(
         store,
         clock=SystemClock(),
-        config=MemoryConfig(timeout_seconds=3600, timeout_action="auto_reject"),
+        config=StaticConfig(timeout_seconds=3600, timeout_action="auto_reject"),
         sockets=NullSockets(),
         presence=NullPresence(),
         push=push,

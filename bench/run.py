@@ -34,7 +34,6 @@ HERE = Path(__file__).resolve().parent
 def _versions() -> dict[str, str]:
     names = [
         "transitions",
-        "python-statemachine",
         "SQLAlchemy",
         "psycopg",
         "asyncpg",
@@ -120,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         cases: list[tuple[str, Callable[[], Result | list[Result]]]] = [
             ("core decision", lambda: core_cases.core_decision(sizes)),
-            ("naive peer usage", lambda: core_cases.naive_peers(sizes)),
             ("memory", lambda: memory_cases.memory(sizes)),
             ("sqlite accept", lambda: sql_cases.sqlite_accept(sizes, tmp)),
             ("sqlite sweep", lambda: sweep_cases.sqlite_sweep(sizes, tmp)),

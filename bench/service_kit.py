@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Sequence
 
 from extension_fsm.adapters.clock import SystemClock
-from extension_fsm.adapters.memory import MemoryConfig
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.outbox import DispatchReport, OutboxDispatcher
 from extension_fsm.service import ExtensionService
@@ -49,7 +49,7 @@ def make_service(
     return ExtensionService(
         store,
         clock=clock,
-        config=MemoryConfig(timeout_action=action),
+        config=StaticConfig(timeout_action=action),
         presence=NullPresence(),
         dispatcher=dispatcher,
         new_id=lambda: f"{id_prefix}{next(counter)}",

@@ -12,8 +12,6 @@ from hypothesis import HealthCheck, settings
 from extension_fsm.outbox import BACKGROUND_TASK_NAME
 from tests.ci import IN_CI
 
-__all__ = ["IN_CI"]  # kept for older imports; import it from ``tests.ci``
-
 settings.register_profile(
     "ci",
     max_examples=500,

@@ -1,67 +1,22 @@
-"""The benchmarks keep running and keep checking their own work (not their speed),
-and the machine's compiled fast path stays exactly what ``transitions`` does."""
+"""The benchmarks keep running and keep checking their own work (not their speed)."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from extension_fsm.machine import EXTENSION_MACHINE, SESSION_MACHINE, Guard, InvalidMove
-from extension_fsm.model import TimeoutAction
 from tests.ci import IN_CI
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _guards() -> list[Guard]:
-    deadlines = [None, T0 - timedelta(seconds=1), T0, T0 + timedelta(seconds=1)]
-    return [
-        Guard(now=T0, deadline=d, timeout_action=a, mitra_connected=c, mitra_online=o)
-        for d, a, c, o in itertools.product(
-            deadlines, list(TimeoutAction), [False, True], [False, True]
-        )
-    ]
-
-
-def _outcome(fire: object, *args: object) -> object:
-    try:
-        return fire(*args)  # type: ignore[operator]
-    except InvalidMove as move:
-        return ("invalid", move.trigger, move.state, move.guarded)
-
-
-@pytest.mark.parametrize("machine", [EXTENSION_MACHINE, SESSION_MACHINE], ids=lambda m: m.name)
-def test_compiled_fire_matches_transitions_everywhere(machine: object) -> None:
-    from extension_fsm.machine import StateMachine
-
-    assert isinstance(machine, StateMachine)
-    compared = 0
-    for state, trigger, guard in itertools.product(machine.states, machine.triggers, _guards()):
-        fast = _outcome(machine.fire, state, trigger, guard)
-        slow = _outcome(machine.fire_via_transitions, state, trigger, guard)
-        assert fast == slow, (state, trigger, guard)
-        assert type(fast) is type(slow)
-        compared += 1
-    assert compared == len(machine.states) * len(machine.triggers) * len(_guards())
-
-
-def test_unknown_trigger_is_a_key_error_on_both_paths() -> None:
-    with pytest.raises(KeyError):
-        EXTENSION_MACHINE.fire(next(iter(EXTENSION_MACHINE.states)), "no_such", Guard(now=T0))
-    with pytest.raises(KeyError):
-        EXTENSION_MACHINE.fire_via_transitions(
-            next(iter(EXTENSION_MACHINE.states)), "no_such", Guard(now=T0)
-        )
 
 
 def _bench(*args: str, timeout: float) -> None:
@@ -91,7 +46,7 @@ def test_quick_benchmarks_run_and_verify_their_work(tmp_path: Path) -> None:
         assert result["verified"] is True, result["case"]
         assert result["baseline"] is not None and result["baseline"] > 0, result["case"]
     cases = " ".join(r["case"] for r in results)
-    for expected in ("core decision", "naive peer", "memory", "SQLite file", "SQLite"):
+    for expected in ("core decision", "transitions trigger", "memory", "SQLite file", "SQLite"):
         assert expected in cases
     if data["meta"]["skipped"]:
         assert not IN_CI, f"PostgreSQL missing under CI: {data['meta']['skipped']}"

@@ -1,7 +1,9 @@
-"""Write ``docs/timelines.md``: every bundled timeline as a sequence diagram.
+"""Write the generated diagrams: ``docs/timelines.md`` (every bundled timeline
+as a sequence diagram) and the state machines in ``docs/design.md`` (drawn
+from the tables the core fires, between its two ``machines`` markers).
 
-``python tools/gallery.py`` rewrites the page; ``--check`` exits 1 when the
-page is not what the timelines produce today (CI runs it through the tests).
+``python tools/gallery.py`` rewrites them; ``--check`` exits 1 when either is
+not what the code produces today (CI runs it through the tests).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from extension_fsm.simulator.diagram import render_mermaid
 from extension_fsm.simulator.scenario import load_scenario
 from extension_fsm.simulator.sequence import sequence_diagram
 from extension_fsm.simulator.timeline import run_scenario
@@ -18,6 +21,9 @@ from extension_fsm.simulator.timeline import run_scenario
 ROOT = Path(__file__).resolve().parents[1]
 TIMELINES = ROOT / "examples" / "timelines"
 PAGE = ROOT / "docs" / "timelines.md"
+DESIGN = ROOT / "docs" / "design.md"
+MACHINES_START = "<!-- machines: drawn by python tools/gallery.py from machine.py -->\n"
+MACHINES_END = "<!-- /machines -->\n"
 
 INTRO = """\
 # Timeline gallery
@@ -46,17 +52,25 @@ async def render() -> str:
     return "\n".join(parts)
 
 
+def with_machines(design: str) -> str:
+    """``design`` with the state diagram between its markers drawn afresh."""
+    start = design.index(MACHINES_START) + len(MACHINES_START)
+    end = design.index(MACHINES_END, start)
+    return f"{design[:start]}```mermaid\n{render_mermaid()}```\n{design[end:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the page is stale")
+    parser.add_argument("--check", action="store_true", help="fail if a page is stale")
     args = parser.parse_args(argv)
-    page = asyncio.run(render())
+    pages = {PAGE: asyncio.run(render()), DESIGN: with_machines(DESIGN.read_text())}
     if args.check:
-        if not PAGE.exists() or PAGE.read_text() != page:
-            print(f"{PAGE.relative_to(ROOT)} is stale: run python tools/gallery.py")
-            return 1
-        return 0
-    PAGE.write_text(page)
+        stale = [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is stale: run python tools/gallery.py")
+        return 1 if stale else 0
+    for path, text in pages.items():
+        path.write_text(text)
     return 0
 
 

@@ -26,8 +26,6 @@ from pathlib import Path
 TESTS = [  # as pytest_add_cli_args_test_selection in pyproject.toml
     "tests/unit",
     "tests/property/test_races_memory.py",
-    "tests/test_bench_quick.py::test_compiled_fire_matches_transitions_everywhere",
-    "tests/test_bench_quick.py::test_unknown_trigger_is_a_key_error_on_both_paths",
     "tests/integration/test_storable_ids.py"
     "::test_ids_a_database_cannot_hold_are_a_422_and_write_nothing[memory]",
     "tests/integration/test_late_answers.py"

@@ -21,8 +21,8 @@ from extension_fsm import (
     run_sweeper,
 )
 from extension_fsm.adapters.clock import AsyncioScheduler, SystemClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryDeviceTokens,
     MemoryPresence,
     MemorySessionTimer,
@@ -224,7 +224,7 @@ async def start_runtime(settings: Settings) -> Runtime:
     service = ExtensionService(
         store,
         clock=clock,
-        config=MemoryConfig(
+        config=StaticConfig(
             settings.timeout_seconds, settings.timeout_action, settings.grace_seconds
         ),
         sockets=sockets,

@@ -28,7 +28,15 @@ from .model import (
     TimeoutAction,
     TimeoutExtension,
 )
-from .ports import Clock, ConfigSource, Presence, SessionSockets, Store, UnitOfWork
+from .ports import (
+    Clock,
+    ConfigSource,
+    Presence,
+    SessionSockets,
+    Store,
+    UnitOfWork,
+    stale_after_seconds,
+)
 
 __all__ = ["Deadlines"]
 
@@ -159,6 +167,7 @@ class Deadlines(ABC):
         is set aside in the same unit of work."""
         action = TimeoutAction.parse(await self._config.extension_timeout_action())
         grace = int(await self._config.closure_grace_seconds())
+        stale_after = await stale_after_seconds(self._config)
         for attempt in range(self._max_attempts):
             asked: dict[str, tuple[bool, bool]] | None = None
             if action is TimeoutAction.AUTO_APPROVE:
@@ -182,7 +191,9 @@ class Deadlines(ABC):
                         if asked is not None and session and session.mitra_id not in asked:
                             continue  # not asked about: the next batch asks first
                         try:
-                            decision = self._decide_timeout(item, action, grace, asked or {})
+                            decision = self._decide_timeout(
+                                item, action, grace, stale_after, asked or {}
+                            )
                         except Exception as err:  # one bad row must not stall the rest
                             assert item.extension is not None
                             ext_id, error = item.extension.id, _describe(err)
@@ -210,13 +221,14 @@ class Deadlines(ABC):
         snapshot: core.Snapshot,
         action: TimeoutAction,
         grace: int,
+        stale_after: float,
         asked: dict[str, tuple[bool, bool]],
     ) -> core.Decision | None:
         """One claimed extension's timeout decision, on presence gathered before."""
         ext = snapshot.extension
         assert ext is not None
         reachable = self._mitra_reachable(snapshot.session, action, asked)
-        facts = self._timeout_facts(action, grace, reachable, snapshot.now)
+        facts = self._timeout_facts(action, grace, stale_after, reachable, snapshot.now)
         return core.decide(snapshot, TimeoutExtension(ext.id), facts)
 
     async def _time_out(
@@ -228,6 +240,7 @@ class Deadlines(ABC):
         if action is None:
             action = TimeoutAction.parse(await self._config.extension_timeout_action())
         grace = int(await self._config.closure_grace_seconds())
+        stale_after = await stale_after_seconds(self._config)
         asked: dict[str, tuple[bool, bool]] = {}
         if action is TimeoutAction.AUTO_APPROVE:
             mitra = await self._pending_mitra(extension_id)
@@ -245,7 +258,7 @@ class Deadlines(ABC):
         decision = await self._run(
             TimeoutExtension(extension_id),
             load,
-            lambda: self._timeout_facts(action, grace, reachable, None),
+            lambda: self._timeout_facts(action, grace, stale_after, reachable, None),
         )
         return decision.extension.row if decision.extension else None
 
@@ -318,6 +331,7 @@ class Deadlines(ABC):
         self,
         action: TimeoutAction,
         grace: int,
+        stale_after: float,
         reachable: tuple[bool, bool],
         now: datetime | None,
     ) -> Facts:
@@ -327,4 +341,5 @@ class Deadlines(ABC):
             grace_seconds=grace,
             mitra_connected=reachable[0],
             mitra_online=reachable[1],
+            stale_after_seconds=stale_after,
         )

@@ -1,27 +1,37 @@
-"""The one ``transitions`` declaration of both machines, readable as a table.
+"""The three state machines of the flow (extension, session, payment), run by ``transitions``.
 
-Two machines, each built once at import and shared by every decision (a
-``Machine`` per extension is the largest cost in that library).  Models are
-tiny throw-away cursors that carry a state; guards are named conditions that
-read the :class:`Guard` context passed to the trigger.  The diagram
-(``extension-fsm diagram``) is drawn from these same tables.
+Each machine is declared once, as a table of :class:`TransitionRow`, and built
+once into a ``transitions.Machine`` with no model of its own.  Every move goes
+through that ``Machine``: :meth:`StateMachine.fire` puts the current status on
+a throw-away cursor (the model of this one call), triggers the ``Machine``'s
+event on it with a :class:`Guard`, and reads the cursor's new state.  The
+named guards below are the ``Machine``'s conditions.  Diagrams
+(``extension-fsm diagram``) are drawn from the same tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from transitions import Machine, MachineError
 
-from .model import ExtensionStatus, SessionStatus, TimeoutAction
+from .model import (
+    DEFAULT_STALE_AFTER_SECONDS,
+    ExtensionStatus,
+    PaymentStatus,
+    SessionStatus,
+    TimeoutAction,
+)
 
 __all__ = [
     "EXTENSION_MACHINE",
     "EXTENSION_TRANSITIONS",
+    "PAYMENT_MACHINE",
+    "PAYMENT_TRANSITIONS",
     "SESSION_MACHINE",
     "SESSION_TRANSITIONS",
     "Guard",
@@ -35,13 +45,21 @@ S = TypeVar("S", bound=Enum)
 
 @dataclass(frozen=True, slots=True)
 class Guard:
-    """What the guards may look at; the only argument a trigger receives."""
+    """What the guards may look at; the only argument a trigger receives.
+
+    The defaults err toward no charge: nothing is chargeable and nobody is
+    reachable unless the caller says so.
+    """
 
     now: datetime
     deadline: datetime | None = None
     timeout_action: TimeoutAction = TimeoutAction.AUTO_APPROVE
     mitra_connected: bool = False
     mitra_online: bool = False
+    #: the backing payment is still ``confirmed`` and the session ``extending``
+    chargeable: bool = False
+    #: a timeout handled later than this past its deadline never approves
+    stale_after: timedelta = timedelta(seconds=DEFAULT_STALE_AFTER_SECONDS)
 
 
 # ----------------------------------------------------------------- named guards
@@ -62,13 +80,32 @@ def auto_approve_policy(guard: Guard) -> bool:
     return guard.timeout_action is TimeoutAction.AUTO_APPROVE
 
 
+def handled_in_time(guard: Guard) -> bool:
+    """The timeout is handled within ``stale_after`` of its deadline: presence
+    asked now still says something about the mitra at the deadline."""
+    return guard.deadline is not None and guard.now - guard.deadline <= guard.stale_after
+
+
+def payment_chargeable(guard: Guard) -> bool:
+    """The payment is still ``confirmed`` and the session still ``extending``."""
+    return guard.chargeable
+
+
 def mitra_reachable(guard: Guard) -> bool:
     """The seed's safeguard: connected over WebSocket AND flagged online."""
     return guard.mitra_connected and guard.mitra_online
 
 
 GUARDS: dict[str, Callable[[Guard], bool]] = {
-    f.__name__: f for f in (within_window, is_due, auto_approve_policy, mitra_reachable)
+    f.__name__: f
+    for f in (
+        within_window,
+        is_due,
+        auto_approve_policy,
+        handled_in_time,
+        payment_chargeable,
+        mitra_reachable,
+    )
 }
 
 
@@ -94,7 +131,13 @@ EXTENSION_TRANSITIONS: tuple[TransitionRow, ...] = (
         "time_out",
         (_E.PENDING,),
         _E.ACCEPTED,
-        ("is_due", "auto_approve_policy", "mitra_reachable"),
+        (
+            "is_due",
+            "auto_approve_policy",
+            "handled_in_time",
+            "payment_chargeable",
+            "mitra_reachable",
+        ),
     ),
     TransitionRow("time_out", (_E.PENDING,), _E.TIMEOUT, ("is_due",)),
     # The session ends under a pending request: it is rejected, deadline or not.
@@ -110,6 +153,14 @@ SESSION_TRANSITIONS: tuple[TransitionRow, ...] = (
     TransitionRow("end", (_S.ACTIVE, _S.CLOSING, _S.EXTENDING), _S.ENDED),
 )
 
+_P = PaymentStatus
+# The library only ever charges or fails a confirmed payment; ``pending`` ->
+# ``confirmed`` is the host's payment provider, outside this flow.
+PAYMENT_TRANSITIONS: tuple[TransitionRow, ...] = (
+    TransitionRow("consume", (_P.CONFIRMED,), _P.CONSUMED),
+    TransitionRow("fail", (_P.CONFIRMED,), _P.FAILED),
+)
+
 
 class InvalidMove(Exception):
     """The machine has no such move from the current state (or a guard said no)."""
@@ -122,16 +173,8 @@ class InvalidMove(Exception):
         self.guarded = guarded
 
 
-@dataclass(frozen=True, slots=True)
-class _Move(Generic[S]):
-    """One compiled row: where it leads and the conditions (with their wanted value)."""
-
-    dest: S
-    checks: tuple[tuple[Callable[[Guard], bool], bool], ...]
-
-
 class _Cursor:
-    """The model ``transitions`` moves: just a state."""
+    """The model of one fire: just the state the ``Machine`` moves."""
 
     __slots__ = ("state",)
 
@@ -142,8 +185,10 @@ class _Cursor:
 class StateMachine(Generic[S]):
     """A typed wrapper around one shared ``transitions.Machine``.
 
-    ``fire(state, trigger, guard)`` returns the next state or raises
-    :class:`InvalidMove`; it never mutates anything but a throw-away cursor.
+    ``fire(state, trigger, guard)`` triggers the ``Machine``'s event on a
+    cursor holding ``state`` and returns where the ``Machine`` moved it, or
+    raises :class:`InvalidMove`; nothing but the cursor changes, so one
+    ``Machine`` serves every decision.
     """
 
     def __init__(
@@ -158,11 +203,12 @@ class StateMachine(Generic[S]):
         self.states = states
         self.rows = tuple(rows)
         self.final = frozenset(final)
+        self.initial: S = next(iter(states))
         state_specs: list[dict[str, Any]] = [{"name": s, "final": s in self.final} for s in states]
         self._machine = Machine(
             model=None,
             states=state_specs,
-            initial=next(iter(states)),
+            initial=self.initial,
             transitions=[
                 {
                     "trigger": row.trigger,
@@ -176,42 +222,6 @@ class StateMachine(Generic[S]):
             send_event=False,
             name=name,
         )
-        self._events = {name: self._machine.events[name] for name in self.triggers}
-        self._moves = self._compile()
-
-    def _compile(self) -> dict[tuple[S, str], tuple[_Move[S], ...]]:
-        """The Machine's own transitions as a lookup: (state, trigger) -> moves in order.
-
-        ``transitions`` spends most of a trigger on bookkeeping this machine
-        does not use (event data, enter/exit callbacks, logging); with no
-        callbacks declared, trying the moves of (state, trigger) in order and
-        taking the first whose conditions all hold is exactly what it does.
-        """
-        machine = self._machine
-        hooks = (
-            machine.prepare_event,
-            machine.before_state_change,
-            machine.after_state_change,
-            machine.finalize_event,
-            machine.on_exception,
-        )
-        if any(hooks):  # pragma: no cover - a guard against a future edit of the table
-            raise TypeError("the compiled fast path supports no machine callbacks")
-        moves: dict[tuple[S, str], tuple[_Move[S], ...]] = {}
-        for trigger, event in self._events.items():
-            for source, transitions in event.transitions.items():
-                compiled = []
-                for t in transitions:
-                    if t.prepare or t.before or t.after:  # pragma: no cover
-                        raise TypeError("the compiled fast path supports no callbacks")
-                    checks: list[tuple[Callable[[Guard], bool], bool]] = []
-                    for c in t.conditions:
-                        if not callable(c.func):  # pragma: no cover - guards are functions
-                            raise TypeError(f"condition {c.func!r} is not a function")
-                        checks.append((cast(Callable[[Guard], bool], c.func), bool(c.target)))
-                    compiled.append(_Move(self.states[str(t.dest)], tuple(checks)))
-                moves[(self.states[source], trigger)] = tuple(compiled)
-        return moves
 
     @property
     def triggers(self) -> tuple[str, ...]:
@@ -223,26 +233,15 @@ class StateMachine(Generic[S]):
         return any(trigger == row.trigger and state.value in row.source for row in self.rows)
 
     def fire(self, state: S, trigger: str, guard: Guard) -> S:
-        """The state ``trigger`` leads to from ``state`` under ``guard``."""
-        moves = self._moves.get((state, trigger))
-        if moves is None:
-            if trigger not in self._events:
-                raise KeyError(trigger)
-            raise InvalidMove(self.name, trigger, state.value, guarded=False)
-        for move in moves:
-            for condition, target in move.checks:
-                if bool(condition(guard)) is not target:
-                    break
-            else:
-                return move.dest
-        raise InvalidMove(self.name, trigger, state.value, guarded=True)
+        """The state the ``Machine`` moves ``state`` to on ``trigger`` under ``guard``.
 
-    def fire_via_transitions(self, state: S, trigger: str, guard: Guard) -> S:
-        """:meth:`fire` done by ``transitions`` itself (the reference the fast path is
-        tested against)."""
+        Raises :class:`InvalidMove` (``guarded`` when a move exists but its
+        guards refused) and ``KeyError`` for a trigger the table does not have.
+        """
+        event = self._machine.events[trigger]
         cursor = _Cursor(state)
         try:
-            moved = self._events[trigger].trigger(cursor, guard)
+            moved = event.trigger(cursor, guard)
         except MachineError:
             raise InvalidMove(self.name, trigger, state.value, guarded=False) from None
         if not moved:
@@ -264,4 +263,7 @@ EXTENSION_MACHINE: StateMachine[ExtensionStatus] = StateMachine(
 )
 SESSION_MACHINE: StateMachine[SessionStatus] = StateMachine(
     "session", SessionStatus, SESSION_TRANSITIONS, final=(_S.ENDED,)
+)
+PAYMENT_MACHINE: StateMachine[PaymentStatus] = StateMachine(
+    "payment", PaymentStatus, PAYMENT_TRANSITIONS, final=(_P.CONSUMED, _P.FAILED)
 )

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from . import metrics
 from .errors import DeliveryError, SocketUnreachable, StoreClosed
+from .loop import run_every
 from .model import (
     ClearClosureGrace,
     Notify,
@@ -208,15 +209,14 @@ class OutboxDispatcher:
         return report
 
     async def run(self, interval: float = 1.0, *, limit: int = 100) -> None:
-        """Dispatch forever, every ``interval`` seconds (cancel the task to stop)."""
-        while True:
-            try:
-                report = await self.dispatch_due(limit)
-            except Exception:  # the loop must outlive a flaky database
-                _log.exception("outbox dispatch pass failed")
-                report = DispatchReport()
-            if report.handled < limit:
-                await asyncio.sleep(interval)
+        """Dispatch forever, every ``interval`` seconds, at once again while passes
+        come back full (cancel the task to stop); a failed pass is logged."""
+
+        async def dispatch() -> bool:
+            report = await self.dispatch_due(limit)
+            return report.handled >= limit
+
+        await run_every("outbox dispatch", dispatch, interval, log=_log)
 
     # ------------------------------------------------------------- background
 

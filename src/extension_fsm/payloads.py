@@ -113,12 +113,13 @@ class ExtensionRejected(_Wire):
 
 
 class ExtensionTimedOut(_Wire):
-    """To the customer: no approval in time (``timeout``), or the presence
-    safeguard refused an automatic approval (``safeguard``)."""
+    """To the customer: no approval in time (``timeout``), the presence
+    safeguard refused an automatic approval (``safeguard``), or the deadline
+    was handled too long after it passed to approve (``stale``)."""
 
     type: Literal["extension_response"]
     accepted: Literal[False]
-    reason: Literal["timeout", "safeguard"]
+    reason: Literal["timeout", "safeguard", "stale"]
     dedupe_key: DedupeKey
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .loop import run_every
 from .service import ExtensionService
 
 __all__ = ["run_dispatcher", "run_sweep", "run_sweeper"]
@@ -21,13 +22,14 @@ async def run_sweep(service: ExtensionService, interval: float = 1.0) -> None:
 
     Each pass only decides and commits; its notifications go to background
     delivery, so a slow push provider or socket layer never delays a deadline.
+    A failed pass is logged and the next one runs ``interval`` later.
     """
-    while True:
-        try:
-            await service.sweep_due()
-        except Exception:  # a flaky database must not kill the loop
-            _log.exception("sweep pass failed")
-        await asyncio.sleep(interval)
+
+    async def sweep() -> bool:
+        await service.sweep_due()
+        return False  # sweep_due drains every due batch
+
+    await run_every("sweep", sweep, interval, log=_log)
 
 
 async def run_dispatcher(service: ExtensionService, interval: float = 1.0) -> None:

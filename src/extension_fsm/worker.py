@@ -43,6 +43,7 @@ from typing import Any
 from . import metrics
 from .errors import DeliveryError
 from .logs import configure_logging
+from .loop import run_every
 from .model import Participant, PushMessage, TimeoutAction
 from .outbox import DispatchReport, OutboxDispatcher
 
@@ -235,39 +236,11 @@ async def _open_ports(cfg: WorkerConfig) -> _Ports:
 # ------------------------------------------------------------------ the loops
 
 
-async def _loop(
-    name: str,
-    step: Callable[[], Awaitable[bool]],
-    interval: float,
-    stop: asyncio.Event,
-    wake: asyncio.Event | None = None,
-) -> None:
-    """``step`` until ``stop``; pause ``interval`` (or until woken) after an idle step."""
-    while not stop.is_set():
-        busy = False
-        try:
-            busy = await step()
-        except Exception:  # a flaky database or adapter must not end the loop
-            _log.exception("%s pass failed", name, extra={"fields": {"loop": name}})
-        if busy:
-            continue
-        waits = [asyncio.ensure_future(stop.wait())]
-        if wake is not None:
-            waits.append(asyncio.ensure_future(wake.wait()))
-        try:
-            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-        if wake is not None:
-            wake.clear()
-
-
 async def run_worker(cfg: WorkerConfig, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM / SIGINT (or ``stop``); 0 on a clean stop, 1 when the
     database cannot be used at start.  ``cfg`` must be valid (:meth:`WorkerConfig.validate`)."""
     from .adapters.clock import SystemClock
-    from .adapters.memory_delivery import MemoryConfig
+    from .adapters.config import StaticConfig
     from .adapters.sqlalchemy import SqlAlchemyStore
     from .operator_status import collect_status, missing_tables
     from .service import ExtensionService
@@ -306,7 +279,7 @@ async def run_worker(cfg: WorkerConfig, stop: asyncio.Event | None = None) -> in
         }
         service = ExtensionService(
             store,
-            config=MemoryConfig(timeout_action=cfg.timeout_action, grace_seconds=cfg.grace_seconds),
+            config=StaticConfig(timeout_action=cfg.timeout_action, grace_seconds=cfg.grace_seconds),
             presence=ports.presence,
             dispatcher=_SweepDispatcher(kick.set, store.outbox, **common),
             sweep_batch=cfg.batch,
@@ -355,9 +328,15 @@ async def run_worker(cfg: WorkerConfig, stop: asyncio.Event | None = None) -> in
             pid=os.getpid(),
         )
         tasks = [
-            asyncio.create_task(_loop("sweep", sweep, cfg.sweep_interval, stop)),
-            asyncio.create_task(_loop("dispatch", dispatch, cfg.dispatch_interval, stop, kick)),
-            asyncio.create_task(_loop("status", observe, cfg.status_interval, stop)),
+            asyncio.create_task(run_every("sweep", sweep, cfg.sweep_interval, stop=stop, log=_log)),
+            asyncio.create_task(
+                run_every(
+                    "dispatch", dispatch, cfg.dispatch_interval, stop=stop, wake=kick, log=_log
+                )
+            ),
+            asyncio.create_task(
+                run_every("status", observe, cfg.status_interval, stop=stop, log=_log)
+            ),
         ]
         await stop.wait()
         _info("stopping", shutdown_timeout=cfg.shutdown_timeout)

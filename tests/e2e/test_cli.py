@@ -259,7 +259,7 @@ def test_a_lying_presence_is_caught_as_invariant_5(
 def test_a_payment_left_confirmed_is_caught_as_invariant_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(outcomes, "_fail_payment", lambda payment, cause: None)
+    monkeypatch.setattr(outcomes, "_fail_payment", lambda payment, cause, now: None)
     status, out, _ = _run(capsys, "simulate", "--db", "memory", str(TIMELINES / "reject.json"))
     assert status == 1
     assert "invariants violated" in out and "2: extension" in out
@@ -356,7 +356,7 @@ def test_random_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 def test_random_failures_are_written_out_and_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(outcomes, "_fail_payment", lambda payment, cause: None)
+    monkeypatch.setattr(outcomes, "_fail_payment", lambda payment, cause, now: None)
     status, out, _ = _run(
         capsys, "simulate", "--random", "40", "--seed", "3", "--out", str(tmp_path)
     )

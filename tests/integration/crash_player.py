@@ -21,8 +21,8 @@ from datetime import timedelta
 
 from extension_fsm import ExtensionService
 from extension_fsm.adapters.clock import SystemClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -38,7 +38,7 @@ def build(store: SqlAlchemyStore, clock: SystemClock) -> ExtensionService:
     return ExtensionService(
         store,
         clock=clock,
-        config=MemoryConfig(timeout_seconds=1),
+        config=StaticConfig(timeout_seconds=1),
         sockets=MemorySockets(),
         presence=MemoryPresence(),
         push=MemoryPush(),

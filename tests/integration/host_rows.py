@@ -17,8 +17,8 @@ from sqlalchemy import delete, insert, select, update
 
 from extension_fsm import ExtensionService
 from extension_fsm.adapters.clock import VirtualClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -187,7 +187,7 @@ def make_service(
     return ExtensionService(
         store,
         clock=clock,
-        config=MemoryConfig(),
+        config=StaticConfig(),
         sockets=sockets,
         presence=presence,
         push=MemoryPush(),

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from extension_fsm import ExtensionService
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -46,7 +46,7 @@ class Worker:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.clock = FixedClock()
-        self.config = MemoryConfig(timeout_seconds=TIMEOUT)
+        self.config = StaticConfig(timeout_seconds=TIMEOUT)
         self.presence = MemoryPresence()
         self.sockets = MemorySockets()
         self.store: SqlAlchemyStore = self.run(

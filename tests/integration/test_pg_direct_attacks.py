@@ -557,8 +557,8 @@ async def test_closing_the_store_under_a_background_delivery_loses_nothing(
     the next dispatch (at least once)."""
     from extension_fsm import ExtensionService
     from extension_fsm.adapters.clock import SystemClock
+    from extension_fsm.adapters.config import StaticConfig
     from extension_fsm.adapters.memory import (
-        MemoryConfig,
         MemoryPresence,
         MemorySessionTimer,
         MemorySockets,
@@ -572,7 +572,7 @@ async def test_closing_the_store_under_a_background_delivery_loses_nothing(
     service = ExtensionService(
         store,
         clock=SystemClock(),
-        config=MemoryConfig(30, "auto_approve", 60),
+        config=StaticConfig(30, "auto_approve", 60),
         sockets=MemorySockets(),
         presence=MemoryPresence(),
         push=push,

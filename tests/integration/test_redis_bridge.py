@@ -20,8 +20,8 @@ from extension_fsm import (
     SessionStatus,
 )
 from extension_fsm.adapters.clock import VirtualClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -250,7 +250,7 @@ async def test_a_redis_drop_does_not_lose_an_outbox_row(clients: list[Redis], pr
     service = ExtensionService(
         store,
         clock=clock,
-        config=MemoryConfig(),
+        config=StaticConfig(),
         sockets=b,
         presence=MemoryPresence(),
         push=push,

@@ -15,8 +15,8 @@ from sqlalchemy.engine import make_url
 
 from extension_fsm import ExtensionService
 from extension_fsm.adapters.clock import SystemClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -47,7 +47,7 @@ class Env:
         self.service = ExtensionService(
             store,
             clock=SystemClock(),
-            config=MemoryConfig(30, "auto_approve", 60),
+            config=StaticConfig(30, "auto_approve", 60),
             sockets=MemorySockets(),
             presence=MemoryPresence(),
             push=MemoryPush(),

@@ -11,8 +11,8 @@ from typing import Any, Self
 
 from extension_fsm import ExtensionService
 from extension_fsm.adapters.clock import VirtualClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPush,
     MemorySessionTimer,
     MemorySockets,
@@ -110,7 +110,7 @@ def _service(store: CountingStore, clock: VirtualClock, batch: int = 100) -> Ext
     service = ExtensionService(
         store,  # type: ignore[arg-type]
         clock=clock,
-        config=MemoryConfig(),
+        config=StaticConfig(),
         sockets=RecordingSockets(store),
         presence=HangingPresence(store),
         push=MemoryPush(),

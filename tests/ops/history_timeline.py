@@ -16,8 +16,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from extension_fsm import ExtensionService, PaymentSession, PaymentStatus, Session, SessionStatus
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory_delivery import (
-    MemoryConfig,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -63,7 +63,7 @@ async def play(url: str) -> str:
         async with ExtensionService(
             store,
             clock=clock,
-            config=MemoryConfig(timeout_seconds=60),
+            config=StaticConfig(timeout_seconds=60),
             sockets=sockets,
             presence=MemoryPresence(),  # the mitra is offline
             push=push,

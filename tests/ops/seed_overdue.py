@@ -14,8 +14,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from extension_fsm import ExtensionService
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -40,7 +40,7 @@ async def seed(url: str, n: int, prefix: str = "") -> None:
     service = ExtensionService(
         store,
         clock=PastClock(past),
-        config=MemoryConfig(timeout_seconds=10),
+        config=StaticConfig(timeout_seconds=10),
         sockets=MemorySockets(),
         presence=MemoryPresence(),
         push=MemoryPush(),

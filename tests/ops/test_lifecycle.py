@@ -20,8 +20,8 @@ from extension_fsm import (
     SessionStatus,
 )
 from extension_fsm.adapters.clock import SystemClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory_delivery import (
-    MemoryConfig,
     MemoryPresence,
     MemoryPush,
     MemorySessionTimer,
@@ -60,7 +60,7 @@ def _service(store: SqlAlchemyStore, push: MemoryPush) -> ExtensionService:
     return ExtensionService(
         store,
         clock=SystemClock(),
-        config=MemoryConfig(timeout_seconds=60),
+        config=StaticConfig(timeout_seconds=60),
         sockets=MemorySockets(),
         presence=MemoryPresence(),
         push=push,

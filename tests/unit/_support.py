@@ -1,8 +1,4 @@
-"""Test helpers shared by the unit and property tests.
-
-``YieldingStore`` and ``VirtualTimeLoop`` live in the test kit
-(``extension_fsm.testing``); they are re-exported here for older imports.
-"""
+"""Test helpers shared by the unit and property tests."""
 
 from __future__ import annotations
 
@@ -13,11 +9,8 @@ from typing import Any
 from extension_fsm import ExtensionError, ExtensionService, Participant, Session
 from extension_fsm.ports import InspectableStore
 from extension_fsm.simulator import World, make_payment, make_session
-from extension_fsm.testing.loop import VirtualTimeLoop, YieldingStore
 
 __all__ = [
-    "VirtualTimeLoop",
-    "YieldingStore",
     "assert_refused",
     "new_world",
     "other_worker",

@@ -24,7 +24,8 @@ from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.invariants import check_invariants
 from extension_fsm.ports import InspectableStore
 from extension_fsm.simulator import World, make_payment, make_session
-from tests.unit._support import YieldingStore, new_world
+from extension_fsm.testing.loop import YieldingStore
+from tests.unit._support import new_world
 
 
 async def _racy_world() -> tuple[World, MemoryStore]:

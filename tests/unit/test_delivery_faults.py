@@ -17,8 +17,8 @@ import pytest
 
 from extension_fsm import ExtensionService, OutboxDispatcher, Participant, run_sweeper
 from extension_fsm.adapters.clock import EPOCH, VirtualClock
+from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import (
-    MemoryConfig,
     MemoryPresence,
     MemorySessionTimer,
     MemorySockets,
@@ -27,9 +27,9 @@ from extension_fsm.adapters.memory import (
 from extension_fsm.model import ExtensionStatus, Notify, PushMessage, SessionStatus
 from extension_fsm.outbox import encode_effects
 from extension_fsm.simulator import make_payment, make_session
+from extension_fsm.testing.loop import VirtualTimeLoop
 from tests.fakes.hanging import HangingPush
 from tests.fakes.waiting import eventually
-from tests.unit._support import VirtualTimeLoop
 
 BOUND = 10.0  # seconds: a generous bound against a hang, never a speed check
 
@@ -57,7 +57,7 @@ class _Rig:
         self.service = ExtensionService(
             self.store,
             clock=self.clock,
-            config=MemoryConfig(timeout_seconds=10, timeout_action="auto_reject"),
+            config=StaticConfig(timeout_seconds=10, timeout_action="auto_reject"),
             sockets=self.sockets,
             presence=MemoryPresence(),
             push=self.push,

@@ -46,8 +46,8 @@ from extension_fsm.model import (
 )
 from extension_fsm.outbox import BACKGROUND_TASK_NAME, LoggingPaymentEvents, encode_effects
 from extension_fsm.ports import OutboxMessage
+from extension_fsm.testing.loop import VirtualTimeLoop
 from tests.fakes.hanging import HangingPush
-from tests.unit._support import VirtualTimeLoop
 
 BOUND = 10.0  # seconds: the most any real wait below may take before the test fails
 

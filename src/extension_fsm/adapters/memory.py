@@ -32,7 +32,6 @@ from ..model import (
 from ..ports import StoreDump
 from .memory_delivery import (
     Delivery,
-    MemoryConfig,
     MemoryDeviceTokens,
     MemoryPaymentEvents,
     MemoryPresence,
@@ -45,7 +44,6 @@ from .memory_unit import EXTENSION, LIVE, LIVE_PAYMENT, PAYMENT, PENDING, SESSIO
 
 __all__ = [
     "Delivery",
-    "MemoryConfig",
     "MemoryDeviceTokens",
     "MemoryPaymentEvents",
     "MemoryPresence",

@@ -1,4 +1,4 @@
-"""The delivery, presence, timer and config ports in memory: recording fakes
+"""The delivery, presence and timer ports in memory: recording fakes
 that behave like the real ones (a socket takes a message only if one is open;
 a push can fail on demand), for tests, the simulator and single-process hosts.
 """
@@ -16,12 +16,10 @@ from ..model import (
     PaymentConsumed,
     PaymentFailed,
     PushMessage,
-    TimeoutAction,
 )
 
 __all__ = [
     "Delivery",
-    "MemoryConfig",
     "MemoryDeviceTokens",
     "MemoryPaymentEvents",
     "MemoryPresence",
@@ -161,21 +159,3 @@ class MemoryPaymentEvents:
                 seen.add(event.dedupe_key)
                 out.append(event)
         return out
-
-
-@dataclass
-class MemoryConfig:
-    """Configuration you can change between calls."""
-
-    timeout_seconds: int = 10
-    timeout_action: TimeoutAction | str = TimeoutAction.AUTO_APPROVE
-    grace_seconds: int = 60
-
-    async def extension_timeout_seconds(self) -> int:
-        return self.timeout_seconds
-
-    async def extension_timeout_action(self) -> TimeoutAction | str:
-        return self.timeout_action
-
-    async def closure_grace_seconds(self) -> int:
-        return self.grace_seconds

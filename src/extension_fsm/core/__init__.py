@@ -4,8 +4,10 @@ No I/O, no clock, no globals.  The shell loads a :class:`Snapshot`, passes
 the event and the :class:`~extension_fsm.model.Facts` it gathered (time,
 config, presence, a fresh id), and gets back the rows to write (each with the
 status it must still have: compare-and-set), the ledger entry, the audit log
-and the effects to deliver after commit.  Every status move goes through the
-machines of :mod:`extension_fsm.machine`.
+and the effects to deliver after commit.  Every status move (extension,
+session, payment) is fired through the ``transitions`` machines of
+:mod:`extension_fsm.machine`; a new request starts at the extension
+machine's initial state.
 
 One module per event: :mod:`.request`, :mod:`.answer`, :mod:`.timeout`,
 :mod:`.end`; the outcomes they share (accepted, closed unpaid, cancelled) are

@@ -6,7 +6,6 @@ from ..errors import ErrorCode, ExtensionError
 from ..machine import EXTENSION_MACHINE, Guard, InvalidMove
 from ..model import (
     ACTOR_MITRA,
-    ExtensionStatus,
     Facts,
     FailureCause,
     RespondToExtension,
@@ -32,7 +31,9 @@ def respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
         raise ExtensionError(ErrorCode.EXTENSION_RESOLVED, _NOT_PENDING)
     trigger = "accept" if e.accepted else "reject"
     try:
-        EXTENSION_MACHINE.fire(ext.status, trigger, Guard(now=f.now, deadline=ext.expires_at))
+        status = EXTENSION_MACHINE.fire(
+            ext.status, trigger, Guard(now=f.now, deadline=ext.expires_at)
+        )
     except InvalidMove as move:
         message = "The answer window has passed" if move.guarded else _NOT_PENDING
         raise ExtensionError(ErrorCode.EXTENSION_RESOLVED, message) from None
@@ -41,14 +42,13 @@ def respond(s: Snapshot, e: RespondToExtension, f: Facts) -> Decision:
     if session.status is SessionStatus.UNKNOWN:  # the host moved it somewhere we do not know
         raise ExtensionError(ErrorCode.SESSION_NOT_ACTIVE, "Session is not active")
     if e.accepted:
-        return accept(s, ext, f, via_timeout=False, actor=ACTOR_MITRA, event="accept")
+        return accept(s, ext, f, status=status, via_timeout=False, actor=ACTOR_MITRA, event=trigger)
     return close(
         s,
         ext,
         f,
-        ExtensionStatus.REJECTED,
-        FailureCause.EXTENSION_REJECTED,
-        None,
-        ACTOR_MITRA,
-        "reject",
+        status=status,
+        cause=FailureCause.EXTENSION_REJECTED,
+        actor=ACTOR_MITRA,
+        event=trigger,
     )

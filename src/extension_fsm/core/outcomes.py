@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from .. import messages
 from ..errors import ErrorCode, ExtensionError
-from ..machine import EXTENSION_MACHINE, SESSION_MACHINE, Guard, InvalidMove
+from ..machine import EXTENSION_MACHINE, PAYMENT_MACHINE, SESSION_MACHINE, Guard, InvalidMove
 from ..model import (
     ClearClosureGrace,
     Effect,
@@ -37,20 +37,28 @@ __all__ = ["accept", "cancel", "close", "move_session"]
 
 
 def accept(
-    s: Snapshot, ext: Extension, f: Facts, *, via_timeout: bool, actor: str, event: str
+    s: Snapshot,
+    ext: Extension,
+    f: Facts,
+    *,
+    status: ExtensionStatus,
+    via_timeout: bool,
+    actor: str,
+    event: str,
 ) -> Decision:
-    """``ext`` accepted: the session resumes with the bought minutes, the payment is consumed."""
+    """``ext`` accepted (``status``: where the extension machine moved it): the
+    session resumes with the bought minutes, the payment is consumed."""
     session = s.session
     payment = s.payment
     assert session is not None
-    if payment is None or payment.status is not PaymentStatus.CONFIRMED:
-        raise ExtensionError(ErrorCode.INVALID_STATE, "Payment session is no longer confirmed")
     now = f.now
-    resolved = _resolve(ext, ExtensionStatus.ACCEPTED, now, via_timeout=via_timeout)
+    consumed = _move_payment(payment, "consume", now)
+    if payment is None or consumed is None:
+        raise ExtensionError(ErrorCode.INVALID_STATE, "Payment session is no longer confirmed")
+    resolved = _resolve(ext, status, now, via_timeout=via_timeout)
     # A session whose expiry passed while ``extending`` was paused, not closed.
     expires_at = max(now, session.expires_at) + timedelta(minutes=ext.duration_minutes)
     resumed = move_session(session, "resume", now, expires_at=expires_at, closure_deadline=None)
-    consumed = replace(payment, status=PaymentStatus.CONSUMED, unknown_status=None)
     ledger = LedgerEntry(
         customer_id=session.customer_id,
         session_id=session.id,
@@ -97,20 +105,24 @@ def close(
     s: Snapshot,
     ext: Extension,
     f: Facts,
+    *,
     status: ExtensionStatus,
     cause: FailureCause,
-    reason: TimeoutReason | None,
+    reason: TimeoutReason | None = None,
     actor: str,
     event: str,
-    *,
     close_session: bool = True,
 ) -> Decision:
-    """``ext`` resolved unpaid; the session closes with a grace timer unless
+    """``ext`` resolved unpaid as ``status`` (where the extension machine moved
+    it), the payment failed for ``cause``; a timeout tells the customer its
+    ``reason`` (none for an answer).  The session closes with a grace timer unless
     ``close_session`` is false (then only the customer hears of it, and no one
     when the host deleted the session row)."""
     session = s.session
     now = f.now
-    unpaid = _unpaid(s, ext, now, status, cause, reason, actor, event)
+    unpaid = _unpaid(
+        s, ext, now, status=status, cause=cause, reason=reason, actor=actor, event=event
+    )
     if session is None:  # nobody to tell, but the host's money side still hears of it
         return unpaid
     response = (
@@ -139,7 +151,16 @@ def close(
 def cancel(s: Snapshot, ext: Extension, f: Facts, actor: str) -> Decision:
     """A pending extension under an ending session: rejected, payment failed, no charge."""
     status = EXTENSION_MACHINE.fire(ext.status, "cancel", Guard(now=f.now, deadline=ext.expires_at))
-    unpaid = _unpaid(s, ext, f.now, status, FailureCause.SESSION_ENDED, None, actor, "cancel")
+    unpaid = _unpaid(
+        s,
+        ext,
+        f.now,
+        status=status,
+        cause=FailureCause.SESSION_ENDED,
+        reason=None,
+        actor=actor,
+        event="cancel",
+    )
     assert s.session is not None
     return replace(unpaid, effects=(messages.cancelled_response(s.session, ext), *unpaid.effects))
 
@@ -148,6 +169,7 @@ def _unpaid(
     s: Snapshot,
     ext: Extension,
     now: datetime,
+    *,
     status: ExtensionStatus,
     cause: FailureCause,
     reason: TimeoutReason | None,
@@ -161,7 +183,7 @@ def _unpaid(
         ext, status, now, via_timeout=reason is not None, reason=reason, cause=cause
     )
     payment = _backing_payment(s, ext)
-    failed = _fail_payment(payment, cause)
+    failed = _fail_payment(payment, cause, now)
     return Decision(
         extension=Change(str(ext.status), resolved),
         payment=failed,
@@ -249,12 +271,28 @@ def _backing_payment(s: Snapshot, ext: Extension) -> PaymentSession | None:
 
 
 def _fail_payment(
-    payment: PaymentSession | None, cause: FailureCause
+    payment: PaymentSession | None, cause: FailureCause, now: datetime
 ) -> Change[PaymentSession] | None:
-    if payment is None or payment.status is not PaymentStatus.CONFIRMED:
+    """``payment`` failed for ``cause``; none when the payment machine has no
+    such move from its status (only a confirmed payment is failed)."""
+    failed = _move_payment(payment, "fail", now)
+    if payment is None or failed is None:
         return None
-    failed = replace(payment, status=PaymentStatus.FAILED, failure_cause=cause, unknown_status=None)
-    return Change(str(payment.status), failed)
+    return Change(str(payment.status), replace(failed, failure_cause=cause))
+
+
+def _move_payment(
+    payment: PaymentSession | None, trigger: str, now: datetime
+) -> PaymentSession | None:
+    """``payment`` moved by the payment machine's ``trigger``; none when it has
+    no such move (no payment, or not ``confirmed``)."""
+    if payment is None:
+        return None
+    try:
+        status = PAYMENT_MACHINE.fire(payment.status, trigger, Guard(now=now))
+    except InvalidMove:
+        return None
+    return replace(payment, status=status, unknown_status=None)
 
 
 def _payment_failed(

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from .. import messages
 from ..errors import ErrorCode, ExtensionError
+from ..machine import EXTENSION_MACHINE
 from ..model import (
     ACTOR_CUSTOMER,
     Extension,
-    ExtensionStatus,
     Facts,
     PaymentStatus,
     RequestExtension,
@@ -90,7 +90,7 @@ def request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
         duration_minutes=duration,
         price=price,
         payment_session_id=payment.id,
-        status=ExtensionStatus.PENDING,
+        status=EXTENSION_MACHINE.initial,  # a new request starts where the machine starts
         requested_at=now,
         expires_at=expires_at,
         timeout_seconds=f.timeout_seconds,

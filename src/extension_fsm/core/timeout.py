@@ -1,8 +1,17 @@
-"""The answer window passed: the configured action, under the seed's safeguard."""
+"""The answer window passed: the configured action, under the seed's safeguard
+and the stale-deadline rule (handled too late after its deadline: never charged)."""
 
 from __future__ import annotations
 
-from ..machine import EXTENSION_MACHINE, Guard, InvalidMove
+from datetime import timedelta
+
+from ..machine import (
+    EXTENSION_MACHINE,
+    Guard,
+    InvalidMove,
+    auto_approve_policy,
+    handled_in_time,
+)
 from ..model import (
     ACTOR_SYSTEM,
     ExtensionStatus,
@@ -10,7 +19,6 @@ from ..model import (
     FailureCause,
     PaymentStatus,
     SessionStatus,
-    TimeoutAction,
     TimeoutReason,
 )
 from .outcomes import accept, cancel, close
@@ -41,28 +49,46 @@ def time_out(s: Snapshot, f: Facts) -> Decision:
         now=f.now,
         deadline=ext.expires_at,
         timeout_action=f.timeout_action,
-        mitra_connected=f.mitra_connected and chargeable,
+        mitra_connected=f.mitra_connected,
         mitra_online=f.mitra_online,
+        chargeable=chargeable,
+        stale_after=timedelta(seconds=f.stale_after_seconds),
     )
     try:
-        outcome = EXTENSION_MACHINE.fire(ext.status, "time_out", guard)
+        status = EXTENSION_MACHINE.fire(ext.status, "time_out", guard)
     except InvalidMove:
         return NOTHING  # not due yet
-    if outcome is ExtensionStatus.ACCEPTED:
-        return accept(s, ext, f, via_timeout=True, actor=ACTOR_SYSTEM, event="time_out")
-    # Seed: auto_approve whose safeguard tripped is tagged apart from a configured reject.
-    tripped = f.timeout_action is TimeoutAction.AUTO_APPROVE
+    if status is ExtensionStatus.ACCEPTED:
+        return accept(
+            s, ext, f, status=status, via_timeout=True, actor=ACTOR_SYSTEM, event="time_out"
+        )
     return close(
         s,
         ext,
         f,
-        ExtensionStatus.TIMEOUT,
-        FailureCause.EXTENSION_SAFEGUARD_TRIPPED if tripped else FailureCause.EXTENSION_REJECTED,
-        TimeoutReason.SAFEGUARD if tripped else TimeoutReason.TIMEOUT,
-        ACTOR_SYSTEM,
-        "time_out",
+        status=status,
+        cause=(
+            # Seed: auto_approve whose safeguard tripped is tagged apart from a configured reject.
+            FailureCause.EXTENSION_SAFEGUARD_TRIPPED
+            if auto_approve_policy(guard)
+            else FailureCause.EXTENSION_REJECTED
+        ),
+        reason=_reason(guard),
+        actor=ACTOR_SYSTEM,
+        event="time_out",
         # The host moved the session away from ``extending`` (not through
         # ``end_session``): the extension still times out, uncharged, and the
         # session stays as the host set it, so nothing is left pending for ever.
         close_session=session is not None and session.status is SessionStatus.EXTENDING,
     )
+
+
+def _reason(guard: Guard) -> TimeoutReason:
+    """Why a due extension timed out unpaid: the configured ``auto_reject``; an
+    ``auto_approve`` handled too long after its deadline (stale: presence now
+    says nothing about then); or the seed's safeguard (mitra not reachable)."""
+    if not auto_approve_policy(guard):
+        return TimeoutReason.TIMEOUT
+    if not handled_in_time(guard):
+        return TimeoutReason.STALE
+    return TimeoutReason.SAFEGUARD

@@ -2,7 +2,7 @@
 
 Everything here is a frozen dataclass or an Enum, in four modules read in
 this order: :mod:`.values` (the statuses and other names the flow speaks
-in), :mod:`.rows` (what is stored), :mod:`.events` (what happens, and the
+in), :mod:`.entities` (what is stored), :mod:`.events` (what happens, and the
 :class:`Facts` a decision is made on) and :mod:`.effects` (what a committed
 decision asks of the world).  Import them from here.
 """
@@ -19,8 +19,7 @@ from .effects import (
     SessionExpiryExtended,
     StartClosureGrace,
 )
-from .events import EndSession, Event, Facts, RequestExtension, RespondToExtension, TimeoutExtension
-from .rows import (
+from .entities import (
     Extension,
     LedgerEntry,
     PaymentSession,
@@ -28,6 +27,15 @@ from .rows import (
     Session,
     TransitionRecord,
     set_aside_delay,
+)
+from .events import (
+    DEFAULT_STALE_AFTER_SECONDS,
+    EndSession,
+    Event,
+    Facts,
+    RequestExtension,
+    RespondToExtension,
+    TimeoutExtension,
 )
 from .values import (
     ACTOR_CUSTOMER,
@@ -51,6 +59,7 @@ __all__ = [
     "ACTOR_HOST",
     "ACTOR_MITRA",
     "ACTOR_SYSTEM",
+    "DEFAULT_STALE_AFTER_SECONDS",
     "ClearClosureGrace",
     "Effect",
     "EndSession",

@@ -10,6 +10,7 @@ from typing import TypeAlias
 from .values import TimeoutAction
 
 __all__ = [
+    "DEFAULT_STALE_AFTER_SECONDS",
     "EndSession",
     "Event",
     "Facts",
@@ -57,6 +58,10 @@ class EndSession:
 Event: TypeAlias = RequestExtension | RespondToExtension | TimeoutExtension | EndSession
 
 
+DEFAULT_STALE_AFTER_SECONDS = 60
+"""How late past its deadline a timeout may be handled and still auto-approve."""
+
+
 @dataclass(frozen=True, slots=True)
 class Facts:
     """What the shell knows of the world at decision time; the core reads nothing else."""
@@ -68,3 +73,6 @@ class Facts:
     mitra_connected: bool = False
     mitra_online: bool = False
     new_extension_id: str = ""
+    #: a timeout handled more than this many seconds after its deadline is
+    #: stale: presence now says nothing about the deadline, so it never charges
+    stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS

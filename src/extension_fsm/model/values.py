@@ -107,6 +107,9 @@ class TimeoutReason(StrEnum):
 
     TIMEOUT = "timeout"
     SAFEGUARD = "safeguard"
+    #: the deadline was handled too long after it passed (an outage, stopped
+    #: workers, a cutover) to trust presence asked now: never charged
+    STALE = "stale"
 
 
 class MessageType(StrEnum):

@@ -18,7 +18,7 @@ from .delivery import (
     SessionSockets,
     SessionTimer,
 )
-from .runtime import Clock, ConfigSource, Scheduler, TimerHandle
+from .runtime import Clock, ConfigSource, Scheduler, TimerHandle, stale_after_seconds
 from .storage import (
     AuditLog,
     DecisionWriter,
@@ -61,4 +61,5 @@ __all__ = [
     "StoreDump",
     "TimerHandle",
     "UnitOfWork",
+    "stale_after_seconds",
 ]

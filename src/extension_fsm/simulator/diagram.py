@@ -1,9 +1,9 @@
 """State diagrams (Mermaid or Graphviz DOT) drawn from the machines' own tables.
 
 Nothing here restates a transition: states, edges and guards all come from
-``StateMachine.states`` / ``.rows`` / ``.final`` of
-:data:`~extension_fsm.machine.EXTENSION_MACHINE` and
-:data:`~extension_fsm.machine.SESSION_MACHINE`, so the picture cannot drift
+``StateMachine.states`` / ``.rows`` / ``.final`` of the extension, session
+and payment machines of :mod:`extension_fsm.machine`, the tables the core
+fires through ``transitions``, so the picture cannot drift
 from what the core runs.
 """
 
@@ -13,13 +13,20 @@ from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any, cast
 
-from ..machine import EXTENSION_MACHINE, SESSION_MACHINE, StateMachine, TransitionRow
+from ..machine import (
+    EXTENSION_MACHINE,
+    PAYMENT_MACHINE,
+    SESSION_MACHINE,
+    StateMachine,
+    TransitionRow,
+)
 
 __all__ = ["FORMATS", "edge_label", "render", "render_dot", "render_mermaid"]
 
 FORMATS = ("mermaid", "dot")
 
 AnyMachine = StateMachine[Any]
+MACHINES: tuple[AnyMachine, ...] = (EXTENSION_MACHINE, SESSION_MACHINE, PAYMENT_MACHINE)
 
 
 def edge_label(row: TransitionRow, rows: Sequence[TransitionRow], source: str) -> str:
@@ -47,7 +54,7 @@ def _initial(machine: AnyMachine) -> str:
     return str(first.value)
 
 
-def render_mermaid(machines: Sequence[AnyMachine] = (EXTENSION_MACHINE, SESSION_MACHINE)) -> str:
+def render_mermaid(machines: Sequence[AnyMachine] = MACHINES) -> str:
     """A Mermaid ``stateDiagram-v2`` with one composite state per machine."""
     lines = ["stateDiagram-v2"]
     for m in machines:
@@ -64,7 +71,7 @@ def render_mermaid(machines: Sequence[AnyMachine] = (EXTENSION_MACHINE, SESSION_
     return "\n".join(lines) + "\n"
 
 
-def render_dot(machines: Sequence[AnyMachine] = (EXTENSION_MACHINE, SESSION_MACHINE)) -> str:
+def render_dot(machines: Sequence[AnyMachine] = MACHINES) -> str:
     """A Graphviz ``digraph`` with one cluster per machine; final states doubly circled."""
     lines = ["digraph extension_fsm {", "    rankdir=LR;", "    node [shape=circle];"]
     for m in machines:
@@ -83,7 +90,7 @@ def render_dot(machines: Sequence[AnyMachine] = (EXTENSION_MACHINE, SESSION_MACH
 
 
 def render(fmt: str = "mermaid") -> str:
-    """Both machines in ``fmt`` (one of :data:`FORMATS`)."""
+    """The three machines in ``fmt`` (one of :data:`FORMATS`)."""
     if fmt == "dot":
         return render_dot()
     if fmt == "mermaid":

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ..adapters.clock import VirtualClock
+from ..adapters.config import StaticConfig
 from ..adapters.memory import (
     Delivery,
-    MemoryConfig,
     MemoryPaymentEvents,
     MemoryPresence,
     MemoryPush,
@@ -164,7 +164,7 @@ class World:
         #: with other timelines is neither read whole nor touched
         self.sessions = None if sessions is None else list(sessions)
         self.clock = clock or VirtualClock()
-        self.config = MemoryConfig()
+        self.config = StaticConfig()
         #: every socket send and push, in order, with its virtual time
         self.deliveries: list[StampedDelivery] = []
         self.sockets: MemorySockets = ClockedSockets(self.clock, self.deliveries)

@@ -31,7 +31,7 @@ from ..model import (
 from ..ports import InspectableStore
 from ..simulator.simulation import make_payment, make_session
 from .lanes import OutboxLanesContract
-from .rows import T0, _is_postgres, _is_sql, add_committed, counts, ext, msg, seed
+from .samples import T0, _is_postgres, _is_sql, add_committed, counts, ext, msg, seed
 from .units import UnitOfWorkContract
 
 __all__ = ["StoreContract"]

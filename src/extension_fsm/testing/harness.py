@@ -226,9 +226,16 @@ class RaceHarness(RuleBasedStateMachine):
             flags = self._reachable(sessions[ext.session_id].mitra_id)
             # A presence check that hung or failed in this step counts as "not reachable".
             reachable = flags and "presence" not in self.faults.tripped
+            late = (
+                ext.responded_at - ext.expires_at
+                if ext.responded_at is not None and ext.expires_at is not None
+                else None
+            )
+            stale = late is not None and late > timedelta(seconds=self._stale_after())
             if ext.status is ExtensionStatus.ACCEPTED and ext.via_timeout:
-                # Invariant 5: only under auto_approve with the mitra connected and online.
-                assert action is TimeoutAction.AUTO_APPROVE and flags, ext
+                # Invariant 5: only under auto_approve with the mitra connected and
+                # online, and never for a deadline handled past the stale bound.
+                assert action is TimeoutAction.AUTO_APPROVE and flags and not stale, ext
             if ext.status is ExtensionStatus.TIMEOUT:
                 assert ext.responded_at is not None and ext.responded_at >= ext.expires_at
                 late_no = (ext.reason, ext.failure_cause) == (
@@ -240,11 +247,16 @@ class RaceHarness(RuleBasedStateMachine):
                 elif not late_no:  # a late reject times out as auto_reject does
                     # The host's payment status: not chargeable, whoever is reachable.
                     host_moved = payments[ext.payment_session_id].status is PaymentStatus.UNKNOWN
-                    assert not reachable or host_moved
-                    assert (ext.reason, ext.failure_cause) == (
-                        TimeoutReason.SAFEGUARD,
-                        FailureCause.EXTENSION_SAFEGUARD_TRIPPED,
-                    )
+                    if stale:  # handled too late to trust presence: never charged
+                        assert ext.reason is TimeoutReason.STALE, ext
+                    else:
+                        assert not reachable or host_moved
+                        assert ext.reason is TimeoutReason.SAFEGUARD, ext
+                    assert ext.failure_cause is FailureCause.EXTENSION_SAFEGUARD_TRIPPED, ext
+
+    def _stale_after(self) -> float:
+        """The stale-deadline bound the world's config sets."""
+        return float(self.world.config.stale_after_seconds)
 
     def _pick_extension(self, data: st.DataObject) -> Extension | None:
         extensions = sorted(self.dump().extensions, key=lambda e: e.requested_at)

@@ -21,7 +21,7 @@ from ..model import (
 )
 from ..ports import InspectableStore
 from ..simulator.simulation import make_payment, make_session
-from .rows import T0, add_committed, counts, ext, msg, seed
+from .samples import T0, add_committed, counts, ext, msg, seed
 
 __all__ = ["UnitOfWorkContract"]
 

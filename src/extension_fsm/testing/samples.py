@@ -1,4 +1,4 @@
-"""Rows and helpers the contract cases share."""
+"""Sample rows and the helpers the contract cases share (seeding, counting)."""
 
 from __future__ import annotations
 
