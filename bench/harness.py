@@ -38,6 +38,7 @@ class Sizes:
     http_clients: int
     http_runs: int  # per app, alternating
     busy_max_s: float  # a contention block's busy processes stop by themselves after this
+    random_timelines: int  # N: the same N random timelines first and again after 2N more
 
     @classmethod
     def full(cls) -> Sizes:
@@ -57,6 +58,7 @@ class Sizes:
             http_clients=50,
             http_runs=3,
             busy_max_s=1800.0,
+            random_timelines=50,
         )
 
     @classmethod
@@ -77,6 +79,7 @@ class Sizes:
             http_clients=5,
             http_runs=1,
             busy_max_s=120.0,
+            random_timelines=3,
         )
 
 

@@ -14,7 +14,17 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from . import core_cases, http_case, load_case, memory_cases, pg, pg_cases, sql_cases, sweep_cases
+from . import (
+    core_cases,
+    http_case,
+    load_case,
+    memory_cases,
+    pg,
+    pg_cases,
+    sql_cases,
+    sweep_cases,
+    timeline_cases,
+)
 from .harness import Result, Sizes
 from .report import readme_table, write_report
 
@@ -112,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             ("memory", lambda: memory_cases.memory(sizes)),
             ("sqlite accept", lambda: sql_cases.sqlite_accept(sizes, tmp)),
             ("sqlite sweep", lambda: sweep_cases.sqlite_sweep(sizes, tmp)),
+            ("memory random timelines", lambda: timeline_cases.memory_timelines(sizes)),
+            ("sqlite random timelines", lambda: timeline_cases.sqlite_timelines(sizes, tmp)),
         ]
         if pg_missing is None:  # each PostgreSQL case creates and drops its own database
             cases += [
@@ -120,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("postgres concurrent sweep", lambda: sweep_cases.pg_concurrent_sweep(sizes)),
                 ("postgres outbox", lambda: pg_cases.pg_outbox(sizes)),
                 ("postgres growth", lambda: pg_cases.pg_growth(sizes)),
+                ("postgres random timelines", lambda: timeline_cases.pg_timelines(sizes)),
                 # the same cases again with a busy process pinned on each core
                 (
                     "postgres accept under contention",

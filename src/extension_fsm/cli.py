@@ -12,7 +12,8 @@ scenario file (``--json`` is ``--format json``);
 Exit status: 0 when every invariant held (and the file's ``expect`` matched),
 1 when one did not (printed), 2 for a bad scenario file or command line, or a
 missing extra (one line on stderr naming it, never a traceback).  ``rich``
-(the ``cli`` extra) is imported here only, and only for the table views.
+(the ``cli`` extra) is imported here only: for the table view, and for the
+progress bar and colours of ``--random``, which runs without it.
 
 This module stays at the top of the package, outside
 :mod:`extension_fsm.simulator`: it is the one console entry point for two
@@ -26,24 +27,24 @@ import argparse
 import asyncio
 import json
 import os
-import random
+import secrets
 import sys
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from . import __version__, ops_cli
 from .adapters.memory import MemoryStore
+from .database_url import Failure, check_sqlite_file, failure
 from .payloads import messages_schema
 from .ports import InspectableStore
 from .simulator.diagram import FORMATS, render
 from .simulator.expect import mismatches
-from .simulator.randomize import namespaced, random_scenario
-from .simulator.scenario import ScenarioError, ScenarioFile, load_scenario, parse_scenario
+from .simulator.randomize import play_random
+from .simulator.scenario import ScenarioError, ScenarioFile, load_scenario
 from .simulator.sequence import sequence_diagram
-from .simulator.timeline import RunResult, run_scenario
+from .simulator.timeline import AlreadyInStore, RunResult, run_scenario
 
 __all__ = ["StoreUnavailable", "default_db", "main", "opened_store"]
 
@@ -70,8 +71,14 @@ def default_db() -> str:
 
 
 @asynccontextmanager
-async def opened_store(url: str) -> AsyncIterator[InspectableStore]:
-    """The store ``url`` names, closed on exit: ``memory`` or an SQLAlchemy URL."""
+async def opened_store(url: str, *, reuse: bool = False) -> AsyncIterator[InspectableStore]:
+    """The store ``url`` names, closed on exit: ``memory`` or an SQLAlchemy URL.
+
+    Its tables are created when missing.  Unless ``reuse``, a database that
+    already holds anything (a table that is not the library's, or a row in
+    one that is) is refused (:class:`StoreUnavailable`) before anything is
+    written to it.
+    """
     if url == "memory":
         yield MemoryStore()
         return
@@ -81,14 +88,54 @@ async def opened_store(url: str) -> AsyncIterator[InspectableStore]:
     if store_class is None:
         raise StoreUnavailable(f"--db {url} needs {_SQL_MODULE} (pip install 'extension-fsm[sql]')")
     try:
-        # The CLI drives virtual time: deadlines by its clock, not the database's.
-        store = await store_class.open(url, create_schema=True, clock="local")
-    except Exception as err:  # a driver's error, shown as one line
-        raise StoreUnavailable(f"cannot open --db {url}: {type(err).__name__}: {err}") from None
+        check_sqlite_file(url, creates=True)  # a new file, yes; in a missing directory, no
+    except Failure as err:
+        raise StoreUnavailable(str(err)) from None
     try:
+        # The CLI drives virtual time: deadlines by its clock, not the database's.
+        store = await store_class.open(url, clock="local")
+    except Exception as err:  # a driver's error, shown as one line
+        raise StoreUnavailable(str(failure(err, url))) from None
+    try:
+        try:
+            held = [] if reuse else await _held(store)
+            if not held:
+                await store.create_schema()
+        except Exception as err:  # a driver's error, shown as one line
+            raise StoreUnavailable(str(failure(err, url))) from None
+        if held:
+            shown = "; ".join(held[:3]) + (f"; {len(held) - 3} more" if len(held) > 3 else "")
+            raise StoreUnavailable(
+                f"--db {url} already holds data ({shown}); simulate writes its tables "
+                "and rows there: give it an empty database, or add --reuse-db"
+            )
         yield store
     finally:
         await store.aclose()
+
+
+#: the table the library's migrations are recorded in (no table prefix here)
+_VERSION_TABLE = "extension_fsm_version"
+
+
+async def _held(store: Any) -> list[str]:
+    """What the database behind ``store`` holds besides the library's empty tables:
+    each foreign table, and each library table with rows (and how many)."""
+    from sqlalchemy import func, inspect, select
+
+    ours = {t.name: t for t in store.tables.metadata.sorted_tables}
+
+    def look(conn: Any) -> list[str]:
+        names = sorted(inspect(conn).get_table_names())
+        held = [f"table {n}" for n in names if n not in ours and n != _VERSION_TABLE]
+        for name in names:
+            if name in ours:
+                rows = conn.execute(select(func.count()).select_from(ours[name])).scalar_one()
+                held += [f"{rows} row(s) in {name}"] if rows else []
+        return held
+
+    found: list[str] = await store.database.run_sync(look)
+    return found
 
 
 # --------------------------------------------------------------------- parser
@@ -132,7 +179,19 @@ def _parser() -> argparse.ArgumentParser:
             "storage: 'memory', 'sqlite://' (in-memory SQLite), 'sqlite:///file.db' or "
             "'postgresql://…'. Default for a scenario file: 'sqlite://' when the SQL "
             f"adapter is installed, else 'memory' (here: {default_db()}); "
-            "default for --random: 'memory'"
+            "default for --random: 'memory'. A database given here is written to: "
+            "the library's tables are created in it and every timeline's rows are "
+            "left there. It must be empty (no other tables, no rows) unless "
+            "--reuse-db is given"
+        ),
+    )
+    sim.add_argument(
+        "--reuse-db",
+        action="store_true",
+        help=(
+            "play into a --db database that already holds data (an earlier run's "
+            "rows, other tables); random timelines get ids of their own, a scenario "
+            "file's session must not be there yet"
         ),
     )
     sim.add_argument("--random", type=int, metavar="N", help="play N random timelines")
@@ -187,6 +246,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _usage("simulate takes a SCENARIO file or --random N (one of them)")
     if args.random is None and (args.seed is not None or args.out is not None):
         return _usage("--seed and --out go with --random N, not with a scenario file")
+    if args.reuse_db and args.db in (None, "memory", "sqlite://"):
+        return _usage("--reuse-db goes with --db naming a database that outlives the run")
     if args.json and args.format not in (None, "json"):
         return _usage(f"--json means --format json, not --format {args.format}")
     fmt = "json" if args.json else args.format or "table"
@@ -194,7 +255,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return _usage("--format shows one scenario's run; --random N prints a summary")
     if args.random is not None and args.json:
         return _usage("--json prints one scenario's document; --random N prints a summary")
-    if (args.random is not None or fmt == "table") and not _has_rich():
+    if args.random is None and fmt == "table" and not _has_rich():
         return _usage(
             "the table view needs pip install 'extension-fsm[cli]' (or use --format json)"
         )
@@ -203,10 +264,18 @@ def _main(argv: Sequence[str] | None) -> int:
             if args.random < 1:
                 return _usage("--random N needs N >= 1")
             return asyncio.run(
-                _random(args.random, args.seed or 0, args.db or "memory", args.out or ".")
+                _random(
+                    args.random,
+                    args.seed or 0,
+                    args.db or "memory",
+                    args.out or ".",
+                    reuse=args.reuse_db,
+                )
             )
-        return asyncio.run(_simulate(args.scenario, args.db or default_db(), fmt))
-    except (ScenarioError, StoreUnavailable) as err:
+        return asyncio.run(
+            _simulate(args.scenario, args.db or default_db(), fmt, reuse=args.reuse_db)
+        )
+    except (ScenarioError, StoreUnavailable, AlreadyInStore) as err:
         return _usage(str(err))
 
 
@@ -226,9 +295,9 @@ def _usage(message: str) -> int:
 # ------------------------------------------------------------------- simulate
 
 
-async def _simulate(path: str, db: str, fmt: str) -> int:
+async def _simulate(path: str, db: str, fmt: str, *, reuse: bool) -> int:
     scenario = load_scenario(path)
-    async with opened_store(db) as store:
+    async with opened_store(db, reuse=reuse) as store:
         result = await run_scenario(scenario, store)
     missed = mismatches(scenario.expect, result.document) if scenario.expect else []
     if fmt == "table":
@@ -313,63 +382,80 @@ def _print_run(result: RunResult, missed: list[str], db: str) -> None:
 # --------------------------------------------------------------------- random
 
 
-async def _random(n: int, seed: int, db: str, out: str) -> int:
-    from rich.console import Console
-    from rich.progress import Progress
-
-    stats: Counter[str] = Counter()
-    failed: list[tuple[Path, str]] = []
-    unique_ids = db not in ("memory", "sqlite://")  # a persistent database keeps old rows
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(f"random timelines (seed {seed})", total=n)
-        for i in range(n):
-            doc = random_scenario(random.Random(f"{seed}:{i}"))
-            if unique_ids:
-                doc = namespaced(doc, f"r{seed}-{i}-{random.randrange(10**9)}-")
-            result = await _play_random(doc, i, db)
-            _tally(stats, result)
-            if not result.ok:
-                doc["description"] = f"random timeline {i} of seed {seed}: {result.violations[0]}"
-                failed.append((_write_failure(doc, out, seed, i), result.violations[0]))
-            progress.advance(task)
-    console = Console()
-    summary = ", ".join(f"{k} {v}" for k, v in sorted(stats.items()))
-    console.print(f"{n} random timelines, seed {seed}, db {db}: {summary}")
-    for path, why in failed:
-        console.print(f"[red]FAILED[/red] {why}\n  replay: extension-fsm simulate {path}")
-    if failed:
-        console.print(f"[red]{len(failed)} of {n} timelines broke an invariant[/red]")
+async def _random(n: int, seed: int, db: str, out: str, *, reuse: bool) -> int:
+    with _progress(n, seed) as played:
+        if db == "memory":  # a fresh store per timeline: nothing to share
+            run = await play_random(n, seed, out=out, played=played)
+        else:  # one database for the run; ids of the run's own
+            async with opened_store(db, reuse=reuse) as store:
+                prefix = f"r{seed}-{secrets.token_hex(3)}-"
+                run = await play_random(n, seed, store=store, prefix=prefix, out=out, played=played)
+    say = _printer()
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(run.stats.items()))
+    say(f"{n} random timelines, seed {seed}, db {db}: {summary}", None)
+    for path, why in run.failed:
+        say(f"FAILED {why}\n  replay: extension-fsm simulate {path}", "red")
+    if run.failed:
+        say(f"{len(run.failed)} of {n} timelines broke an invariant", "red")
+    for violation in run.store_violations:
+        say(f"the database as a whole: {violation}", "red")
+    if not run.ok:
         return 1
-    console.print("[green]every invariant held[/green]")
+    say("every invariant held", "green")
     return 0
 
 
-async def _play_random(doc: dict[str, Any], i: int, db: str) -> RunResult:
-    scenario = parse_scenario(doc, f"random timeline {i}")
-    async with opened_store(db) as store:
-        return await run_scenario(scenario, store)
+@contextmanager
+def _progress(n: int, seed: int) -> Iterator[Callable[[], None]]:
+    """A callback to call after each timeline: a progress bar on stderr (the count,
+    the rate, the time left) when stderr is a terminal and ``rich`` is installed;
+    otherwise nothing is shown."""
+    try:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+    except ImportError:
+        yield lambda: None
+        return
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    start = time.monotonic()
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"random timelines (seed {seed})", total=n, rate="")
+        done = 0
+
+        def played() -> None:
+            nonlocal done
+            done += 1
+            rate = done / max(time.monotonic() - start, 1e-9)
+            bar.update(task, advance=1, rate=f"{rate:.1f} timelines/s")
+
+        yield played
 
 
-def _tally(stats: Counter[str], result: RunResult) -> None:
-    doc = result.document
-    stats["steps"] += len(result.scenario.steps)
-    for ext in doc["extensions"]:  # type: ignore[union-attr]
-        assert isinstance(ext, dict)
-        kind = str(ext["status"])
-        if ext["reason"]:
-            kind += f" ({ext['reason']})"
-        elif ext["via_timeout"]:
-            kind += " by the deadline"
-        stats[kind] += 1
-    stats["refused calls"] += len(doc["errors"])  # type: ignore[arg-type]
-
-
-def _write_failure(doc: dict[str, Any], out: str, seed: int, i: int) -> Path:
-    directory = Path(out)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"failed-seed{seed}-{i}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    return path
+def _printer() -> Callable[[str, str | None], None]:
+    """Print a line, in colour through ``rich`` when it is installed, plain otherwise."""
+    try:
+        from rich.console import Console
+    except ImportError:
+        return lambda text, style: print(text)
+    console = Console(soft_wrap=True)
+    return lambda text, style: console.print(text, style=style, markup=False, highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,11 @@ injected bugs caught, random timelines, diagrams."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,10 @@ def _write(tmp_path: Path, doc: Any, name: str = "scenario.json") -> Path:
     path = tmp_path / name
     path.write_text(doc if isinstance(doc, str) else json.dumps(doc), encoding="utf-8")
     return path
+
+
+def _without(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != key}
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -97,6 +106,39 @@ def test_bad_scenario_exits_2_with_one_line(
     assert str(path) in err and where in err
 
 
+@pytest.mark.parametrize(
+    ("doc", "where", "problem"),
+    [
+        (
+            {"steps": [{**_without(REQUEST, "duration_minutes"), "durration_minutes": 15}]},
+            "step 0 (request): field 'durration_minutes'",
+            "unknown key; did you mean 'duration_minutes'? ('duration_minutes' is required)",
+        ),
+        (
+            {"session": {"minutes_lef": 3}, "steps": []},
+            "field 'session.minutes_lef'",
+            "unknown key; did you mean 'minutes_left'?",
+        ),
+        (
+            {"steps": [{"at": 0, "do": "accept", "extensoin": 0}]},
+            "step 0 (accept): field 'extensoin'",
+            "unknown key; did you mean 'extension'?",
+        ),
+        (
+            {"session": {"colour": "red"}, "steps": []},
+            "field 'session.colour'",
+            "unknown key (known: id, customer_id, customer_name, mitra_id, status, minutes_left)",
+        ),
+    ],
+)
+def test_a_misspelt_field_is_named_with_its_near_miss(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: Any, where: str, problem: str
+) -> None:
+    status, out, err = _run(capsys, "simulate", "--db", "memory", str(_write(tmp_path, doc)))
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and err.endswith(f"scenario.json: {where}: {problem}\n")
+
+
 def test_bad_toml_and_unreadable_files_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -113,6 +155,9 @@ def test_command_line_misuse_exits_2(capsys: pytest.CaptureFixture[str]) -> None
     assert _run(capsys, "simulate", "x.json", "--random", "3")[0] == 2
     status, _, err = _run(capsys, "simulate", "--db", "bogus://x", str(TIMELINES / "accept.json"))
     assert status == 2 and "unsupported --db" in err
+    for db in ([], ["--db", "memory"], ["--db", "sqlite://"]):
+        status, _, err = _run(capsys, "simulate", "--random", "2", "--reuse-db", *db)
+        assert status == 2 and "--reuse-db goes with --db" in err
 
 
 # ---------------------------------------------------------------- the contract
@@ -233,6 +278,81 @@ def test_random_200_seed_1_passes(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert list(tmp_path.iterdir()) == []
 
 
+def _cli(*argv: str, block_rich: bool = False) -> list[str]:
+    """The command line of ``extension-fsm`` in a child process, without the
+    ``rich`` package importable when ``block_rich`` (the ``cli`` extra absent)."""
+    code = "import sys\n"
+    if block_rich:
+        code += "sys.modules['rich'] = None  # import rich: ImportError\n"
+    code += "from extension_fsm.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return [sys.executable, "-c", code, *argv]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+
+
+def test_random_runs_without_the_cli_extra_and_is_quiet_when_piped(tmp_path: Path) -> None:
+    done = subprocess.run(
+        _cli("simulate", "--random", "5", "--seed", "2", "--out", str(tmp_path), block_rich=True),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no progress bar into a pipe, no warning
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("5 random timelines, seed 2, db memory: ")
+    assert "steps " in lines[0] and lines[-1] == "every invariant held"
+    assert "\x1b" not in done.stdout  # plain text
+
+
+def test_the_table_view_still_names_the_missing_extra(tmp_path: Path) -> None:
+    done = subprocess.run(
+        _cli("simulate", "--db", "memory", str(TIMELINES / "accept.json"), block_rich=True),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2 and "pip install 'extension-fsm[cli]'" in done.stderr
+
+
+def test_random_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    # stderr is a terminal (a pseudo-terminal read here), stdout a pipe
+    main_fd, term_fd = pty.openpty()
+    env = {**_env(), "TERM": "xterm", "COLUMNS": "160"}
+    child = subprocess.Popen(
+        _cli("simulate", "--random", "40", "--seed", "6", "--out", str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=term_fd,
+        env=env,
+        text=True,
+    )
+    os.close(term_fd)
+    shown = b""
+    while True:  # read until the child closes the terminal (EIO) or ends it
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0, out
+    screen = shown.decode("utf-8", "replace")
+    assert "random timelines (seed 6)" in screen
+    assert re.search(r"\d+/40", screen)  # the count
+    assert re.search(r"\d+\.\d timelines/s", screen)  # the rate
+    assert " left " in screen  # and the time left
+    assert out.startswith("40 random timelines, seed 6, db memory: ")
+
+
 def test_random_failures_are_written_out_and_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -293,6 +413,15 @@ def test_help_names_the_default_database(capsys: pytest.CaptureFixture[str]) -> 
     assert f"(here: {default_db()})" in capsys.readouterr().out.replace("\n", " ").replace(
         "  ", " "
     )
+
+
+def test_help_says_a_database_is_written_to(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "A database given here is written to: the library's tables are created" in text
+    assert "must be empty (no other tables, no rows) unless --reuse-db is given" in text
+    assert "--reuse-db play into a --db database that already holds data" in text
 
 
 def test_extension_index_counts_request_steps(

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import sqlite3
 import subprocess
 import sys
+import time
 import tomllib
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from extension_fsm.cli import main
-from extension_fsm.simulator.scenario import load_scenario
+from extension_fsm.simulator.randomize import namespaced, play_random, random_scenario
+from extension_fsm.simulator.scenario import load_scenario, parse_scenario
 from extension_fsm.simulator.timeline import run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,3 +142,123 @@ def test_examples_simulate_py_without_arguments_plays_the_showcase() -> None:
     assert done.returncode == 0, done.stderr
     assert "mitra-offline-incident.json" in done.stdout
     assert "invariants: all hold" in done.stdout
+
+
+# ------------------------------------------- random timelines on one database
+
+
+class _CorruptsOneSession:
+    """A SQLite store that seeds the ``bad``-th session it is given with 30 s more
+    than it was asked (one wrong row): that timeline's invariants must catch it."""
+
+    def __init__(self, inner: Any, bad: int) -> None:
+        self._inner = inner
+        self._bad = bad
+        self._seen = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def seed_session(self, session: Any) -> None:
+        if self._seen == self._bad:
+            session = replace(session, expires_at=session.expires_at + timedelta(seconds=30))
+        self._seen += 1
+        await self._inner.seed_session(session)
+
+
+async def _sqlite(path: Path) -> Any:
+    sql = pytest.importorskip("extension_fsm.adapters.sqlalchemy")
+    return await sql.SqlAlchemyStore.open(f"sqlite:///{path}", create_schema=True, clock="local")
+
+
+async def _play_copies(docs: list[dict[str, Any]], copies: int, path: Path) -> float:
+    """Wall seconds to play ``copies`` copies of ``docs`` into one fresh SQLite file."""
+    store = await _sqlite(path)
+    try:
+        started = time.perf_counter()
+        for copy in range(copies):
+            for i, doc in enumerate(docs):
+                scenario = parse_scenario(namespaced(doc, f"c{copy}-{i}-"), f"timeline {i}")
+                result = await run_scenario(scenario, store)
+                assert result.ok, result.violations
+        return time.perf_counter() - started
+    finally:
+        await store.aclose()
+
+
+async def test_random_scale_is_linear_on_sqlite(tmp_path: Path) -> None:
+    # N timelines, then the same N four times over (4N) into one database: each
+    # step reads only its own timeline's rows, so 4N costs about 4x N.  Reading
+    # the whole store after every step (as before) made 4N cost over 10x.  The
+    # same timelines in both runs, and the best of several runs, keep the ratio
+    # about the store, not about which timelines were drawn or a busy machine.
+    n = 8
+    docs = [random_scenario(random.Random(f"scale:{i}")) for i in range(n)]
+    small: list[float] = []
+    large: list[float] = []
+    for attempt in range(2):
+        small.append(await _play_copies(docs, 1, tmp_path / f"small{attempt}.db"))
+        large.append(await _play_copies(docs, 4, tmp_path / f"large{attempt}.db"))
+    small.append(await _play_copies(docs, 1, tmp_path / "small2.db"))  # the cheap one thrice
+    ratio = min(large) / min(small)
+    assert ratio < 6, f"{4 * n} timelines took {ratio:.1f}x {n} ({small=}, {large=})"
+
+
+async def test_random_scale_checks_every_timeline_and_the_whole_store(tmp_path: Path) -> None:
+    store = await _sqlite(tmp_path / "run.db")
+    try:
+        run = await play_random(12, 4, store=store, prefix="x-", out=tmp_path)
+        whole = await store.dump()
+    finally:
+        await store.aclose()
+    assert run.ok and run.failed == [] and run.store_violations == []
+    assert sorted(s.id for s in whole.sessions) == sorted(f"x-{i}-s1" for i in range(12))
+    assert run.stats["steps"] == sum(
+        len(random_scenario(random.Random(f"4:{i}"))["steps"]) for i in range(12)
+    )
+
+
+async def test_random_scale_catches_one_corrupt_row(tmp_path: Path) -> None:
+    inner = await _sqlite(tmp_path / "run.db")
+    try:
+        store = _CorruptsOneSession(inner, bad=3)
+        run = await play_random(6, 2, store=store, prefix="y-", out=tmp_path)
+    finally:
+        await inner.aclose()
+    assert not run.ok
+    assert [path.name for path, _ in run.failed] == ["failed-seed2-3.json"]
+    assert "3: session y-3-s1 expires" in run.failed[0][1]
+
+
+async def test_random_scale_reads_the_whole_store_at_the_end(tmp_path: Path) -> None:
+    # A charge written into an earlier timeline's rows while later ones play is
+    # no step's business (each reads only its own rows): the final read of the
+    # whole store is what catches it.
+    store = await _sqlite(tmp_path / "run.db")
+    path = tmp_path / "run.db"
+
+    def damage() -> None:
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "INSERT INTO customer_transactions "
+                "(customer_id, session_id, extension_id, type, amount, created_at) "
+                "VALUES ('c1', 'z-0-s1', 'no-such-extension', 'extension', 1, "
+                "'2026-01-01 00:00:00.000000')"
+            )
+        db.close()
+
+    played = 0
+
+    def after_each() -> None:
+        nonlocal played
+        played += 1
+        if played == 2:
+            damage()
+
+    try:
+        run = await play_random(4, 7, store=store, prefix="z-", out=tmp_path, played=after_each)
+    finally:
+        await store.aclose()
+    assert run.failed == []  # no timeline saw it ...
+    assert run.store_violations == ["3: ledger rows for unknown extension no-such-extension"]
+    assert not run.ok  # ... the run as a whole did

@@ -17,7 +17,7 @@ stored or a hundred thousand.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from ..errors import ConcurrencyConflict, ErrorCode, ExtensionError
@@ -115,11 +115,14 @@ class MemoryStore:
         """Seed a host payment session (the ``InspectableStore`` port)."""
         self.add_payment(payment)
 
-    async def dump(self) -> StoreDump:
-        """Every committed row."""
+    async def dump(
+        self, *, session_ids: Collection[str] | None = None, payment_ids: Collection[str] = ()
+    ) -> StoreDump:
+        """Every committed row; or only the rows of ``session_ids`` (see
+        :meth:`~extension_fsm.ports.InspectableStore.dump`)."""
         with self._lock:
             rows = sorted(self.outbox_rows.values(), key=lambda r: r.seq)
-            return StoreDump(
+            whole = StoreDump(
                 sessions=list(self.sessions.values()),
                 payments=list(self.payments.values()),
                 extensions=list(self.extensions.values()),
@@ -127,6 +130,7 @@ class MemoryStore:
                 log=list(self.log),
                 outbox=[(r.message, r.delivered_at is not None) for r in rows],
             )
+        return whole if session_ids is None else _only(whole, set(session_ids), set(payment_ids))
 
     def unit_of_work(self) -> MemoryUnitOfWork:
         """A new unit of work."""
@@ -249,3 +253,19 @@ def _check_unique(store: MemoryStore, ext: Extension, staged: Mapping[str, Exten
             raise ExtensionError(
                 ErrorCode.PAYMENT_IN_USE, "Payment session already backs another extension"
             )
+
+
+def _only(d: StoreDump, sids: set[str], pids: set[str]) -> StoreDump:
+    """The rows of ``d`` that belong to the sessions ``sids`` (and payments ``pids``)."""
+    exts = [e for e in d.extensions if e.session_id in sids]
+    pids = pids | {e.payment_session_id for e in exts}
+    ids = {("session", s) for s in sids} | {("payment", p) for p in pids}
+    ids |= {("extension", e.id) for e in exts}
+    return StoreDump(
+        sessions=[s for s in d.sessions if s.id in sids],
+        payments=[p for p in d.payments if p.id in pids],
+        extensions=exts,
+        ledger=[e for e in d.ledger if e.session_id in sids],
+        log=[r for r in d.log if (r.entity, r.entity_id) in ids],
+        outbox=[(m, ok) for m, ok in d.outbox if m.payload.get("session_id") in sids],
+    )

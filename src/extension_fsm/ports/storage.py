@@ -4,7 +4,7 @@ the outbox as the dispatcher sees it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -280,10 +280,18 @@ class StoreDump:
 
 
 class InspectableStore(Store, Protocol):
-    """A store a harness can seed with host rows and read back whole."""
+    """A store a harness can seed with host rows and read back, whole or in part."""
 
     async def seed_session(self, session: Session) -> None: ...
 
     async def seed_payment(self, payment: PaymentSession) -> None: ...
 
-    async def dump(self) -> StoreDump: ...
+    async def dump(
+        self, *, session_ids: Collection[str] | None = None, payment_ids: Collection[str] = ()
+    ) -> StoreDump:
+        """Every committed row, in one consistent snapshot; or, given
+        ``session_ids``, only the rows of those sessions: the sessions, their
+        extensions, the payments in ``payment_ids`` and those their extensions
+        name, their ledger rows, the outbox rows whose payload names one of
+        them, and the log rows of all of these.  Same order as the whole dump."""
+        ...

@@ -10,10 +10,22 @@ ends, config changes and explicit sweeps, at random moments around the answer de
 
 from __future__ import annotations
 
+import json
 import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-__all__ = ["namespaced", "random_scenario"]
+from ..adapters.memory import MemoryStore
+from ..invariants import check_invariants
+from ..ports import InspectableStore
+from .scenario import parse_scenario
+from .timeline import RunResult, run_scenario
+
+__all__ = ["RandomRun", "namespaced", "play_random", "random_scenario"]
 
 _KINDS = (
     ("request", 24),
@@ -129,3 +141,86 @@ def namespaced(doc: dict[str, Any], prefix: str) -> dict[str, Any]:
         for s in doc["steps"]
     ]
     return out
+
+
+# ------------------------------------------------------------------- the run
+
+
+@dataclass(slots=True)
+class RandomRun:
+    """What ``--random N`` found."""
+
+    count: int
+    seed: int
+    #: steps played, extensions by outcome, refused calls
+    stats: Counter[str] = field(default_factory=Counter)
+    #: (the failing timeline written out, its first violation)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    #: the invariants over the whole shared store, read once at the end
+    store_violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every timeline, and the shared store as a whole, kept every invariant."""
+        return not self.failed and not self.store_violations
+
+
+async def play_random(
+    n: int,
+    seed: int,
+    *,
+    store: InspectableStore | None = None,
+    prefix: str = "",
+    out: str | Path = ".",
+    played: Callable[[], None] = lambda: None,
+) -> RandomRun:
+    """Play ``n`` random timelines of ``seed``; ``played()`` after each one.
+
+    Without ``store`` each timeline gets a fresh in-memory store.  With one,
+    every timeline is played into it, its ids prefixed with ``prefix`` and
+    its number; each step reads only its own timeline's rows, so the run
+    costs the same per timeline however many the store already holds, and
+    the whole store is read once at the end and checked as a whole.  A
+    failing timeline is written to ``out`` as a scenario file that replays it.
+    """
+    run = RandomRun(n, seed)
+    for i in range(n):
+        doc = random_scenario(random.Random(f"{seed}:{i}"))
+        if store is not None:
+            doc = namespaced(doc, f"{prefix}{i}-")
+        scenario = parse_scenario(doc, f"random timeline {i}")
+        result = await run_scenario(scenario, store if store is not None else MemoryStore())
+        _tally(run.stats, result)
+        if not result.ok:
+            doc["description"] = f"random timeline {i} of seed {seed}: {result.violations[0]}"
+            run.failed.append((_write_failure(doc, out, seed, i), result.violations[0]))
+        played()
+    if store is not None:
+        # Across timelines: no virtual clock is everyone's, so no liveness check.
+        whole = await store.dump()
+        run.store_violations = check_invariants(
+            whole, now=datetime.now(UTC), require_delivered=True
+        )
+    return run
+
+
+def _tally(stats: Counter[str], result: RunResult) -> None:
+    doc = result.document
+    stats["steps"] += len(result.scenario.steps)
+    for ext in doc["extensions"]:  # type: ignore[union-attr]
+        assert isinstance(ext, dict)
+        kind = str(ext["status"])
+        if ext["reason"]:
+            kind += f" ({ext['reason']})"
+        elif ext["via_timeout"]:
+            kind += " by the deadline"
+        stats[kind] += 1
+    stats["refused calls"] += len(doc["errors"])  # type: ignore[arg-type]
+
+
+def _write_failure(doc: dict[str, Any], out: str | Path, seed: int, i: int) -> Path:
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"failed-seed{seed}-{i}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return path

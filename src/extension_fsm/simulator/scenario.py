@@ -11,6 +11,7 @@ one-line message names the file, the step and the field.
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -191,6 +192,8 @@ STEP_KINDS: dict[str, type[_Step]] = {
     for kind in model.model_fields["do"].annotation.__args__  # type: ignore[union-attr]
 }
 _NEEDS_ONE = ("mitra", "set_config")
+#: how alike an unknown key and a field must be to suggest the field (difflib's ratio)
+_NEAR = 0.75
 
 
 class ScenarioFile(_Spec):
@@ -271,7 +274,8 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
     try:
         doc = ScenarioFile.model_validate(data)
     except ValidationError as err:
-        where, problem = _explain(err.errors()[0], data)
+        error, meant = _first(err.errors())
+        where, problem = _explain(error, data, meant)
         raise ScenarioError(source, where, problem) from None
     seen: set[str] = set()
     for i, payment in enumerate(doc.payments):
@@ -330,8 +334,39 @@ def _steps(items: Sequence[_Step], source: str) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-def _explain(error: ErrorDetails, data: Mapping[str, object]) -> tuple[str, str]:
-    """(where, problem) of pydantic's first error, in the file's own words."""
+def _first(errors: list[ErrorDetails]) -> tuple[ErrorDetails, str | None]:
+    """The error to report, and the required field an unknown key next to it
+    was probably meant to be: ``durration_minutes`` is reported as unknown,
+    with its near miss, rather than ``duration_minutes`` as missing."""
+    first = errors[0]
+    if first["type"] == "missing":
+        missing = str(first["loc"][-1])
+        for error in errors:
+            loc = error["loc"]
+            if (
+                error["type"] == "extra_forbidden"
+                and loc[:-1] == first["loc"][:-1]
+                and difflib.get_close_matches(str(loc[-1]), [missing], n=1, cutoff=_NEAR)
+            ):
+                return error, missing
+    return first, None
+
+
+def _unknown(key: object, known: Sequence[str], meant: str | None) -> str:
+    """The problem of an unknown key: its near miss if there is one, else every known key."""
+    if meant is not None:
+        return f"unknown key; did you mean {meant!r}? ({meant!r} is required)"
+    near = difflib.get_close_matches(str(key), known, n=1, cutoff=_NEAR)
+    if near:
+        return f"unknown key; did you mean {near[0]!r}?"
+    return f"unknown key (known: {', '.join(known)})"
+
+
+def _explain(
+    error: ErrorDetails, data: Mapping[str, object], meant: str | None = None
+) -> tuple[str, str]:
+    """(where, problem) of a pydantic error, in the file's own words; ``meant``:
+    the missing field an unknown key stands for (see :func:`_first`)."""
     loc = list(error["loc"])
     kind = error["type"]
     if loc[:1] == ["steps"] and len(loc) >= 2 and isinstance(loc[1], int):
@@ -348,8 +383,8 @@ def _explain(error: ErrorDetails, data: Mapping[str, object]) -> tuple[str, str]
         if not rest:
             return where, _problem(error)
         if kind == "extra_forbidden":
-            known = ", ".join(STEP_KINDS[str(do)].model_fields)
-            return f"{where}: field '{rest[0]}'", f"unknown key (known: {known})"
+            known = list(STEP_KINDS[str(do)].model_fields)
+            return f"{where}: field '{rest[0]}'", _unknown(rest[0], known, meant)
         return f"{where}: field '{rest[0]}'", _problem(error)
     name = ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in loc)
     name = name.replace(".[", "[")
@@ -359,7 +394,7 @@ def _explain(error: ErrorDetails, data: Mapping[str, object]) -> tuple[str, str]
             if isinstance(part, str):
                 annotation = model.model_fields[part].annotation
                 model = annotation.__args__[0] if part == "payments" else annotation  # type: ignore[union-attr,assignment]
-        return f"field '{name}'", f"unknown key (known: {', '.join(model.model_fields)})"
+        return f"field '{name}'", _unknown(loc[-1], list(model.model_fields), meant)
     return f"field '{name}'", _problem(error)
 
 

@@ -10,7 +10,7 @@ virtual clock, and a periodic sweep stands in for ``run_sweeper``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -37,6 +37,7 @@ from ..model import (
     SessionStatus,
     TransitionRecord,
 )
+from ..outbox import DispatchReport
 from ..ports import InspectableStore, TimerHandle
 from ..service import ExtensionService
 
@@ -155,8 +156,13 @@ class World:
         sweep_interval: float | None = 1.0,
         use_timers: bool = True,
         new_id: Callable[[], str] | None = None,
+        sessions: Collection[str] | None = None,
     ) -> None:
         self.store: InspectableStore = store if store is not None else MemoryStore()
+        #: the sessions this world plays (None: every session in the store); a
+        #: restart re-arms the host's timers of these only, so a database shared
+        #: with other timelines is neither read whole nor touched
+        self.sessions = None if sessions is None else list(sessions)
         self.clock = clock or VirtualClock()
         self.config = StaticConfig()
         #: every socket send and push, in order, with its virtual time
@@ -170,6 +176,10 @@ class World:
         self.sweep_interval = sweep_interval
         self.use_timers = use_timers
         self.restarts = 0
+        #: how many fired timers may have written rows: every timer but a periodic
+        #: sweep that found nothing due and nothing to deliver (a timeline player
+        #: reads the store after a timer only when this moved)
+        self.activity = 0
         self.host_log: list[TransitionRecord] = []
         self._build()
 
@@ -195,19 +205,25 @@ class World:
         at = self.clock.now() + timedelta(seconds=self.sweep_interval)
 
         async def tick() -> None:
+            busy = True
             try:
-                await self.service.sweep_due()
-                await self.service.dispatcher.dispatch_due()
+                resolved = await self.service.sweep_due()
+                report = await self.service.dispatcher.dispatch_due()
+                busy = bool(resolved) or report != DispatchReport()
             finally:  # like run_sweeper: a failed pass must not stop the sweeping
                 self._arm_sweep()
+                await self.settle()
+                if busy:
+                    self.activity += 1
 
-        self.call_at(at, tick)
+        self.clock.call_at(at, tick)
 
     def call_at(self, when: datetime, callback: Callable[[], Awaitable[None]]) -> TimerHandle:
         """The service's scheduler and the host's timers: ``callback`` at ``when``
         on the virtual clock, then every delivery it started, before time moves on."""
 
         async def fire() -> None:
+            self.activity += 1
             try:
                 await callback()
             finally:
@@ -236,7 +252,8 @@ class World:
     # ----------------------------------------------------------- host side
 
     async def session_ids(self) -> list[str]:
-        return [s.id for s in (await self.store.dump()).sessions]
+        """The sessions this world plays that the store holds."""
+        return [s.id for s in (await self.store.dump(session_ids=self.sessions)).sessions]
 
     async def session(self, session_id: str) -> Session | None:
         async with self.store.unit_of_work() as uow:

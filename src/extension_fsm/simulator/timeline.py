@@ -40,13 +40,24 @@ from .rows import (
     presence_line,
     states_line,
 )
-from .scenario import Scenario, ScenarioError, Step
+from .scenario import Scenario, Step
 from .simulation import StampedDelivery, World, make_payment, make_session
 
-__all__ = ["DeliveryView", "RunResult", "TimelineRow", "run_scenario"]
+__all__ = ["AlreadyInStore", "DeliveryView", "RunResult", "TimelineRow", "run_scenario"]
 
 #: after the last step, how many sweep intervals past the latest deadline to keep going
 _DRAIN_SWEEPS = 10
+
+
+class AlreadyInStore(Exception):
+    """The store already holds a row the scenario seeds (an earlier run's): the
+    scenario is fine, the store is not fresh.  ``str()`` is one line."""
+
+    def __init__(self, source: str, row: str) -> None:
+        super().__init__(
+            f"the database already holds {row}, which {source} seeds (an earlier run?): "
+            "play it on an empty database"
+        )
 
 
 @dataclass(slots=True)
@@ -83,7 +94,9 @@ def _deterministic_ids(seed: str) -> Any:
 class _Runner:
     def __init__(self, scenario: Scenario, store: InspectableStore) -> None:
         self.sc = scenario
-        self.world = World(store, new_id=_deterministic_ids(scenario.session.id))
+        self.world = World(
+            store, new_id=_deterministic_ids(scenario.session.id), sessions=[scenario.session.id]
+        )
         self.start = self.world.clock.now()
         spec = scenario.session
         self.session = make_session(
@@ -111,6 +124,8 @@ class _Runner:
         self._seen_violations: set[str] = set()
         self._log_seen = 0
         self._deliveries_seen = 0
+        #: the rows as last read after anything that may have written them
+        self._latest = StoreDump([], [], [], [], [], [])
 
     # ----------------------------------------------------------------- helpers
 
@@ -123,27 +138,17 @@ class _Runner:
             self.violations.append(f"at {self.rel(self.world.clock.now()):g}s: {message}")
 
     async def dump(self) -> StoreDump:
-        """Only this scenario's rows (a shared database may hold others)."""
-        d = await self.world.store.dump()
-        sid = self.session.id
-        exts = [e for e in d.extensions if e.session_id == sid]
-        ext_ids = {e.id for e in exts}
-        ids = {("session", sid)} | {("extension", e) for e in ext_ids}
-        ids |= {("payment", p) for p in self.payment_ids}
-        return StoreDump(
-            sessions=[s for s in d.sessions if s.id == sid],
-            payments=[p for p in d.payments if p.id in self.payment_ids],
-            extensions=exts,
-            ledger=[e for e in d.ledger if e.session_id == sid],
-            log=[r for r in d.log if (r.entity, r.entity_id) in ids],
-            outbox=[(m, ok) for m, ok in d.outbox if m.payload.get("session_id") == sid],
+        """Only this timeline's rows, read as such (filtered selects on SQL): a
+        database shared with other timelines is never read whole here."""
+        return await self.world.store.dump(
+            session_ids=(self.session.id,), payment_ids=self.payment_ids
         )
 
     # ---------------------------------------------------------------- the run
 
     async def run(self) -> RunResult:
         await self._seed()
-        self.rows.append(await self._row(0.0, "host", "start", [], [], None))
+        self.rows.append(await self._row(0.0, "host", "start", [], [], None, self._latest))
         for step in self.sc.steps:
             await self._advance_to(step.at)
             await self._play(step)
@@ -164,9 +169,7 @@ class _Runner:
     async def _seed(self) -> None:
         world, sc = self.world, self.sc
         if await world.session(self.session.id) is not None:
-            raise ScenarioError(
-                sc.source, "field 'session.id'", "the database already holds this session"
-            )
+            raise AlreadyInStore(sc.source, f"session {self.session.id!r}")
         session = self.session
         if session.status is SessionStatus.CLOSING:
             deadline = self.start + timedelta(seconds=sc.config.grace_seconds)
@@ -177,9 +180,7 @@ class _Runner:
         for p in sc.payments:
             async with world.store.unit_of_work() as uow:
                 if await uow.payments.get(p.id) is not None:
-                    raise ScenarioError(
-                        sc.source, "field 'payments.id'", f"the database already holds {p.id!r}"
-                    )
+                    raise AlreadyInStore(sc.source, f"payment session {p.id!r}")
             await world.add_payment(
                 make_payment(
                     p.id,
@@ -197,31 +198,39 @@ class _Runner:
         world.connect(
             session, Participant.CUSTOMER, on_session_socket=sc.customer.on_session_socket
         )
-        self._log_seen = len((await self.dump()).log)
+        self._latest = await self.dump()
+        self._log_seen = len(self._latest.log)
 
     async def _advance_to(self, at: float) -> None:
         """Fire every timer due up to ``at``, each at its own moment, observing each."""
         target = self.start + timedelta(seconds=at)
         clock = self.world.clock
         while (due := clock.next_due()) is not None and due <= target:
+            activity = self.world.activity
             try:
                 await clock.advance_to(due)
             except Exception as err:  # a library bug, reported as such, not a traceback
                 self.violate(f"crash: a timer raised {type(err).__name__}: {err}")
-            await self._observe()
+                activity = -1
+            # A periodic sweep that found nothing to do wrote nothing: no read.
+            if self.world.activity != activity or self._deliveries_seen < len(
+                self.world.deliveries
+            ):
+                await self._observe()
         await clock.advance_to(target)
 
     async def _drain(self) -> None:
         if self.sc.until is not None:
             await self._advance_to(self.sc.until)
             return
-        pending = [e for e in (await self.dump()).extensions if e.status.value == "pending"]
+        pending = [e for e in self._latest.extensions if e.status.value == "pending"]
         if not pending:
             return
         interval = self.world.sweep_interval or 1.0
         cap = max(self.rel(e.expires_at) for e in pending) + _DRAIN_SWEEPS * interval
         cap = max(cap, self.world.clock.elapsed)
-        while any(e.status.value == "pending" for e in (await self.dump()).extensions):
+        # ``_latest`` stays current: every timer that may have written is observed
+        while any(e.status.value == "pending" for e in self._latest.extensions):
             due = self.world.clock.next_due()
             if due is None or self.rel(due) > cap:
                 break
@@ -229,7 +238,7 @@ class _Runner:
 
     async def _observe(self) -> None:
         """A row for whatever the timers just did, if anything."""
-        dump = await self.dump()
+        dump = self._latest = await self.dump()
         records = list(dump.log[self._log_seen :])
         deliveries = self._new_deliveries()
         if not records and not deliveries:
@@ -246,7 +255,7 @@ class _Runner:
     # ------------------------------------------------------------------ steps
 
     async def _play(self, step: Step) -> None:
-        before = await self.dump()
+        before = self._latest  # current: whatever wrote since it was read was observed
         self._new_deliveries()  # anything earlier belongs to earlier rows
         error_text = None
         try:
@@ -271,7 +280,7 @@ class _Runner:
             error_text = f"crash: {type(err).__name__}: {err}"
             self.violate(f"crash: step {step.index} ({step.do}) raised {type(err).__name__}: {err}")
         await self.world.settle()  # the step's deliveries run in the background
-        dump = await self.dump()
+        dump = self._latest = await self.dump()
         records = list(dump.log[self._log_seen :])
         self._log_seen = len(dump.log)
         self._check_timeout_policy(records)

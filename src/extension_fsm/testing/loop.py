@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from types import TracebackType
 from typing import Any, Self
 
@@ -119,8 +119,10 @@ class YieldingStore:
     async def seed_payment(self, payment: Any) -> None:
         await self.inner.seed_payment(payment)
 
-    async def dump(self) -> StoreDump:
-        return await self.inner.dump()
+    async def dump(
+        self, *, session_ids: Collection[str] | None = None, payment_ids: Collection[str] = ()
+    ) -> StoreDump:
+        return await self.inner.dump(session_ids=session_ids, payment_ids=payment_ids)
 
 
 class _InstantSelector:

@@ -16,10 +16,10 @@ SQLAlchemy's engine instead; ``?pool_size=N`` sizes the direct path's pool.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Literal, Self
+from collections.abc import Collection, Mapping
+from typing import Any, Literal, Self
 
-from sqlalchemy import select
+from sqlalchemy import Row, and_, or_, select
 from sqlalchemy.engine import URL
 
 from ...model import PaymentSession, Session
@@ -205,8 +205,14 @@ class SqlAlchemyStore:
             await uow.upsert(self._db.tables.payments, _payment_values(payment))
             await uow.commit()
 
-    async def dump(self) -> StoreDump:
-        """Every committed row, in a consistent snapshot."""
+    async def dump(
+        self, *, session_ids: Collection[str] | None = None, payment_ids: Collection[str] = ()
+    ) -> StoreDump:
+        """Every committed row, in a consistent snapshot; or only the rows of
+        ``session_ids`` (see :meth:`~extension_fsm.ports.InspectableStore.dump`),
+        each table read with a ``WHERE`` of its own."""
+        if session_ids is not None:
+            return await self._dump_of(list(session_ids), set(payment_ids))
         t = self._db.tables
         async with self.unit_of_work() as uow:
             sessions = [_session(r) for r in await uow.rows(_session_select(t))]
@@ -214,13 +220,34 @@ class SqlAlchemyStore:
             exts = [_extension(r) for r in await uow.rows(select(t.extensions).order_by("id"))]
             ledger = [_ledger(r) for r in await uow.rows(select(t.ledger).order_by("seq"))]
             log = [_record(r) for r in await uow.rows(select(t.log).order_by("seq"))]
-            outbox = [
-                (
-                    OutboxMessage(
-                        r.id, r.kind, r.dedupe_key, r.payload, r.created_at, r.attempts, r.lane
-                    ),
-                    r.delivered_at is not None,
-                )
-                for r in await uow.rows(select(t.outbox).order_by("seq"))
-            ]
+            outbox = [_outbox_entry(r) for r in await uow.rows(select(t.outbox).order_by("seq"))]
         return StoreDump(sessions, payments, exts, ledger, log, outbox)
+
+    async def _dump_of(self, sids: list[str], pids: set[str]) -> StoreDump:
+        t = self._db.tables
+        async with self.unit_of_work() as uow:
+            q = _session_select(t).where(t.sessions.c.id.in_(sids))
+            sessions = [_session(r) for r in await uow.rows(q)]
+            q = select(t.extensions).where(t.extensions.c.session_id.in_(sids)).order_by("id")
+            exts = [_extension(r) for r in await uow.rows(q)]
+            pids |= {e.payment_session_id for e in exts}
+            q = select(t.payments).where(t.payments.c.id.in_(sorted(pids))).order_by("id")
+            payments = [_payment(r) for r in await uow.rows(q)]
+            q = select(t.ledger).where(t.ledger.c.session_id.in_(sids)).order_by("seq")
+            ledger = [_ledger(r) for r in await uow.rows(q)]
+            owners = {"session": sids, "payment": sorted(pids), "extension": [e.id for e in exts]}
+            owned = or_(
+                *(and_(t.log.c.entity == k, t.log.c.entity_id.in_(v)) for k, v in owners.items())
+            )
+            q = select(t.log).where(owned).order_by("seq")
+            log = [_record(r) for r in await uow.rows(q)]
+            session_of = t.outbox.c.payload["session_id"].as_string()
+            q = select(t.outbox).where(session_of.in_(sids)).order_by("seq")
+            outbox = [_outbox_entry(r) for r in await uow.rows(q)]
+        return StoreDump(sessions, payments, exts, ledger, log, outbox)
+
+
+def _outbox_entry(r: Row[Any]) -> tuple[OutboxMessage, bool]:
+    """An outbox row as a dump holds it: the message and whether it was delivered."""
+    message = OutboxMessage(r.id, r.kind, r.dedupe_key, r.payload, r.created_at, r.attempts, r.lane)
+    return message, r.delivered_at is not None
