@@ -151,8 +151,9 @@ def test_migrate_watch_work_stop_and_migrate_down(installed: Installed, url: str
 
 
 def test_a_missing_extra_is_named_not_a_traceback(installed: Installed) -> None:
-    done = installed.cli("simulate", "--random", "1", check=False)  # no [cli]: no rich
-    assert done.returncode == 2 and "extension-fsm[cli]" in done.stderr
-    assert "Traceback" not in done.stderr
+    # ``simulate --random`` needs no extra: without rich its summary is plain text.
+    done = installed.cli("simulate", "--random", "1", check=False)
+    assert done.returncode == 0 and "every invariant held" in done.stdout
+    assert done.stderr == ""
     done = installed.cli("worker", "--db", "sqlite:///w.db", "--redis", "redis://x", check=False)
     assert done.returncode == 2 and "extension-fsm[redis]" in done.stderr
