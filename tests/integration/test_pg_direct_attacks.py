@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import gc
 import itertools
+import logging
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -558,6 +559,9 @@ async def test_closing_the_store_under_a_background_delivery_loses_nothing(
     from extension_fsm import ExtensionService
     from extension_fsm.adapters.clock import SystemClock
     from extension_fsm.adapters.config import StaticConfig
+
+    # A store closed first is logged at INFO (rows handed back, as on a crash).
+    caplog.set_level(logging.INFO, logger="extension_fsm.outbox")
     from extension_fsm.adapters.memory import (
         MemoryPresence,
         MemorySessionTimer,
