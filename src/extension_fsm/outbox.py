@@ -10,6 +10,10 @@ see a session's rows in decision order, even while an earlier one is being
 retried.  A notification is given up on after ``notification_max_attempts``,
 so a frame that cannot get through holds the frames behind it only briefly.
 
+Each session-timer command and payment event is told its row's ``seq`` (its
+place in commit order within the session), so a receiver can drop a stale
+command that arrives after a newer one (a write held up on its way).
+
 Every call to a dependency runs under ``call_timeout``; the outbox lease is
 longer than the worst case of one row's calls, so a row is never taken by a
 second dispatcher while the first may still be delivering it.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TypeVar
 
@@ -340,6 +344,12 @@ class OutboxDispatcher:
 
     async def _deliver_one(self, row: OutboxMessage) -> None:
         effect = decode_effect(row)
+        if row.seq is None and not isinstance(effect, Notify):
+            raise DeliveryError(
+                f"outbox row {row.id} has no seq: the outbox store must number its rows",
+                retryable=False,
+            )
+        seq = row.seq or 0
         match effect:
             case Notify():
                 taken = await self._send_to_socket(row, effect)
@@ -350,21 +360,23 @@ class OutboxDispatcher:
             case StartClosureGrace():
                 await self._call(
                     "session timer",
-                    self._timer.start_closure_grace(effect.session_id, effect.deadline),
+                    self._timer.start_closure_grace(effect.session_id, effect.deadline, seq=seq),
                 )
             case ClearClosureGrace():
                 await self._call(
-                    "session timer", self._timer.clear_closure_grace(effect.session_id)
+                    "session timer", self._timer.clear_closure_grace(effect.session_id, seq=seq)
                 )
             case SessionExpiryExtended():
                 await self._call(
                     "session timer",
-                    self._timer.expiry_extended(effect.session_id, effect.expires_at),
+                    self._timer.expiry_extended(effect.session_id, effect.expires_at, seq=seq),
                 )
             case PaymentConsumed():
-                await self._call("payment events", self._payments.consumed(effect))
+                consumed = replace(effect, seq=seq)
+                await self._call("payment events", self._payments.consumed(consumed))
             case PaymentFailed():
-                await self._call("payment events", self._payments.failed(effect))
+                failed = replace(effect, seq=seq)
+                await self._call("payment events", self._payments.failed(failed))
 
     async def _send_to_socket(self, row: OutboxMessage, effect: Notify) -> bool:
         """Whether a socket took the message; "no" when the socket layer cannot

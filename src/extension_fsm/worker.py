@@ -171,13 +171,13 @@ class _Refuse:
     async def send(self, participant: Participant, user_id: str, message: PushMessage) -> None:
         raise DeliveryError(self._why, retryable=False)
 
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
+    async def expiry_extended(self, session_id: str, expires_at: datetime, *, seq: int) -> None:
         raise DeliveryError(self._why, retryable=False)
 
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None:
+    async def start_closure_grace(self, session_id: str, deadline: datetime, *, seq: int) -> None:
         raise DeliveryError(self._why, retryable=False)
 
-    async def clear_closure_grace(self, session_id: str) -> None:
+    async def clear_closure_grace(self, session_id: str, *, seq: int) -> None:
         raise DeliveryError(self._why, retryable=False)
 
 

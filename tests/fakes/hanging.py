@@ -69,11 +69,11 @@ class FlakyTimer(MemorySessionTimer):
         super().__init__()
         self.failures_left = 1
 
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None:
+    async def start_closure_grace(self, session_id: str, deadline: datetime, *, seq: int) -> None:
         if self.failures_left:
             self.failures_left -= 1
             raise DeliveryError("session timer unreachable", retryable=True)
-        await super().start_closure_grace(session_id, deadline)
+        await super().start_closure_grace(session_id, deadline, seq=seq)
 
     def holds_grace(self, session_id: str) -> bool:
         """Whether the last grace command this timer took for the session started one."""

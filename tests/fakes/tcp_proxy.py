@@ -8,6 +8,8 @@ uvicorn on another loop and async tests can all drive it with plain calls:
   open link, as when the server's host is down;
 - ``blackhole()``: keep accepting connections but pass no byte either way on
   new or open links, as a frozen server or a network that swallows packets;
+- ``stall_open_links()``: hold the bytes of the links open now, either way,
+  while new links flow (one stalled connection among healthy ones);
 - ``recover()``: listen again, and let every held link flow again (what a
   frozen server does when it resumes: the bytes it was sent are read then).
 """
@@ -37,6 +39,8 @@ class TcpProxy:
         self._flowing: asyncio.Event | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: each open link's own gate (cleared by ``stall_open_links``)
+        self._gates: set[asyncio.Event] = set()
         #: connections accepted so far (to see that a client reconnected)
         self.accepted = 0
 
@@ -52,6 +56,9 @@ class TcpProxy:
 
     def blackhole(self) -> None:
         self._call(self._blackhole())
+
+    def stall_open_links(self) -> None:
+        self._call(self._stall_open_links())
 
     def recover(self) -> None:
         self._call(self._recover())
@@ -89,9 +96,15 @@ class TcpProxy:
         assert self._flowing is not None
         self._flowing.clear()
 
+    async def _stall_open_links(self) -> None:
+        for gate in self._gates:
+            gate.clear()
+
     async def _recover(self) -> None:
         assert self._flowing is not None
         self._flowing.set()
+        for gate in self._gates:
+            gate.set()
         if self._server is None:
             await self._listen()
 
@@ -101,14 +114,17 @@ class TcpProxy:
         assert task is not None and self._flowing is not None
         self._tasks.add(task)
         self._writers.add(writer)
+        gate = asyncio.Event()
+        gate.set()
+        self._gates.add(gate)
         up_writer: asyncio.StreamWriter | None = None
         try:
             await self._flowing.wait()  # blackholed: accepted, never answered
             up_reader, up_writer = await asyncio.open_connection(*self._target)
             self._writers.add(up_writer)
             pumps = [
-                asyncio.create_task(self._pump(reader, up_writer)),
-                asyncio.create_task(self._pump(up_reader, writer)),
+                asyncio.create_task(self._pump(reader, up_writer, gate)),
+                asyncio.create_task(self._pump(up_reader, writer, gate)),
             ]
             try:
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -124,15 +140,24 @@ class TcpProxy:
                     w.close()
                     self._writers.discard(w)
             self._tasks.discard(task)
+            self._gates.discard(gate)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self._flowing is not None
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event
+    ) -> None:
         with contextlib.suppress(ConnectionError):
             while True:
-                await self._flowing.wait()
+                await self._open(gate)
                 data = await reader.read(65536)
                 if not data:
                     return
-                await self._flowing.wait()  # read just before a blackhole: hold it
+                await self._open(gate)  # read just before a blackhole or stall: hold it
                 writer.write(data)
                 await writer.drain()
+
+    async def _open(self, gate: asyncio.Event) -> None:
+        """Return once neither the whole proxy nor this link is held."""
+        assert self._flowing is not None
+        while not (self._flowing.is_set() and gate.is_set()):
+            await self._flowing.wait()
+            await gate.wait()

@@ -75,10 +75,10 @@ def _fail_once(target: object, name: str, error: Exception) -> list[Exception]:
     original = getattr(target, name)
     left = [error]
 
-    async def flaky(*args: object) -> None:
+    async def flaky(*args: object, **kwargs: object) -> None:
         if left:
             raise left.pop()
-        await original(*args)
+        await original(*args, **kwargs)
 
     setattr(target, name, flaky)
     return left

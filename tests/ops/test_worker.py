@@ -191,7 +191,12 @@ async def test_session_timer_rows_go_to_the_redis_stream(tmp_path: Path) -> None
         await wipe(client, prefix)
         await client.aclose()
     fields = {k.decode(): v.decode() for k, v in entries[0][1].items()}
-    assert fields == {"action": "expiry_extended", "session_id": "s1", "at": expires.isoformat()}
+    assert fields == {
+        "action": "expiry_extended",
+        "session_id": "s1",
+        "at": expires.isoformat(),
+        "seq": "1",
+    }
     assert (await _status(url))["outbox"] == {
         "waiting": 0,
         "retrying": 0,

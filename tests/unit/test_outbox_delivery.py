@@ -138,13 +138,13 @@ class _HungSockets(MemorySockets):
 
 
 class _HungTimer(MemorySessionTimer):
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None:
+    async def start_closure_grace(self, session_id: str, deadline: datetime, *, seq: int) -> None:
         await _forever()
 
-    async def clear_closure_grace(self, session_id: str) -> None:
+    async def clear_closure_grace(self, session_id: str, *, seq: int) -> None:
         await _forever()
 
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
+    async def expiry_extended(self, session_id: str, expires_at: datetime, *, seq: int) -> None:
         await _forever()
 
 

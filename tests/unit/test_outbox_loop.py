@@ -162,11 +162,11 @@ class _DeadEndTimer(MemorySessionTimer):
         super().__init__()
         self.refuse = set(refuse)
 
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
+    async def expiry_extended(self, session_id: str, expires_at: datetime, *, seq: int) -> None:
         if session_id in self.refuse:
             self.refuse.discard(session_id)
             raise DeliveryError("no such session on the host", retryable=False)
-        await super().expiry_extended(session_id, expires_at)
+        await super().expiry_extended(session_id, expires_at, seq=seq)
 
 
 @pytest.mark.parametrize("dead_sessions", [1, 2])

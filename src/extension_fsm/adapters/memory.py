@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from ..errors import ConcurrencyConflict, ErrorCode, ExtensionError
@@ -206,7 +207,8 @@ class MemoryStore:
             self.log.extend(uow.staged_log)
             for message in uow.staged_outbox:
                 self._seq += 1
-                self.outbox_rows[message.id] = OutboxRow(message, self._seq, message.created_at)
+                numbered = replace(message, seq=self._seq)
+                self.outbox_rows[message.id] = OutboxRow(numbered, self._seq, message.created_at)
             self._epoch += 1
             self.commits += 1
             self._prune()

@@ -118,18 +118,23 @@ class MemoryDeviceTokens:
 
 @dataclass
 class MemorySessionTimer:
-    """Records what the host's session timer was told."""
+    """Records what the host's session timer was told (``seqs``: each call's
+    ``seq``, in the same order as ``calls``)."""
 
     calls: list[tuple[str, str, datetime | None]] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
 
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
+    async def expiry_extended(self, session_id: str, expires_at: datetime, *, seq: int) -> None:
         self.calls.append(("expiry_extended", session_id, expires_at))
+        self.seqs.append(seq)
 
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None:
+    async def start_closure_grace(self, session_id: str, deadline: datetime, *, seq: int) -> None:
         self.calls.append(("start_closure_grace", session_id, deadline))
+        self.seqs.append(seq)
 
-    async def clear_closure_grace(self, session_id: str) -> None:
+    async def clear_closure_grace(self, session_id: str, *, seq: int) -> None:
         self.calls.append(("clear_closure_grace", session_id, None))
+        self.seqs.append(seq)
 
 
 @dataclass

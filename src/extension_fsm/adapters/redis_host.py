@@ -5,10 +5,21 @@ The host's session timers live in the host.  A worker that resolves a
 deadline writes each session-timer instruction to the stream
 ``{prefix}session_timer`` (``XADD``, approximately capped): fields
 ``action`` (``expiry_extended`` | ``start_closure_grace`` |
-``clear_closure_grace``), ``session_id`` and ``at`` (ISO-8601 UTC, empty for
-a clear).  The host reads it with a consumer group (``XREADGROUP``), applies
+``clear_closure_grace``), ``session_id``, ``at`` (ISO-8601 UTC, empty for
+a clear) and ``seq`` (the command's place in commit order within its
+session).  The host reads it with a consumer group (``XREADGROUP``), applies
 each entry, ``XACK``s it; applying one twice must be harmless (the values are
 absolute times, so a repeat sets the same timer again).
+
+Fenced: one script compares the command's ``seq`` with the highest one
+written for its session (the string ``{prefix}session_timer:seq:{session}``,
+kept ``fence_ttl`` seconds after the last write) and appends only a newer
+command.  A write that was held up on its way (it timed out on a stalled
+connection, was retried on another and delivered, and then the stalled one
+reached Redis after the commands behind it) is dropped, never appended after
+a newer one; each drop counts in ``{prefix}session_timer:stale``.  A consumer
+still drops an entry whose ``seq`` is not above the highest it applied for
+the session (entries written before the fence have none).
 
 Push tokens: the set ``{prefix}push:{participant}:{user_id}`` holds a user's
 device tokens (the host ``SADD``s on registration); a token the push service
@@ -37,31 +48,66 @@ from .redis_bridge import REDIS_DOWN
 __all__ = ["RedisDeviceTokens", "RedisStreamSessionTimer"]
 
 
-class RedisStreamSessionTimer:
-    """:class:`~extension_fsm.ports.SessionTimer` as entries on a Redis stream."""
+#: KEYS: the session's fence, the stream, the stale-drop counter; ARGV: seq,
+#: the fence's lifetime in ms, the cap, action, session id, at.  Runs
+#: atomically: a command not newer than the fence is counted and dropped.
+_FENCED_XADD = """
+local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seq = tonumber(ARGV[1])
+if seq <= held then
+  redis.call('INCR', KEYS[3])
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
+  'action', ARGV[4], 'session_id', ARGV[5], 'at', ARGV[6], 'seq', ARGV[1])
+return 1
+"""
 
-    def __init__(self, redis: Redis, *, prefix: str = "extension_fsm:", maxlen: int = 100_000):
+
+class RedisStreamSessionTimer:
+    """:class:`~extension_fsm.ports.SessionTimer` as entries on a Redis stream,
+    fenced by ``seq`` per session (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "extension_fsm:",
+        maxlen: int = 100_000,
+        fence_ttl: float = 7 * 24 * 3600.0,
+    ):
+        if not fence_ttl > 0:
+            raise ValueError(f"fence_ttl must be positive, got {fence_ttl}")
         self._redis = redis
         self.stream = f"{prefix}session_timer"
+        #: how many held-up commands the fence dropped (an ever-growing count)
+        self.stale_key = f"{prefix}session_timer:stale"
+        self._fence_prefix = f"{prefix}session_timer:seq:"
         self._maxlen = maxlen
+        self._fence_ms = max(1, int(fence_ttl * 1000))
+        self._script = redis.register_script(_FENCED_XADD)
 
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
-        await self._add("expiry_extended", session_id, expires_at.isoformat())
+    def fence_key(self, session_id: str) -> str:
+        """The string holding the highest ``seq`` written for ``session_id``."""
+        return f"{self._fence_prefix}{session_id}"
 
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None:
-        await self._add("start_closure_grace", session_id, deadline.isoformat())
+    async def expiry_extended(self, session_id: str, expires_at: datetime, *, seq: int) -> None:
+        await self._add("expiry_extended", session_id, expires_at.isoformat(), seq)
 
-    async def clear_closure_grace(self, session_id: str) -> None:
-        await self._add("clear_closure_grace", session_id, "")
+    async def start_closure_grace(self, session_id: str, deadline: datetime, *, seq: int) -> None:
+        await self._add("start_closure_grace", session_id, deadline.isoformat(), seq)
 
-    async def _add(self, action: str, session_id: str, at: str) -> None:
+    async def clear_closure_grace(self, session_id: str, *, seq: int) -> None:
+        await self._add("clear_closure_grace", session_id, "", seq)
+
+    async def _add(self, action: str, session_id: str, at: str, seq: int) -> None:
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise DeliveryError(f"seq must be a whole number >= 1, got {seq!r}", retryable=False)
+        keys = [self.fence_key(session_id), self.stream, self.stale_key]
+        args: list[str | int] = [seq, self._fence_ms, self._maxlen, action, session_id, at]
         try:
-            await self._redis.xadd(
-                self.stream,
-                {"action": action, "session_id": session_id, "at": at},
-                maxlen=self._maxlen,
-                approximate=True,
-            )
+            await self._script(keys=keys, args=args)
         except REDIS_DOWN as err:
             raise DeliveryError(f"session timer stream unreachable: {err}", retryable=True) from err
 

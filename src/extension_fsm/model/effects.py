@@ -81,6 +81,10 @@ class PaymentConsumed:
     duration_minutes: int
     via_timeout: bool
     at: datetime
+    #: the event's place in commit order among the session's session-timer
+    #: commands and payment events, set when the outbox delivers it (``None``
+    #: before); not part of the event's identity (``dedupe_key`` is)
+    seq: int | None = field(default=None, compare=False)
 
     @property
     def dedupe_key(self) -> str:
@@ -115,6 +119,10 @@ class PaymentFailed:
     amount: int
     cause: FailureCause
     at: datetime
+    #: the event's place in commit order among the session's session-timer
+    #: commands and payment events, set when the outbox delivers it (``None``
+    #: before); not part of the event's identity (``dedupe_key`` is)
+    seq: int | None = field(default=None, compare=False)
 
     @property
     def dedupe_key(self) -> str:

@@ -61,13 +61,23 @@ class DeviceTokens(Protocol):
 
 
 class SessionTimer(Protocol):
-    """The host's session timers (expiry and closure grace)."""
+    """The host's session timers (expiry and closure grace).
 
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None: ...
+    Each command carries ``seq``: its place in commit order among the
+    session's commands and payment events (it grows with every decision of
+    the session; not consecutive).  The values are absolute, so the newest
+    command wins: a command whose ``seq`` is not above the highest one the
+    host already applied for that session is stale (a repeat, or a write
+    that was held up on the way) and must be dropped.
+    """
 
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None: ...
+    async def expiry_extended(self, session_id: str, expires_at: datetime, *, seq: int) -> None: ...
 
-    async def clear_closure_grace(self, session_id: str) -> None: ...
+    async def start_closure_grace(
+        self, session_id: str, deadline: datetime, *, seq: int
+    ) -> None: ...
+
+    async def clear_closure_grace(self, session_id: str, *, seq: int) -> None: ...
 
 
 class PaymentEvents(Protocol):

@@ -5,7 +5,7 @@ the outbox as the dispatcher sees it."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -122,6 +122,12 @@ class OutboxMessage:
     #: its session-timer commands, one for its payment events and one per
     #: participant for its messages, so each sees them in commit order.
     lane: str | None = None
+    #: the row's place in commit order, given by the store when the row is
+    #: written (``None`` until then); it grows with commit order within a
+    #: session, so the session-timer commands and payment events carry it as
+    #: their ``seq`` and a receiver can tell a stale command from a newer one;
+    #: bookkeeping of the store, so not compared
+    seq: int | None = field(default=None, compare=False)
 
 
 class DecisionWriter(Protocol):
@@ -240,7 +246,8 @@ class OutboxStore(Protocol):
         self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
     ) -> list[OutboxMessage]:
         """Undelivered messages available at ``now`` (only ``ids`` when given), in the
-        order they were written, leased to the caller for ``lease_seconds``.  A
+        order they were written, each with its ``seq``, leased to the caller for
+        ``lease_seconds``.  A
         message with a ``lane`` is taken only when no older message of its lane
         is still undelivered and not dead (leased, backing off or available)."""
         ...

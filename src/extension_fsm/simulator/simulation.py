@@ -126,16 +126,16 @@ class HostSessionTimer(MemorySessionTimer):
 
         self._grace[session_id] = self._world.call_at(at, fire)
 
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
-        await super().expiry_extended(session_id, expires_at)
+    async def expiry_extended(self, session_id: str, expires_at: datetime, *, seq: int) -> None:
+        await super().expiry_extended(session_id, expires_at, seq=seq)
         self.arm_expiry(session_id, expires_at)
 
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None:
-        await super().start_closure_grace(session_id, deadline)
+    async def start_closure_grace(self, session_id: str, deadline: datetime, *, seq: int) -> None:
+        await super().start_closure_grace(session_id, deadline, seq=seq)
         self.arm_grace(session_id, deadline)
 
-    async def clear_closure_grace(self, session_id: str) -> None:
-        await super().clear_closure_grace(session_id)
+    async def clear_closure_grace(self, session_id: str, *, seq: int) -> None:
+        await super().clear_closure_grace(session_id, seq=seq)
         handle = self._grace.pop(session_id, None)
         if handle is not None:
             handle.cancel()

@@ -266,9 +266,13 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         async with store.unit_of_work() as uow:
             await uow.outbox.add([msg("z")])
             await uow.commit()
-        got = [m.id for m in await store.outbox.claim(T0, 5, 30)]
-        got += [m.id for m in await store.outbox.claim(T0, 100, 30)]
-        assert got == [f"m{i:02}" for i in range(12)] + ["z"]
+        claimed = await store.outbox.claim(T0, 5, 30)
+        claimed += await store.outbox.claim(T0, 100, 30)
+        assert [m.id for m in claimed] == [f"m{i:02}" for i in range(12)] + ["z"]
+        # each row numbered by the store, growing in the order written (the
+        # session timer and the payment side are told it as ``seq``)
+        seqs = [m.seq for m in claimed if m.seq is not None]
+        assert len(seqs) == len(claimed) and seqs == sorted(set(seqs))
 
     async def test_postgres_a_write_on_a_row_that_moved_is_a_conflict(
         self, store: InspectableStore

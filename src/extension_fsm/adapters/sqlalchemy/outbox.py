@@ -160,6 +160,7 @@ class SqlOutboxStore:
                 created_at=r.created_at,
                 attempts=r.attempts,
                 lane=r.lane,
+                seq=r.seq,
             )
             for r in rows
         ]

@@ -282,6 +282,9 @@ def build_tables(
         Column("last_error", Text(), nullable=True),
         # rows of one lane are delivered one at a time, in order (NULL: no order)
         Column("lane", String(96), nullable=True),
+        # ``seq`` is each command's fence (a receiver drops a command not newer
+        # than what it holds): SQLite must never hand a number out twice
+        sqlite_autoincrement=True,
     )
     Index(
         f"ix_{outbox.name}_undelivered",

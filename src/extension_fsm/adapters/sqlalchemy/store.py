@@ -249,5 +249,7 @@ class SqlAlchemyStore:
 
 def _outbox_entry(r: Row[Any]) -> tuple[OutboxMessage, bool]:
     """An outbox row as a dump holds it: the message and whether it was delivered."""
-    message = OutboxMessage(r.id, r.kind, r.dedupe_key, r.payload, r.created_at, r.attempts, r.lane)
+    message = OutboxMessage(
+        r.id, r.kind, r.dedupe_key, r.payload, r.created_at, r.attempts, r.lane, r.seq
+    )
     return message, r.delivered_at is not None
