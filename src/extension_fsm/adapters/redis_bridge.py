@@ -20,7 +20,16 @@ Design (request / ack over pub/sub, steered by a registry):
   :class:`~extension_fsm.errors.SocketUnreachable` unless another socket took
   it: the outbox pushes instead if the message has a push, else retries, until
   that instance listens again or its registry entry lapses after ``ttl``.
-* **Connected anywhere** = the local hub, else a live entry in the user key.
+* **Connected anywhere** = the local hub, else a *live answer*: every other
+  instance the user key's registry names is asked over its channel whether
+  its hub holds a socket of that user right now, and one "yes" within
+  ``ack_timeout`` is the answer.  A registry entry alone is never taken as
+  proof (it outlives a crashed instance by up to ``ttl``): an instance that
+  was killed has no subscriber on its channel and counts as "no" at once; one
+  that is frozen or cut off does not answer and counts as "no" after
+  ``ack_timeout``.  So an auto-approval rests on evidence at most
+  ``ack_timeout`` (bounded again by the service's ``presence_timeout``) old
+  when asked, plus the pass's own work until its commit.
 
 Failures at the edge: a Redis ``ConnectionError`` / ``TimeoutError`` during a
 send becomes ``DeliveryError(retryable=True)``, unless a local socket already
@@ -206,14 +215,22 @@ class RedisSocketBridge:
         return False
 
     async def is_connected(self, participant: Participant, user_id: str) -> bool:
-        """Whether the user has a socket on any instance; unreachable Redis means no."""
+        """Whether the user has a socket on this instance, or another instance
+        answers, now, that it holds one (a live answer within ``ack_timeout``,
+        never the registry alone); unreachable Redis, or no way to hear the
+        answers, means no."""
         if await self.hub.is_connected(participant, user_id):
             return True
+        key = UserKey(participant, user_id)
         try:
-            return bool(await self._holders(UserKey(participant, user_id)))
+            others = [h for h in await self._holders(key) if h != self.instance_id]
+            if not others or not self._subscribed.is_set():
+                return False  # nobody to ask, or no way to hear an answer
+            answers = await asyncio.gather(*(self._ask_holds(h, key) for h in others))
         except REDIS_DOWN as err:
             _log.warning("is_connected: Redis unreachable, answering not connected: %r", err)
             return False
+        return any(answer is True for answer in answers)
 
     # ------------------------------------------------------------ internals
 
@@ -268,21 +285,36 @@ class RedisSocketBridge:
         """Whether ``instance_id``'s socket took it; None when nobody listens on its
         channel (crashed, or cut off from Redis: its registry entry lapses after
         ``ttl`` if it does not come back)."""
-        request_id = uuid.uuid4().hex
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
         payload = {
             "op": "send",
-            "id": request_id,
             "reply_to": self.instance_id,
             "session_id": key.session_id,
             "participant": key.participant.value,
             "message": dict(message),
         }
+        return await self._request(instance_id, payload)
+
+    async def _ask_holds(self, instance_id: str, key: UserKey) -> bool:
+        """Whether ``instance_id`` answers, within ``ack_timeout``, that its hub
+        holds a socket of ``key``'s user; nobody listening or no answer is no."""
+        payload = {
+            "op": "holds",
+            "reply_to": self.instance_id,
+            "participant": key.participant.value,
+            "user_id": key.user_id,
+        }
+        return await self._request(instance_id, payload) is True
+
+    async def _request(self, instance_id: str, payload: dict[str, Any]) -> bool | None:
+        """Publish ``payload`` (given an ``id``) to ``instance_id`` and wait for its
+        answer: the answer, False after ``ack_timeout``, None when nobody listens."""
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
         try:
             async with asyncio.timeout(self._redis_timeout):
                 receivers = await self._redis.publish(
-                    self._channel(instance_id), json.dumps(payload)
+                    self._channel(instance_id), json.dumps({**payload, "id": request_id})
                 )
                 if receivers == 0:
                     return None
@@ -321,6 +353,8 @@ class RedisSocketBridge:
                     future.set_result(bool(payload["taken"]))
             elif payload["op"] == "send":
                 self._spawn(self._serve(payload))
+            elif payload["op"] == "holds":
+                self._spawn(self._serve_holds(payload))
         except (ValueError, KeyError, TypeError) as err:
             _log.warning("ignoring a malformed bridge message: %r", err)
 
@@ -328,11 +362,20 @@ class RedisSocketBridge:
         taken = await self.hub.send(
             str(payload["session_id"]), Participant(payload["participant"]), payload["message"]
         )
+        await self._answer(payload, taken)
+
+    async def _serve_holds(self, payload: dict[str, Any]) -> None:
+        held = await self.hub.is_connected(
+            Participant(payload["participant"]), str(payload["user_id"])
+        )
+        await self._answer(payload, held)
+
+    async def _answer(self, payload: dict[str, Any], taken: bool) -> None:
         answer = {"op": "ack", "id": payload["id"], "taken": taken}
         try:
             await self._redis.publish(self._channel(str(payload["reply_to"])), json.dumps(answer))
         except REDIS_DOWN as err:
-            _log.warning("could not acknowledge a bridged send: %r", err)
+            _log.warning("could not answer a bridged request: %r", err)
 
     async def _beat(self) -> None:
         while True:
