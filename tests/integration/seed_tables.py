@@ -177,14 +177,42 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def build_seed_database(url: str) -> None:
-    """The seed's tables and rows, written with plain SQL."""
+#: the zone of the host's PostgreSQL server (and so of every session on it)
+HOST_ZONE = "Asia/Jakarta"
+
+
+def host_typed_ddl() -> list[str]:
+    """The seed's PostgreSQL tables as a host has them: money as
+    ``numeric(12,2)``, times as ``timestamp`` without time zone."""
+    out = []
+    for ddl in _PG_DDL:
+        ddl = ddl.replace("timestamptz", "timestamp")
+        for money in ("amount integer", "requested_price integer"):
+            ddl = ddl.replace(money, money.replace("integer", "numeric(12,2)"))
+        out.append(ddl)
+    return out
+
+
+def set_server_zone(url: str, zone: str = HOST_ZONE) -> None:
+    """Every later session on the database at ``url`` runs in ``zone``, as on a
+    server whose ``timezone`` setting is ``zone``."""
+    import psycopg
+
+    name = sa.engine.make_url(url).database
+    admin = sa.engine.make_url(url).set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{name}\" SET timezone TO '{zone}'")
+
+
+def build_seed_database(url: str, ddl: list[str] | None = None) -> None:
+    """The seed's tables (``ddl``, by default the engine's from above) and rows,
+    written with plain SQL."""
     engine = sa.create_engine(sync_url(url))
     sqlite = engine.dialect.name == "sqlite"
     try:
         with engine.begin() as conn:
-            for ddl in _SQLITE_DDL if sqlite else _PG_DDL:
-                conn.execute(sa.text(ddl))
+            for statement in ddl or (_SQLITE_DDL if sqlite else _PG_DDL):
+                conn.execute(sa.text(statement))
             for table, rows in _seed_rows().items():
                 columns = list(rows[0])
                 sql = (
