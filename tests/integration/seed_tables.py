@@ -177,6 +177,23 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+def seed_ddl(*, sqlite: bool) -> list[str]:
+    """The seed's tables as built by :func:`build_seed_database` by default."""
+    return list(_SQLITE_DDL if sqlite else _PG_DDL)
+
+
+def retyped(ddl: list[str], table: str, column: str, old: str, new: str) -> list[str]:
+    """``ddl`` with ``table.column`` declared ``new`` instead of ``old``."""
+    out = []
+    for statement in ddl:
+        if statement.startswith(f"CREATE TABLE {table} "):
+            assert f" {column} {old}" in statement, (table, column, old)
+            statement = statement.replace(f" {column} {old}", f" {column} {new}", 1)
+        out.append(statement)
+    assert out != ddl, (table, column)
+    return out
+
+
 #: the zone of the host's PostgreSQL server (and so of every session on it)
 HOST_ZONE = "Asia/Jakarta"
 
