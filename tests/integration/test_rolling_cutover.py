@@ -284,3 +284,45 @@ def test_rolling_cutover_the_trigger_is_what_lets_the_old_insert_through(
         ),
     )[0]
     assert (float(seconds), announced) == (6.5, 7)  # announced as Math.round(6.5)
+
+
+def test_rolling_cutover_a_fractional_price_from_the_old_service_is_set_aside_uncharged(
+    host_url: str,
+) -> None:
+    # The old service took any price its client sent; numeric(12,2) stores 9000.50.
+    pay = _fresh_payment(host_url, "payment-fraction")
+    sid = S["accepted"]
+    inserted, _ = _node(
+        host_url,
+        (NODE_INSERT, (sid, 15, Decimal("9000.50"), "pending", pay)),
+        (NODE_PAUSE, ("extending", sid)),
+    )
+    xid = str(inserted[0][0])
+    ((deadline,),) = _node(
+        host_url, ("SELECT expires_at FROM session_extensions WHERE id = %s", (xid,))
+    )[0]
+
+    async def run() -> None:
+        world = await _world(host_url, deadline + timedelta(seconds=1), TimeoutAction.AUTO_APPROVE)
+        try:
+            for _ in range(2):  # set aside, then skipped: the sweep goes on with the rest
+                assert xid not in [e.id for e in await world.service.sweep_due()]
+        finally:
+            await world.store.aclose()
+
+    asyncio.run(run())
+    ((status, count, reason, paid),) = _node(
+        host_url,
+        (
+            "SELECT x.status, x.set_aside_count, x.set_aside_reason, p.status"
+            " FROM session_extensions x JOIN payment_sessions p ON p.id = x.payment_session_id"
+            " WHERE x.id = %s",
+            (xid,),
+        ),
+    )[0]
+    assert (status, count, paid) == ("pending", 1, "confirmed")
+    assert "9000.50 is not a whole number" in reason
+    charges = _node(
+        host_url, ("SELECT 1 FROM customer_transactions WHERE extension_id = %s", (xid,))
+    )[0]
+    assert charges == []
