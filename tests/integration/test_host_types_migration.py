@@ -116,3 +116,29 @@ def test_host_types_migration_takes_exact_money_and_local_timestamps(
     build_seed_database(pg_url, ddl)
     cut_over(pg_url, monkeypatch)
     assert "expires_at" in columns_of(pg_url, "session_extensions")
+
+
+def test_host_types_migration_0006_checks_a_database_already_at_0004(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host that reached 0004 before the check existed, with float money.
+    build_seed_database(pg_url)
+    alembic(pg_url, monkeypatch, "stamp", "0001")
+    alembic(pg_url, monkeypatch, "upgrade", "0004")
+    engine = sa.create_engine(sync_url(pg_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE payment_sessions ALTER COLUMN amount TYPE real"))
+    finally:
+        engine.dispose()
+    with pytest.raises(RuntimeError, match=r"payment_sessions\.amount is REAL"):
+        alembic(pg_url, monkeypatch, "upgrade", "head")
+    engine = sa.create_engine(sync_url(pg_url))
+    try:
+        with engine.connect() as conn:
+            triggers = conn.execute(
+                sa.text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+            ).all()
+    finally:
+        engine.dispose()
+    assert triggers == []  # nothing was changed
