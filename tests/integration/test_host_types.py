@@ -219,3 +219,54 @@ def test_host_types_sweep_resolves_the_old_service_rows(
         s=S["due"],
     )
     assert ledger == [(Decimal("15000.00"), E["due"])]
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_host_types_database_clock_stamps_local_columns_consistently(
+    host_url: str, monkeypatch: pytest.MonkeyPatch, driver: str
+) -> None:
+    # The store's default on PostgreSQL: the database's now() judges and stamps.
+    cut_over(host_url, monkeypatch)
+    fresh = seed_id("payment-dbclock")
+    _sql(
+        host_url,
+        "INSERT INTO payment_sessions (id, customer_id, status, amount, is_extension,"
+        " is_first_session_discount) VALUES (:id, :c, 'confirmed', 9000.00, true, false)",
+        id=fresh,
+        c=C,
+    )
+
+    async def run() -> str:
+        store = await SqlAlchemyStore.open(_driver(host_url, driver), layout="seed")
+        world = World(store, sweep_interval=None, use_timers=False)
+        world.sockets.connected[(Participant.MITRA, M_ON)] = True
+        world.presence.online[M_ON] = True
+        try:
+            assert store.uses_database_clock
+            ext = await world.service.request_extension(
+                session_id=S["accepted"],
+                customer_id=C,
+                duration_minutes=15,
+                price=9000,
+                extension_payment_session_id=fresh,
+            )
+            await world.service.respond_to_extension(
+                extension_id=ext.id, session_id=S["accepted"], mitra_id=M_ON, accepted=True
+            )
+            return ext.id
+        finally:
+            await world.store.aclose()
+
+    xid = asyncio.run(run())
+    # The old expiry (March) is long past: the session now runs 15 min from the
+    # answer, both stamped in the host's local columns, in the same zone.
+    ((gap, drift),) = _sql(
+        host_url,
+        "SELECT s.expires_at - x.responded_at,"
+        " abs(extract(epoch FROM x.responded_at - localtimestamp))"
+        " FROM chat_sessions s JOIN session_extensions x ON x.session_id = s.id"
+        " WHERE x.id = :x",
+        x=xid,
+    )
+    assert gap == timedelta(minutes=15)
+    assert drift < 3600  # local now, not UTC now seven hours away
