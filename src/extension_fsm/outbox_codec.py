@@ -1,6 +1,11 @@
 """How effects become outbox rows and back: each row's kind, dedupe key,
 payload and ordering lane (per session: its timer commands share a lane, so
-do its payment events, and so do the messages to each of its participants)."""
+do its payment events, and so do the messages to each of its participants).
+
+Amounts go into the JSON as whole numbers, exactly (:func:`~.money.whole_money`:
+a ``Decimal`` a host's ``numeric`` column gave is written as its ``int``, never
+through ``float``; a fraction of a unit is refused before anything is written).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from .model import (
     SessionExpiryExtended,
     StartClosureGrace,
 )
+from .money import whole_money
 from .ports import OutboxMessage
 
 __all__ = [
@@ -113,7 +119,7 @@ def _encode(effect: Effect) -> tuple[str, str, dict[str, JSONValue]]:
                     "extension_id": effect.extension_id,
                     "payment_session_id": effect.payment_session_id,
                     "customer_id": effect.customer_id,
-                    "amount": effect.amount,
+                    "amount": whole_money(effect.amount),
                     "duration_minutes": effect.duration_minutes,
                     "via_timeout": effect.via_timeout,
                     "at": effect.at.isoformat(),
@@ -129,7 +135,7 @@ def _encode(effect: Effect) -> tuple[str, str, dict[str, JSONValue]]:
                     "extension_id": effect.extension_id,
                     "payment_session_id": effect.payment_session_id,
                     "customer_id": effect.customer_id,
-                    "amount": effect.amount,
+                    "amount": whole_money(effect.amount),
                     "cause": effect.cause.value,
                     "at": effect.at.isoformat(),
                 },
@@ -172,7 +178,7 @@ def decode_effect(message: OutboxMessage) -> Effect:
                 str(p["extension_id"]),
                 str(p["payment_session_id"]),
                 str(p["customer_id"]),
-                _int(p["amount"]),
+                whole_money(p["amount"]),
                 _int(p["duration_minutes"]),
                 bool(p["via_timeout"]),
                 datetime.fromisoformat(str(p["at"])),
@@ -183,7 +189,7 @@ def decode_effect(message: OutboxMessage) -> Effect:
                 str(p["extension_id"]),
                 str(p["payment_session_id"]),
                 str(p["customer_id"]),
-                _int(p["amount"]),
+                whole_money(p["amount"]),
                 FailureCause(str(p["cause"])),
                 datetime.fromisoformat(str(p["at"])),
             )

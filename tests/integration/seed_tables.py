@@ -177,14 +177,59 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def build_seed_database(url: str) -> None:
-    """The seed's tables and rows, written with plain SQL."""
+def seed_ddl(*, sqlite: bool) -> list[str]:
+    """The seed's tables as built by :func:`build_seed_database` by default."""
+    return list(_SQLITE_DDL if sqlite else _PG_DDL)
+
+
+def retyped(ddl: list[str], table: str, column: str, old: str, new: str) -> list[str]:
+    """``ddl`` with ``table.column`` declared ``new`` instead of ``old``."""
+    out = []
+    for statement in ddl:
+        if statement.startswith(f"CREATE TABLE {table} "):
+            assert f" {column} {old}" in statement, (table, column, old)
+            statement = statement.replace(f" {column} {old}", f" {column} {new}", 1)
+        out.append(statement)
+    assert out != ddl, (table, column)
+    return out
+
+
+#: the zone of the host's PostgreSQL server (and so of every session on it)
+HOST_ZONE = "Asia/Jakarta"
+
+
+def host_typed_ddl() -> list[str]:
+    """The seed's PostgreSQL tables as a host has them: money as
+    ``numeric(12,2)``, times as ``timestamp`` without time zone."""
+    out = []
+    for ddl in _PG_DDL:
+        ddl = ddl.replace("timestamptz", "timestamp")
+        for money in ("amount integer", "requested_price integer"):
+            ddl = ddl.replace(money, money.replace("integer", "numeric(12,2)"))
+        out.append(ddl)
+    return out
+
+
+def set_server_zone(url: str, zone: str = HOST_ZONE) -> None:
+    """Every later session on the database at ``url`` runs in ``zone``, as on a
+    server whose ``timezone`` setting is ``zone``."""
+    import psycopg
+
+    name = sa.engine.make_url(url).database
+    admin = sa.engine.make_url(url).set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{name}\" SET timezone TO '{zone}'")
+
+
+def build_seed_database(url: str, ddl: list[str] | None = None) -> None:
+    """The seed's tables (``ddl``, by default the engine's from above) and rows,
+    written with plain SQL."""
     engine = sa.create_engine(sync_url(url))
     sqlite = engine.dialect.name == "sqlite"
     try:
         with engine.begin() as conn:
-            for ddl in _SQLITE_DDL if sqlite else _PG_DDL:
-                conn.execute(sa.text(ddl))
+            for statement in ddl or (_SQLITE_DDL if sqlite else _PG_DDL):
+                conn.execute(sa.text(statement))
             for table, rows in _seed_rows().items():
                 columns = list(rows[0])
                 sql = (

@@ -30,9 +30,22 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 
-__all__ = ["DEFAULT_TABLE_NAMES", "LAYOUTS", "Tables", "UTCDateTime", "build_tables"]
+from ...money import whole_money
+
+__all__ = [
+    "DEFAULT_TABLE_NAMES",
+    "LAYOUTS",
+    "Money",
+    "Tables",
+    "UTCDateTime",
+    "build_tables",
+]
 
 DEFAULT_TABLE_NAMES: tuple[str, ...] = (
     "customers",
@@ -75,16 +88,58 @@ class _HostId(UserDefinedType[str]):
         return process
 
 
+class _Zoned(FunctionElement[datetime]):
+    """A timestamp as ``timestamptz`` on PostgreSQL (see :class:`UTCDateTime`);
+    the expression itself elsewhere."""
+
+    name = "extension_fsm_zoned"
+    inherit_cache = True
+
+    def __init__(self, expression: Any, type_: UTCDateTime) -> None:
+        super().__init__(expression)
+        # the column's own type, so rows read through the cast are processed by it
+        self.type = type_
+
+
+@compiles(_Zoned)
+def _zoned_plain(element: _Zoned, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_Zoned, "postgresql")
+def _zoned_pg(element: _Zoned, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS TIMESTAMP WITH TIME ZONE)"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC timestamp on every engine.
 
-    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so the value
-    is stored as naive UTC (fixed-width text, so ordering holds) and UTC is
-    re-attached on the way out.  Naive datetimes are refused on the way in.
+    PostgreSQL: the library's own columns are ``timestamptz``; a host's may be
+    ``timestamp`` without time zone (local times, as the Node service's
+    tables in a server whose zone is ``Asia/Jakarta``).  Every value is read
+    through ``CAST(column AS timestamptz)`` and every parameter is sent as
+    ``timestamptz``, so PostgreSQL itself converts between the instant and a
+    local column in the zone of the database session (the ``TimeZone``
+    setting: the server's, or what ``ALTER ROLE … SET timezone`` gives the
+    library's role), exactly as it does for the host's own SQL.  On a
+    ``timestamptz`` column both casts change nothing.
+
+    SQLite has no time zones, so the value is stored as naive UTC
+    (fixed-width text, so ordering holds) and UTC is re-attached on the way
+    out.  Naive datetimes are refused on the way in.
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def bind_expression(self, bindvalue: Any) -> ColumnElement[datetime]:
+        """The parameter as ``timestamptz`` (PostgreSQL), whatever the column."""
+        return _Zoned(bindvalue, self)
+
+    def column_expression(self, column: Any) -> ColumnElement[datetime]:
+        """The column as ``timestamptz`` (PostgreSQL): a local ``timestamp``
+        is read in the session's zone, not taken for UTC."""
+        return _Zoned(column, self)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Normalise to UTC; strip the zone only where the engine cannot keep it."""
@@ -100,6 +155,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Money(TypeDecorator[int]):
+    """An amount of money in whole currency units, in any exact numeric column.
+
+    The library creates ``BIGINT`` columns; a host's may be ``integer``,
+    ``bigint`` or ``numeric`` (``numeric(12,2)``, as the Node service's).
+    Values read come back as ``int`` exactly (:func:`~extension_fsm.money.whole_money`; never
+    through ``float``), and an ``int`` written into a ``numeric`` column is
+    stored exactly (``15000`` is ``15000.00``).  A stored fraction of a unit
+    cannot be an amount the library decides on: reading it raises
+    ``ValueError`` (the migration refuses such rows before a cutover).
+    """
+
+    impl = BigInteger()
+    cache_ok = True
+
+    def process_bind_param(self, value: object, dialect: Dialect) -> int | None:
+        """Whole units only (an exact ``Decimal`` is taken as its ``int``)."""
+        return None if value is None else whole_money(value)
+
+    def process_result_value(self, value: object, dialect: Dialect) -> int | None:
+        """The stored amount as an ``int``, exactly."""
+        return None if value is None else whole_money(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +291,7 @@ def build_tables(
         Column("id", ident, primary_key=True),
         Column("customer_id", ident, nullable=False),
         Column("status", _STATUS, nullable=False),
-        Column("amount", BigInteger(), nullable=False),
+        Column("amount", Money(), nullable=False),
         Column("is_extension", Boolean(), nullable=False),
         Column("is_first_session_discount", Boolean(), nullable=False),
         Column("failure_cause", String(48), nullable=True),
@@ -225,7 +304,7 @@ def build_tables(
         Column("session_id", ident, nullable=False),
         Column("extension_id", ident, nullable=True),
         Column("type", String(32), nullable=False),
-        Column("amount", BigInteger(), nullable=False),
+        Column("amount", Money(), nullable=False),
         Column("created_at", UTCDateTime(), nullable=False),
     )
     Index(f"uq_{ledger.name}_extension", ledger.c.extension_id, unique=True)
@@ -235,7 +314,7 @@ def build_tables(
         Column("id", ident, primary_key=True),
         Column("session_id", ident, nullable=False),
         _column(layout, "extensions", "duration_minutes", Integer(), nullable=False),
-        _column(layout, "extensions", "price", BigInteger(), nullable=False),
+        _column(layout, "extensions", "price", Money(), nullable=False),
         Column("payment_session_id", ident, nullable=False),
         Column("status", _STATUS, nullable=False),
         Column("requested_at", UTCDateTime(), nullable=False),

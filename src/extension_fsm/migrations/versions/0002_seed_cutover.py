@@ -26,6 +26,11 @@ it with the timeout policy then in force.  The deadline is written once, as
 data, rather than computed on every read: the sweep's partial index on
 ``expires_at`` can only find rows that have one.
 
+Before anything changes, the host's column types are checked
+(:mod:`extension_fsm.migrations.host_columns`): money in an exact numeric
+column, times in ``timestamp`` columns (with or without time zone), whole
+amounts; anything else stops the migration, naming table and column.
+
 Existing rows that break the indexes' rules (two pending extensions on one
 session, one payment behind two pending or accepted extensions; the seed had
 no guard against either) stop the migration with their ids: which of them
@@ -49,6 +54,7 @@ import sqlalchemy as sa
 
 from alembic import context, op
 from extension_fsm.adapters.sqlalchemy.schema import UTCDateTime
+from extension_fsm.migrations.host_columns import refuse_unsafe_types
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -261,6 +267,7 @@ def upgrade() -> None:
     seconds = _timeout()
     x = _n("session_extensions")
     _refuse_missing_columns()
+    refuse_unsafe_types(op.get_bind(), _n)
     _refuse_conflicts(x)
     _add_missing(_n("chat_sessions"), sa.Column("closure_deadline", TS, nullable=True))
     _add_missing(_n("payment_sessions"), sa.Column("failure_cause", sa.String(48), nullable=True))
