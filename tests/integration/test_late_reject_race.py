@@ -32,6 +32,14 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy.engine import make_url
 
+from extension_fsm import ExtensionService
+from extension_fsm.adapters.config import StaticConfig
+from extension_fsm.adapters.memory import (
+    MemoryPresence,
+    MemoryPush,
+    MemorySessionTimer,
+    MemorySockets,
+)
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.errors import ErrorCode, ExtensionError
 from extension_fsm.invariants import check_invariants
@@ -44,9 +52,10 @@ from extension_fsm.model import (
     Session,
 )
 from extension_fsm.ports import StoreDump
+from extension_fsm.simulator import make_payment, make_session
 from tests.ci import IN_CI
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.integration.pg_workers import T0, Worker, race_all, seed
+from tests.integration.pg_workers import T0, TIMEOUT, FixedClock, Worker, race_all, seed
 from tests.integration.sql_support import private_postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -267,3 +276,68 @@ def test_late_reject_race_end_session_shows_what_it_ended(pair: Pair) -> None:
             failures.append(f"round {n} (offset {offset * 1000:.0f} ms): {broken}")
     print(f"end_session race, slow {pair.slow}: {outcomes}")  # shown with -s
     _report("end_session", pair, failures, ROUNDS)
+
+
+async def test_late_reject_race_a_row_held_past_the_bound_is_a_conflict_that_decides_nothing(
+    database: str,
+) -> None:
+    """The wait for a holder is bounded: a row held past every attempt's lock
+    timeout answers ``CONFLICT`` (try again) with nothing written; asked again
+    once the row is free, the late reject ends the extension uncharged."""
+    import psycopg
+
+    clock = FixedClock()
+    store = await SqlAlchemyStore.open(database, clock="local")
+    service = ExtensionService(
+        store,
+        clock=clock,
+        config=StaticConfig(timeout_seconds=TIMEOUT),
+        sockets=MemorySockets(),
+        presence=MemoryPresence(),
+        push=MemoryPush(),
+        session_timer=MemorySessionTimer(),
+        max_attempts=2,  # two waits of the lock timeout each
+    )
+    try:
+        tag = "held_"
+        await store.seed_session(
+            make_session(f"{tag}s0", customer_id=f"{tag}c", expires_at=SESSION_END)
+        )
+        await store.seed_payment(make_payment(f"{tag}p0", customer_id=f"{tag}c"))
+        ext = await service.request_extension(
+            session_id=f"{tag}s0",
+            customer_id=f"{tag}c",
+            duration_minutes=MINUTES,
+            price=15000,
+            extension_payment_session_id=f"{tag}p0",
+        )
+        clock.at = ext.expires_at + LATE
+
+        def reject() -> Awaitable[Extension]:
+            return service.respond_to_extension(
+                extension_id=ext.id, session_id=ext.session_id, mitra_id="m1", accepted=False
+            )
+
+        # A stuck worker holds the extension's row in an open transaction.
+        with psycopg.connect(database, autocommit=False) as stuck:
+            stuck.execute("SELECT id FROM extensions WHERE id = %s FOR UPDATE", (ext.id,))
+            with pytest.raises(ExtensionError) as held:
+                await reject()
+            before = await store.dump(session_ids=[ext.session_id])
+            stuck.rollback()
+        assert (held.value.code, held.value.status_code) == (ErrorCode.CONFLICT, 409)
+        assert [e.status for e in before.extensions] == [ExtensionStatus.PENDING]
+        assert [p.status for p in before.payments] == [PaymentStatus.CONFIRMED]
+        assert before.ledger == []
+
+        with pytest.raises(ExtensionError) as late:
+            await reject()
+        assert late.value.code is ErrorCode.EXTENSION_RESOLVED
+        assert "window has passed" in late.value.message
+        after = await store.dump(session_ids=[ext.session_id])
+        assert [e.status for e in after.extensions] == [ExtensionStatus.TIMEOUT]
+        assert [p.status for p in after.payments] == [PaymentStatus.FAILED]
+        assert after.ledger == []
+    finally:
+        await service.aclose()
+        await store.aclose()
