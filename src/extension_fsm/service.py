@@ -48,7 +48,6 @@ from .ports import (
     Store,
     TimerHandle,
     UnitOfWork,
-    stale_after_seconds,
 )
 from .validation import check_ids
 from .wire import whole_seconds
@@ -209,7 +208,6 @@ class ExtensionService(Deadlines):
         check_ids(extension_id=extension_id, session_id=session_id, mitra_id=mitra_id)
         event = RespondToExtension(extension_id, session_id, mitra_id, bool(accepted))
         grace = int(await self._config.closure_grace_seconds())
-        stale_after = 0.0 if accepted else await stale_after_seconds(self._config)
         late: list[ExtensionError] = []
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
@@ -240,8 +238,8 @@ class ExtensionService(Deadlines):
                 # locked, so no approval can commit in between); the answer is
                 # still refused as too late (docs/late-answers.md).
                 late.append(err)
-                no = self._timeout_facts(
-                    TimeoutAction.AUTO_REJECT, grace, stale_after, (False, False), facts.now
+                no = self._timeout_facts(  # (the stale bound is auto_approve's alone)
+                    TimeoutAction.AUTO_REJECT, grace, 0.0, (False, False), facts.now
                 )
                 return core.decide(snapshot, TimeoutExtension(ext.id), no)
 
