@@ -86,6 +86,7 @@ class Deadlines(ABC):
         event: Event,
         load: Callable[[UnitOfWork], Awaitable[core.Snapshot]],
         facts: Callable[[], Facts],
+        decide: Callable[[core.Snapshot, Facts], core.Decision] | None = None,
     ) -> core.Decision:
         """Load, decide, write, commit; re-run on a lost race; then deliver."""
 
@@ -271,12 +272,6 @@ class Deadlines(ABC):
                 return None
             session = await uow.sessions.get(ext.session_id)
         return session.mitra_id if session is not None else ""
-
-    async def _late_reject(self, extension_id: str) -> None:
-        try:
-            await self._time_out(extension_id, TimeoutAction.AUTO_REJECT)
-        except Exception:  # the sweep is the safety net; the answer still gets its 409
-            _log.exception("late reject of extension %s could not time it out", extension_id)
 
     async def _set_aside(self, extension_id: str, error: str) -> bool:
         """Set a row the sweep could not decide aside (own unit of work); whether it was."""

@@ -32,6 +32,8 @@ from .model import (
     RequestExtension,
     RespondToExtension,
     Session,
+    TimeoutAction,
+    TimeoutExtension,
 )
 from .outbox import OutboxDispatcher, encode_effects
 from .ports import (
@@ -206,27 +208,51 @@ class ExtensionService(Deadlines):
         check_ids(extension_id=extension_id, session_id=session_id, mitra_id=mitra_id)
         event = RespondToExtension(extension_id, session_id, mitra_id, bool(accepted))
         grace = int(await self._config.closure_grace_seconds())
+        late: list[ExtensionError] = []
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
+            # Locks the extension, waiting for a worker that holds it: the
+            # answer is decided on what that worker committed.
             snapshot = await uow.snapshots.for_response(session_id, extension_id)
             if snapshot.session is None or snapshot.session.mitra_id != mitra_id:
                 return core.Snapshot(session=None)
             return snapshot
 
+        def decide(snapshot: core.Snapshot, facts: Facts) -> core.Decision:
+            late.clear()
+            try:
+                return core.decide(snapshot, event, facts)
+            except ExtensionError as err:
+                ext = snapshot.extension
+                if (
+                    accepted
+                    or err.code is not ErrorCode.EXTENSION_RESOLVED
+                    or ext is None
+                    or ext.session_id != session_id
+                    or ext.status is not ExtensionStatus.PENDING
+                ):
+                    raise  # a yes, or an extension already resolved: told so
+                # A late no (still pending, past its window) is never overruled
+                # into a charge: the extension times out now as under
+                # auto_reject, uncharged, in this unit of work (its row is
+                # locked, so no approval can commit in between); the answer is
+                # still refused as too late (docs/late-answers.md).
+                late.append(err)
+                no = self._timeout_facts(  # (the stale bound is auto_approve's alone)
+                    TimeoutAction.AUTO_REJECT, grace, 0.0, (False, False), facts.now
+                )
+                return core.decide(snapshot, TimeoutExtension(ext.id), no)
+
         try:
             decision = await self._run(
-                event, load, lambda: Facts(now=self._clock.now(), grace_seconds=grace)
+                event, load, lambda: Facts(now=self._clock.now(), grace_seconds=grace), decide
             )
         except ExtensionError as err:
-            if err.code is ErrorCode.EXTENSION_RESOLVED:
-                if accepted:
-                    self._hurry(extension_id)  # a late yes: let the deadline decide now
-                else:
-                    # A late no is never overruled into a charge: the extension
-                    # times out now as under auto_reject (uncharged); the answer
-                    # itself is still refused as too late (docs/late-answers.md).
-                    await self._late_reject(extension_id)
+            if err.code is ErrorCode.EXTENSION_RESOLVED and accepted:
+                self._hurry(extension_id)  # a late yes: let the deadline decide now
             raise
+        if late:
+            raise late[0]
         assert decision.extension is not None
         return decision.extension.row
 
@@ -253,17 +279,17 @@ class ExtensionService(Deadlines):
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
             pending = await uow.extensions.pending_for_session(session_id)
-            if pending is not None:
-                claimed = await uow.extensions.claim(pending.id)
-                if claimed is not None and claimed.status is not ExtensionStatus.PENDING:
-                    # Resolved between the look-up and the lock (READ COMMITTED):
-                    # start over on fresh rows rather than cancel a final extension.
-                    raise ConcurrencyConflict(f"extension {pending.id} resolved meanwhile")
-                pending = claimed or pending
-            payment = await uow.payments.get(pending.payment_session_id) if pending else None
-            return core.Snapshot(
-                session=await uow.sessions.get(session_id), pending=pending, payment=payment
-            )
+            if pending is None:
+                return core.Snapshot(session=await uow.sessions.get(session_id))
+            # The pending extension locked as an answer locks it, waiting for a
+            # worker that holds it (an approval in flight): ended on what it committed.
+            held = await uow.snapshots.for_response(session_id, pending.id)
+            ext = held.extension
+            if ext is None or ext.status is not ExtensionStatus.PENDING:
+                # Resolved between the look-up and the lock (READ COMMITTED):
+                # start over on fresh rows rather than cancel a final extension.
+                raise ConcurrencyConflict(f"extension {pending.id} resolved meanwhile")
+            return core.Snapshot(session=held.session, pending=ext, payment=held.payment)
 
         decision = await self._run(
             EndSession(session_id), load, lambda: Facts(now=self._clock.now(), grace_seconds=grace)
@@ -303,8 +329,10 @@ class ExtensionService(Deadlines):
         event: Event,
         load: Callable[[UnitOfWork], Awaitable[core.Snapshot]],
         facts: Callable[[], Facts],
+        decide: Callable[[core.Snapshot, Facts], core.Decision] | None = None,
     ) -> core.Decision:
-        """Load, decide, write, commit; re-run on a lost race; then deliver."""
+        """Load, decide (``core.decide`` of ``event`` unless ``decide`` is
+        given), write, commit; re-run on a lost race; then deliver."""
         since = metrics.started()
         for attempt in range(self._max_attempts):
             try:
@@ -313,7 +341,10 @@ class ExtensionService(Deadlines):
                     known = facts()
                     if snapshot.now is not None:  # the store's clock judges deadlines
                         known = replace(known, now=snapshot.now)
-                    decision = core.decide(snapshot, event, known)
+                    if decide is None:
+                        decision = core.decide(snapshot, event, known)
+                    else:
+                        decision = decide(snapshot, known)
                     if decision.is_empty:
                         metrics.decided(event, decision, since, self._clock.now())
                         return decision

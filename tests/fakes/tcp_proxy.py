@@ -11,7 +11,10 @@ uvicorn on another loop and async tests can all drive it with plain calls:
 - ``stall_open_links()``: hold the bytes of the links open now, either way,
   while new links flow (one stalled connection among healthy ones);
 - ``recover()``: listen again, and let every held link flow again (what a
-  frozen server does when it resumes: the bytes it was sent are read then).
+  frozen server does when it resumes: the bytes it was sent are read then);
+- ``delay``: seconds each chunk waits before it is passed on, either way (a
+  slow link: every round trip takes at least twice as long); set it at
+  construction or at any time.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ T = TypeVar("T")
 class TcpProxy:
     """``127.0.0.1:port`` → ``target``; see the module docstring."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, delay: float = 0.0) -> None:
         self._target = (target_host, target_port)
+        #: seconds each chunk is held before it is passed on (a slow link)
+        self.delay = delay
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -151,6 +156,8 @@ class TcpProxy:
                 data = await reader.read(65536)
                 if not data:
                     return
+                if self.delay > 0:
+                    await asyncio.sleep(self.delay)
                 await self._open(gate)  # read just before a blackhole or stall: hold it
                 writer.write(data)
                 await writer.drain()

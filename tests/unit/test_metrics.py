@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from extension_fsm import ExtensionError, metrics
+from extension_fsm import ExtensionError, TimeoutAction, metrics
 from extension_fsm.adapters.memory import MemoryStore
 from tests.unit._support import new_world
 
@@ -142,12 +142,14 @@ async def test_a_timeout_that_finds_nothing_to_do_counts_as_a_noop_of_its_event(
     reader: InMemoryMetricReader,
 ) -> None:
     world, _ = await new_world()  # the in-process timer resolves it
+    world.config.timeout_action = TimeoutAction.AUTO_REJECT  # a timeout that asks no one
     ext_id = await _request(world)
     await world.clock.advance(world.config.timeout_seconds + 1)
-    with pytest.raises(ExtensionError):  # too late: refused, and it times out again, a noop
+    with pytest.raises(ExtensionError):  # too late: refused, and it hurries the timer
         await world.service.respond_to_extension(
-            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
         )
+    await world.clock.advance(0)  # the hurried timer times it out again: a noop
     decisions = points(reader, "extension_fsm.decisions")
     assert decisions[(("event", "TimeoutExtension"), ("outcome", "applied"))] == 1
     assert decisions[(("event", "TimeoutExtension"), ("outcome", "noop"))] == 1

@@ -161,7 +161,13 @@ class SnapshotLoader(Protocol):
 
     async def for_response(self, session_id: str, extension_id: str) -> Snapshot:
         """The session, the extension and the extension's payment session;
-        ``session=None`` alone when the session does not exist."""
+        ``session=None`` alone when the session does not exist.
+
+        The rows an answer decides on (a mitra's, or ``end_session``'s): a store
+        with row locks locks the extension for this unit of work, *waiting*
+        (bounded) for a worker that holds it rather than skipping it, so the
+        answer decides on what that worker committed and nothing resolves the
+        extension before this unit of work ends."""
         ...
 
     async def for_timeout(self, extension_id: str) -> Snapshot:

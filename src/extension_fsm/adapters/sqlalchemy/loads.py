@@ -9,6 +9,14 @@ claims (``FOR UPDATE OF`` the extension ``SKIP LOCKED`` on PostgreSQL, as
 :meth:`ExtensionRepository.claim` does).  One statement sees one snapshot, so
 the rows agree with each other under any isolation level.
 
+An answer never skips: on PostgreSQL it first locks the extension it answers
+(plain ``FOR UPDATE``, waiting at most :data:`ANSWER_LOCK_TIMEOUT_MS` for a
+worker that holds it, e.g. a sweep about to commit an approval), so it
+decides on what that worker committed and nothing can resolve the extension
+before the answer's own unit of work ends.  A wait that outlasts the bound,
+or a row changed since the transaction's snapshot, is a
+``ConcurrencyConflict``: the service starts the call over.
+
 Each table's columns come back labelled ``<alias>_<column>``; at most one row
 matches (primary keys, and the partial unique indexes for the pending and
 live extensions).  The statements are built once per schema.
@@ -20,7 +28,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import Row, Select, and_, bindparam, func, or_, select
+from sqlalchemy import Row, Select, and_, bindparam, func, or_, select, true
 from sqlalchemy.sql.expression import BindParameter, FromClause
 
 from ...core import Snapshot, Undecidable
@@ -28,7 +36,10 @@ from .rows import _extension, _payment, _session
 from .schema import Tables, UTCDateTime
 from .statements import LIVE, PENDING
 
-__all__ = ["SqlSnapshotLoader"]
+__all__ = ["ANSWER_LOCK_TIMEOUT_MS", "SqlSnapshotLoader"]
+
+#: how long an answer waits for another worker's lock on its extension (ms)
+ANSWER_LOCK_TIMEOUT_MS = 2000
 
 
 class _Reader(Protocol):
@@ -129,9 +140,18 @@ class _Statements:
             .order_by(x.c.expires_at, x.c.id)
             .limit(bindparam("limit"))
         )
+        # An answer's lock: waits (bounded by this transaction's lock_timeout).
+        self.lock_timeout: Select[Any] | None = None
+        self.lock_extension: Select[Any] | None = None
         if is_postgres:  # on SQLite the unit of work already holds the one write lock
             self.timeout.select = self.timeout.select.with_for_update(of=x, skip_locked=True)
             self.due.select = self.due.select.with_for_update(of=x, skip_locked=True)
+            self.lock_timeout = select(
+                func.set_config("lock_timeout", f"{ANSWER_LOCK_TIMEOUT_MS}ms", true())
+            )
+            self.lock_extension = (
+                select(x.c.id).where(x.c.id == bindparam("extension_id")).with_for_update()
+            )
 
 
 _CACHE: dict[tuple[int, bool, bool], tuple[Tables, _Statements]] = {}
@@ -188,6 +208,9 @@ class SqlSnapshotLoader:
         )
 
     async def for_response(self, session_id: str, extension_id: str) -> Snapshot:
+        if self._s.lock_extension is not None and self._s.lock_timeout is not None:
+            await self._uow.first(self._s.lock_timeout)
+            await self._uow.first(self._s.lock_extension, {"extension_id": extension_id})
         params = {"session_id": session_id, "extension_id": extension_id}
         m = await self._load(self._s.response, params)
         if m is None:
