@@ -1,7 +1,8 @@
-"""Where a call's time goes: ``python -m bench.profile accept|backlog [N]``.
+"""Where a call's time goes: ``python -m bench.profile accept|undelivered|backlog [N]``.
 
-Runs N accepts (each with its outbox delivered to in-memory sockets), or one
-sweep worker draining N due extensions, through ``ExtensionService`` over
+Runs N accepts (each with its outbox delivered to in-memory sockets; or with
+``undelivered``, its outbox rows left in the table, to tell the delivery's
+share), or one sweep worker draining N due extensions, through ``ExtensionService`` over
 ``SqlAlchemyStore`` on a temporary PostgreSQL database under cProfile, and
 prints the CPU per call spent in each layer (by the module a function lives
 in: ours, SQLAlchemy, the driver, asyncio, built-ins, the rest) and the top functions by
@@ -36,10 +37,10 @@ LAYERS = (  # (a part of the file's path, the layer it belongs to)
 )
 
 
-async def _accepts(url: str, n: int, profile: cProfile.Profile) -> None:
+async def _accepts(url: str, n: int, profile: cProfile.Profile, *, deliver: bool = True) -> None:
     store = await open_store(url)
     conn = pg_connect(url)
-    service = make_service(store, deliver=True, sockets=InMemorySockets())
+    service = make_service(store, deliver=deliver, sockets=InMemorySockets())
     try:
         for prefix, count, timed in (("w_", 20, False), ("p_", n, True)):
             start = now()
@@ -56,7 +57,8 @@ async def _accepts(url: str, n: int, profile: cProfile.Profile) -> None:
                     mitra_id=f"{prefix}m{i}",
                     accepted=True,
                 )
-            await deliver_all(service, conn, prefix)
+            if deliver:
+                await deliver_all(service, conn, prefix)
             profile.disable()
             raw_sql.check_accepted(conn, prefix, count)
     finally:
@@ -100,20 +102,26 @@ def layers(stats: pstats.Stats, calls: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     what = args[0] if args else "accept"
-    n = int(args[1]) if len(args) > 1 else (300 if what == "accept" else 2000)
+    n = int(args[1]) if len(args) > 1 else (2000 if what == "backlog" else 300)
     missing = pg.available()
     if missing is not None:
         print(missing, file=sys.stderr)
         return 1
     profile = cProfile.Profile(time.process_time)  # CPU, not waiting
-    run = {"accept": _accepts, "backlog": _backlog}[what]
+    run = {
+        "accept": _accepts,
+        "undelivered": lambda url, n, p: _accepts(url, n, p, deliver=False),
+        "backlog": _backlog,
+    }[what]
     with pg.temporary_database() as url:
         asyncio.run(run(url, n, profile))
     stats = pstats.Stats(profile)
-    per = "accept" if what == "accept" else "extension resolved"
+    per = "extension resolved" if what == "backlog" else "accept"
     print(f"own CPU time per {per}, by layer (cProfile, {n} calls):")
-    for layer, us in layers(stats, n).items():
+    per_layer = layers(stats, n)
+    for layer, us in per_layer.items():
         print(f"  {layer:42} {us:8,.0f} µs")
+    print(f"  {'all (cProfile inflates small calls)':42} {sum(per_layer.values()):8,.0f} µs")
     print()
     stats.sort_stats("tottime").print_stats(15)
     return 0

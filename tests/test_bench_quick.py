@@ -253,3 +253,25 @@ def test_the_raw_backlog_loop_resolves_each_due_extension_once() -> None:
             third = raw_sql.pg_timeout_batch(conn)
             assert (len(first), len(second), third) == (100, 50, [])
             _check_once(conn, "t_", 150, [first, second])  # rows, audit, outbox, no doubles
+
+
+@pytest.mark.timeout(300)
+def test_the_profile_names_each_layer_of_an_accept_and_a_backlog() -> None:
+    """``python -m bench.profile`` runs the calls it profiles to the end (checked)
+    and attributes CPU to our code and to the driver."""
+    _pg_or_skip()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    for what in ("accept", "undelivered", "backlog"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.profile", what, "20"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "ours (extension_fsm)" in proc.stdout, proc.stdout
+        per = "per extension resolved" if what == "backlog" else "per accept"
+        assert per in proc.stdout, proc.stdout
