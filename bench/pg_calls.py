@@ -290,7 +290,7 @@ def round_trips() -> list[Result]:
                     limit=None,
                     verified=True,
                     notes=[
-                        f"the accept and its 5 outbox rows delivered to in-memory sockets: "
+                        f"the accept and its 6 outbox rows delivered to in-memory sockets: "
                         f"{c.statements} statements, {c.round_trips} round trips"
                     ],
                     extra={"statements": c.statements, "round_trips": c.round_trips},

@@ -24,9 +24,16 @@ def _iso(t: datetime) -> str:
 
 
 def accept_outbox(
-    ext_id: str, session_id: str, customer: str, mitra: str, minutes: int, expires_at: str
+    ext_id: str,
+    session_id: str,
+    customer: str,
+    mitra: str,
+    minutes: int,
+    expires_at: str,
+    payment: tuple[str, int, str],
 ) -> list[tuple[str, str, str, str]]:
-    """The five outbox rows an accept writes: (id, kind, dedupe_key, payload JSON)."""
+    """The six outbox rows an accept writes: (id, kind, dedupe_key, payload JSON);
+    ``payment``: the consumed payment's id, amount and the decision's time."""
     response = {
         "session_id": session_id,
         "recipient": "customer",
@@ -79,6 +86,24 @@ def accept_outbox(
                 },
             )
         )
+    payment_id, amount, at = payment
+    rows.append(
+        (
+            "payment",
+            f"{ext_id}:payment_consumed:{payment_id}",
+            {
+                "action": "consumed",
+                "session_id": session_id,
+                "extension_id": ext_id,
+                "payment_session_id": payment_id,
+                "customer_id": customer,
+                "amount": amount,
+                "duration_minutes": minutes,
+                "via_timeout": False,
+                "at": at,
+            },
+        )
+    )
     return [(str(uuid.uuid4()), kind, key, json.dumps(payload)) for kind, key, payload in rows]
 
 
@@ -295,7 +320,15 @@ def sqlite_accept(
             "available_at) VALUES (?, ?, ?, ?, ?, ?)",
             [
                 (*r, t, t)
-                for r in accept_outbox(ext_id, session_id, customer, mitra_id, minutes, expires_at)
+                for r in accept_outbox(
+                    ext_id,
+                    session_id,
+                    customer,
+                    mitra_id,
+                    minutes,
+                    expires_at,
+                    (payment_id, price, now.isoformat()),
+                )
             ],
         )
     return str(expires_at)
@@ -411,7 +444,13 @@ def pg_accept(
             ("extension", ext_id, now, "session", session_id, now, "payment", payment_id, now),
         )
         outbox = accept_outbox(
-            ext_id, session_id, customer, mitra_id, minutes, expires_at.isoformat()
+            ext_id,
+            session_id,
+            customer,
+            mitra_id,
+            minutes,
+            expires_at.isoformat(),
+            (payment_id, price, now.isoformat()),
         )
         cur.execute(
             "INSERT INTO extension_outbox (id, kind, dedupe_key, payload, created_at, "
@@ -518,11 +557,11 @@ def check_accepted(conn: Any, prefix: str, n: int, *, full: bool = True) -> None
         check(
             count(
                 conn,
-                "SELECT count(*) FROM extension_outbox WHERE dedupe_key LIKE ? AND kind = 'notify'",
+                "SELECT count(*) FROM extension_outbox WHERE dedupe_key LIKE ?",
                 like,
             )
-            == 3 * n,
-            f"{prefix}: outbox rows missing",
+            == 6 * n,
+            f"{prefix}: outbox rows missing (6 an accept: 3 notices, 2 timers, the payment)",
         )
         check(
             count(conn, "SELECT count(*) FROM extension_transitions WHERE entity_id LIKE ?", like)
