@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             ("sqlite sweep", lambda: sweep_cases.sqlite_sweep(sizes, tmp)),
             ("memory random timelines", lambda: timeline_cases.memory_timelines(sizes)),
             ("sqlite random timelines", lambda: timeline_cases.sqlite_timelines(sizes, tmp)),
+            (
+                "sqlite accept under contention",
+                lambda: sql_cases.sqlite_accept(sizes, tmp, contended=True),
+            ),
         ]
         if pg_missing is None:  # each PostgreSQL case creates and drops its own database
             cases += [

@@ -168,7 +168,7 @@ async def _alternate(
 # ------------------------------------------------------------ cases
 
 
-async def _sqlite_accept(sizes: Sizes, path: Path) -> list[Result]:
+async def _sqlite_accept(sizes: Sizes, path: Path, tag: str) -> list[Result]:
     store = await open_store(f"sqlite:///{path}")
     conn = raw_sql.sqlite_connect(str(path))
     n = sizes.sql_ops
@@ -190,7 +190,7 @@ async def _sqlite_accept(sizes: Sizes, path: Path) -> list[Result]:
         await store.aclose()
     raw_pair = raw_a.plus(raw_q)
     accept = Result(
-        case="durable accept, SQLite file (WAL)",
+        case=f"durable accept, SQLite file (WAL){tag}",
         ours=ours_a.wall * 1e6,
         baseline=raw_a.wall * 1e6,
         unit="µs/op",
@@ -206,7 +206,7 @@ async def _sqlite_accept(sizes: Sizes, path: Path) -> list[Result]:
         ],
     )
     pair = Result(
-        case="request + accept end to end via ExtensionService, SQLite",
+        case=f"request + accept end to end via ExtensionService, SQLite{tag}",
         ours=ours_p.wall * 1e6,
         baseline=raw_pair.wall * 1e6,
         unit="µs/pair",
@@ -224,9 +224,16 @@ async def _sqlite_accept(sizes: Sizes, path: Path) -> list[Result]:
     ]
 
 
-def sqlite_accept(sizes: Sizes, tmp: Path) -> list[Result]:
-    """Durable accept on a SQLite file (WAL) and request + accept end to end."""
-    return asyncio.run(_sqlite_accept(sizes, tmp / "accept.db"))
+def sqlite_accept(sizes: Sizes, tmp: Path, *, contended: bool = False) -> list[Result]:
+    """Durable accept on a SQLite file (WAL) and request + accept end to end;
+    ``contended``: the same on a fresh file with a busy process pinned on each core."""
+    if not contended:
+        return asyncio.run(_sqlite_accept(sizes, tmp / "accept.db", ""))
+    with busy_cores(max_seconds=sizes.busy_max_s) as busy:
+        results = asyncio.run(_sqlite_accept(sizes, tmp / "accept_contended.db", CONTENDED))
+    for r in results:
+        r.notes.append(busy.note())
+    return results
 
 
 def pg_connect(url: str) -> psycopg.Connection[Any]:

@@ -51,6 +51,11 @@ def test_quick_benchmarks_run_and_verify_their_work(tmp_path: Path) -> None:
         assert expected in cases
     for retired in ("transitions trigger", "outbox dispatch", "direct"):
         assert retired not in cases, retired
+    for case in (  # SQLite's accept runs under contention too
+        "durable accept, SQLite file (WAL)",
+        "request + accept end to end via ExtensionService, SQLite",
+    ):
+        assert case in names and case + ", under contention" in names, case
     if data["meta"]["skipped"]:
         assert not IN_CI, f"PostgreSQL missing under CI: {data['meta']['skipped']}"
         pytest.skip(str(data["meta"]["skipped"]))
