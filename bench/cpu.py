@@ -168,10 +168,11 @@ class Stopwatch:
         return Timing(wall=wall / ops, cpu=cpu / ops, server=server)
 
 
-def cpu_row(wall: Result, ours: Timing, base: Timing) -> Result:
-    """The CPU-time row of a wall-time row: the same case, target and baseline,
-    measured in this Python process's CPU per operation; the PostgreSQL
-    backends' CPU, when read, goes into its notes and ``extra``."""
+def cpu_row(wall: Result, ours: Timing, base: Timing, *, informative: bool = False) -> Result:
+    """The CPU-time row of a wall-time row: the same case, target and baseline
+    (``informative``: no target), measured in this Python process's CPU per
+    operation; the PostgreSQL backends' CPU, when read, goes into its notes and
+    ``extra``."""
     notes = [
         "CPU of the Python process (time.process_time) per operation, same runs as the "
         "wall-time row"
@@ -193,8 +194,8 @@ def cpu_row(wall: Result, ours: Timing, base: Timing) -> Result:
         baseline=base.cpu * 1e6,
         unit=wall.unit.replace("µs/", "µs CPU/"),
         baseline_name=wall.baseline_name,
-        target=wall.target,
-        limit=wall.limit,
+        target="informative" if informative else wall.target,
+        limit=None if informative else wall.limit,
         at_most=wall.at_most,
         verified=wall.verified,
         notes=notes,

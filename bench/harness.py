@@ -27,12 +27,11 @@ class Sizes:
     repeats: int
     core_ops: int
     memory_extensions: int
-    timer_threads: int
     sql_ops: int
     sweep_pending: int
     sweep_due: int
-    concurrent_due: int
-    outbox_rows: int
+    backlog_due: int  # extensions past their deadline after an outage
+    lateness_seconds: float  # the steady run of the lateness case
     growth_sizes: tuple[int, ...]
     http_sessions: int  # per HTTP run: each a request then an accept
     http_clients: int
@@ -47,12 +46,11 @@ class Sizes:
             repeats=7,
             core_ops=20_000,
             memory_extensions=100_000,
-            timer_threads=200,
             sql_ops=300,
             sweep_pending=100_000,
             sweep_due=1_000,
-            concurrent_due=10_000,
-            outbox_rows=10_000,
+            backlog_due=20_000,
+            lateness_seconds=60.0,
             growth_sizes=(10_000, 100_000, 1_000_000),
             http_sessions=600,
             http_clients=50,
@@ -68,12 +66,11 @@ class Sizes:
             repeats=3,
             core_ops=500,
             memory_extensions=2_000,
-            timer_threads=20,
             sql_ops=30,
             sweep_pending=2_000,
             sweep_due=50,
-            concurrent_due=200,
-            outbox_rows=200,
+            backlog_due=400,
+            lateness_seconds=4.0,
             growth_sizes=(1_000, 5_000),
             http_sessions=10,
             http_clients=5,

@@ -7,7 +7,9 @@ Runs alternate (ours, raw, raw, ours, …), each on fresh sessions, each app in
 a fresh server with an untimed warm-up of one call pair per client.  Measured
 per run: throughput, per-request latency, 5xx, the server process's CPU and
 the PostgreSQL backends' CPU.  Then, untimed, one more server per app goes
-through :mod:`bench.pgwire` to count the statements and connections per call.
+through :mod:`bench.pg_calls`' proxy to count the statements and connections per
+call.  Under contention (a busy process pinned on each core) the same runs
+again, without the count.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from examples.fastapi_app.auth import mint_token
 from extension_fsm.model import Participant
 
 from . import pg, raw_sql
+from .contention import CONTENDED, busy_cores
 from .cpu import BackendPoller, proc_cpu_seconds
 from .harness import Result, Sizes, check
 from .http_servers import RAW_POOL, RUN_LIMIT_S, start_server, stop_server
 from .load_case import SECRET
-from .pgwire import counting_proxy
+from .pg_calls import counting_proxy
 from .service_kit import open_store
 from .sql_cases import now, pg_connect
 
@@ -236,11 +239,19 @@ def _runs(url: str, sizes: Sizes) -> list[Run]:
     return runs
 
 
-def http_vs_raw(sizes: Sizes) -> list[Result]:
-    """The example against the raw app: throughput, p99, 5xx, CPU, statements per call."""
+def http_vs_raw(sizes: Sizes, *, contended: bool = False) -> list[Result]:
+    """The example against the raw app: throughput, p99, 5xx, CPU, statements per call
+    (``contended``: the runs with a busy process pinned on each core, no count)."""
     k = 3 if sizes.quick else 20
     with pg.temporary_database() as url:
         asyncio.run(_create(url))
+        if contended:
+            with busy_cores(max_seconds=sizes.busy_max_s) as busy:
+                runs = _runs(url, sizes)
+            rows = _results(runs, None, sizes, CONTENDED)
+            for row in rows:
+                row.notes.append(busy.note())
+            return rows
         runs = _runs(url, sizes)
         wire: dict[str, dict[str, float]] = {}
         for app in ("ours", "raw"):
@@ -248,14 +259,16 @@ def http_vs_raw(sizes: Sizes) -> list[Result]:
             _seed(url, prefix, k + 1)
             settle = 0.3 if sizes.quick else 1.0
             wire[app] = asyncio.run(_count_statements(app, url, prefix, k, settle))
-    return _results(runs, wire, sizes)
+    return _results(runs, wire, sizes, "")
 
 
 async def _create(url: str) -> None:
     await (await open_store(url)).aclose()
 
 
-def _results(runs: list[Run], wire: dict[str, dict[str, float]], sizes: Sizes) -> list[Result]:
+def _results(
+    runs: list[Run], wire: dict[str, dict[str, float]] | None, sizes: Sizes, tag: str
+) -> list[Result]:
     by = {app: [r for r in runs if r.app == app] for app in ("ours", "raw")}
     rate = {
         a: statistics.median(len(r.drive.statuses) / r.drive.elapsed for r in rs)
@@ -288,7 +301,7 @@ def _results(runs: list[Run], wire: dict[str, dict[str, float]], sizes: Sizes) -
         f"{a}: {w['request']:.1f} per request, {w['accept']:.1f} per accept, new connections "
         f"{w['request_connections']:.2f}/{w['accept_connections']:.2f} per call, "
         f"{w['idle_per_s']:.1f}/s while idle (subtracted)"
-        for a, w in wire.items()
+        for a, w in (wire or {}).items()
     )
     opened = "; ".join(
         f"{a}: {statistics.median(r.sessions for r in rs):,.0f}" for a, rs in by.items()
@@ -299,14 +312,16 @@ def _results(runs: list[Run], wire: dict[str, dict[str, float]], sizes: Sizes) -
     )
     failed = [f"{errors['ours']} 5xx from ours"] if errors["ours"] else []
     failed += [f"{errors['raw']} 5xx from the raw app"] if errors["raw"] else []
-    notes = [
-        setup,
-        lat,
-        "statements sent to PostgreSQL (wire count: Q + E messages, BEGIN and "
-        "COMMIT included), one call at a time: " + stmts,
-    ]
+    notes = [setup, lat]
+    if wire is not None:
+        notes.append(
+            "statements sent to PostgreSQL (wire count: Q + E messages, BEGIN and "
+            "COMMIT included), one call at a time: " + stmts
+        )
+    else:
+        notes.append("PostgreSQL sessions opened per run, server start to stop (median): " + opened)
     throughput = Result(
-        case=CASE,
+        case=CASE + tag,
         ours=rate["ours"],
         baseline=rate["raw"],
         unit="req/s",
@@ -318,17 +333,18 @@ def _results(runs: list[Run], wire: dict[str, dict[str, float]], sizes: Sizes) -
         verified=True,
         notes=notes,
         failed=failed,
-        extra={"wire": wire},
+        extra={"wire": wire} if wire is not None else {},
     )
     p99 = Result(
-        case=f"{CASE}, accept p99",
+        case=f"{CASE}, accept p99{tag}",
         ours=_pct(acc["ours"], 0.99),
         baseline=_pct(acc["raw"], 0.99),
         unit="ms",
         baseline_name="the raw app's accept p99",
-        target="≤ 1.5x",
+        target="≤ 1.5x; zero 5xx",
         limit=1.5,
         verified=True,
+        failed=failed,
     )
     pg_note = (
         "PostgreSQL backends' CPU per 1,000 requests: "
@@ -337,7 +353,7 @@ def _results(runs: list[Run], wire: dict[str, dict[str, float]], sizes: Sizes) -
         else "PostgreSQL backends' CPU: not readable here"
     )
     cpu = Result(
-        case=f"{CASE}, server CPU time",
+        case=f"{CASE}, server CPU time{tag}",
         ours=cpu_k["ours"],
         baseline=cpu_k["raw"],
         unit="s CPU/1,000 req",

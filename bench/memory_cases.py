@@ -10,9 +10,6 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from transitions import Machine
-from transitions.extensions.states import Timeout, add_state_features
-
 from extension_fsm.adapters.clock import AsyncioScheduler, SystemClock
 from extension_fsm.adapters.config import StaticConfig
 from extension_fsm.adapters.memory import MemoryStore
@@ -116,51 +113,10 @@ async def _hold_pending(n: int) -> dict[str, Any]:
     }
 
 
-def _transitions_timeout_threads(n: int) -> tuple[int, int]:
-    """``transitions``' Timeout state: one ``threading.Timer`` per model in the state."""
-
-    @add_state_features(Timeout)
-    class TimeoutMachine(Machine):  # type: ignore[misc]
-        pass
-
-    class Model:
-        state: str
-
-    states: list[Any] = [
-        "new",
-        {"name": "pending", "timeout": 3600, "on_timeout": "time_out"},
-        "accepted",
-        "timeout",
-    ]
-    transitions = [
-        ["request", "new", "pending"],
-        ["accept", "pending", "accepted"],
-        ["time_out", "pending", "timeout"],
-    ]
-    models: list[Any] = [Model() for _ in range(n)]
-    machine = TimeoutMachine(
-        model=models,
-        states=states,
-        transitions=transitions,
-        initial="new",
-        auto_transitions=False,
-    )
-    before = threading.active_count()
-    for model in models:
-        model.request()
-    armed = threading.active_count()
-    for model in models:
-        model.accept()  # leaving the state cancels its timer thread
-    del machine
-    return before, armed
-
-
 def memory(sizes: Sizes) -> Result:
     """100,000 pending extensions held by MemoryStore + AsyncioScheduler (tracemalloc)."""
     n = sizes.memory_extensions
     stats = asyncio.run(_hold_pending(n))
-    peer_before, peer_armed = _transitions_timeout_threads(sizes.timer_threads)
-    check(peer_armed - peer_before == sizes.timer_threads, "transitions Timeout made no threads")
     held = stats["held_per_ext"]
     return Result(
         case=f"memory: {n:,} pending extensions with deadlines (MemoryStore + AsyncioScheduler)",
@@ -176,8 +132,6 @@ def memory(sizes: Sizes) -> Result:
             f"{stats['with_history_per_ext']:.0f} bytes/ext",
             f"threads: {stats['threads_before']} before, {stats['threads_armed']} with "
             f"{stats['timers_armed'] or n:,} loop timers armed",
-            f"transitions' Timeout state: {peer_armed - peer_before} threads for "
-            f"{sizes.timer_threads} pending models",
             f"{n:,} requests through ExtensionService took {stats['request_seconds']:.1f} s "
             "under tracemalloc",
         ],

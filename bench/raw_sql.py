@@ -24,9 +24,16 @@ def _iso(t: datetime) -> str:
 
 
 def accept_outbox(
-    ext_id: str, session_id: str, customer: str, mitra: str, minutes: int, expires_at: str
+    ext_id: str,
+    session_id: str,
+    customer: str,
+    mitra: str,
+    minutes: int,
+    expires_at: str,
+    payment: tuple[str, int, str],
 ) -> list[tuple[str, str, str, str]]:
-    """The five outbox rows an accept writes: (id, kind, dedupe_key, payload JSON)."""
+    """The six outbox rows an accept writes: (id, kind, dedupe_key, payload JSON);
+    ``payment``: the consumed payment's id, amount and the decision's time."""
     response = {
         "session_id": session_id,
         "recipient": "customer",
@@ -79,6 +86,24 @@ def accept_outbox(
                 },
             )
         )
+    payment_id, amount, at = payment
+    rows.append(
+        (
+            "payment",
+            f"{ext_id}:payment_consumed:{payment_id}",
+            {
+                "action": "consumed",
+                "session_id": session_id,
+                "extension_id": ext_id,
+                "payment_session_id": payment_id,
+                "customer_id": customer,
+                "amount": amount,
+                "duration_minutes": minutes,
+                "via_timeout": False,
+                "at": at,
+            },
+        )
+    )
     return [(str(uuid.uuid4()), kind, key, json.dumps(payload)) for kind, key, payload in rows]
 
 
@@ -295,7 +320,15 @@ def sqlite_accept(
             "available_at) VALUES (?, ?, ?, ?, ?, ?)",
             [
                 (*r, t, t)
-                for r in accept_outbox(ext_id, session_id, customer, mitra_id, minutes, expires_at)
+                for r in accept_outbox(
+                    ext_id,
+                    session_id,
+                    customer,
+                    mitra_id,
+                    minutes,
+                    expires_at,
+                    (payment_id, price, now.isoformat()),
+                )
             ],
         )
     return str(expires_at)
@@ -411,7 +444,13 @@ def pg_accept(
             ("extension", ext_id, now, "session", session_id, now, "payment", payment_id, now),
         )
         outbox = accept_outbox(
-            ext_id, session_id, customer, mitra_id, minutes, expires_at.isoformat()
+            ext_id,
+            session_id,
+            customer,
+            mitra_id,
+            minutes,
+            expires_at.isoformat(),
+            (payment_id, price, now.isoformat()),
         )
         cur.execute(
             "INSERT INTO extension_outbox (id, kind, dedupe_key, payload, created_at, "
@@ -427,8 +466,11 @@ def pg_request(
     customer_id: str,
     payment_id: str,
     now: datetime,
+    *,
+    state_only: bool = False,
 ) -> None:
-    """Request one extension with psycopg, one transaction."""
+    """Request one extension with psycopg, one transaction (``state_only``: the
+    session, the payment read and the extension, without audit and outbox rows)."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
             "UPDATE chat_sessions SET status = 'extending' WHERE id = %s AND customer_id = %s "
@@ -452,6 +494,8 @@ def pg_request(
             "VALUES (%s, %s, 15, %s, %s, 'pending', %s, %s, 10, false)",
             (ext_id, session_id, prow[0], payment_id, now, now + timedelta(seconds=10)),
         )
+        if state_only:
+            return
         cur.execute(
             "INSERT INTO extension_transitions (entity, entity_id, from_status, to_status, "
             "event, actor, at) VALUES (%s, %s, NULL, 'pending', 'request', 'customer', %s), "
@@ -513,14 +557,138 @@ def check_accepted(conn: Any, prefix: str, n: int, *, full: bool = True) -> None
         check(
             count(
                 conn,
-                "SELECT count(*) FROM extension_outbox WHERE dedupe_key LIKE ? AND kind = 'notify'",
+                "SELECT count(*) FROM extension_outbox WHERE dedupe_key LIKE ?",
                 like,
             )
-            == 3 * n,
-            f"{prefix}: outbox rows missing",
+            == 6 * n,
+            f"{prefix}: outbox rows missing (6 an accept: 3 notices, 2 timers, the payment)",
         )
         check(
             count(conn, "SELECT count(*) FROM extension_transitions WHERE entity_id LIKE ?", like)
             == 3 * n,
             f"{prefix}: audit rows missing",
         )
+
+
+# ---------------------------------------------------------------- a backlog, raw
+
+_CLAIM_DUE = (
+    "WITH due AS (SELECT id FROM extensions WHERE status = 'pending' AND expires_at <= now() "
+    "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+    "UPDATE extensions e SET status = 'timeout', responded_at = now(), via_timeout = true, "
+    "reason = 'timeout', failure_cause = 'extension_rejected' FROM due WHERE e.id = due.id "
+    "RETURNING e.id, e.session_id, e.payment_session_id, e.price, e.responded_at"
+)
+
+
+def timeout_outbox(
+    ext_id: str, session_id: str, customer: str, mitra: str, payment_id: str, amount: int, at: str
+) -> list[tuple[str, str, str, str]]:
+    """The five outbox rows an auto-rejecting timeout writes."""
+    closes = {"type": "session_closing", "session_id": session_id}
+    rows = [
+        (
+            "notify",
+            f"{ext_id}:extension_response:customer",
+            {
+                "session_id": session_id,
+                "recipient": "customer",
+                "user_id": customer,
+                "message": {"type": "extension_response", "accepted": False, "reason": "timeout"},
+                "push": {
+                    "title": "Perpanjangan Tidak Dijawab",
+                    "body": "Mitra belum merespons permintaanmu.",
+                    "data": {
+                        "type": "extension_response",
+                        "session_id": session_id,
+                        "extension_id": ext_id,
+                        "accepted": False,
+                        "action": "open_chat",
+                    },
+                },
+            },
+        ),
+        *(
+            (
+                "notify",
+                f"{ext_id}:session_closing:{who}",
+                {
+                    "session_id": session_id,
+                    "recipient": who,
+                    "user_id": user,
+                    "message": closes,
+                    "push": None,
+                },
+            )
+            for who, user in (("mitra", mitra), ("customer", customer))
+        ),
+        (
+            "session_timer",
+            f"{session_id}:start_closure_grace:{at}",
+            {"action": "start_closure_grace", "session_id": session_id, "at": at},
+        ),
+        (
+            "payment",
+            f"{ext_id}:payment_failed:{payment_id}",
+            {
+                "action": "failed",
+                "session_id": session_id,
+                "extension_id": ext_id,
+                "payment_session_id": payment_id,
+                "customer_id": customer,
+                "amount": amount,
+                "cause": "extension_rejected",
+                "at": at,
+            },
+        ),
+    ]
+    return [(str(uuid.uuid4()), kind, key, json.dumps(payload)) for kind, key, payload in rows]
+
+
+def pg_timeout_batch(conn: psycopg.Connection[Any], batch: int = 100) -> list[str]:
+    """Claim up to ``batch`` due extensions (``SKIP LOCKED``) and write what an
+    auto-rejecting timeout writes, in one transaction: extension, session
+    (closing, a minute's grace), payment failed, 3 audit rows and 5 outbox rows
+    each.  Returns the ids resolved (none: the backlog is drained)."""
+    with conn.transaction(), conn.cursor() as cur:
+        claimed = cur.execute(_CLAIM_DUE, (batch,)).fetchall()
+        if not claimed:
+            return []
+        sessions = {
+            sid: (customer, mitra)
+            for sid, customer, mitra in cur.execute(
+                "UPDATE chat_sessions SET status = 'closing', "
+                "closure_deadline = now() + interval '60 seconds' "
+                "WHERE id = ANY(%s) AND status = 'extending' RETURNING id, customer_id, mitra_id",
+                ([c[1] for c in claimed],),
+            ).fetchall()
+        }
+        cur.execute(
+            "UPDATE payment_sessions SET status = 'failed', failure_cause = 'extension_rejected' "
+            "WHERE id = ANY(%s) AND status = 'confirmed'",
+            ([c[2] for c in claimed],),
+        )
+        audit: list[tuple[Any, ...]] = []
+        outbox: list[tuple[Any, ...]] = []
+        for ext_id, session_id, payment_id, price, at in claimed:
+            customer, mitra = sessions[session_id]
+            audit += [
+                ("extension", ext_id, "pending", "timeout", "time_out", "extension_rejected", at),
+                ("session", session_id, "extending", "closing", "close", None, at),
+                ("payment", payment_id, "confirmed", "failed", "fail", "extension_rejected", at),
+            ]
+            rows = timeout_outbox(
+                ext_id, session_id, customer, mitra, payment_id, price, at.isoformat()
+            )
+            outbox += [(*r, at, at) for r in rows]
+        cur.executemany(
+            "INSERT INTO extension_transitions (entity, entity_id, from_status, to_status, "
+            "event, cause, actor, at) VALUES (%s, %s, %s, %s, %s, %s, 'system', %s)",
+            audit,
+        )
+        cur.executemany(
+            "INSERT INTO extension_outbox (id, kind, dedupe_key, payload, created_at, "
+            "available_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            outbox,
+        )
+    return [c[0] for c in claimed]

@@ -15,18 +15,21 @@ from importlib import metadata
 from pathlib import Path
 
 from . import (
+    backlog,
     core_cases,
+    growth_case,
     http_case,
+    lateness,
     load_case,
     memory_cases,
     pg,
-    pg_cases,
+    pg_calls,
     sql_cases,
     sweep_cases,
     timeline_cases,
 )
 from .harness import Result, Sizes
-from .report import readme_table, write_report
+from .report import readme_table, update_readme, write_report
 
 HERE = Path(__file__).resolve().parent
 
@@ -95,14 +98,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure nothing: print the README's highlights table from results.json",
     )
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="measure nothing: rewrite the README's highlights table from results.json",
+    )
     args = parser.parse_args(argv)
-    if args.report_only or args.readme_table:
+    if args.report_only or args.readme_table or args.readme:
         out = args.out or HERE
         saved = json.loads((out / "results.json").read_text())
         fields = set(Result.__dataclass_fields__)
         again = [Result(**{k: v for k, v in r.items() if k in fields}) for r in saved["results"]]
         if args.readme_table:
             print(readme_table(again))
+            return 0
+        if args.readme:
+            readme = HERE.parent / "README.md"
+            readme.write_text(update_readme(readme.read_text(), again, saved["meta"]))
+            print(f"[bench] rewrote the table in {readme}", file=sys.stderr)
             return 0
         write_report(out, again, saved["meta"])
         print(f"[bench] wrote {out / 'RESULTS.md'} from results.json", file=sys.stderr)
@@ -124,14 +137,20 @@ def main(argv: list[str] | None = None) -> int:
             ("sqlite sweep", lambda: sweep_cases.sqlite_sweep(sizes, tmp)),
             ("memory random timelines", lambda: timeline_cases.memory_timelines(sizes)),
             ("sqlite random timelines", lambda: timeline_cases.sqlite_timelines(sizes, tmp)),
+            (
+                "sqlite accept under contention",
+                lambda: sql_cases.sqlite_accept(sizes, tmp, contended=True),
+            ),
         ]
         if pg_missing is None:  # each PostgreSQL case creates and drops its own database
             cases += [
                 ("postgres accept", lambda: sql_cases.pg_accept(sizes)),
+                ("postgres round trips", pg_calls.round_trips),
+                ("http vs raw app", lambda: http_case.http_vs_raw(sizes)),
+                ("postgres backlog", lambda: backlog.backlog(sizes)),
+                ("postgres lateness", lambda: lateness.lateness(sizes)),
                 ("postgres sweep", lambda: sweep_cases.pg_sweep(sizes)),
-                ("postgres concurrent sweep", lambda: sweep_cases.pg_concurrent_sweep(sizes)),
-                ("postgres outbox", lambda: pg_cases.pg_outbox(sizes)),
-                ("postgres growth", lambda: pg_cases.pg_growth(sizes)),
+                ("postgres growth", lambda: growth_case.pg_growth(sizes)),
                 ("postgres random timelines", lambda: timeline_cases.pg_timelines(sizes)),
                 # the same cases again with a busy process pinned on each core
                 (
@@ -139,14 +158,17 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: sql_cases.pg_accept(sizes, contended=True),
                 ),
                 (
-                    "postgres outbox under contention",
-                    lambda: pg_cases.pg_outbox(sizes, contended=True),
+                    "http vs raw app under contention",
+                    lambda: http_case.http_vs_raw(sizes, contended=True),
                 ),
                 (
-                    "postgres concurrent sweep under contention",
-                    lambda: sweep_cases.pg_concurrent_sweep(sizes, contended=True),
+                    "postgres backlog under contention",
+                    lambda: backlog.backlog(sizes, contended=True),
                 ),
-                ("http vs raw app", lambda: http_case.http_vs_raw(sizes)),
+                (
+                    "postgres lateness under contention",
+                    lambda: lateness.lateness(sizes, contended=True),
+                ),
             ]
             if not sizes.quick:  # a real server and 50 clients: never in CI
                 cases.append(("load", lambda: load_case.load_run()))
@@ -183,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "skipped": skipped,
         "load": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     (out / "results.json").write_text(
         json.dumps({"meta": meta, "results": [r.as_dict() for r in results]}, indent=2, default=str)

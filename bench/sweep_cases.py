@@ -1,24 +1,17 @@
-"""Timeout sweeps: cost against what is due, not what is pending; many workers."""
+"""Timeout sweeps: their cost follows what is due, not what is pending."""
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import os
-import queue
 import sqlite3
-import time
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
-
 from . import pg, raw_sql
-from .contention import CONTENDED, busy_cores
 from .cpu import Stopwatch, Timing, cpu_row
-from .harness import Result, Sizes, check, median
+from .harness import Result, Sizes, check
 from .service_kit import make_service, open_store
 from .sql_cases import now, pg_connect
 
@@ -137,140 +130,3 @@ def pg_sweep(sizes: Sizes) -> list[Result]:
 
         ours, base = asyncio.run(run())
     return _scaling_result("PostgreSQL", sizes, ours, base)
-
-
-# ------------------------------------------------------------ concurrent workers
-
-
-def _worker(url: str, barrier: Any, out: Any, tag: str) -> None:
-    asyncio.run(_worker_async(url, barrier, out, tag))
-
-
-async def _worker_async(url: str, barrier: Any, out: Any, tag: str) -> None:
-    store = await SqlAlchemyStore.open(url, clock="local")
-    try:
-        service = make_service(store, id_prefix=f"{tag}_", sweep_spread=True)
-        async with store.unit_of_work():  # connect before the clock starts
-            pass
-        barrier.wait()
-        started = time.time()
-        cpu = time.process_time()
-        resolved: list[str] = []
-        while swept := await service.sweep_due():
-            resolved.extend(e.id for e in swept)
-        out.put((started, time.time(), resolved, time.process_time() - cpu))
-    finally:
-        await store.aclose()
-
-
-def _run_workers(url: str, workers: int, tag: str) -> tuple[float, list[list[str]], float]:
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(workers)
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_worker, args=(url, barrier, out, f"{tag}k{i}")) for i in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    got: list[tuple[float, float, list[str], float]] = []
-    while len(got) < workers:
-        try:
-            got.append(out.get(timeout=1.0))
-        except queue.Empty:
-            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                for p in procs:
-                    p.kill()
-                check(False, f"sweep worker failed (exit codes {dead})")
-    for p in procs:
-        p.join(timeout=60)
-        check(p.exitcode == 0, f"sweep worker exited with {p.exitcode}")
-    elapsed = max(g[1] for g in got) - min(g[0] for g in got)
-    return elapsed, [g[2] for g in got], sum(g[3] for g in got)
-
-
-def _check_once(conn: Any, prefix: str, n: int, by_worker: list[list[str]]) -> None:
-    ids = [i for ws in by_worker for i in ws]
-    check(len(ids) == n, f"{prefix}: workers reported {len(ids)} resolutions for {n} due")
-    check(len(set(ids)) == n, f"{prefix}: {len(ids) - len(set(ids))} double resolutions reported")
-    doubles = raw_sql.count(
-        conn,
-        "SELECT count(*) FROM (SELECT entity_id FROM extension_transitions WHERE entity = "
-        "'extension' AND from_status = 'pending' AND entity_id LIKE ? GROUP BY entity_id "
-        "HAVING count(*) > 1) AS d",
-        (prefix + "%",),
-    )
-    check(doubles == 0, f"{prefix}: {doubles} extensions resolved twice in the audit log")
-    _check_swept(conn, prefix, n, len(set(ids)))
-
-
-def pg_concurrent_sweep(sizes: Sizes, workers: int = 4, *, contended: bool = False) -> list[Result]:
-    """``workers`` sweeping processes against one, ``concurrent_due`` due rows each run;
-    ``contended``: the same with a busy process pinned on each core."""
-    n = sizes.concurrent_due
-    rates: dict[int, list[float]] = {1: [], workers: []}
-    cpu_share: dict[int, list[float]] = {1: [], workers: []}
-    cpu_per: dict[int, list[float]] = {1: [], workers: []}
-    with pg.temporary_database() as url, ExitStack() as stack:
-        asyncio.run(_create(url))
-        conn = pg_connect(url)
-        busy = stack.enter_context(busy_cores(max_seconds=sizes.busy_max_s)) if contended else None
-        rounds = 1 if contended and sizes.quick else min(sizes.repeats, 3)
-        try:
-            for r in range(rounds):
-                for count in (1, workers) if r % 2 == 0 else (workers, 1):
-                    prefix = f"c{r}w{count}_"
-                    _seed(conn, prefix, n, due=True)
-                    conn.execute("ANALYZE extensions")
-                    elapsed, by_worker, cpu = _run_workers(url, count, prefix)
-                    _check_once(conn, prefix, n, by_worker)
-                    rates[count].append(n / elapsed)
-                    cpu_share[count].append(cpu / elapsed)
-                    cpu_per[count].append(cpu / n)
-        finally:
-            conn.close()
-            stack.close()
-    one, many = median(rates[1]), median(rates[workers])
-    tag = CONTENDED if contended else ""
-    wall = Result(
-        case=f"sweep with {workers} concurrent workers, {n:,} due (PostgreSQL){tag}",
-        ours=many,
-        baseline=one,
-        unit="resolved/s",
-        baseline_name="one worker",
-        target="≥ 1.5x; zero double resolutions",
-        limit=1.5,
-        at_most=False,
-        verified=True,
-        notes=[
-            f"{workers} processes, each its own engine; each sweep claims a whole due batch "
-            "(for_due, FOR UPDATE SKIP LOCKED) and resolves it in one unit of work; zero "
-            "double resolutions (worker reports and the audit log)",
-            f"CPU seconds of the Python workers per wall second: one worker "
-            f"{median(cpu_share[1]):.2f}, {workers} workers {median(cpu_share[workers]):.2f} "
-            f"(of {os.cpu_count()} cores, shared with PostgreSQL)",
-        ],
-    )
-    cpu_time = Result(
-        case=f"sweep with {workers} concurrent workers, {n:,} due (PostgreSQL){tag}, CPU time",
-        ours=median(cpu_per[workers]) * 1e6,
-        baseline=median(cpu_per[1]) * 1e6,
-        unit="µs CPU/resolved",
-        baseline_name="one worker",
-        target="informative (CPU per resolution of all workers)",
-        limit=None,
-        verified=True,
-        notes=[
-            "CPU of the worker processes (time.process_time in each, summed) per extension "
-            "resolved; the PostgreSQL backends' CPU is not read here (they exit with "
-            "their workers)"
-        ],
-    )
-    if busy is not None:
-        for row in (wall, cpu_time):
-            row.notes.append(busy.note())
-    return [wall, cpu_time]
-
-
-async def _create(url: str) -> None:
-    await (await open_store(url)).aclose()
