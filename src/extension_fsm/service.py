@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Self, TypeVar
 
 from . import core, metrics
-from .deadlines import Deadlines
+from .deadlines import DeadlineSweep
 from .errors import ConcurrencyConflict, ErrorCode, ExtensionError
 from .model import (
     EndSession,
@@ -32,6 +32,7 @@ from .model import (
     RequestExtension,
     RespondToExtension,
     Session,
+    TimeoutAction,
 )
 from .outbox import OutboxDispatcher, encode_effects
 from .ports import (
@@ -77,18 +78,21 @@ class _Fire:
         return self.service._fire(self.extension_id)
 
 
-class ExtensionService(Deadlines):
+class ExtensionService:
     """Run the extension flow for a chat backend.
 
     The five public coroutines are the whole API; everything they need comes
-    in through the ports.  ``scheduler`` is the in-process fast path for
-    deadlines; without it, deadlines are met by :meth:`sweep_due` alone (run
-    it periodically, e.g. with :func:`extension_fsm.run_sweeper`).
-    Every store claims whole due batches, which keeps several sweeping workers
-    apart; when a batch cannot be read and due rows are taken one by one,
-    ``sweep_spread=True`` starts each worker's pass at a random row of the list.
-    ``presence_timeout`` bounds each presence question (seconds) a timeout asks
-    before its unit of work opens; no answer in time is "not reachable".
+    in through the ports.  Deadlines are met by the
+    :class:`~extension_fsm.deadlines.DeadlineSweep` the service owns:
+    :meth:`sweep_due` (run it periodically, e.g. with
+    :func:`extension_fsm.run_sweeper`) claims due batches, and ``scheduler``,
+    the in-process fast path, resolves one extension as a batch of one when
+    its deadline passes.  Every store claims whole due batches, which keeps
+    several sweeping workers apart; when a batch cannot be read and due rows
+    are taken one by one, ``sweep_spread=True`` starts each worker's pass at a
+    random row of the list.  ``presence_timeout`` bounds each presence
+    question (seconds) a timeout asks before its unit of work opens; no answer
+    in time is "not reachable".
     ``async with ExtensionService(...) as service:`` closes it on exit
     (:meth:`aclose`).
     """
@@ -114,14 +118,22 @@ class ExtensionService(Deadlines):
         self._store = store
         self._clock = clock
         self._config = config
-        self._sockets = sockets
-        self._presence = presence
         self._scheduler = scheduler
         self._new_id = new_id
         self._max_attempts = max_attempts
-        self._sweep_batch = sweep_batch
-        self._sweep_spread = random.Random() if sweep_spread else None
         self._timers: dict[str, TimerHandle] = {}
+        self._sweep = DeadlineSweep(
+            store,
+            clock=clock,
+            config=config,
+            sockets=sockets,
+            presence=presence,
+            write=self._write,
+            after_commit=self._after_commit,
+            max_attempts=max_attempts,
+            batch=sweep_batch,
+            spread=random.Random() if sweep_spread else None,
+        )
         # ``payment_events``: the host's money side effects (default: logged only).
         self._dispatcher = dispatcher or OutboxDispatcher(
             store.outbox,
@@ -141,6 +153,15 @@ class ExtensionService(Deadlines):
         for them), and whatever that misses by :meth:`OutboxDispatcher.dispatch_due`.
         """
         return self._dispatcher
+
+    @property
+    def presence_timeout(self) -> float:
+        """How long (seconds) each presence question a timeout asks may take."""
+        return self._sweep.presence_timeout
+
+    @presence_timeout.setter
+    def presence_timeout(self, seconds: float) -> None:
+        self._sweep.presence_timeout = seconds
 
     async def __aenter__(self) -> Self:
         return self
@@ -246,6 +267,12 @@ class ExtensionService(Deadlines):
             timeout_seconds=ext.timeout_seconds,
         )
 
+    async def sweep_due(self) -> list[Extension]:
+        """Resolve every pending extension whose deadline has passed (see
+        :meth:`DeadlineSweep.sweep_due <extension_fsm.deadlines.DeadlineSweep.sweep_due>`):
+        the source of truth for timeouts, safe at any time and from many workers."""
+        return await self._sweep.sweep_due()
+
     async def end_session(self, session_id: str) -> Session:
         """End the session (final); a pending extension is rejected, its payment failed."""
         check_ids(session_id=session_id)
@@ -284,9 +311,15 @@ class ExtensionService(Deadlines):
     async def _fire(self, extension_id: str) -> None:
         self._timers.pop(extension_id, None)
         try:
-            await self._time_out(extension_id)
+            await self._sweep.time_out(extension_id)
         except Exception:  # the sweep is the safety net; never crash the loop
             _log.exception("timeout of extension %s failed", extension_id)
+
+    async def _late_reject(self, extension_id: str) -> None:
+        try:
+            await self._sweep.time_out(extension_id, TimeoutAction.AUTO_REJECT)
+        except Exception:  # the sweep is the safety net; the answer still gets its 409
+            _log.exception("late reject of extension %s could not time it out", extension_id)
 
     def _disarm(self, extension_id: str) -> None:
         handle = self._timers.pop(extension_id, None)
@@ -315,7 +348,7 @@ class ExtensionService(Deadlines):
                         known = replace(known, now=snapshot.now)
                     decision = core.decide(snapshot, event, known)
                     if decision.is_empty:
-                        metrics.decided(event, decision, since, self._clock.now())
+                        metrics.decided(event, decision, since)
                         return decision
                     outbox_ids = await self._write(uow, decision)
                     await uow.commit()
@@ -327,7 +360,7 @@ class ExtensionService(Deadlines):
                 metrics.refused(event, err, since)
                 raise
             await self._after_commit(decision, outbox_ids)
-            metrics.decided(event, decision, since, self._clock.now())
+            metrics.decided(event, decision, since)
             return decision
         raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
 
@@ -345,6 +378,7 @@ class ExtensionService(Deadlines):
         return [row.id for row in rows]
 
     async def _after_commit(self, decision: core.Decision, outbox_ids: list[str]) -> None:
+        """Arm or drop timers and hand the outbox rows to a background delivery."""
         if decision.resolved is not None:
             self._disarm(decision.resolved)
         if decision.timer is not None:
