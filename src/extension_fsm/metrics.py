@@ -9,13 +9,15 @@ example serves Prometheus text at ``/metrics``).
 Instruments (meter ``extension_fsm``):
 
 - ``extension_fsm.decisions`` (counter; ``event``, ``outcome`` = applied |
-  noop | refused): every call through the service, and every sweep resolution;
+  noop | refused): every call through the service, and every timeout (timer
+  or sweep);
 - ``extension_fsm.refusals`` (counter; ``event``, ``code``): refused calls by
   error code;
 - ``extension_fsm.conflicts_retried`` (counter; ``event``): units of work
   re-run after a lost race;
 - ``extension_fsm.unit_of_work.duration`` (histogram, s; ``event``): from
-  load to delivered, lost races included;
+  load to delivered, lost races included (a timeout batch that found no row
+  is not timed);
 - ``extension_fsm.timeout.lag`` (histogram, s; ``path`` = timer | sweep):
   how long after its deadline a pending extension was resolved;
 - ``extension_fsm.outbox.deliveries`` (counter; ``channel`` = the row's

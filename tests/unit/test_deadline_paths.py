@@ -1,6 +1,7 @@
-"""The deadline paths of the service over the in-memory store: a late "no", a
-timer on an extension whose session row the host deleted, and a sweep whose
-batch cannot be read (rows one by one, the culprit set aside)."""
+"""The one deadline path of the service over the in-memory store: a late "no",
+a timer on an extension whose session row the host deleted, a timer whose
+timeout the core refuses (set aside as the sweep sets it aside), and a sweep
+whose batch cannot be read (batches of one, the culprit set aside)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from extension_fsm import (
+    ErrorCode,
     ExtensionError,
     ExtensionService,
     ExtensionStatus,
@@ -18,9 +20,11 @@ from extension_fsm import (
     PaymentStatus,
     TimeoutAction,
     TimeoutReason,
+    core,
 )
 from extension_fsm.adapters.rowwise import RowSnapshots
-from extension_fsm.core import Snapshot
+from extension_fsm.core import Decision, Snapshot
+from extension_fsm.model import Event, Facts, TimeoutExtension
 from extension_fsm.simulator import World, make_payment, make_session
 from tests.unit._support import new_world
 
@@ -72,7 +76,42 @@ async def test_a_timer_on_an_extension_whose_session_row_is_gone_times_it_out_un
     assert [p.status for p in dump.payments] == [PaymentStatus.FAILED]
 
 
-async def test_an_unreadable_batch_is_swept_row_by_row_and_the_culprit_set_aside(
+async def test_a_timer_whose_timeout_the_core_refuses_sets_it_aside_as_the_sweep_would(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The timer resolves a batch of one through the sweep's own code: a row
+    the core refuses to time out is set aside with its error, logged once, and
+    the sweep then skips it until its backoff is over; nothing is written."""
+    world, _ = await new_world()  # the in-process timer
+    ext_id = await _request(world)
+    decide = core.decide
+
+    def refuse_timeouts(snapshot: Snapshot, event: Event, facts: Facts) -> Decision:
+        if isinstance(event, TimeoutExtension):
+            raise ExtensionError(ErrorCode.INVALID_STATE, "cannot time it out")
+        return decide(snapshot, event, facts)
+
+    monkeypatch.setattr(core, "decide", refuse_timeouts)
+    caplog.set_level(logging.ERROR, logger="extension_fsm")
+    await world.clock.advance(world.config.timeout_seconds + 1)  # the timer fires
+
+    until, times, error = world.store.set_aside[ext_id]
+    assert (times, error) == (1, "ExtensionError: cannot time it out")
+    assert until > world.clock.now()
+    dump = await world.store.dump()
+    assert [e.status for e in dump.extensions] == [ExtensionStatus.PENDING]
+    assert dump.ledger == []
+    assert [p.status for p in dump.payments] == [PaymentStatus.CONFIRMED]
+    assert await world.service.sweep_due() == []  # set aside: skipped until its backoff
+    assert world.store.set_aside[ext_id][1] == 1
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == [
+        f"sweep set extension {ext_id} aside (retried with backoff): "
+        "ExtensionError: cannot time it out"
+    ]
+
+
+async def test_an_unreadable_batch_is_swept_as_batches_of_one_and_the_culprit_set_aside(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     world, _ = await new_world(use_timers=False)

@@ -152,3 +152,24 @@ async def test_a_timeout_that_finds_nothing_to_do_counts_as_a_noop_of_its_event(
     assert decisions[(("event", "TimeoutExtension"), ("outcome", "applied"))] == 1
     assert decisions[(("event", "TimeoutExtension"), ("outcome", "noop"))] == 1
     assert decisions[(("event", "RespondToExtension"), ("outcome", "refused"))] == 1
+
+
+async def test_the_timer_and_the_sweep_record_the_same_timeout_metrics_by_path(
+    reader: InMemoryMetricReader,
+) -> None:
+    """Both resolve through the one timeout path: a timeout applied, its lag
+    under its path (timer | sweep), and its unit of work timed, whoever ran it."""
+    timed, _ = await new_world()  # the in-process timer resolves it
+    await _request(timed)
+    await timed.clock.advance(timed.config.timeout_seconds + 1)
+    swept, _ = await new_world(use_timers=False)
+    await _request(swept)
+    await swept.clock.advance(swept.config.timeout_seconds + 1)
+    assert len(await swept.service.sweep_due()) == 1
+
+    lag = points(reader, "extension_fsm.timeout.lag")
+    assert lag == {(("path", "timer"),): 1, (("path", "sweep"),): 1}
+    decisions = points(reader, "extension_fsm.decisions")
+    assert decisions[(("event", "TimeoutExtension"), ("outcome", "applied"))] == 2
+    latency = points(reader, "extension_fsm.unit_of_work.duration")
+    assert latency[(("event", "TimeoutExtension"),)] == 2
