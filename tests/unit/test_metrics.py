@@ -173,3 +173,18 @@ async def test_the_timer_and_the_sweep_record_the_same_timeout_metrics_by_path(
     assert decisions[(("event", "TimeoutExtension"), ("outcome", "applied"))] == 2
     latency = points(reader, "extension_fsm.unit_of_work.duration")
     assert latency[(("event", "TimeoutExtension"),)] == 2
+
+
+async def test_a_timeout_that_loses_races_counts_each_retry_under_its_event(
+    reader: InMemoryMetricReader,
+) -> None:
+    memory = MemoryStore()
+    world, _ = await new_world(store=memory, use_timers=False)
+    await _request(world)
+    await world.clock.advance(world.config.timeout_seconds + 1)
+    memory.fail_commits = 2
+    (resolved,) = await world.service.sweep_due()
+    assert resolved.via_timeout
+    assert points(reader, "extension_fsm.conflicts_retried") == {
+        (("event", "TimeoutExtension"),): 2
+    }
