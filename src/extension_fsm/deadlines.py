@@ -93,9 +93,9 @@ class DeadlineSweep:
         presence: Presence,
         write: DecisionWriter,
         after_commit: AfterCommit,
-        max_attempts: int = 8,
-        batch: int = 100,
-        spread: random.Random | None = None,
+        max_attempts: int,
+        batch: int,
+        spread: random.Random | None,
         presence_timeout: float = 0.5,
     ) -> None:
         self._store = store
