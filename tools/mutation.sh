@@ -26,7 +26,7 @@ for module in "$@"; do
   if [ "$module" = machine ]; then
     scratch="$(mktemp -d)"
   elif [ "$module" = service ]; then
-    # the service's deadline half (timeouts, the sweep) is its own module
+    # the deadline sweep the service owns (every timeout) is its own module
     fork+=("extension_fsm.service*" "extension_fsm.deadlines*")
   else
     fork+=("extension_fsm.$module*")

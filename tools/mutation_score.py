@@ -4,8 +4,8 @@
 each folder, together (``tools/mutation.sh`` runs mutmut and then this).  Score = killed
 (timeouts count as killed) / every mutant checked, so mutants no test reaches
 count against it.  Prints a markdown table (one row per module as the issue
-names them: ``core`` is the package, ``service`` is service.py with its
-deadline half deadlines.py; then every file, then all together) and the
+names them: ``core`` is the package, ``service`` is service.py with the
+deadline sweep it owns, deadlines.py; then every file, then all together) and the
 survivors, one a line.
 """
 
@@ -20,7 +20,7 @@ NOT_RUN = {"not checked", "skipped"}
 
 
 def _group(module: str) -> str:
-    """The module as the issue names it: the core package, the service with its deadlines."""
+    """The module as the issue names it: the core package, the service with its sweep."""
     if module.startswith("extension_fsm.core."):
         return "extension_fsm.core"
     if module == "extension_fsm.deadlines":

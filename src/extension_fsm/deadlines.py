@@ -1,9 +1,13 @@
-"""The deadline half of :class:`~extension_fsm.service.ExtensionService`:
-timeouts fired by the in-process timer, the sweep that is their source of
-truth, and the presence questions an auto-approve asks first.
+"""The deadline sweep :class:`~extension_fsm.service.ExtensionService` owns:
+every timeout, whoever asks for it, is resolved here, through one path.
 
-Presence (network) is always asked before the unit of work that claims a row
-is opened, never inside it.
+:meth:`DeadlineSweep.sweep_due` claims the due extensions a batch at a time;
+:meth:`DeadlineSweep.time_out` (the in-process timer, a late "no") claims a
+batch of one.  Both run :meth:`DeadlineSweep._resolve`: presence asked first,
+then one unit of work that claims, decides, writes and commits the batch,
+setting aside a row that cannot be decided; then the service's after-commit
+hook.  Presence (network) is always asked before the unit of work that claims
+a row is opened, never inside it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
@@ -19,7 +22,6 @@ from . import core, metrics
 from .core import Undecidable
 from .errors import ConcurrencyConflict, ErrorCode, ExtensionError
 from .model import (
-    Event,
     Extension,
     ExtensionStatus,
     Facts,
@@ -38,9 +40,14 @@ from .ports import (
     stale_after_seconds,
 )
 
-__all__ = ["Deadlines"]
+__all__ = ["AfterCommit", "DeadlineSweep", "DecisionWriter"]
 
 _log = logging.getLogger("extension_fsm")
+
+#: every write of a decision in a unit of work; the ids of the outbox rows it adds
+DecisionWriter = Callable[[UnitOfWork, core.Decision], Awaitable[list[str]]]
+#: what follows a commit: timers armed or dropped, the outbox rows handed to delivery
+AfterCommit = Callable[[core.Decision, list[str]], Awaitable[None]]
 
 
 def _describe(err: BaseException) -> str:
@@ -65,65 +72,86 @@ async def _claimed(uow: UnitOfWork, extension_id: str) -> core.Snapshot:
     return snapshot
 
 
-class Deadlines(ABC):
-    """Timeouts and the sweep, on the shell :class:`ExtensionService` provides
-    (its ``_run``, ``_write`` and ``_after_commit``) and the ports it holds."""
+class DeadlineSweep:
+    """Resolve pending extensions whose deadline has passed.
 
-    presence_timeout: float = 0.5
+    ``write`` is the service's writer of a decision in a unit of work and
+    ``after_commit`` what the service does once it is committed (timers,
+    delivery); the sweep calls nothing else of the service.  ``batch`` rows
+    are claimed per unit of work; ``spread`` (a random source) starts each
+    worker's row-by-row pass over an unreadable batch at a random row.
+    ``presence_timeout`` bounds each presence question (seconds).
+    """
 
-    _store: Store
-    _clock: Clock
-    _config: ConfigSource
-    _sockets: SessionSockets
-    _presence: Presence
-    _max_attempts: int
-    _sweep_batch: int
-    _sweep_spread: random.Random | None
-
-    @abstractmethod
-    async def _run(
+    def __init__(
         self,
-        event: Event,
-        load: Callable[[UnitOfWork], Awaitable[core.Snapshot]],
-        facts: Callable[[], Facts],
-        decide: Callable[[core.Snapshot, Facts], core.Decision] | None = None,
-    ) -> core.Decision:
-        """Load, decide, write, commit; re-run on a lost race; then deliver."""
-
-    @abstractmethod
-    async def _write(self, uow: UnitOfWork, decision: core.Decision) -> list[str]:
-        """Every write of ``decision`` in ``uow``; the ids of the outbox rows it adds."""
-
-    @abstractmethod
-    async def _after_commit(self, decision: core.Decision, outbox_ids: list[str]) -> None:
-        """Arm or drop timers and hand the outbox rows to a background delivery."""
+        store: Store,
+        *,
+        clock: Clock,
+        config: ConfigSource,
+        sockets: SessionSockets,
+        presence: Presence,
+        write: DecisionWriter,
+        after_commit: AfterCommit,
+        max_attempts: int,
+        batch: int,
+        spread: random.Random | None,
+        presence_timeout: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._config = config
+        self._sockets = sockets
+        self._presence = presence
+        self._write = write
+        self._after_commit = after_commit
+        self._max_attempts = max_attempts
+        self._sweep_batch = batch
+        self._sweep_spread = spread
+        self.presence_timeout = presence_timeout
 
     async def sweep_due(self) -> list[Extension]:
         """Resolve every pending extension whose deadline has passed.
 
         The source of truth for timeouts: safe at any time and from many
         workers at once (rows are claimed; another worker's are skipped).
-        Each claimed batch (``for_due``) is resolved in one unit of work; a
-        batch that cannot even be read is resolved row by row, each in its own.
-        Presence is gathered before any unit of work is opened; a row that
-        cannot be decided is set aside (retried later, with backoff) and the
-        pass goes on to the rows behind it.
+        Each claimed batch (``for_due``) is resolved in one unit of work; when
+        a batch cannot even be read, the due rows are taken as batches of one
+        (the same path), so the culprit is found and set aside.  Presence is
+        gathered before any unit of work is opened; a row that cannot be
+        decided is set aside (retried later, with backoff) and the pass goes
+        on to the rows behind it.
         """
         resolved: list[Extension] = []
         while True:
             try:
-                batch = await self._sweep_claimed_batch()
+                done, claimed, progressed = await self._resolve(None, None, "sweep")
             except ConcurrencyConflict:  # a busy database: the next sweep picks them up
                 return resolved
             except (ExtensionError, ValueError, TypeError):
                 # A batch that cannot even be read (a value the driver cannot
-                # convert): row by row, the culprit is found and set aside.
+                # convert): one row at a time, the culprit is found and set aside.
                 _log.exception("sweep batch unreadable; resolving due rows one by one")
-                break
-            done, claimed, progressed = batch
+                return resolved + await self._sweep_one_by_one()
             resolved.extend(done)
             if claimed < self._sweep_batch or not progressed:  # drained, or stuck
                 return resolved
+
+    async def time_out(
+        self, extension_id: str, action: TimeoutAction | None = None
+    ) -> Extension | None:
+        """Resolve one extension now if it is due, as a batch of one (``action``:
+        the configured one unless given); the resolved row, or ``None`` when
+        there was nothing to do.  A row that cannot be decided is set aside as
+        the sweep would; one that cannot be read raises."""
+        done, _, _ = await self._resolve(extension_id, action, "timer")
+        return done[0] if done else None
+
+    async def _sweep_one_by_one(self) -> list[Extension]:
+        """The due rows, each claimed and resolved as a batch of one, a listed
+        batch at a time: a row that cannot be read is set aside in its own unit
+        of work, one under contention is left for the next sweep."""
+        resolved: list[Extension] = []
         while True:
             try:
                 async with self._store.unit_of_work() as uow:
@@ -140,7 +168,7 @@ class Deadlines(ABC):
             progressed = False
             for extension_id in due:
                 try:
-                    outcome = await self._time_out(extension_id)
+                    done, _, moved = await self._resolve(extension_id, None, "sweep")
                 except (ConcurrencyConflict, ExtensionError) as err:
                     if isinstance(err, ExtensionError) and err.code is not ErrorCode.CONFLICT:
                         progressed |= await self._set_aside(extension_id, _describe(err))
@@ -148,39 +176,50 @@ class Deadlines(ABC):
                 except Exception as err:  # one bad row must not stall the rest
                     progressed |= await self._set_aside(extension_id, _describe(err))
                     continue
-                if outcome is not None:
-                    resolved.append(outcome)
-                    progressed = True
+                resolved.extend(done)
+                progressed |= moved
             if not progressed or len(due) < self._sweep_batch:
                 return resolved
 
-    async def _sweep_claimed_batch(self) -> tuple[list[Extension], int, bool]:
-        """Claim up to a batch of due extensions and resolve them in one unit of
-        work: ``(resolved, how many were claimed, whether any row was written)``.
-        Workers never
-        claim the same row, so none spends a unit of work on a row another
-        already resolved.
+    async def _resolve(
+        self, extension_id: str | None, action: TimeoutAction | None, path: str
+    ) -> tuple[list[Extension], int, bool]:
+        """The one timeout path: claim the due batch (``extension_id=None``) or
+        that one extension, decide each row and write them in one unit of work:
+        ``(resolved, how many were claimed, whether any row was written)``;
+        ``path`` (timer | sweep) labels its metrics.
+        Workers never claim the same row, so none spends a unit of work on a
+        row another already resolved.
 
         Presence (network) is asked before the claiming unit of work opens, for
         the mitras of the rows it is about to claim; a claimed row whose mitra
-        was not asked (it became due, or another worker's lock hid it, meanwhile)
-        is left pending for the next batch.  A row that cannot be read or decided
-        is set aside in the same unit of work."""
-        action = TimeoutAction.parse(await self._config.extension_timeout_action())
+        was not asked (it became due, another worker's lock hid it, or the host
+        handed its session to another mitra meanwhile) is left pending for the
+        next pass, which asks first.  A row that cannot be decided is set aside
+        in the same unit of work."""
+        since = metrics.started()
+        if action is None:
+            action = TimeoutAction.parse(await self._config.extension_timeout_action())
         grace = int(await self._config.closure_grace_seconds())
         stale_after = await stale_after_seconds(self._config)
         for attempt in range(self._max_attempts):
             asked: dict[str, tuple[bool, bool]] | None = None
             if action is TimeoutAction.AUTO_APPROVE:
-                async with self._store.unit_of_work() as uow:  # unlocked read, closed below
-                    mitras = await uow.snapshots.mitras_due(self._clock.now(), self._sweep_batch)
+                mitras = await self._mitras_to_ask(extension_id)
+                if mitras is None:
+                    return [], 0, False  # resolved already, or no such extension
                 asked = await self._gather_presence(mitras)
             done: list[tuple[core.Decision, list[str]]] = []
+            noops = 0
             aside: list[tuple[str, int, str]] = []
             try:
                 async with self._store.unit_of_work() as uow:
                     now = self._clock.now()
-                    snapshots = await uow.snapshots.for_due(now, self._sweep_batch)
+                    snapshots: list[core.Snapshot | Undecidable]
+                    if extension_id is None:
+                        snapshots = await uow.snapshots.for_due(now, self._sweep_batch)
+                    else:
+                        snapshots = [await _claimed(uow, extension_id)]
                     for item in snapshots:
                         if isinstance(item, Undecidable):
                             times = await uow.extensions.set_aside(
@@ -190,32 +229,39 @@ class Deadlines(ABC):
                             continue
                         session = item.session
                         if asked is not None and session and session.mitra_id not in asked:
-                            continue  # not asked about: the next batch asks first
+                            continue  # not asked about: the next pass asks first
+                        if item.extension is None:
+                            noops += 1  # resolved already, or another worker holds it
+                            continue
                         try:
                             decision = self._decide_timeout(
                                 item, action, grace, stale_after, asked or {}
                             )
                         except Exception as err:  # one bad row must not stall the rest
-                            assert item.extension is not None
+                            if isinstance(err, ExtensionError):
+                                metrics.refused(TimeoutExtension(item.extension.id), err)
                             ext_id, error = item.extension.id, _describe(err)
                             times = await uow.extensions.set_aside(ext_id, now, error)
                             aside.append((ext_id, times, error))
                             continue
-                        if decision is not None and not decision.is_empty:
+                        if decision.is_empty:
+                            noops += 1
+                        else:
                             done.append((decision, await self._write(uow, decision)))
                     if done or aside:
                         await uow.commit()
             except ConcurrencyConflict:
+                metrics.conflict("TimeoutExtension")
                 await asyncio.sleep(0.001 * 2**attempt)
                 continue
-            for extension_id, times, error in aside:
-                _log_set_aside(extension_id, times, error)
+            for ext_id, times, error in aside:
+                _log_set_aside(ext_id, times, error)
             for decision, outbox_ids in done:
                 await self._after_commit(decision, outbox_ids)
             resolved = [d.extension.row for d, _ in done if d.extension]
-            metrics.swept(resolved, self._clock.now())
+            metrics.timed_out(resolved, noops, since, self._clock.now(), path)
             return resolved, len(snapshots), bool(done or aside)
-        raise ConcurrencyConflict("sweep batch kept losing races")
+        raise ConcurrencyConflict("timeout batch kept losing races")
 
     def _decide_timeout(
         self,
@@ -224,7 +270,7 @@ class Deadlines(ABC):
         grace: int,
         stale_after: float,
         asked: dict[str, tuple[bool, bool]],
-    ) -> core.Decision | None:
+    ) -> core.Decision:
         """One claimed extension's timeout decision, on presence gathered before."""
         ext = snapshot.extension
         assert ext is not None
@@ -232,36 +278,18 @@ class Deadlines(ABC):
         facts = self._timeout_facts(action, grace, stale_after, reachable, snapshot.now)
         return core.decide(snapshot, TimeoutExtension(ext.id), facts)
 
-    async def _time_out(
-        self, extension_id: str, action: TimeoutAction | None = None
-    ) -> Extension | None:
-        """The timeout path shared by the timer and the sweep (``action``: the
-        configured one unless given).  Presence is asked before the unit of work
-        that claims the row is opened, never inside it."""
-        if action is None:
-            action = TimeoutAction.parse(await self._config.extension_timeout_action())
-        grace = int(await self._config.closure_grace_seconds())
-        stale_after = await stale_after_seconds(self._config)
-        asked: dict[str, tuple[bool, bool]] = {}
-        if action is TimeoutAction.AUTO_APPROVE:
-            mitra = await self._pending_mitra(extension_id)
-            if mitra is None:
-                return None  # resolved already, or no such extension
-            asked = await self._gather_presence([mitra])
-        reachable = (False, False)
-
-        async def load(uow: UnitOfWork) -> core.Snapshot:
-            nonlocal reachable
-            snapshot = await _claimed(uow, extension_id)
-            reachable = self._mitra_reachable(snapshot.session, action, asked)
-            return snapshot
-
-        decision = await self._run(
-            TimeoutExtension(extension_id),
-            load,
-            lambda: self._timeout_facts(action, grace, stale_after, reachable, None),
-        )
-        return decision.extension.row if decision.extension else None
+    async def _mitras_to_ask(self, extension_id: str | None) -> set[str] | None:
+        """Whose presence to gather before the claiming unit of work opens: the
+        mitras of the due batch, or of that one extension's session (none when
+        the session is gone; ``None`` when it is not pending), read without a
+        lock in a unit of work closed before anyone is asked."""
+        if extension_id is None:
+            async with self._store.unit_of_work() as uow:
+                return await uow.snapshots.mitras_due(self._clock.now(), self._sweep_batch)
+        mitra = await self._pending_mitra(extension_id)
+        if mitra is None:
+            return None
+        return {mitra} if mitra else set()
 
     async def _pending_mitra(self, extension_id: str) -> str | None:
         """The mitra of a pending extension's session, read without a lock in a unit
@@ -316,8 +344,7 @@ class Deadlines(ABC):
         asked: dict[str, tuple[bool, bool]],
     ) -> tuple[bool, bool]:
         """(on a socket, online) for an auto-approve, as gathered before the unit
-        of work; a mitra not asked about (the host reassigned the session
-        meanwhile) is not reachable."""
+        of work; a mitra not asked about is not reachable."""
         if session is None or action is not TimeoutAction.AUTO_APPROVE:
             return False, False
         return asked.get(session.mitra_id, (False, False))

@@ -9,13 +9,15 @@ example serves Prometheus text at ``/metrics``).
 Instruments (meter ``extension_fsm``):
 
 - ``extension_fsm.decisions`` (counter; ``event``, ``outcome`` = applied |
-  noop | refused): every call through the service, and every sweep resolution;
+  noop | refused): every call through the service, and every timeout (timer
+  or sweep);
 - ``extension_fsm.refusals`` (counter; ``event``, ``code``): refused calls by
   error code;
 - ``extension_fsm.conflicts_retried`` (counter; ``event``): units of work
   re-run after a lost race;
 - ``extension_fsm.unit_of_work.duration`` (histogram, s; ``event``): from
-  load to delivered, lost races included;
+  load to delivered, lost races included (a timeout batch that found no row
+  is not timed);
 - ``extension_fsm.timeout.lag`` (histogram, s; ``path`` = timer | sweep):
   how long after its deadline a pending extension was resolved;
 - ``extension_fsm.outbox.deliveries`` (counter; ``channel`` = the row's
@@ -50,7 +52,7 @@ __all__ = [
     "record_status",
     "refused",
     "started",
-    "swept",
+    "timed_out",
     "use_meter_provider",
 ]
 
@@ -137,7 +139,7 @@ def started() -> float:
     return time.perf_counter()
 
 
-def decided(event: Event, decision: Decision, since: float, now: datetime) -> None:
+def decided(event: Event, decision: Decision, since: float) -> None:
     """A unit of work committed ``decision`` (or found nothing to do)."""
     m = _get()
     if m is None:
@@ -145,9 +147,6 @@ def decided(event: Event, decision: Decision, since: float, now: datetime) -> No
     name = _event(event)
     m.decisions.add(1, {"event": name, "outcome": "noop" if decision.is_empty else "applied"})
     m.duration.record(time.perf_counter() - since, {"event": name})
-    row = decision.extension.row if decision.extension is not None else None
-    if row is not None and row.via_timeout:
-        m.lag.record(max(0.0, (now - row.expires_at).total_seconds()), {"path": "timer"})
 
 
 def refused(event: Event, error: ExtensionError, since: float | None = None) -> None:
@@ -162,21 +161,28 @@ def refused(event: Event, error: ExtensionError, since: float | None = None) -> 
         m.duration.record(time.perf_counter() - since, {"event": name})
 
 
-def conflict(event: Event) -> None:
+def conflict(event: Event | str) -> None:
     """A unit of work lost a race and is re-run."""
     m = _get()
     if m is not None:
         m.conflicts.add(1, {"event": _event(event)})
 
 
-def swept(resolved: Sequence[Extension], now: datetime) -> None:
-    """The sweep resolved ``resolved`` in one batch at ``now``."""
+def timed_out(
+    resolved: Sequence[Extension], noops: int, since: float, now: datetime, path: str
+) -> None:
+    """One unit of work of timeouts (``path``: timer | sweep) resolved
+    ``resolved`` at ``now`` and found ``noops`` rows with nothing to do."""
     m = _get()
-    if m is None:
+    if m is None or not (resolved or noops):
         return
+    event = {"event": "TimeoutExtension"}
     for row in resolved:
-        m.decisions.add(1, {"event": "TimeoutExtension", "outcome": "applied"})
-        m.lag.record(max(0.0, (now - row.expires_at).total_seconds()), {"path": "sweep"})
+        m.decisions.add(1, {**event, "outcome": "applied"})
+        m.lag.record(max(0.0, (now - row.expires_at).total_seconds()), {"path": path})
+    if noops:
+        m.decisions.add(noops, {**event, "outcome": "noop"})
+    m.duration.record(time.perf_counter() - since, event)
 
 
 def delivery(kind: str, result: str) -> None:

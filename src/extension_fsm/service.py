@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Self, TypeVar
 
 from . import core, metrics
-from .deadlines import Deadlines
+from .deadlines import DeadlineSweep
 from .errors import ConcurrencyConflict, ErrorCode, ExtensionError
 from .model import (
     EndSession,
@@ -79,18 +79,21 @@ class _Fire:
         return self.service._fire(self.extension_id)
 
 
-class ExtensionService(Deadlines):
+class ExtensionService:
     """Run the extension flow for a chat backend.
 
     The five public coroutines are the whole API; everything they need comes
-    in through the ports.  ``scheduler`` is the in-process fast path for
-    deadlines; without it, deadlines are met by :meth:`sweep_due` alone (run
-    it periodically, e.g. with :func:`extension_fsm.run_sweeper`).
-    Every store claims whole due batches, which keeps several sweeping workers
-    apart; when a batch cannot be read and due rows are taken one by one,
-    ``sweep_spread=True`` starts each worker's pass at a random row of the list.
-    ``presence_timeout`` bounds each presence question (seconds) a timeout asks
-    before its unit of work opens; no answer in time is "not reachable".
+    in through the ports.  Deadlines are met by the
+    :class:`~extension_fsm.deadlines.DeadlineSweep` the service owns:
+    :meth:`sweep_due` (run it periodically, e.g. with
+    :func:`extension_fsm.run_sweeper`) claims due batches, and ``scheduler``,
+    the in-process fast path, resolves one extension as a batch of one when
+    its deadline passes.  Every store claims whole due batches, which keeps
+    several sweeping workers apart; when a batch cannot be read and due rows
+    are taken one by one, ``sweep_spread=True`` starts each worker's pass at a
+    random row of the list.  ``presence_timeout`` bounds each presence
+    question (seconds) a timeout asks before its unit of work opens; no answer
+    in time is "not reachable".
     ``async with ExtensionService(...) as service:`` closes it on exit
     (:meth:`aclose`).
     """
@@ -116,14 +119,22 @@ class ExtensionService(Deadlines):
         self._store = store
         self._clock = clock
         self._config = config
-        self._sockets = sockets
-        self._presence = presence
         self._scheduler = scheduler
         self._new_id = new_id
         self._max_attempts = max_attempts
-        self._sweep_batch = sweep_batch
-        self._sweep_spread = random.Random() if sweep_spread else None
         self._timers: dict[str, TimerHandle] = {}
+        self._sweep = DeadlineSweep(
+            store,
+            clock=clock,
+            config=config,
+            sockets=sockets,
+            presence=presence,
+            write=self._write,
+            after_commit=self._after_commit,
+            max_attempts=max_attempts,
+            batch=sweep_batch,
+            spread=random.Random() if sweep_spread else None,
+        )
         # ``payment_events``: the host's money side effects (default: logged only).
         self._dispatcher = dispatcher or OutboxDispatcher(
             store.outbox,
@@ -143,6 +154,15 @@ class ExtensionService(Deadlines):
         for them), and whatever that misses by :meth:`OutboxDispatcher.dispatch_due`.
         """
         return self._dispatcher
+
+    @property
+    def presence_timeout(self) -> float:
+        """How long (seconds) each presence question a timeout asks may take."""
+        return self._sweep.presence_timeout
+
+    @presence_timeout.setter
+    def presence_timeout(self, seconds: float) -> None:
+        self._sweep.presence_timeout = seconds
 
     async def __aenter__(self) -> Self:
         return self
@@ -238,8 +258,12 @@ class ExtensionService(Deadlines):
                 # locked, so no approval can commit in between); the answer is
                 # still refused as too late (docs/late-answers.md).
                 late.append(err)
-                no = self._timeout_facts(  # (the stale bound is auto_approve's alone)
-                    TimeoutAction.AUTO_REJECT, grace, 0.0, (False, False), facts.now
+                no = Facts(  # (the stale bound is auto_approve's alone)
+                    now=facts.now,
+                    timeout_action=TimeoutAction.AUTO_REJECT,
+                    grace_seconds=grace,
+                    mitra_connected=False,
+                    mitra_online=False,
                 )
                 return core.decide(snapshot, TimeoutExtension(ext.id), no)
 
@@ -271,6 +295,12 @@ class ExtensionService(Deadlines):
             expires_at=ext.expires_at,
             timeout_seconds=ext.timeout_seconds,
         )
+
+    async def sweep_due(self) -> list[Extension]:
+        """Resolve every pending extension whose deadline has passed (see
+        :meth:`DeadlineSweep.sweep_due <extension_fsm.deadlines.DeadlineSweep.sweep_due>`):
+        the source of truth for timeouts, safe at any time and from many workers."""
+        return await self._sweep.sweep_due()
 
     async def end_session(self, session_id: str) -> Session:
         """End the session (final); a pending extension is rejected, its payment failed."""
@@ -310,7 +340,7 @@ class ExtensionService(Deadlines):
     async def _fire(self, extension_id: str) -> None:
         self._timers.pop(extension_id, None)
         try:
-            await self._time_out(extension_id)
+            await self._sweep.time_out(extension_id)
         except Exception:  # the sweep is the safety net; never crash the loop
             _log.exception("timeout of extension %s failed", extension_id)
 
@@ -346,7 +376,7 @@ class ExtensionService(Deadlines):
                     else:
                         decision = decide(snapshot, known)
                     if decision.is_empty:
-                        metrics.decided(event, decision, since, self._clock.now())
+                        metrics.decided(event, decision, since)
                         return decision
                     outbox_ids = await self._write(uow, decision)
                     await uow.commit()
@@ -358,7 +388,7 @@ class ExtensionService(Deadlines):
                 metrics.refused(event, err, since)
                 raise
             await self._after_commit(decision, outbox_ids)
-            metrics.decided(event, decision, since, self._clock.now())
+            metrics.decided(event, decision, since)
             return decision
         raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
 
@@ -376,6 +406,7 @@ class ExtensionService(Deadlines):
         return [row.id for row in rows]
 
     async def _after_commit(self, decision: core.Decision, outbox_ids: list[str]) -> None:
+        """Arm or drop timers and hand the outbox rows to a background delivery."""
         if decision.resolved is not None:
             self._disarm(decision.resolved)
         if decision.timer is not None:

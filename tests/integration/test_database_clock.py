@@ -75,7 +75,7 @@ async def test_a_fast_worker_does_not_time_out_an_extension_with_time_left(
     fast = make_service(store, VirtualClock(SystemClock().now() + SKEW))
 
     assert await fast.sweep_due() == []
-    assert await fast._time_out(ext_id) is None  # the timer path, fired early
+    assert await fast._sweep.time_out(ext_id) is None  # the timer path, fired early
     answered = await fast.respond_to_extension(
         extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=True
     )

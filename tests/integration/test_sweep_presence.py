@@ -122,7 +122,7 @@ def _service(store: CountingStore, clock: VirtualClock, batch: int = 100) -> Ext
 
 
 def _asked(service: ExtensionService) -> list[int]:
-    sockets, presence = service._sockets, service._presence  # the fakes built above
+    sockets, presence = service._sweep._sockets, service._sweep._presence  # the fakes above
     assert isinstance(sockets, RecordingSockets) and isinstance(presence, HangingPresence)
     return sockets.open_at_call + presence.open_at_call
 
@@ -152,7 +152,7 @@ async def test_the_timer_path_asks_presence_outside_its_transaction(host: Host) 
     service = _service(store, VirtualClock(T0 + timedelta(seconds=1)))
 
     # What the in-process timer runs when the deadline passes.
-    outcome = await asyncio.wait_for(service._time_out(ext_id), 30)
+    outcome = await asyncio.wait_for(service._sweep.time_out(ext_id), 30)
 
     assert outcome is not None and outcome.status is ExtensionStatus.TIMEOUT
     asked = _asked(service)

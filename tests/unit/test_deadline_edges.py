@@ -316,18 +316,18 @@ async def test_a_timeout_closes_the_session_with_the_configured_grace(path: str)
     assert world.clock.now() - timedelta(seconds=2) <= closed_at <= world.clock.now()
 
 
-async def test_a_timer_whose_session_went_to_another_mitra_since_presence_was_asked_never_approves(
+async def test_a_timer_whose_mitra_changed_after_presence_was_asked_leaves_it_to_the_sweep(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The timer asks the presence of the session's mitra, then claims the row;
-    the host handed the session to another mitra in between: the new mitra was
-    not asked about, so it is not reachable (the extension times out uncharged,
-    as the safeguard), and nothing fails."""
+    """The timer (a batch of one) asks the presence of the session's mitra,
+    then claims the row; the host handed the session to another mitra in
+    between: the new mitra was not asked about, so the row is left pending, as
+    the sweep leaves a row it did not ask about, and nothing fails.  The next
+    sweep asks the new mitra first: not reachable, so the extension times out
+    uncharged (the old mitra's answer is never used for it)."""
     caplog.set_level(logging.ERROR, logger="extension_fsm")
     world, session = await new_world()  # the in-process timer, auto-approve
-    world.connect(session, Participant.MITRA, connected=True, online=True)
-    new_mitra = replace(session, mitra_id="m2")
-    world.connect(new_mitra, Participant.MITRA, connected=True, online=True)
+    world.connect(session, Participant.MITRA, connected=True, online=True)  # m1 only
     (ext_id,) = await requests_due_in_turn(world, 1)
     read_one = RowSnapshots.for_timeout
 
@@ -337,16 +337,24 @@ async def test_a_timer_whose_session_went_to_another_mitra_since_presence_was_as
         return await read_one(self, extension_id)
 
     monkeypatch.setattr(RowSnapshots, "for_timeout", reassign_then_read)
+    asked = _asked_presence(world, monkeypatch)
     await world.clock.advance(world.config.timeout_seconds + 1)
 
     dump = await world.store.dump()
     (ext,) = dump.extensions
-    assert (ext.id, ext.status, ext.reason) == (
+    assert (ext.id, ext.status) == (ext_id, ExtensionStatus.PENDING)
+    assert asked == ["m1"]
+    assert dump.ledger == []
+
+    (swept,) = await world.service.sweep_due()
+
+    assert (swept.id, swept.status, swept.reason) == (
         ext_id,
         ExtensionStatus.TIMEOUT,
         TimeoutReason.SAFEGUARD,
     )
-    assert dump.ledger == []
+    assert asked == ["m1", "m2"]
+    assert (await world.store.dump()).ledger == []
     assert [r.getMessage() for r in caplog.records] == []
 
 

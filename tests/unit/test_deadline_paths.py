@@ -1,6 +1,7 @@
-"""The deadline paths of the service over the in-memory store: a late "no", a
-timer on an extension whose session row the host deleted, and a sweep whose
-batch cannot be read (rows one by one, the culprit set aside)."""
+"""The one deadline path of the service over the in-memory store: a late "no",
+a timer on an extension whose session row the host deleted, a timer whose
+timeout the core refuses (set aside as the sweep sets it aside), and a sweep
+whose batch cannot be read (batches of one, the culprit set aside)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from extension_fsm import (
+    ErrorCode,
     ExtensionError,
     ExtensionService,
     ExtensionStatus,
@@ -18,11 +20,13 @@ from extension_fsm import (
     PaymentStatus,
     TimeoutAction,
     TimeoutReason,
+    core,
 )
 from extension_fsm.adapters.rowwise import RowSnapshots
-from extension_fsm.core import Snapshot
+from extension_fsm.core import Decision, Snapshot
+from extension_fsm.model import Event, Facts, TimeoutExtension
 from extension_fsm.simulator import World, make_payment, make_session
-from tests.unit._support import new_world
+from tests.unit._support import new_world, other_worker
 
 
 async def _request(world: World, session_id: str = "s1", payment_id: str = "p1") -> str:
@@ -72,7 +76,42 @@ async def test_a_timer_on_an_extension_whose_session_row_is_gone_times_it_out_un
     assert [p.status for p in dump.payments] == [PaymentStatus.FAILED]
 
 
-async def test_an_unreadable_batch_is_swept_row_by_row_and_the_culprit_set_aside(
+async def test_a_timer_whose_timeout_the_core_refuses_sets_it_aside_as_the_sweep_would(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The timer resolves a batch of one through the sweep's own code: a row
+    the core refuses to time out is set aside with its error, logged once, and
+    the sweep then skips it until its backoff is over; nothing is written."""
+    world, _ = await new_world()  # the in-process timer
+    ext_id = await _request(world)
+    decide = core.decide
+
+    def refuse_timeouts(snapshot: Snapshot, event: Event, facts: Facts) -> Decision:
+        if isinstance(event, TimeoutExtension):
+            raise ExtensionError(ErrorCode.INVALID_STATE, "cannot time it out")
+        return decide(snapshot, event, facts)
+
+    monkeypatch.setattr(core, "decide", refuse_timeouts)
+    caplog.set_level(logging.ERROR, logger="extension_fsm")
+    await world.clock.advance(world.config.timeout_seconds + 1)  # the timer fires
+
+    until, times, error = world.store.set_aside[ext_id]
+    assert (times, error) == (1, "ExtensionError: cannot time it out")
+    assert until > world.clock.now()
+    dump = await world.store.dump()
+    assert [e.status for e in dump.extensions] == [ExtensionStatus.PENDING]
+    assert dump.ledger == []
+    assert [p.status for p in dump.payments] == [PaymentStatus.CONFIRMED]
+    assert await world.service.sweep_due() == []  # set aside: skipped until its backoff
+    assert world.store.set_aside[ext_id][1] == 1
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == [
+        f"sweep set extension {ext_id} aside (retried with backoff): "
+        "ExtensionError: cannot time it out"
+    ]
+
+
+async def test_an_unreadable_batch_is_swept_as_batches_of_one_and_the_culprit_set_aside(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     world, _ = await new_world(use_timers=False)
@@ -178,3 +217,72 @@ async def test_one_sweep_resolves_every_due_extension_as_configured_batch_after_
     assert await worker.sweep_due() == []
     assert [r.getMessage() for r in caplog.records] == []
     await worker.aclose()
+
+
+async def _request_without_timer(world: World, n: int) -> str:
+    """Another worker's request (no in-process timer) on session ``s<n>``."""
+    expires = world.clock.now() + timedelta(minutes=30)
+    await world.add_session(make_session(f"s{n}", expires_at=expires))
+    await world.add_payment(make_payment(f"p{n}"))
+    worker = other_worker(world)
+    ext = await worker.request_extension(
+        session_id=f"s{n}",
+        customer_id="c1",
+        duration_minutes=30,
+        price=15000,
+        extension_payment_session_id=f"p{n}",
+    )
+    await worker.aclose()
+    return ext.id
+
+
+async def test_a_timer_resolves_only_its_own_extension_and_forgets_its_handle() -> None:
+    """A timer's batch is its one extension: another one due at the same moment
+    (requested by a worker without timers) is left to the sweep."""
+    world, _ = await new_world()  # the in-process timer
+    world.config.timeout_action = TimeoutAction.AUTO_REJECT
+    mine = await _request(world)
+    other = await _request_without_timer(world, 2)
+    assert list(world.service._timers) == [mine]
+
+    await world.clock.advance(world.config.timeout_seconds + 1)  # both due; one timer
+
+    status = {e.id: e.status for e in (await world.store.dump()).extensions}
+    assert status == {mine: ExtensionStatus.TIMEOUT, other: ExtensionStatus.PENDING}
+    assert world.service._timers == {}
+    (swept,) = await world.service.sweep_due()
+    assert (swept.id, swept.status) == (other, ExtensionStatus.TIMEOUT)
+
+
+async def test_a_late_yes_hurries_only_its_own_extension() -> None:
+    """A late "yes" arms a timer for now on its extension alone: it is decided
+    by its deadline (here approved, the mitra reachable); another due one is not."""
+    world, session = await new_world()
+    world.connect(session, Participant.MITRA, connected=True, online=True)
+    late = await _request_without_timer(world, 1)
+    other = await _request_without_timer(world, 2)
+    await world.clock.advance(world.config.timeout_seconds + 1)  # no timers: both pending
+
+    with pytest.raises(ExtensionError) as refused:
+        await world.service.respond_to_extension(
+            extension_id=late, session_id="s1", mitra_id="m1", accepted=True
+        )
+    await world.clock.advance(1)  # the hurried timer fires
+
+    assert refused.value.code is ErrorCode.EXTENSION_RESOLVED
+    status = {e.id: e.status for e in (await world.store.dump()).extensions}
+    assert status == {late: ExtensionStatus.ACCEPTED, other: ExtensionStatus.PENDING}
+
+
+async def test_time_out_returns_the_row_it_resolved_and_none_when_nothing_is_left() -> None:
+    world, _ = await new_world(use_timers=False)
+    world.config.timeout_action = TimeoutAction.AUTO_REJECT
+    ext_id = await _request(world)
+    await world.clock.advance(world.config.timeout_seconds + 1)
+
+    resolved = await world.service._sweep.time_out(ext_id)
+
+    assert resolved is not None
+    assert (resolved.id, resolved.status) == (ext_id, ExtensionStatus.TIMEOUT)
+    assert await world.service._sweep.time_out(ext_id) is None
+    assert await world.service._sweep.time_out("no-such-extension") is None

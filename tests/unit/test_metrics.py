@@ -5,14 +5,18 @@ latency, timeout lag, outbox deliveries and the backlog gauges."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from extension_fsm import ExtensionError, TimeoutAction, metrics
+from extension_fsm import ErrorCode, ExtensionError, TimeoutAction, core, metrics
 from extension_fsm.adapters.memory import MemoryStore
-from tests.unit._support import new_world
+from extension_fsm.adapters.rowwise import RowSnapshots
+from extension_fsm.core import Decision, Snapshot
+from extension_fsm.model import Event, Facts, TimeoutExtension
+from tests.unit._support import new_world, requests_due_in_turn
 
 pytest.importorskip("opentelemetry.sdk.metrics", reason="the OpenTelemetry SDK is not installed")
 
@@ -154,3 +158,76 @@ async def test_a_timeout_that_finds_nothing_to_do_counts_as_a_noop_of_its_event(
     assert decisions[(("event", "TimeoutExtension"), ("outcome", "applied"))] == 1
     assert decisions[(("event", "TimeoutExtension"), ("outcome", "noop"))] == 1
     assert decisions[(("event", "RespondToExtension"), ("outcome", "refused"))] == 1
+
+
+async def test_the_timer_and_the_sweep_record_the_same_timeout_metrics_by_path(
+    reader: InMemoryMetricReader,
+) -> None:
+    """Both resolve through the one timeout path: a timeout applied, its lag
+    under its path (timer | sweep), and its unit of work timed, whoever ran it."""
+    timed, _ = await new_world()  # the in-process timer resolves it
+    await _request(timed)
+    await timed.clock.advance(timed.config.timeout_seconds + 1)
+    swept, _ = await new_world(use_timers=False)
+    await _request(swept)
+    await swept.clock.advance(swept.config.timeout_seconds + 1)
+    assert len(await swept.service.sweep_due()) == 1
+
+    lag = points(reader, "extension_fsm.timeout.lag")
+    assert lag == {(("path", "timer"),): 1, (("path", "sweep"),): 1}
+    decisions = points(reader, "extension_fsm.decisions")
+    assert decisions[(("event", "TimeoutExtension"), ("outcome", "applied"))] == 2
+    latency = points(reader, "extension_fsm.unit_of_work.duration")
+    assert latency[(("event", "TimeoutExtension"),)] == 2
+
+
+async def test_a_timeout_that_loses_races_counts_each_retry_under_its_event(
+    reader: InMemoryMetricReader,
+) -> None:
+    memory = MemoryStore()
+    world, _ = await new_world(store=memory, use_timers=False)
+    await _request(world)
+    await world.clock.advance(world.config.timeout_seconds + 1)
+    memory.fail_commits = 2
+    (resolved,) = await world.service.sweep_due()
+    assert resolved.via_timeout
+    assert points(reader, "extension_fsm.conflicts_retried") == {
+        (("event", "TimeoutExtension"),): 2
+    }
+
+
+async def test_timeouts_the_core_refuses_and_rows_not_yet_due_count_under_their_event(
+    reader: InMemoryMetricReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sweep: two rows the store's clock says are not due yet count as two
+    noops, and a row the core refuses counts as a refusal, by its code."""
+    world, _ = await new_world(use_timers=False)
+    ids = await requests_due_in_turn(world, 3)
+    refused = ids[0]
+    read_one = RowSnapshots.for_timeout
+
+    async def early_store_clock(self: RowSnapshots, extension_id: str) -> Snapshot:
+        snapshot = await read_one(self, extension_id)
+        ext = snapshot.extension
+        if ext is None or ext.id == refused:
+            return snapshot
+        return replace(snapshot, now=ext.expires_at - timedelta(seconds=1))
+
+    decide = core.decide
+
+    def refuse_one(snapshot: Snapshot, event: Event, facts: Facts) -> Decision:
+        if isinstance(event, TimeoutExtension) and event.extension_id == refused:
+            raise ExtensionError(ErrorCode.INVALID_STATE, "cannot time it out")
+        return decide(snapshot, event, facts)
+
+    monkeypatch.setattr(RowSnapshots, "for_timeout", early_store_clock)
+    monkeypatch.setattr(core, "decide", refuse_one)
+    await world.clock.advance(world.config.timeout_seconds + 1)
+
+    assert await world.service.sweep_due() == []
+
+    decisions = points(reader, "extension_fsm.decisions")
+    assert decisions[(("event", "TimeoutExtension"), ("outcome", "noop"))] == 2
+    assert decisions[(("event", "TimeoutExtension"), ("outcome", "refused"))] == 1
+    refusals = points(reader, "extension_fsm.refusals")
+    assert refusals == {(("code", "INVALID_STATE"), ("event", "TimeoutExtension")): 1}

@@ -30,6 +30,7 @@ def _worker(world: World, *, spread: bool) -> ExtensionService:
         (6, {0, 1, 2, 3}, set()),  # two whole batches unreadable
         (7, {1, 4, 6}, set()),  # one in several batches, the last row too
         (6, set(), {0}),  # the first row always contended
+        (5, set(), {1}),  # a batch that moved, its last row contended: the pass goes on
         (7, {2, 3}, {0}),
         (4, set(), set()),  # every row healthy, the count a multiple of the batch
     ],
