@@ -90,7 +90,9 @@ class Deadlines(ABC):
         """Load, decide, write, commit; re-run on a lost race; then deliver."""
 
     @abstractmethod
-    async def _write(self, uow: UnitOfWork, decision: core.Decision) -> list[str]:
+    async def _write(
+        self, uow: UnitOfWork, decision: core.Decision, now: datetime | None = None
+    ) -> list[str]:
         """Every write of ``decision`` in ``uow``; the ids of the outbox rows it adds."""
 
     @abstractmethod
@@ -201,7 +203,7 @@ class Deadlines(ABC):
                             aside.append((ext_id, times, error))
                             continue
                         if decision is not None and not decision.is_empty:
-                            done.append((decision, await self._write(uow, decision)))
+                            done.append((decision, await self._write(uow, decision, item.now)))
                     if done or aside:
                         await uow.commit()
             except ConcurrencyConflict:
