@@ -35,12 +35,10 @@ def request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
     if not e.payment_session_id:
         raise ExtensionError(ErrorCode.VALIDATION_ERROR, "extension_payment_session_id is required")
     payment = s.payment
-    if payment is None:
+    if payment is None or payment.customer_id != e.customer_id:
+        # Another customer's payment session reads as one that does not exist:
+        # the same code and text, so the answer never tells whether it does.
         raise ExtensionError(ErrorCode.NOT_FOUND, "Payment session not found")
-    if payment.customer_id != e.customer_id:
-        raise ExtensionError(
-            ErrorCode.FORBIDDEN, "Payment session does not belong to this customer"
-        )
     if payment.status is not PaymentStatus.CONFIRMED:
         raise ExtensionError(
             ErrorCode.INVALID_STATE,
