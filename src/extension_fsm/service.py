@@ -268,9 +268,11 @@ class ExtensionService(Deadlines):
                     raise ConcurrencyConflict(f"extension {pending.id} resolved meanwhile")
                 pending = claimed or pending
             payment = await uow.payments.get(pending.payment_session_id) if pending else None
-            return core.Snapshot(
-                session=await uow.sessions.get(session_id), pending=pending, payment=payment
-            )
+            session = await uow.sessions.get(session_id)
+            # The store's clock, when it has one: the end is stamped by it, and so
+            # are its outbox rows (which every dispatcher judges by that clock).
+            now = (await uow.snapshots.for_request(session_id, None)).now
+            return core.Snapshot(session=session, pending=pending, payment=payment, now=now)
 
         decision = await self._run(
             EndSession(session_id), load, lambda: Facts(now=self._clock.now(), grace_seconds=grace)

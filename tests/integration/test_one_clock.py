@@ -257,3 +257,28 @@ async def test_one_clock_rows_written_by_a_fast_instance_are_due_at_once_everywh
     await asyncio.wait_for(writer.dispatcher.drain(), 30)
     dump = await store.dump(session_ids=["w2"])
     assert dump.outbox and all(delivered for _, delivered in dump.outbox)
+
+
+@pytest.mark.timeout(120)
+async def test_one_clock_a_fast_instance_ending_a_session_delivers_its_rows_at_once(
+    store: SqlAlchemyStore,
+) -> None:
+    """``end_session`` stamps its outbox rows with the database's time too."""
+    await store.seed_session(make_session("w3", expires_at=await _db_now(store)))
+    await store.seed_payment(make_payment("wp3"))
+    writer = make_service(store, _SkewedClock(SKEW))  # type: ignore[arg-type]
+    await writer.request_extension(
+        session_id="w3",
+        customer_id="c1",
+        duration_minutes=30,
+        price=15000,
+        extension_payment_session_id="wp3",
+    )
+    await asyncio.wait_for(writer.dispatcher.drain(), 30)
+    ended = await writer.end_session("w3")
+    assert ended.status is SessionStatus.ENDED
+    await asyncio.wait_for(writer.dispatcher.drain(), 30)
+    await asyncio.wait_for(writer.dispatcher.dispatch_due(), 30)  # its loop's next pass
+    dump = await store.dump(session_ids=["w3"])
+    assert [(m.kind, m.lane, done) for m, done in dump.outbox if not done] == []
+    assert len(dump.outbox) > 2
