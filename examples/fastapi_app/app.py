@@ -23,7 +23,8 @@ from extension_fsm.wire import js_date
 
 from .auth import Identity, Unauthorized, bearer_token, decode_token
 from .dev import seed_demo
-from .http_errors import install_error_handlers, responses
+from .http_errors import BODY_NOT_PARSED, install_error_handlers, responses
+from .limits import TOO_MANY_SOCKETS_CLOSE, BoundedBodies
 from .models import (
     DeviceBody,
     ExtensionOut,
@@ -36,7 +37,7 @@ from .ops import add_ops_routes
 from .settings import OneLineSettingsErrors, Settings
 from .wiring import Runtime, start_runtime
 
-__all__ = ["TOKEN_EXPIRED_CLOSE", "app", "create_app"]
+__all__ = ["TOKEN_EXPIRED_CLOSE", "TOO_MANY_SOCKETS_CLOSE", "app", "create_app"]
 
 _log = logging.getLogger("fastapi_app")
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runtime.aclose()
 
     app = FastAPI(title="extension_fsm example host", lifespan=lifespan)
+    app.add_middleware(BoundedBodies)  # no body read without a token, none over the limit
     app.add_middleware(OneLineSettingsErrors)  # a bad setting: one line, no traceback
     add_ops_routes(app)  # GET /metrics, GET /healthz
 
@@ -130,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/chat/{session_id}/extensions",
         status_code=201,
         response_model=ExtensionOut,
-        responses=responses(400, 401, 403, 404, 409, 422, 500, 503),
+        responses=responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
     )
     async def request_extension(
         session_id: PathId, body: ExtensionRequestBody, who: Who, rt: Rt
@@ -148,7 +150,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/chat/{session_id}/extensions/{extension_id}/respond",
         response_model=ExtensionOut,
-        responses=responses(401, 403, 409, 422, 500, 503),
+        responses=responses(
+            400, 401, 403, 409, 413, 422, 500, 503, descriptions={400: BODY_NOT_PARSED}
+        ),
     )
     async def respond(
         session_id: PathId, extension_id: PathId, body: RespondBody, who: Who, rt: Rt
@@ -182,7 +186,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "pending_extension": pending.to_json() if pending else None,
         }
 
-    @app.put("/devices/me", status_code=204, responses=responses(401, 422, 503))
+    @app.put(
+        "/devices/me",
+        status_code=204,
+        responses=responses(400, 401, 413, 422, 503, descriptions={400: BODY_NOT_PARSED}),
+    )
     async def register_device(body: DeviceBody, who: Who, rt: Rt) -> None:
         # The most recent MAX_DEVICE_TOKENS per user: a re-registered token
         # moves to the newest, the oldest ones are forgotten.
@@ -199,6 +207,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Unauthorized:
             await ws.close(code=1008, reason="unauthorized")
             return
+        if not rt.socket_slots.take(who.role, who.user_id):
+            await ws.accept()  # a close code reaches the client only after the handshake
+            await ws.close(code=TOO_MANY_SOCKETS_CLOSE, reason="too many sockets")
+            return
+        try:
+            await _chat_socket(ws, rt, who, session_id)
+        finally:
+            rt.socket_slots.give_back(who.role, who.user_id)
+
+    async def _chat_socket(ws: WebSocket, rt: Runtime, who: Identity, session_id: str) -> None:
+        """A participant's chat socket, once its token is checked and its slot taken."""
         try:
             check_ids(session_id=session_id)
             async with rt.store.unit_of_work() as uow:

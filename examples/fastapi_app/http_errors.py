@@ -18,7 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from extension_fsm import ExtensionError
 from extension_fsm.errors import StorageError
 
-__all__ = ["RETRY_AFTER_SECONDS", "ErrorBody", "install_error_handlers", "responses"]
+__all__ = [
+    "BODY_NOT_PARSED",
+    "RETRY_AFTER_SECONDS",
+    "ErrorBody",
+    "install_error_handlers",
+    "responses",
+]
 
 _log = logging.getLogger("fastapi_app")
 
@@ -35,12 +41,19 @@ _HTTP_CODES = {
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
 
+#: FastAPI's answer to a body it cannot even decode (bytes that are not UTF-8)
+BODY_NOT_PARSED = (
+    'A body that cannot be decoded (BAD_REQUEST "There was an error parsing the body")'
+)
+
 _DESCRIPTIONS = {
-    400: "A first-session discount payment (FIRST_SESSION_DISCOUNT_NOT_ALLOWED)",
-    401: "No valid bearer token",
+    400: BODY_NOT_PARSED + "; or a first-session discount payment"
+    " (FIRST_SESSION_DISCOUNT_NOT_ALLOWED)",
+    401: "No valid bearer token (answered before any body is read)",
     403: "The caller is not the party who may do this",
     404: "Not found (session, payment or extension)",
     409: "Refused in the current state (pending, resolved, session not active, contention)",
+    413: "The body is over EXTENSION_FSM_MAX_BODY_BYTES (PAYLOAD_TOO_LARGE); not read",
     422: "Invalid body or path (VALIDATION_ERROR)",
     500: "Unexpected failure",
     503: "The database is unavailable; retry after Retry-After seconds",
@@ -54,11 +67,15 @@ class ErrorBody(BaseModel):
     message: str
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for these error statuses, each an :class:`ErrorBody`."""
+def responses(
+    *statuses: int, descriptions: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each an :class:`ErrorBody`
+    (``descriptions``: a route's own text for some of them)."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        entry: dict[str, Any] = {"model": ErrorBody, "description": _DESCRIPTIONS[status]}
+        text = (descriptions or {}).get(status, _DESCRIPTIONS[status])
+        entry: dict[str, Any] = {"model": ErrorBody, "description": text}
         if status == 503:
             entry["headers"] = {
                 "Retry-After": {"description": "seconds", "schema": {"type": "integer"}}

@@ -7,7 +7,9 @@ database answers, Redis answers (when configured) and no pending extension is
 more than ``EXTENSION_FSM_HEALTH_MAX_LAG`` seconds (default 30, read by
 :class:`~examples.fastapi_app.settings.Settings`) past its
 deadline (the sweep is keeping up), else 503; the body says which check
-failed.  Each check is bounded by a timeout.
+failed.  Rows the sweep set aside (undecidable host values) are reported as
+``set_aside`` and never count as lag: one odd row does not fail every
+instance.  Each check is bounded by a timeout.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ async def _database(store: Any, max_lag: float) -> dict[str, Any]:
         "ok": lag <= max_lag,
         "overdue": doc["extensions"]["overdue"],
         "sweep_lag_seconds": lag,
+        # rows the sweep could not decide: for people to look at, never lag
+        "set_aside": doc["extensions"]["set_aside"],
         "outbox": {k: doc["outbox"][k] for k in ("waiting", "retrying", "dead")},
     }
 

@@ -42,6 +42,8 @@ ENV = {
     "socket_ttl": "EXTENSION_FSM_SOCKET_TTL",
     "token_check_seconds": "EXTENSION_FSM_TOKEN_CHECK_SECONDS",
     "dev_seed": "EXTENSION_FSM_DEV_SEED",
+    "max_body_bytes": "EXTENSION_FSM_MAX_BODY_BYTES",
+    "max_sockets_per_user": "EXTENSION_FSM_MAX_SOCKETS_PER_USER",
 }
 
 
@@ -90,6 +92,10 @@ class Settings(BaseModel):
     health_max_lag: float = Field(30.0, gt=0)
     #: seed a demo session + payment at start-up and log tokens (never in production)
     dev_seed: bool = False
+    #: a request body over this many bytes is refused (413) before it is read
+    max_body_bytes: int = Field(16384, gt=0, le=1048576)
+    #: open WebSockets per user on one instance; one more is closed with 4429
+    max_sockets_per_user: int = Field(8, gt=0)
 
     @field_validator("jwt_secret")
     @classmethod

@@ -35,6 +35,7 @@ from extension_fsm.errors import StorageError
 from extension_fsm.ports import InspectableStore, PushSender, SessionSockets, SessionTimer
 from extension_fsm.sweeper import run_dispatcher
 
+from .limits import SocketSlots
 from .models import MAX_DEVICE_TOKENS
 from .settings import Settings
 
@@ -108,6 +109,11 @@ class Runtime:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     redis: Any = None  # the Redis client when configured (health checks)
+    #: open WebSockets per user here, capped (``EXTENSION_FSM_MAX_SOCKETS_PER_USER``)
+    socket_slots: SocketSlots = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.socket_slots = SocketSlots(self.settings.max_sockets_per_user)
 
     async def register(self, ws: object, role: Participant, user_id: str, session_id: str) -> None:
         """A chat screen's socket opened."""

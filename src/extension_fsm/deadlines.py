@@ -45,7 +45,7 @@ __all__ = ["AfterCommit", "DeadlineSweep", "DecisionWriter"]
 _log = logging.getLogger("extension_fsm")
 
 #: every write of a decision in a unit of work; the ids of the outbox rows it adds
-DecisionWriter = Callable[[UnitOfWork, core.Decision], Awaitable[list[str]]]
+DecisionWriter = Callable[[UnitOfWork, core.Decision, datetime | None], Awaitable[list[str]]]
 #: what follows a commit: timers armed or dropped, the outbox rows handed to delivery
 AfterCommit = Callable[[core.Decision, list[str]], Awaitable[None]]
 
@@ -247,7 +247,7 @@ class DeadlineSweep:
                         if decision.is_empty:
                             noops += 1
                         else:
-                            done.append((decision, await self._write(uow, decision)))
+                            done.append((decision, await self._write(uow, decision, item.now)))
                     if done or aside:
                         await uow.commit()
             except ConcurrencyConflict:

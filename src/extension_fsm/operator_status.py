@@ -28,31 +28,39 @@ async def collect_status(store: SqlAlchemyStore, now: datetime | None = None) ->
     ``{"extensions": {"by_status": {...}, "pending", "overdue",
     "oldest_overdue_seconds", "set_aside"}, "outbox": {"waiting", "retrying",
     "dead", "oldest_waiting_seconds"}, "at"}``.  ``overdue``: pending past its
-    deadline (the sweep has not resolved it yet).  ``waiting``: undelivered
-    rows never tried; ``retrying``: tried and due again; ``dead``: given up on.
-    ``set_aside`` is ``None`` when the extensions table has no
-    ``set_aside_until`` column.
+    deadline (the sweep has not resolved it yet).  ``set_aside``: pending rows
+    the sweep could not decide (what the host wrote there), counted on their
+    own: never in ``overdue`` nor its age, so one odd row does not read as a
+    sweep falling behind.  ``waiting``: undelivered rows never tried;
+    ``retrying``: tried and due again; ``dead``: given up on.  ``set_aside``
+    is ``None`` when the extensions table has no ``set_aside_until`` column.
+    ``now`` defaults to the clock that judges the store's deadlines: the
+    database's on PostgreSQL (see ``SqlAlchemyStore.open``), else this host's.
     """
-    at = now or datetime.now(UTC)
     tables = store.tables
-    return await store.database.run_sync(lambda conn: _collect(conn, tables, at))
+    db_clock = now is None and store.uses_database_clock
+    at = now or datetime.now(UTC)
+    return await store.database.run_sync(lambda conn: _collect(conn, tables, at, db_clock))
 
 
-def _collect(conn: Connection, t: Tables, now: datetime) -> dict[str, Any]:
+def _collect(conn: Connection, t: Tables, at: datetime, db_clock: bool) -> dict[str, Any]:
     x, o = t.extensions, t.outbox
+    now = conn.execute(select(func.now(type_=x.c.expires_at.type))).scalar_one() if db_clock else at
     by_status = {
         str(status): int(n)
         for status, n in conn.execute(select(x.c.status, func.count()).group_by(x.c.status))
     }
-    overdue_where = (x.c.status == _PENDING, x.c.expires_at < now)
-    overdue, oldest = conn.execute(
-        select(func.count(), func.min(x.c.expires_at)).where(*overdue_where)
-    ).one()
+    overdue_where: list[Any] = [x.c.status == _PENDING, x.c.expires_at < now]
     set_aside: int | None = None
     if "set_aside_until" in {c["name"] for c in inspect(conn).get_columns(x.name)}:
         # by name: the column may exist in the database before the Table knows it
-        flagged = select(func.count()).select_from(x).where(column("set_aside_until").isnot(None))
+        aside: Any = column("set_aside_until")
+        flagged = select(func.count()).select_from(x).where(aside.isnot(None))
         set_aside = int(conn.execute(flagged).scalar_one())
+        overdue_where.append(aside.is_(None))
+    overdue, oldest = conn.execute(
+        select(func.count(), func.min(x.c.expires_at)).select_from(x).where(*overdue_where)
+    ).one()
     live = (o.c.delivered_at.is_(None), o.c.dead_at.is_(None))
     waiting, oldest_waiting = conn.execute(
         select(func.count(), func.min(o.c.created_at)).where(*live, o.c.attempts == 0)

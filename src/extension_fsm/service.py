@@ -281,11 +281,18 @@ class ExtensionService:
         return decision.extension.row
 
     async def pending_extension(self, session_id: str) -> PendingExtensionInfo | None:
-        """What the chat screen needs to rehydrate; ``None`` once the window has passed."""
+        """What the chat screen needs to rehydrate; ``None`` once the window has passed.
+
+        "Passed" is judged by the clock that judges the answer: the store's
+        (the database's ``now()`` on PostgreSQL, read with the row) when it has
+        one, so an instance whose clock runs fast never hides an extension the
+        mitra can still answer."""
         check_ids(session_id=session_id)
         async with self._store.unit_of_work() as uow:
-            ext = await uow.extensions.pending_for_session(session_id)
-        if ext is None or self._clock.now() >= ext.expires_at:
+            snapshot = await uow.snapshots.for_request(session_id, None)
+        ext = snapshot.pending
+        now = snapshot.now if snapshot.now is not None else self._clock.now()
+        if ext is None or now >= ext.expires_at:
             return None
         return PendingExtensionInfo(
             extension_id=ext.id,
@@ -310,7 +317,10 @@ class ExtensionService:
         async def load(uow: UnitOfWork) -> core.Snapshot:
             pending = await uow.extensions.pending_for_session(session_id)
             if pending is None:
-                return core.Snapshot(session=await uow.sessions.get(session_id))
+                # The store's clock, when it has one: the end is stamped by it, and
+                # so are its outbox rows (which every dispatcher judges by that clock).
+                alone = await uow.snapshots.for_request(session_id, None)
+                return core.Snapshot(session=alone.session, now=alone.now)
             # The pending extension locked as an answer locks it, waiting for a
             # worker that holds it (an approval in flight): ended on what it committed.
             held = await uow.snapshots.for_response(session_id, pending.id)
@@ -319,7 +329,9 @@ class ExtensionService:
                 # Resolved between the look-up and the lock (READ COMMITTED):
                 # start over on fresh rows rather than cancel a final extension.
                 raise ConcurrencyConflict(f"extension {pending.id} resolved meanwhile")
-            return core.Snapshot(session=held.session, pending=ext, payment=held.payment)
+            return core.Snapshot(
+                session=held.session, pending=ext, payment=held.payment, now=held.now
+            )
 
         decision = await self._run(
             EndSession(session_id), load, lambda: Facts(now=self._clock.now(), grace_seconds=grace)
@@ -378,7 +390,7 @@ class ExtensionService:
                     if decision.is_empty:
                         metrics.decided(event, decision, since)
                         return decision
-                    outbox_ids = await self._write(uow, decision)
+                    outbox_ids = await self._write(uow, decision, snapshot.now)
                     await uow.commit()
             except ConcurrencyConflict:
                 metrics.conflict(event)
@@ -392,9 +404,16 @@ class ExtensionService:
             return decision
         raise ExtensionError(ErrorCode.CONFLICT, "Too much contention; try again")
 
-    async def _write(self, uow: UnitOfWork, decision: core.Decision) -> list[str]:
-        """Every write of ``decision`` in ``uow``; the ids of the outbox rows it adds."""
-        rows = encode_effects(decision.effects, self._clock.now(), self._new_id)
+    async def _write(
+        self, uow: UnitOfWork, decision: core.Decision, now: datetime | None = None
+    ) -> list[str]:
+        """Every write of ``decision`` in ``uow``; the ids of the outbox rows it adds.
+
+        ``now``: the store's clock read with the rows, when it has one; the
+        outbox rows are stamped with it, so every dispatcher (whose leases
+        that clock judges) sees them available at once."""
+        at = now if now is not None else self._clock.now()
+        rows = encode_effects(decision.effects, at, self._new_id)
         await uow.write_batch(
             decision.extension,
             decision.session,

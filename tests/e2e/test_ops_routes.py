@@ -64,6 +64,37 @@ def test_healthz_is_green_then_red_when_the_sweep_falls_behind(tmp_path: Path) -
     assert re.search(r"^extension_fsm_extensions_overdue(\{[^}]*\})? 2\.0$", text, re.M)
 
 
+def test_odd_values_healthz_stays_green_with_rows_the_sweep_set_aside(tmp_path: Path) -> None:
+    """A row the sweep could not decide is reported as ``set_aside``, never as
+    sweep lag: it does not turn ``/healthz`` red (on every instance)."""
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    upgrade(db)
+    with Client(_settings(db, sweep_interval=3600.0)) as client:
+        asyncio.run(seed(db, 2))  # a minute overdue, nobody sweeps
+        assert client.get("/healthz").status_code == 503
+        asyncio.run(_set_all_aside(db))  # what the sweep does with a row it cannot decide
+        healthy = client.get("/healthz")
+        assert healthy.status_code == 200, healthy.text
+        check = healthy.json()["checks"]["database"]
+        assert (check["overdue"], check["sweep_lag_seconds"], check["set_aside"]) == (0, 0.0, 2)
+
+
+async def _set_all_aside(db: str) -> None:
+    from datetime import UTC, datetime
+
+    from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+
+    store = await SqlAlchemyStore.open(db, clock="local")
+    try:
+        extensions = (await store.dump()).extensions
+        async with store.unit_of_work() as uow:
+            for ext in extensions:
+                assert await uow.extensions.set_aside(ext.id, datetime.now(UTC), "bad row") == 1
+            await uow.commit()
+    finally:
+        await store.aclose()
+
+
 def test_healthz_reports_an_unreachable_database(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'gone.db'}"
     with Client(_settings(db)) as client:

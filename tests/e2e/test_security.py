@@ -102,7 +102,8 @@ def test_wrong_party_is_403_and_writes_nothing(live: LiveServer, party: Party) -
             headers=auth(party.mitra),
         )
         assert r.status_code == 403
-        # another session's customer paying with this customer's payment
+        # another session's customer paying with this customer's payment: told
+        # what a payment that does not exist is told (its existence is not said)
         r = http.post(
             f"/chat/{other.session_id}/extensions",
             json={
@@ -112,7 +113,7 @@ def test_wrong_party_is_403_and_writes_nothing(live: LiveServer, party: Party) -
             },
             headers=auth(other.customer),
         )
-        assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN"
+        assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
         # reading another session's info
         r = http.get(f"/chat/{party.session_id}/info", headers=auth(other.mitra))
         assert r.status_code == 404

@@ -110,7 +110,7 @@ def test_request_from_closing_pauses_too() -> None:
         (Snapshot(session=SESSION), replace(REQUEST, payment_session_id=None), "VALIDATION_ERROR"),
         (Snapshot(session=SESSION), REQUEST, "NOT_FOUND"),
         (Snapshot(session=SESSION, payment=replace(PAYMENT, customer_id="c2")), REQUEST,
-         "FORBIDDEN"),
+         "NOT_FOUND"),
         (Snapshot(session=SESSION, payment=replace(PAYMENT, status=PaymentStatus.PENDING)),
          REQUEST, "INVALID_STATE"),
         (Snapshot(session=SESSION, payment=replace(PAYMENT, is_extension=False)), REQUEST,

@@ -113,9 +113,9 @@ CASES = {
         _asking(payment=_payment(customer_id="c2")),
         _ask(),
         NOW,
-        "FORBIDDEN",
-        403,
-        "Payment session does not belong to this customer",
+        "NOT_FOUND",  # as one that does not exist: its existence is not told
+        404,
+        "Payment session not found",
     ),
     "request with a consumed payment": (
         _asking(payment=_payment(status=PaymentStatus.CONSUMED)),

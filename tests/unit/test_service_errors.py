@@ -155,13 +155,15 @@ async def test_ending_an_unknown_session() -> None:
     await assert_refused(world, lambda: world.service.end_session("nope"), "NOT_FOUND", 404)
 
 
-# -------------------------------------------------------------- FORBIDDEN 403
-
-
-async def test_request_with_someone_elses_payment_session() -> None:
+async def test_request_with_someone_elses_payment_session_is_told_what_a_missing_one_is() -> None:
     world, _ = await new_world()
     await world.add_payment(make_payment("p2", customer_id="c2"))
-    await assert_refused(world, _request(world, payment_id="p2"), "FORBIDDEN", 403)
+    foreign = await assert_refused(world, _request(world, payment_id="p2"), "NOT_FOUND", 404)
+    missing = await assert_refused(world, _request(world, payment_id="p9"), "NOT_FOUND", 404)
+    assert foreign.message == missing.message == "Payment session not found"
+
+
+# -------------------------------------------------------------- FORBIDDEN 403
 
 
 @pytest.mark.parametrize(("session_id", "mitra_id"), [("s1", "m2"), ("nope", "m1"), ("s1", "")])

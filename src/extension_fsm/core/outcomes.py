@@ -33,7 +33,20 @@ from ..model import (
 )
 from .snapshot import Change, Decision, Snapshot
 
-__all__ = ["accept", "cancel", "close", "move_session"]
+__all__ = ["EXPIRY_OUT_OF_RANGE", "accept", "cancel", "close", "extended_expiry", "move_session"]
+
+EXPIRY_OUT_OF_RANGE = "Session expiry is out of range; it cannot be extended"
+
+
+def extended_expiry(session: Session, now: datetime, minutes: int) -> datetime | None:
+    """The session's expiry once ``minutes`` are bought (from now when it has
+    passed: ``extending`` paused it), or ``None`` when that is past the last
+    moment a timestamp can hold (an expiry the host set to PostgreSQL's
+    ``infinity`` or near 9999-12-31): such a session cannot be extended."""
+    try:
+        return max(now, session.expires_at) + timedelta(minutes=minutes)
+    except OverflowError:
+        return None
 
 
 def accept(
@@ -63,9 +76,11 @@ def accept(
     consumed = _move_payment(payment, "consume", now)
     if consumed is None:
         raise ExtensionError(ErrorCode.INVALID_STATE, "Payment session is no longer confirmed")
-    resolved = _resolve(ext, status, now, via_timeout=via_timeout)
     # A session whose expiry passed while ``extending`` was paused, not closed.
-    expires_at = max(now, session.expires_at) + timedelta(minutes=ext.duration_minutes)
+    expires_at = extended_expiry(session, now, ext.duration_minutes)
+    if expires_at is None:
+        raise ExtensionError(ErrorCode.INVALID_STATE, EXPIRY_OUT_OF_RANGE)
+    resolved = _resolve(ext, status, now, via_timeout=via_timeout)
     resumed = move_session(session, "resume", now, expires_at=expires_at, closure_deadline=None)
     ledger = LedgerEntry(
         customer_id=session.customer_id,
@@ -270,6 +285,9 @@ def _resolve(
         via_timeout=via_timeout,
         reason=reason,
         failure_cause=cause,
+        # the resolution says why; texts the host had left there are replaced
+        unknown_reason=None,
+        unknown_failure_cause=None,
     )
 
 

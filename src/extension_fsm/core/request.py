@@ -17,7 +17,7 @@ from ..model import (
     TransitionRecord,
 )
 from ..validation import whole_number
-from .outcomes import move_session, record
+from .outcomes import EXPIRY_OUT_OF_RANGE, extended_expiry, move_session, record
 from .snapshot import MAX_DURATION_MINUTES, MIN_DURATION_MINUTES, Change, Decision, Snapshot
 
 __all__ = ["request"]
@@ -35,12 +35,10 @@ def request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
     if not e.payment_session_id:
         raise ExtensionError(ErrorCode.VALIDATION_ERROR, "extension_payment_session_id is required")
     payment = s.payment
-    if payment is None:
+    if payment is None or payment.customer_id != e.customer_id:
+        # Another customer's payment session reads as one that does not exist:
+        # the same code and text, so the answer never tells whether it does.
         raise ExtensionError(ErrorCode.NOT_FOUND, "Payment session not found")
-    if payment.customer_id != e.customer_id:
-        raise ExtensionError(
-            ErrorCode.FORBIDDEN, "Payment session does not belong to this customer"
-        )
     if payment.status is not PaymentStatus.CONFIRMED:
         raise ExtensionError(
             ErrorCode.INVALID_STATE,
@@ -69,6 +67,10 @@ def request(s: Snapshot, e: RequestExtension, f: Facts) -> Decision:
             ErrorCode.VALIDATION_ERROR,
             f"price {price} does not match the payment session amount {payment.amount}",
         )
+    if extended_expiry(session, f.now, duration) is None:
+        # An expiry the host set to ``infinity`` (or near 9999-12-31): no
+        # minutes can be added, so no extension is asked for, or ever charged.
+        raise ExtensionError(ErrorCode.INVALID_STATE, EXPIRY_OUT_OF_RANGE)
     if s.pending is not None:
         raise ExtensionError(ErrorCode.EXTENSION_PENDING, "An extension request is already pending")
     if s.payment_live is not None:

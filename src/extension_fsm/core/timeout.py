@@ -21,7 +21,7 @@ from ..model import (
     SessionStatus,
     TimeoutReason,
 )
-from .outcomes import accept, cancel, close
+from .outcomes import accept, cancel, close, extended_expiry
 from .snapshot import NOTHING, Decision, Snapshot
 
 __all__ = ["time_out"]
@@ -37,13 +37,15 @@ def time_out(s: Snapshot, f: Facts) -> Decision:
         return cancel(s, ext, f, ACTOR_SYSTEM)
     # A payment the host moved away from ``confirmed`` (or to a status this
     # library does not know), a session it moved away from ``extending`` or
-    # deleted: nothing can be charged; the extension still times out, uncharged,
-    # rather than stay pending for ever.
+    # deleted, an expiry no minutes can be added to (``infinity``): nothing can
+    # be charged; the extension still times out, uncharged, rather than stay
+    # pending for ever (or be set aside for ever).
     chargeable = (
         session is not None
         and s.payment is not None
         and s.payment.status is PaymentStatus.CONFIRMED
         and session.status is SessionStatus.EXTENDING
+        and extended_expiry(session, f.now, ext.duration_minutes) is not None
     )
     guard = Guard(
         now=f.now,

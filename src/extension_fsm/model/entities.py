@@ -80,6 +80,12 @@ class Extension:
     via_timeout: bool = False
     reason: TimeoutReason | None = None
     failure_cause: FailureCause | None = None
+    #: the stored texts this library does not know, kept as the host wrote them
+    #: (for logs, and written back unchanged): the status when ``status`` is
+    #: ``UNKNOWN``, the reason and failure cause when those read as ``None``
+    unknown_status: str | None = None
+    unknown_reason: str | None = None
+    unknown_failure_cause: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

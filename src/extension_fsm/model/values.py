@@ -36,6 +36,15 @@ class ExtensionStatus(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     TIMEOUT = "timeout"
+    #: a value the host wrote that this library does not know (``Extension.unknown_status``
+    #: keeps the text): not pending, so never answered, timed out or charged; never written back
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def read(cls, value: str) -> tuple[ExtensionStatus, str | None]:
+        """The status a stored value names, and the value itself when it is unknown."""
+        status = _KNOWN_EXTENSION.get(value)
+        return (status, None) if status is not None else (cls.UNKNOWN, value)
 
 
 class SessionStatus(StrEnum):
@@ -77,6 +86,7 @@ class PaymentStatus(StrEnum):
 # value -> status for every status a stored row may name ("unknown" itself is not one)
 _KNOWN_SESSION = {s.value: s for s in SessionStatus if s is not SessionStatus.UNKNOWN}
 _KNOWN_PAYMENT = {p.value: p for p in PaymentStatus if p is not PaymentStatus.UNKNOWN}
+_KNOWN_EXTENSION = {e.value: e for e in ExtensionStatus if e is not ExtensionStatus.UNKNOWN}
 
 
 class TimeoutAction(StrEnum):
@@ -101,6 +111,15 @@ class FailureCause(StrEnum):
     EXTENSION_SAFEGUARD_TRIPPED = "extension_safeguard_tripped"
     SESSION_ENDED = "session_ended"
 
+    @classmethod
+    def read(cls, value: str | None) -> tuple[FailureCause | None, str | None]:
+        """The cause a stored value names (``None`` for none), and the value itself
+        when the host wrote one this library does not know (kept, never decided on)."""
+        if not value:
+            return None, None
+        cause = _KNOWN_CAUSES.get(value)
+        return (cause, None) if cause is not None else (None, value)
+
 
 class TimeoutReason(StrEnum):
     """The ``reason`` a timed-out extension tells the customer."""
@@ -110,6 +129,19 @@ class TimeoutReason(StrEnum):
     #: the deadline was handled too long after it passed (an outage, stopped
     #: workers, a cutover) to trust presence asked now: never charged
     STALE = "stale"
+
+    @classmethod
+    def read(cls, value: str | None) -> tuple[TimeoutReason | None, str | None]:
+        """The reason a stored value names (``None`` for none), and the value itself
+        when the host wrote one this library does not know (kept, never decided on)."""
+        if not value:
+            return None, None
+        reason = _KNOWN_REASONS.get(value)
+        return (reason, None) if reason is not None else (None, value)
+
+
+_KNOWN_CAUSES = {c.value: c for c in FailureCause}
+_KNOWN_REASONS = {r.value: r for r in TimeoutReason}
 
 
 class MessageType(StrEnum):

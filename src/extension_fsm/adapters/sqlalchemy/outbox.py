@@ -24,7 +24,19 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, String, and_, any_, bindparam, exists, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    Float,
+    String,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,9 +50,15 @@ __all__ = ["SqlOutboxStore"]
 class SqlOutboxStore:
     """:class:`~extension_fsm.ports.OutboxStore` over the outbox table."""
 
-    def __init__(self, db: Database, *, direct: PgDirect | None = None) -> None:
+    def __init__(
+        self, db: Database, *, direct: PgDirect | None = None, db_clock: bool = False
+    ) -> None:
         self._db = db
         self._direct = direct
+        # ``db_clock``: leases are taken and judged by the database's ``now()``,
+        # not by each dispatcher's clock (workers whose clocks disagree would
+        # otherwise take each other's leased rows and send them twice).
+        self._db_clock = db_clock
         self._t = t = db.tables.outbox
         # Every call here is one statement, atomic on its own: on PostgreSQL it
         # runs without BEGIN/COMMIT (one round trip instead of three).
@@ -83,12 +101,19 @@ class SqlOutboxStore:
                 older.c.dead_at.is_(None),
             )
         )
+        now: Any = bindparam("now", type_=t.c.available_at.type)
+        lease_until: Any = bindparam("lease_until", type_=t.c.available_at.type)
+        if self._db_clock:
+            now = func.now()
+            lease_until = func.now() + func.make_interval(
+                0, 0, 0, 0, 0, 0, bindparam("lease_seconds", type_=Float())
+            )
         pick = (
             select(t.c.seq)
             .where(
                 t.c.delivered_at.is_(None),
                 t.c.dead_at.is_(None),
-                t.c.available_at <= bindparam("now", type_=t.c.available_at.type),
+                t.c.available_at <= now,
                 or_(t.c.lane.is_(None), ~blocked),
             )
             .order_by(t.c.seq)
@@ -101,7 +126,7 @@ class SqlOutboxStore:
         return (
             update(t)
             .where(t.c.seq.in_(pick.scalar_subquery()))
-            .values(available_at=bindparam("lease_until", type_=t.c.available_at.type))
+            .values(available_at=lease_until)
             .returning(
                 t.c.seq,
                 t.c.id,
@@ -139,14 +164,17 @@ class SqlOutboxStore:
     async def claim(
         self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
     ) -> list[OutboxMessage]:
-        """Lease up to ``limit`` undelivered, available rows (only ``ids`` when given), in order."""
+        """Lease up to ``limit`` undelivered, available rows (only ``ids`` when given), in order.
+
+        With the database's clock, ``now`` is not used: available and leased
+        are judged by ``now()``, the one clock every dispatcher shares."""
         if limit <= 0 or (ids is not None and not ids):
             return []
-        params: dict[str, Any] = {
-            "now": now,
-            "limit": limit,
-            "lease_until": now + timedelta(seconds=lease_seconds),
-        }
+        params: dict[str, Any] = {"limit": limit}
+        if self._db_clock:
+            params["lease_seconds"] = float(lease_seconds)
+        else:
+            params.update(now=now, lease_until=now + timedelta(seconds=lease_seconds))
         if ids is not None:
             params["ids"] = list(ids)
         stmt = self._claim_all if ids is None else self._claim_ids

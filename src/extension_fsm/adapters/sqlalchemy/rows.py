@@ -33,14 +33,9 @@ def _session_select(t: Tables) -> Select[Any]:
 
 
 def _cause(value: str | None) -> FailureCause | None:
-    """A failure cause as stored; one the host wrote that this library does not
-    know reads as none (it is only ever shown, never decided on)."""
-    if not value:
-        return None
-    try:
-        return FailureCause(value)
-    except ValueError:
-        return None
+    """A payment's failure cause as stored; one the host wrote that this library
+    does not know reads as none (it is only ever shown, never decided on)."""
+    return FailureCause.read(value)[0]
 
 
 def _session(r: Any) -> Session:
@@ -99,20 +94,29 @@ def _payment_values(p: PaymentSession) -> dict[str, Any]:
 
 
 def _extension(r: Any) -> Extension:
+    # Texts the host wrote that the library does not know (a status, a reason, a
+    # failure cause) are read as UNKNOWN / none with the text kept: decided on
+    # (an unknown status is not pending), never a crash, written back unchanged.
+    status, unknown_status = ExtensionStatus.read(r.status)
+    reason, unknown_reason = TimeoutReason.read(r.reason)
+    cause, unknown_cause = FailureCause.read(r.failure_cause)
     return Extension(
         id=r.id,
         session_id=r.session_id,
         duration_minutes=r.duration_minutes,
         price=r.price,
         payment_session_id=r.payment_session_id,
-        status=ExtensionStatus(r.status),
+        status=status,
         requested_at=r.requested_at,
         expires_at=r.expires_at,
         timeout_seconds=r.timeout_seconds,
         responded_at=r.responded_at,
         via_timeout=r.via_timeout,
-        reason=TimeoutReason(r.reason) if r.reason else None,
-        failure_cause=FailureCause(r.failure_cause) if r.failure_cause else None,
+        reason=reason,
+        failure_cause=cause,
+        unknown_status=unknown_status,
+        unknown_reason=unknown_reason,
+        unknown_failure_cause=unknown_cause,
     )
 
 
@@ -123,14 +127,14 @@ def _extension_values(e: Extension) -> dict[str, Any]:
         "duration_minutes": e.duration_minutes,
         "price": e.price,
         "payment_session_id": e.payment_session_id,
-        "status": e.status.value,
+        "status": e.unknown_status or e.status.value,
         "requested_at": e.requested_at,
         "expires_at": e.expires_at,
         "timeout_seconds": e.timeout_seconds,
         "responded_at": e.responded_at,
         "via_timeout": e.via_timeout,
-        "reason": e.reason.value if e.reason else None,
-        "failure_cause": e.failure_cause.value if e.failure_cause else None,
+        "reason": e.reason.value if e.reason else e.unknown_reason,
+        "failure_cause": e.failure_cause.value if e.failure_cause else e.unknown_failure_cause,
         # an extension written by a decision is decided: no longer set aside
         "set_aside_until": None,
     }

@@ -81,11 +81,12 @@ class SqlAlchemyStore:
     ) -> None:
         self._db = db
         self._direct = direct
-        self._outbox = SqlOutboxStore(db, direct=direct)
         if clock not in (None, "database", "local"):
             raise ValueError(f"clock must be 'database' or 'local', not {clock!r}")
-        # PostgreSQL has one clock for every worker: deadlines are judged by it.
+        # PostgreSQL has one clock for every worker: deadlines are judged by it,
+        # and so are the outbox's leases.
         self._db_clock = db.is_postgres and clock != "local"
+        self._outbox = SqlOutboxStore(db, direct=direct, db_clock=self._db_clock)
 
     @classmethod
     async def open(
@@ -107,6 +108,7 @@ class SqlAlchemyStore:
         ``now()`` with each call's rows, so workers whose clocks disagree still
         agree on every deadline; ``"local"`` uses the service's ``Clock`` (the
         only choice on SQLite, and what tests that drive virtual time need).
+        The outbox's leases follow the same clock.
         ``layout="seed"`` reads and writes the Node service's own tables (see
         ``build_tables``).  ``direct``: PostgreSQL on asyncpg runs its units of
         work and outbox on the driver directly (:mod:`.pg_direct`; the default,
