@@ -130,13 +130,13 @@ class _GatedTimer:
         self.started = asyncio.Event()
         self.calls: list[str] = []
 
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
+    async def expiry_extended(self, session_id: str, expires_at: datetime, *, seq: int) -> None:
         await self._called(session_id)
 
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None:
+    async def start_closure_grace(self, session_id: str, deadline: datetime, *, seq: int) -> None:
         await self._called(session_id)
 
-    async def clear_closure_grace(self, session_id: str) -> None:
+    async def clear_closure_grace(self, session_id: str, *, seq: int) -> None:
         await self._called(session_id)
 
     async def _called(self, session_id: str) -> None:
