@@ -60,13 +60,13 @@ class CountingPush:
 class NullSessionTimer:
     """The host's session timers, ignored."""
 
-    async def expiry_extended(self, session_id: str, expires_at: datetime) -> None:
+    async def expiry_extended(self, session_id: str, expires_at: datetime, *, seq: int) -> None:
         return None
 
-    async def start_closure_grace(self, session_id: str, deadline: datetime) -> None:
+    async def start_closure_grace(self, session_id: str, deadline: datetime, *, seq: int) -> None:
         return None
 
-    async def clear_closure_grace(self, session_id: str) -> None:
+    async def clear_closure_grace(self, session_id: str, *, seq: int) -> None:
         return None
 
 
