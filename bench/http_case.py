@@ -7,7 +7,7 @@ Runs alternate (ours, raw, raw, ours, …), each on fresh sessions, each app in
 a fresh server with an untimed warm-up of one call pair per client.  Measured
 per run: throughput, per-request latency, 5xx, the server process's CPU and
 the PostgreSQL backends' CPU.  Then, untimed, one more server per app goes
-through :mod:`bench.pgwire` to count the statements and connections per call.
+through :func:`bench.pg_calls.counting_proxy` to count the statements and connections per call.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .cpu import BackendPoller, proc_cpu_seconds
 from .harness import Result, Sizes, check
 from .http_servers import RAW_POOL, RUN_LIMIT_S, start_server, stop_server
 from .load_case import SECRET
-from .pgwire import counting_proxy
+from .pg_calls import counting_proxy
 from .service_kit import open_store
 from .sql_cases import now, pg_connect
 

@@ -186,7 +186,7 @@ async def test_the_wire_counter_sees_each_statement_and_connection() -> None:
     import asyncpg
 
     from bench import pg
-    from bench.pgwire import counting_proxy
+    from bench.pg_calls import counting_proxy
 
     with pg.temporary_database() as url:
         async with counting_proxy(url) as (proxied, counts):
@@ -204,30 +204,3 @@ async def test_the_wire_counter_sees_each_statement_and_connection() -> None:
                 assert counts.statements == before.statements + 1 + 3 + 3
             finally:
                 await conn.close()
-
-
-async def test_the_next_steps_one_write_writes_nothing_when_a_row_it_read_moved() -> None:
-    """``bench.pg_next``'s prototype (no transaction: a read, then one guarded
-    write): a change to any column of any row the accept read, committed before
-    the write or still in flight when it starts, makes the write abort itself."""
-    _pg_or_skip()
-    from bench import pg
-    from bench.pg_next import RACES, check_guard
-
-    with pg.temporary_database() as url:
-        lines = await check_guard(url)
-    assert len(lines) == 2 * len(RACES) + 1
-    assert sum("CONFLICT from the write's own abort" in line for line in lines) == 2 * len(RACES)
-
-
-async def test_the_guard_check_fails_on_a_write_that_checks_the_status_only() -> None:
-    _pg_or_skip()
-    from bench import pg
-    from bench.harness import CheckFailed
-    from bench.pg_next import check_guard
-
-    with (
-        pg.temporary_database() as url,
-        pytest.raises((AssertionError, CheckFailed), match="went through a moved row"),
-    ):
-        await check_guard(url, guarded=False)

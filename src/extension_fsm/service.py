@@ -26,12 +26,13 @@ from .model import (
     EndSession,
     Event,
     Extension,
-    ExtensionStatus,
     Facts,
     PendingExtensionInfo,
     RequestExtension,
     RespondToExtension,
     Session,
+    TimeoutAction,
+    TimeoutExtension,
 )
 from .outbox import OutboxDispatcher, encode_effects
 from .ports import (
@@ -53,6 +54,9 @@ from .wire import whole_seconds
 __all__ = ["ExtensionService"]
 
 _log = logging.getLogger("extension_fsm")
+
+#: what to write instead when the core refuses an event (see ``ExtensionService._run``)
+Refusal = Callable[[core.Snapshot, Facts, ExtensionError], core.Decision | None]
 T = TypeVar("T")
 
 
@@ -213,9 +217,10 @@ class ExtensionService(Deadlines):
                 return core.Snapshot(session=None)
             return snapshot
 
+        late_no = None if accepted else self._late_no(extension_id)
         try:
             decision = await self._run(
-                event, load, lambda: Facts(now=self._clock.now(), grace_seconds=grace)
+                event, load, lambda: Facts(now=self._clock.now(), grace_seconds=grace), late_no
             )
         except ExtensionError as err:
             if err.code is ErrorCode.EXTENSION_RESOLVED:
@@ -252,18 +257,8 @@ class ExtensionService(Deadlines):
         grace = int(await self._config.closure_grace_seconds())
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            pending = await uow.extensions.pending_for_session(session_id)
-            if pending is not None:
-                claimed = await uow.extensions.claim(pending.id)
-                if claimed is not None and claimed.status is not ExtensionStatus.PENDING:
-                    # Resolved between the look-up and the lock (READ COMMITTED):
-                    # start over on fresh rows rather than cancel a final extension.
-                    raise ConcurrencyConflict(f"extension {pending.id} resolved meanwhile")
-                pending = claimed or pending
-            payment = await uow.payments.get(pending.payment_session_id) if pending else None
-            return core.Snapshot(
-                session=await uow.sessions.get(session_id), pending=pending, payment=payment
-            )
+            # The pending extension locked, waiting for a sweep that holds it.
+            return await uow.snapshots.for_end(session_id)
 
         decision = await self._run(
             EndSession(session_id), load, lambda: Facts(now=self._clock.now(), grace_seconds=grace)
@@ -274,6 +269,27 @@ class ExtensionService(Deadlines):
             session = await uow.sessions.get(session_id)
         assert session is not None
         return session
+
+    def _late_no(self, extension_id: str) -> Refusal:
+        """A mitra's "no" refused because the deadline passed: the extension times
+        out uncharged in the answer's own unit of work, on the row the answer
+        holds, so no sweep can approve it meanwhile (docs/late-answers.md)."""
+
+        def instead(
+            snapshot: core.Snapshot, known: Facts, err: ExtensionError
+        ) -> core.Decision | None:
+            ext = snapshot.extension
+            if (
+                err.code is not ErrorCode.EXTENSION_RESOLVED
+                or ext is None
+                or ext.id != extension_id
+            ):
+                return None
+            # Nothing unless it is still pending and due: as under auto_reject.
+            facts = replace(known, timeout_action=TimeoutAction.AUTO_REJECT)
+            return core.decide(snapshot, TimeoutExtension(extension_id), facts)
+
+        return instead
 
     def _arm(self, extension_id: str, when: datetime) -> None:
         if self._scheduler is None:
@@ -303,8 +319,13 @@ class ExtensionService(Deadlines):
         event: Event,
         load: Callable[[UnitOfWork], Awaitable[core.Snapshot]],
         facts: Callable[[], Facts],
+        refused: Refusal | None = None,
     ) -> core.Decision:
-        """Load, decide, write, commit; re-run on a lost race; then deliver."""
+        """Load, decide, write, commit; re-run on a lost race; then deliver.
+
+        ``refused``: when the core refuses the event, what to write instead in
+        the same unit of work (on the rows it holds) before the refusal is
+        raised; ``None`` writes nothing."""
         since = metrics.started()
         for attempt in range(self._max_attempts):
             try:
@@ -313,7 +334,16 @@ class ExtensionService(Deadlines):
                     known = facts()
                     if snapshot.now is not None:  # the store's clock judges deadlines
                         known = replace(known, now=snapshot.now)
-                    decision = core.decide(snapshot, event, known)
+                    try:
+                        decision = core.decide(snapshot, event, known)
+                    except ExtensionError as err:
+                        instead = refused(snapshot, known, err) if refused else None
+                        if instead is None or instead.is_empty:
+                            raise
+                        outbox_ids = await self._write(uow, instead)
+                        await uow.commit()
+                        await self._after_commit(instead, outbox_ids)
+                        raise err from None
                     if decision.is_empty:
                         metrics.decided(event, decision, since, self._clock.now())
                         return decision

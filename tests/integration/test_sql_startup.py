@@ -62,14 +62,15 @@ def _start_at_once(url: str) -> list[BaseException]:
     return errors
 
 
-@pytest.mark.parametrize("driver", ["", "+aiosqlite"])
 def test_processes_creating_the_schema_at_once_on_a_sqlite_file_all_succeed(
-    tmp_path: Path, driver: str
+    tmp_path: Path,
 ) -> None:
     # Threads with their own loops stand for processes: each has its own
-    # connection to the file, and SQLite's lock is per connection.
+    # connection to the file, and SQLite's lock is per connection.  (The
+    # ``+aiosqlite`` variant, which failed under load with "database is
+    # locked", went with that driver path.)
     for trial in range(TRIALS):
-        assert _start_at_once(f"sqlite{driver}:///{tmp_path / f'start{trial}.db'}") == []
+        assert _start_at_once(f"sqlite:///{tmp_path / f'start{trial}.db'}") == []
 
 
 @pytest.mark.postgres

@@ -5,7 +5,7 @@ non-str ids, lone surrogates."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,6 @@ from extension_fsm.errors import ErrorCode, ExtensionError
 from extension_fsm.ports import StoreDump
 from extension_fsm.simulator import World, make_payment, make_session
 from extension_fsm.validation import ID_MAX_LENGTH, check_ids
-from tests.integration.sql_support import private_postgres_database
 
 BAD_IDS: list[Any] = [
     "s1\x00",
@@ -31,12 +30,6 @@ BAD_IDS: list[Any] = [
     b"s1",
     ["s1"],
 ]
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("ids") as url:
-        yield url
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

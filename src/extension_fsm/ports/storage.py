@@ -155,7 +155,17 @@ class SnapshotLoader(Protocol):
 
     async def for_response(self, session_id: str, extension_id: str) -> Snapshot:
         """The session, the extension and the extension's payment session;
-        ``session=None`` alone when the session does not exist."""
+        ``session=None`` alone when the session does not exist.  The extension
+        is locked as :meth:`for_end` locks it (an answer waits for a sweep that
+        holds it, then decides on what that sweep committed)."""
+        ...
+
+    async def for_end(self, session_id: str) -> Snapshot:
+        """The session, its pending extension (``pending``) and that extension's
+        payment session, the extension locked for this unit of work: where
+        another worker holds it, this waits for it (bounded) and reads what
+        that worker committed, or fails with ``ConcurrencyConflict`` so the
+        call reads again.  ``session=None`` alone when the session does not exist."""
         ...
 
     async def for_timeout(self, extension_id: str) -> Snapshot:
