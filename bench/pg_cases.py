@@ -138,10 +138,10 @@ async def _outbox(sizes: Sizes, url: str, tag: str) -> list[Result]:
         limit=1.5,
         verified=True,
         notes=[
-            "ours: OutboxDispatcher.dispatch_due(100) over SqlOutboxStore (on asyncpg "
-            "directly), decoding each row into its effect (null sockets, counting push, null "
-            "session timer); a claim's delivered rows marked in one UPDATE, where the baseline "
-            "marks each row"
+            "ours: OutboxDispatcher.dispatch_due(100) over SqlOutboxStore (SQLAlchemy's "
+            "async engine on asyncpg), decoding each row into its effect (null sockets, "
+            "counting push, null session timer); a claim's delivered rows marked in one "
+            "UPDATE, where the baseline marks each row"
         ],
     )
     return [wall, cpu_row(wall, ours_t, raw_t)]

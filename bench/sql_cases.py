@@ -194,7 +194,7 @@ async def _sqlite_accept(sizes: Sizes, path: Path) -> list[Result]:
         verified=True,
         notes=[
             "ours: ExtensionService.respond_to_extension over SqlAlchemyStore "
-            "(inline sqlite3 driver, writes via sqlite_direct); outbox rows left for the "
+            "(SQLAlchemy sync engine on the store's worker thread); outbox rows left for the "
             "dispatcher, as the raw code does"
         ],
     )
@@ -262,8 +262,8 @@ async def _pg_accept(sizes: Sizes, url: str, tag: str) -> list[Result]:
         limit=1.0,
         verified=True,
         notes=[
-            "ours: ExtensionService.respond_to_extension over SqlAlchemyStore on asyncpg "
-            "directly (pg_direct: statements compiled once by SQLAlchemy, a kept pool); "
+            "ours: ExtensionService.respond_to_extension over SqlAlchemyStore on "
+            "SQLAlchemy's async engine (asyncpg, a kept pool); "
             "BEGIN, the joined read, the one write statement, COMMIT: 4 round trips",
             "ours also writes 3 audit rows and 5 outbox rows the 4-statement baseline does not",
             "ours alternates with this baseline in its own repeats (the next row's ours "

@@ -278,14 +278,17 @@ class ExtensionService(Deadlines):
         def instead(
             snapshot: core.Snapshot, known: Facts, err: ExtensionError
         ) -> core.Decision | None:
-            ext = snapshot.extension
+            ext, session = snapshot.extension, snapshot.session
             if (
                 err.code is not ErrorCode.EXTENSION_RESOLVED
                 or ext is None
+                or session is None
                 or ext.id != extension_id
+                or ext.session_id != session.id  # the extension of the session answered
+                or known.now < ext.expires_at  # refused for another reason than lateness
             ):
                 return None
-            # Nothing unless it is still pending and due: as under auto_reject.
+            # Still pending and due: timed out as under auto_reject, nothing charged.
             facts = replace(known, timeout_action=TimeoutAction.AUTO_REJECT)
             return core.decide(snapshot, TimeoutExtension(extension_id), facts)
 

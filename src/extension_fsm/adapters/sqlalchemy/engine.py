@@ -265,6 +265,10 @@ class _SqliteTransaction(Transaction):
 
         try:
             await self._db.hop(end)
+        except Exception:
+            if commit:
+                raise
+            _log.debug("rollback failed", exc_info=True)  # the caller's error is reported
         finally:
             self._db._released()
 
@@ -406,7 +410,12 @@ class _PostgresTransaction(Transaction):
                     await conn.rollback()
             except _DRIVER_ERRORS as err:
                 await _drop(conn)
-                raise self._db.translate(err) from err
+                if commit:
+                    raise self._db.translate(err) from err
+                # A failed rollback: the server ends the transaction with the
+                # connection; the error that led here is the one to report.
+                _log.debug("rollback failed; connection dropped", exc_info=True)
+                return
             except BaseException:
                 await _drop(conn)  # cancelled mid-COMMIT: the connection is not reused
                 raise
