@@ -48,7 +48,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ...errors import StorageError, StoreClosed
+from ...errors import ConcurrencyConflict, StorageError, StoreClosed
+from .dialects import SQLITE_BUSY_S
 from .failures import lost_connection, translate
 from .schema import Tables
 
@@ -178,6 +179,9 @@ class SqliteDatabase(Database):
     def __init__(self, engine: Engine, tables: Tables) -> None:
         super().__init__(tables)
         self.engine = engine
+        raw = engine.url.query.get("timeout", SQLITE_BUSY_S)
+        #: how long another process's write lock is waited for
+        self.busy_seconds = float(raw[-1] if isinstance(raw, tuple) else raw)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="extension-fsm-sqlite")
         self._turn = asyncio.Lock()
         self._disposed = False
@@ -208,9 +212,24 @@ class SqliteDatabase(Database):
         return await self.run_sync(fn)  # nothing to lose on a file: no retry needed
 
     async def create_schema(self, create: Callable[[Connection], Any] | None = None) -> None:
-        # ``BEGIN IMMEDIATE`` takes the write lock first; another process
-        # creating it meanwhile is waited for by the busy timeout.
-        await self.run_sync(create or self.tables.metadata.create_all)
+        """``BEGIN IMMEDIATE`` takes the write lock first; another process's is
+        waited for by the busy timeout.  But SQLite answers "database is
+        locked" at once, without waiting, to a connection that switches a new
+        file to WAL while another one holds a lock on it (several instances
+        starting together on a new file): creating the schema changes nothing
+        when run again, so it is tried again, until the busy timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_seconds
+        pause = 0.005
+        while True:
+            try:
+                await self.run_sync(create or self.tables.metadata.create_all)
+                return
+            except ConcurrencyConflict:
+                if loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     async def _dispose(self) -> None:
         if self._disposed:
