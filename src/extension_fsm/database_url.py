@@ -35,7 +35,7 @@ def database_url(url: str | None) -> str:
     _need("sqlalchemy", "sql")
     _need("alembic", "sql")
     if not url.startswith("sqlite"):
-        _need("psycopg" if "+psycopg" in url.split(":", 1)[0] else "asyncpg", "postgres")
+        _need("asyncpg", "postgres")
     return str(url)
 
 

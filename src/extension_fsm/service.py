@@ -55,6 +55,8 @@ from .wire import whole_seconds
 __all__ = ["ExtensionService"]
 
 _log = logging.getLogger("extension_fsm")
+
+#: what to write instead when the core refuses an event (see ``ExtensionService._run``)
 T = TypeVar("T")
 
 
@@ -315,23 +317,10 @@ class ExtensionService:
         grace = int(await self._config.closure_grace_seconds())
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            pending = await uow.extensions.pending_for_session(session_id)
-            if pending is None:
-                # The store's clock, when it has one: the end is stamped by it, and
-                # so are its outbox rows (which every dispatcher judges by that clock).
-                alone = await uow.snapshots.for_request(session_id, None)
-                return core.Snapshot(session=alone.session, now=alone.now)
-            # The pending extension locked as an answer locks it, waiting for a
-            # worker that holds it (an approval in flight): ended on what it committed.
-            held = await uow.snapshots.for_response(session_id, pending.id)
-            ext = held.extension
-            if ext is None or ext.status is not ExtensionStatus.PENDING:
-                # Resolved between the look-up and the lock (READ COMMITTED):
-                # start over on fresh rows rather than cancel a final extension.
-                raise ConcurrencyConflict(f"extension {pending.id} resolved meanwhile")
-            return core.Snapshot(
-                session=held.session, pending=ext, payment=held.payment, now=held.now
-            )
+            # The pending extension locked, waiting for a worker that holds it
+            # (an approval in flight): ended on what it committed.  The store's
+            # clock, when it has one, stamps the end and its outbox rows.
+            return await uow.snapshots.for_end(session_id)
 
         decision = await self._run(
             EndSession(session_id), load, lambda: Facts(now=self._clock.now(), grace_seconds=grace)

@@ -94,8 +94,7 @@ class WorkerConfig:
             raise ConfigError("--db: an in-memory SQLite database is private to one process")
         _need("sqlalchemy", "sql", "--db")
         if scheme != "sqlite":
-            driver = "psycopg" if "+psycopg" in self.db.split(":", 1)[0] else "asyncpg"
-            _need(driver, "postgres", "--db postgresql://…")
+            _need("asyncpg", "postgres", "--db postgresql://…")
         if self.timer not in _TIMER_CHOICES:
             raise ConfigError(f"--session-timer {self.timer!r}: choose redis or none")
         if self.timer == "redis" and not self.redis_url:

@@ -1,30 +1,28 @@
 """The store contract (``extension_fsm.testing.StoreContract``) on every store of
-the library, used exactly as a host uses it: in memory, SQLite (file,
-``sqlite://`` and the ``+aiosqlite`` driver) and PostgreSQL (on asyncpg
-directly, the default, and through SQLAlchemy's engine with ``direct=False``)."""
+the library, used exactly as a host uses it: in memory, SQLite (file and
+``sqlite://``), PostgreSQL from a URL, and PostgreSQL on a host's own
+``AsyncEngine``."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import pytest
 import pytest_asyncio
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from extension_fsm.adapters.memory import MemoryStore
-from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, resolve_url
 from extension_fsm.ports import InspectableStore
 from extension_fsm.testing import StoreContract
-from tests.integration.sql_support import private_postgres_database
 
 
-async def _sql(url: str, *, direct: bool | None = None) -> SqlAlchemyStore:
+async def _sql(url: Any) -> SqlAlchemyStore:
     # A fresh prefix per test: isolation inside one database, and the prefix path tested.
     prefix = f"t{uuid.uuid4().hex[:8]}_"
-    return await SqlAlchemyStore.open(
-        url, create_schema=True, table_prefix=prefix, clock="local", direct=direct
-    )
+    return await SqlAlchemyStore.open(url, create_schema=True, table_prefix=prefix, clock="local")
 
 
 class TestMemoryStore(StoreContract):
@@ -42,40 +40,27 @@ class TestSqliteInMemory(StoreContract):
         return await _sql("sqlite://")
 
 
-class TestSqliteAiosqlite(StoreContract):
-    """The driver that keeps every call off the loop."""
-
-    async def make_store(self, tmp_path: Path) -> InspectableStore:
-        return await _sql(f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}")
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("contract") as url:
-        yield url
-
-
 class TestPostgres(StoreContract):
-    """The direct path: units of work and the outbox on asyncpg itself."""
-
     @pytest_asyncio.fixture
     async def store(self, pg_url: str) -> AsyncIterator[InspectableStore]:
-        made = await _sql(pg_url, direct=True)
-        assert made.is_direct
+        made = await _sql(pg_url)
         try:
             yield made
         finally:
             await self.close_store(made)
 
 
-class TestPostgresSqlAlchemy(StoreContract):
-    """The same database through SQLAlchemy's engine (``direct=False``)."""
+class TestPostgresOnTheHostsEngine(StoreContract):
+    """The store on an ``AsyncEngine`` the host made: the engine outlives the store."""
 
     @pytest_asyncio.fixture
     async def store(self, pg_url: str) -> AsyncIterator[InspectableStore]:
-        made = await _sql(pg_url, direct=False)
-        assert not made.is_direct
+        engine = create_async_engine(resolve_url(pg_url))
+        made = await _sql(engine)
         try:
             yield made
         finally:
             await self.close_store(made)
+            async with engine.connect() as conn:  # still usable: the store did not dispose it
+                assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
+            await engine.dispose()

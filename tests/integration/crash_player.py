@@ -69,7 +69,9 @@ async def play(url: str, seed: int) -> None:
                 price=15000,
                 extension_payment_session_id=f"{tag}p",
             )
-            print("requested", ext.id, session.id, flush=True)
+            print(
+                f"requested {ext.id} {session.id}", flush=True
+            )  # one write: a kill never splits it
             action = rng.choice(["accept", "reject", "end", "leave"])
             if action in ("accept", "reject"):
                 await service.respond_to_extension(
@@ -78,10 +80,10 @@ async def play(url: str, seed: int) -> None:
                     mitra_id="m1",
                     accepted=action == "accept",
                 )
-                print(action, ext.id, flush=True)
+                print(f"{action} {ext.id}", flush=True)
             elif action == "end":
                 await service.end_session(session.id)
-                print("end", session.id, flush=True)
+                print(f"end {session.id}", flush=True)
         except ExtensionError:
             pass  # a late answer after a sweep, for instance: refused, nothing written
         if n % 3 == 0:

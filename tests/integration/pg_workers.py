@@ -41,7 +41,7 @@ class FixedClock:
 class Worker:
     """A thread running its own event loop, store and service."""
 
-    def __init__(self, url: str, *, direct: bool | None = None) -> None:
+    def __init__(self, url: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -49,9 +49,7 @@ class Worker:
         self.config = StaticConfig(timeout_seconds=TIMEOUT)
         self.presence = MemoryPresence()
         self.sockets = MemorySockets()
-        self.store: SqlAlchemyStore = self.run(
-            SqlAlchemyStore.open(url, clock="local", direct=direct)
-        )
+        self.store: SqlAlchemyStore = self.run(SqlAlchemyStore.open(url, clock="local"))
         self.service = ExtensionService(
             self.store,
             clock=self.clock,

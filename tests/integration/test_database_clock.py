@@ -5,7 +5,7 @@ whose clock is slow does not accept an answer late."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -18,28 +18,18 @@ from extension_fsm.errors import ErrorCode, ExtensionError
 from extension_fsm.model import Extension, ExtensionStatus, SessionStatus
 from extension_fsm.simulator import make_payment, make_session
 from tests.integration.host_rows import make_service
-from tests.integration.sql_support import private_postgres_database
 
 # Skews and margins of minutes rather than seconds: the same property, and a
 # loaded machine cannot turn "4 left" into "due" between two statements.
 SKEW = timedelta(minutes=5)
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("dbclock") as url:
-        yield url
-
-
-@pytest.fixture(params=["direct", "sqlalchemy"])
-async def store(pg_url: str, request: pytest.FixtureRequest) -> AsyncIterator[SqlAlchemyStore]:
-    """On asyncpg directly (the default) and through SQLAlchemy's engine."""
-    direct = request.param == "direct"
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[SqlAlchemyStore]:
     s = await SqlAlchemyStore.open(
-        pg_url, create_schema=True, table_prefix=f"k{uuid.uuid4().hex[:8]}_", direct=direct
+        pg_url, create_schema=True, table_prefix=f"k{uuid.uuid4().hex[:8]}_"
     )
     assert s.uses_database_clock  # the default on PostgreSQL
-    assert s.is_direct is direct
     try:
         yield s
     finally:

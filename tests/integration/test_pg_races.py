@@ -32,15 +32,12 @@ TRIALS = 500 if IN_CI else 60
 
 
 def trials(w: Worker) -> int:
-    """All trials on the default (direct) path; a fifth through SQLAlchemy's engine."""
-    return TRIALS if w.store.is_direct else TRIALS // 5
+    return TRIALS
 
 
-@pytest.fixture(scope="module", params=["direct", "sqlalchemy"])
-def workers(request: pytest.FixtureRequest) -> Iterator[tuple[Worker, Worker]]:
-    """Two workers on asyncpg directly (the default path), or both through
-    SQLAlchemy's engine (``direct=0``)."""
-    direct = request.param == "direct"
+@pytest.fixture(scope="module")
+def workers() -> Iterator[tuple[Worker, Worker]]:
+    """Two workers, each with its own store and service, on one database."""
     with private_postgres_database("races") as url:
 
         async def create() -> None:
@@ -48,8 +45,7 @@ def workers(request: pytest.FixtureRequest) -> Iterator[tuple[Worker, Worker]]:
             await store.aclose()
 
         asyncio.run(create())
-        a, b = Worker(url, direct=direct), Worker(url, direct=direct)
-        assert a.store.is_direct is direct and b.store.is_direct is direct
+        a, b = Worker(url), Worker(url)
         try:
             yield a, b
         finally:

@@ -10,7 +10,7 @@ their commit order when the first call to the host fails.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -22,14 +22,7 @@ from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.model import FailureCause, PaymentStatus, SessionStatus
 from extension_fsm.ports import InspectableStore
 from extension_fsm.simulator import World, make_payment
-from tests.integration.sql_support import private_postgres_database
 from tests.unit._support import new_world
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("order") as url:
-        yield url
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

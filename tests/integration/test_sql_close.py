@@ -27,12 +27,10 @@ pytestmark = pytest.mark.postgres
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=[True, False], ids=["direct", "engine"])
-async def pg(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SqlAlchemyStore, str]]:
+@pytest.fixture
+async def pg() -> AsyncIterator[tuple[SqlAlchemyStore, str]]:
     with private_postgres_database("close") as url:
-        store = await SqlAlchemyStore.open(
-            url, create_schema=True, clock="local", direct=request.param
-        )
+        store = await SqlAlchemyStore.open(url, create_schema=True, clock="local")
         try:
             yield store, make_url(url).database or ""
         finally:
@@ -81,13 +79,14 @@ async def test_closing_waits_for_the_work_holding_a_connection(
     store, database = pg
     db = store.database
     conn = await db.begin()
+    await conn.run(lambda c: c.exec_driver_sql("SELECT 1"))  # it holds a connection
     closing = asyncio.create_task(store.aclose())
     await asyncio.sleep(0.2)
     assert not closing.done(), "closed while a unit of work still held its connection"
     with pytest.raises(StorageError):
         await db.begin()  # new work is refused while closing
 
-    await db.finish(conn, commit=True)
+    await conn.finish(commit=True)
     await asyncio.wait_for(closing, 30)
     assert await _until_no_backend(database) == 0
 
@@ -98,7 +97,8 @@ async def test_work_outliving_the_grace_closes_its_own_connection(
     store, database = pg
     db = store.database
     conn = await db.begin()
+    await conn.run(lambda c: c.exec_driver_sql("SELECT 1"))  # it holds a connection
     await asyncio.wait_for(db.dispose(grace=0.1), 30)  # does not wait for ever
 
-    await db.finish(conn, commit=False)
+    await conn.finish(commit=False)
     assert await _until_no_backend(database) == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import pytest
 from sqlalchemy.dialects import postgresql
 
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
-from tests.integration.sql_support import private_postgres_database
 
 # statement attribute on the unit of work's ``statements`` -> the index it must use
 LOOKUPS = {
@@ -54,12 +52,6 @@ async def _sqlite_dialect() -> Any:
     from sqlalchemy.dialects import sqlite
 
     return sqlite.dialect()
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("plans") as url:
-        yield url
 
 
 @pytest.mark.parametrize(("name", "index"), sorted(LOOKUPS.items()))

@@ -3,9 +3,8 @@ simulation harness, with the invariants of ``docs/design.md`` checked on the row
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -22,25 +21,11 @@ from extension_fsm.model import (
 )
 from extension_fsm.ports import StoreDump
 from extension_fsm.simulator import World, make_payment, make_session
-from tests.integration.sql_support import private_postgres_database
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("service") as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "sqlite_aiosqlite", "postgres"])
-async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'service.db'}"
-    elif request.param == "sqlite_aiosqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    prefix = "w" + tmp_path.name[-8:].replace("-", "_") + "_"
-    store = await SqlAlchemyStore.open(url, create_schema=True, table_prefix=prefix, clock="local")
+@pytest.fixture
+async def world(sql_backend: SqlAlchemyStore) -> AsyncIterator[World]:
+    store = sql_backend
     w = World(store=store)
     now = w.clock.now()
     await w.add_session(make_session("s1", expires_at=now + timedelta(minutes=5)))
@@ -50,7 +35,6 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield w
     finally:
         await w.settle()
-        await store.aclose()
 
 
 def counts(d: StoreDump) -> tuple[int, ...]:

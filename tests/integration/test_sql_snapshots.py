@@ -4,7 +4,7 @@ row-by-row reads give, and the timeout's read claims its row as ``claim`` does."
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +15,6 @@ from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, SqlUnitOfWork
 from extension_fsm.core import Snapshot
 from extension_fsm.model import Extension, ExtensionStatus, Session, SessionStatus
 from extension_fsm.simulator import make_payment, make_session
-from tests.integration.sql_support import private_postgres_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -24,12 +23,6 @@ def ext(ext_id: str, session_id: str, payment_id: str, status: ExtensionStatus) 
     return Extension(
         ext_id, session_id, 10, 15000, payment_id, status, T0, T0 + timedelta(seconds=10), 10
     )
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("snap") as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

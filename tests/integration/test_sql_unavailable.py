@@ -85,11 +85,9 @@ class Env:
         await bounded(asyncio.gather(*(one() for _ in range(5))))
 
 
-@pytest.fixture(params=["direct", "sqlalchemy"])
-async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
-    """The store under test reaches the database through the proxy, on asyncpg
-    directly or through SQLAlchemy's engine (``direct=0``)."""
-    path = "" if request.param == "direct" else "&direct=0"
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    """The store under test reaches the database through the proxy."""
     with private_postgres_database("unavail") as url:
         direct = await SqlAlchemyStore.open(url, create_schema=True)
         target = make_url(url)
@@ -97,8 +95,7 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
         proxied = target.set(host="127.0.0.1", port=proxy.port).render_as_string(
             hide_password=False
         )
-        store = await SqlAlchemyStore.open(f"{proxied}?{LIMITS}{path}")
-        assert store.is_direct is (request.param == "direct")
+        store = await SqlAlchemyStore.open(f"{proxied}?{LIMITS}")
         try:
             yield Env(store, proxy, direct)
         finally:

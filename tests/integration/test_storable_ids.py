@@ -5,21 +5,18 @@ non-str ids, lone surrogates."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import String
 
-from extension_fsm.adapters.memory import MemoryStore
-from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, build_tables
+from extension_fsm.adapters.sqlalchemy import build_tables
 from extension_fsm.errors import ErrorCode, ExtensionError
-from extension_fsm.ports import StoreDump
+from extension_fsm.ports import InspectableStore, StoreDump
 from extension_fsm.simulator import World, make_payment, make_session
 from extension_fsm.validation import ID_MAX_LENGTH, check_ids
-from tests.integration.sql_support import private_postgres_database
 
 BAD_IDS: list[Any] = [
     "s1\x00",
@@ -33,33 +30,12 @@ BAD_IDS: list[Any] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("ids") as url:
-        yield url
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
-    store: Any
-    if request.param == "memory":
-        store = MemoryStore()
-    else:
-        url = (
-            f"sqlite:///{tmp_path / 'ids.db'}"
-            if request.param == "sqlite"
-            else request.getfixturevalue("pg_url")
-        )
-        prefix = "i" + tmp_path.name[-8:].replace("-", "_") + "_"
-        store = await SqlAlchemyStore.open(url, create_schema=True, table_prefix=prefix)
-    w = World(store=store)
+@pytest.fixture
+async def world(backend: InspectableStore) -> AsyncIterator[World]:
+    w = World(store=backend)
     await w.add_session(make_session("s1", expires_at=w.clock.now() + timedelta(minutes=5)))
     await w.add_payment(make_payment("p1"))
-    try:
-        yield w
-    finally:
-        if isinstance(store, SqlAlchemyStore):
-            await store.aclose()
+    yield w
 
 
 def calls(w: World, bad: Any, ext_id: str) -> list[Callable[[], Awaitable[Any]]]:

@@ -34,7 +34,7 @@ from tests.integration.sql_support import private_postgres_database
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database: a SQLite file, or a private PostgreSQL database (asyncpg, direct)."""
+    """A fresh database: a SQLite file, or a private PostgreSQL database (asyncpg)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'x.db'}"
         return

@@ -5,10 +5,10 @@ store is held to.
 
 A SQL unit of work costs more than a memory one, so this runs fewer, shorter
 examples than the in-memory machine.  Calls run at once, as on the memory
-store: SQLite runs on the event loop's thread (no driver thread whose timing
-would make a run impossible to replay), units of work take turns on the
-store's lock, and everything around them (deliveries, timers, the yielding
-store's switches) interleaves as hypothesis draws it.  Real concurrency
+store: units of work take turns on the store's lock (each of their calls
+runs on the store's SQLite thread and is awaited before the next), and
+everything around them (deliveries, timers, the yielding store's switches)
+interleaves as hypothesis draws it.  Real concurrency
 inside a database is what tests/integration/test_pg_races.py is for.
 """
 

@@ -4,10 +4,9 @@ driver sees it, and a value that is not a number of seconds is refused."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from extension_fsm.adapters.sqlalchemy.engine import create_engine
+from extension_fsm.adapters.sqlalchemy.dialects import postgres_engine
 from extension_fsm.adapters.sqlalchemy.urls import (
     PgTimeouts,
     split_asyncpg_options,
@@ -38,20 +37,12 @@ def test_a_bad_value_is_refused(value: str) -> None:
         split_pg_timeouts(make_url(f"postgresql://u@h/db?statement_timeout={value}"))
 
 
-@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
-def test_the_engine_checks_pooled_connections_and_bounds_its_waits(driver: str) -> None:
-    engine = create_engine(f"postgresql+{driver}://u@h/db?pool_timeout=3&connect_timeout=2")
-    sync = engine.sync_engine  # type: ignore[union-attr]
-    assert sync.pool._timeout == 3
-    assert "timeout" not in str(engine.url)
-    # psycopg: SQLAlchemy's pre-ping; asyncpg: a cheaper check of its own
-    assert sync.pool._pre_ping == (driver == "psycopg")
-    assert event.contains(sync, "checkout", _alive_listener(sync)) == (driver == "asyncpg")
-
-
-def _alive_listener(engine: object) -> object:
-    listeners = getattr(engine.pool.dispatch, "checkout", ())  # type: ignore[attr-defined]
-    return next((fn for fn in listeners if fn.__name__ == "_alive"), None)
+def test_the_engine_bounds_its_pool_and_its_waits() -> None:
+    engine = postgres_engine("postgresql://u@h/db?pool_timeout=3&connect_timeout=2&pool_size=4")
+    pool = engine.sync_engine.pool
+    assert pool._timeout == 3  # type: ignore[attr-defined]
+    assert (pool.size(), pool._max_overflow) == (4, 0)  # type: ignore[attr-defined]
+    assert "timeout" not in str(engine.url) and "pool_size" not in str(engine.url)
 
 
 def test_asyncpg_options_are_converted_and_leave_the_url() -> None:

@@ -3,7 +3,7 @@ own repositories, one row at a time.
 
 A store whose reads cost nothing (the memory store) needs no more than this;
 a database store offers statements that do the same in one round trip (the
-SQL store) and falls back to this where it has none.  Both read the
+SQL store).  Both read the
 repositories lazily, so a unit of work whose repositories are wrapped (tests
 that pause or gate each call) is read through its wrappers.
 """
@@ -66,6 +66,22 @@ class RowSnapshots:
             if await uow.extensions.get(extension_id) != ext:
                 raise ConcurrencyConflict(f"extension {extension_id} moved while loading")
         return Snapshot(session=session, extension=ext, payment=payment)
+
+    async def for_end(self, session_id: str) -> Snapshot:
+        uow = self._uow
+        pending = await uow.extensions.pending_for_session(session_id)
+        if pending is not None:
+            claimed = await uow.extensions.claim(pending.id)
+            if claimed is not None and claimed.status is not ExtensionStatus.PENDING:
+                # Resolved between the look-up and the lock (READ COMMITTED):
+                # start over on fresh rows rather than cancel a final extension.
+                raise ConcurrencyConflict(f"extension {pending.id} resolved meanwhile")
+            pending = claimed or pending
+        session = await uow.sessions.get(session_id)
+        if session is None:
+            return Snapshot(session=None)
+        payment = await uow.payments.get(pending.payment_session_id) if pending else None
+        return Snapshot(session=session, pending=pending, payment=payment)
 
     async def for_timeout(self, extension_id: str) -> Snapshot:
         uow = self._uow

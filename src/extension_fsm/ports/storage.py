@@ -170,6 +170,14 @@ class SnapshotLoader(Protocol):
         extension before this unit of work ends."""
         ...
 
+    async def for_end(self, session_id: str) -> Snapshot:
+        """The session, its pending extension (``pending``) and that extension's
+        payment session, the extension locked for this unit of work: where
+        another worker holds it, this waits for it (bounded) and reads what
+        that worker committed, or fails with ``ConcurrencyConflict`` so the
+        call reads again.  ``session=None`` alone when the session does not exist."""
+        ...
+
     async def for_timeout(self, extension_id: str) -> Snapshot:
         """The extension, claimed as :meth:`ExtensionRepository.claim` claims it, its
         session and its payment session; ``session=None`` alone when the extension

@@ -1,6 +1,6 @@
 """The unit of work's joined reads (``uow.snapshots``) and decision write
 (``uow.write_batch``), required of every store: the same cases over memory,
-SQLite (file, ``sqlite://``, ``+aiosqlite``) and PostgreSQL."""
+SQLite (file, ``sqlite://``) and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -72,6 +72,22 @@ class UnitOfWorkContract:
         assert got.payment is not None and got.payment.id == "p1"
         assert unknown.session is not None and unknown.extension is None
         assert no_session.session is None and no_session.extension is None
+
+    async def test_for_end_reads_the_session_its_pending_extension_and_payment(
+        self, store: InspectableStore
+    ) -> None:
+        await seed(store)
+        await add_committed(store, ext("e1"))
+        async with store.unit_of_work() as uow:
+            got = await uow.snapshots.for_end("s1")
+            none_pending = await uow.snapshots.for_end("s2")
+            missing = await uow.snapshots.for_end("nope")
+        assert got.session is not None and got.session.id == "s1"
+        assert got.pending == ext("e1")
+        assert got.payment is not None and got.payment.id == "p1"
+        assert none_pending.session is not None and none_pending.session.id == "s2"
+        assert none_pending.pending is None and none_pending.payment is None
+        assert missing.session is None and missing.pending is None
 
     async def test_for_timeout_claims_and_reads_a_pending_extension(
         self, store: InspectableStore

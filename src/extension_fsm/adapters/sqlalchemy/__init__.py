@@ -1,11 +1,10 @@
 """Durable storage: SQLAlchemy 2 over SQLite (embedded default) or PostgreSQL.
 
 ``store = await SqlAlchemyStore.open(url)`` with ``sqlite:///file.db`` (a file
-in WAL mode), ``sqlite://`` (in memory, one shared connection),
-``postgresql://…`` (asyncpg) or an explicit driver: ``+pysqlite`` (the
-default: statements run on the event loop's thread, see :mod:`.engine`),
-``+aiosqlite`` (every driver call in a thread), ``+asyncpg``, ``+psycopg``;
-``await store.aclose()`` when done.  It implements
+in WAL mode), ``sqlite://`` (in memory, one shared connection) or
+``postgresql://…`` (asyncpg), or ``SqlAlchemyStore.open(engine)`` with a
+host's own PostgreSQL ``AsyncEngine``; ``await store.aclose()`` when done.
+One executor per backend, both through SQLAlchemy (:mod:`.engine`).  It implements
 :class:`~extension_fsm.ports.Store` (with ``store.outbox``, the
 :class:`~extension_fsm.ports.OutboxStore`) and
 :class:`~extension_fsm.ports.InspectableStore`.

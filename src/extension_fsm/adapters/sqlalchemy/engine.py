@@ -1,37 +1,46 @@
-"""The transaction primitive: a connection inside one transaction, and back.
+"""The transaction primitive: one executor per backend, both through SQLAlchemy.
 
-:class:`Database` holds an engine (built by :func:`~.dialects.create_engine`,
-configured per dialect) and its tables, begins and finishes the transaction
-of each unit of work, and translates driver errors (:mod:`.failures`).
+Every statement of the store is a plain function of a SQLAlchemy
+:class:`~sqlalchemy.engine.Connection` (:mod:`.statements`, :mod:`.loads`,
+:mod:`.outbox`); a :class:`Transaction` runs such functions inside one
+database transaction, and the backend decides where they run:
 
-SQLite: units of work in one process queue on an ``asyncio.Lock`` rather
-than on the file lock.  By default (``sqlite://``, ``+pysqlite``) statements
-run on the event loop's own thread: a SQLite statement takes microseconds, a
-hand-off to a driver thread and back about a hundred (bench/).  The loop
-never waits on another process's lock: ``BEGIN IMMEDIATE`` is tried without
-a busy wait and, while another process writes, tried again after an
-``asyncio.sleep`` until the busy timeout (10 s; ``?timeout=`` in the URL sets
-it).  Inside the transaction the write lock is held, so nothing waits; only
-the commit's ``fsync`` touches the disk.  ``+aiosqlite`` keeps every call off
-the loop instead (one thread hand-off per driver call, with the driver's own
-busy timeout).
+- :class:`SqliteDatabase`: a sync engine (pysqlite) whose every call runs on
+  one worker thread owned by the store, one hop per call (a unit of work's
+  load, its write and its commit: three hops), so the event loop keeps
+  running while SQLite works or waits for another process's write lock.
+  Units of work of one store take turns on an ``asyncio.Lock`` (one writer at
+  a time in SQLite anyway), so the worker never waits on its own store.
+- :class:`PostgresDatabase`: an :class:`~sqlalchemy.ext.asyncio.AsyncEngine`
+  on asyncpg, the store's own or a host's; each call is
+  ``AsyncConnection.run_sync`` on the unit of work's connection, in a
+  ``REPEATABLE READ`` transaction.  A lost race, a deadlock or a lock timeout
+  is a :class:`~extension_fsm.errors.ConcurrencyConflict` and the service
+  re-runs the call on fresh state.
 
-PostgreSQL: a lost race, a deadlock or a lock timeout is a
-:class:`~extension_fsm.errors.ConcurrencyConflict` and the service re-runs
-the call on fresh state; a database that cannot be reached in time is a
-retryable :class:`~extension_fsm.errors.StorageError`.
-:meth:`Database.create_schema` holds a transaction-level advisory lock, so
-instances starting together on an empty database create the tables once.
+**The one retry.**  A connection found dead (:func:`~.failures.lost_connection`)
+by the first statement of a transaction, which only reads, is replaced and
+that statement run again, once (``LOST_CONNECTION_RETRIES``): nothing was
+written, so nothing can be doubled.  SQLAlchemy has already invalidated the
+pool's older connections, so the retry gets a new one.  A connection lost
+later in a transaction (it never committed) or during a ``COMMIT`` (its
+outcome unknown) is never retried here: the call fails with a retryable
+``StorageError`` (503) and the caller decides.  The outbox's single
+statements pass ``retry=True`` only where running twice changes nothing.
+
+Driver errors become the library's exceptions in :meth:`Database.translate`
+(:mod:`.failures`).  :meth:`Database.create_schema` is safe from several
+instances at once (PostgreSQL: a transaction-level advisory lock; SQLite: the
+write lock taken up front).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
@@ -40,257 +49,113 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...errors import ConcurrencyConflict, StorageError, StoreClosed
-from .dialects import create_engine, sqlite_busy_seconds
-from .failures import FAILED_MESSAGE as FAILED_MESSAGE  # re-exported: older imports
-from .failures import UNAVAILABLE_MESSAGE as UNAVAILABLE_MESSAGE
-from .failures import translate
-from .failures import unavailable as unavailable
+from .dialects import SQLITE_BUSY_S
+from .failures import lost_connection, translate
 from .schema import Tables
 
-__all__ = ["Database", "InlineConnection", "StorageError", "TxConnection", "create_engine"]
+__all__ = [
+    "LOST_CONNECTION_RETRIES",
+    "Database",
+    "PostgresDatabase",
+    "SqliteDatabase",
+    "StorageError",
+    "Transaction",
+]
 
 T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
 
-_BUSY_FIRST_S, _BUSY_MAX_S = 0.001, 0.05
+#: how often the first (reading) statement of a transaction is run again on a
+#: new connection when its pooled one turned out dead
+LOST_CONNECTION_RETRIES = 1
 #: the advisory lock key that serialises create_schema across instances
 _SCHEMA_LOCK_KEY = 0x657874_66736D  # "ext" "fsm"
+#: driver errors translated at this edge
+_DRIVER_ERRORS = (DBAPIError, OSError, PoolTimeout)
 
 
-class TxConnection(Protocol):
-    """What a unit of work needs of a connection (an ``AsyncConnection`` has it)."""
+class Transaction:
+    """One database transaction: :meth:`run` functions of a connection in it,
+    then :meth:`finish` it (commit or roll back)."""
 
-    async def execute(self, statement: Any, parameters: Any = None) -> Any: ...
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` inside this transaction; driver errors translated."""
+        raise NotImplementedError
 
-    async def commit(self) -> None: ...
-
-    async def rollback(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def invalidate(self) -> None: ...
-
-
-class InlineConnection:
-    """A sync connection behind the awaitable calls of :class:`TxConnection`;
-    each call runs to completion on the caller's thread."""
-
-    __slots__ = ("sync",)
-
-    def __init__(self, sync: Connection) -> None:
-        self.sync = sync
-
-    async def execute(self, statement: Any, parameters: Any = None) -> Any:
-        return self.sync.execute(statement, parameters)
-
-    async def commit(self) -> None:
-        self.sync.commit()
-
-    async def rollback(self) -> None:
-        self.sync.rollback()
-
-    async def close(self) -> None:
-        self.sync.close()
-
-    async def invalidate(self) -> None:
-        self.sync.invalidate()
+    async def finish(self, *, commit: bool) -> None:
+        """Commit (a lost race is ``ConcurrencyConflict``) or roll back; always
+        gives the connection back."""
+        raise NotImplementedError
 
 
 class Database:
     """An engine, its tables, and how to run one transaction on it."""
 
-    def __init__(self, engine: AsyncEngine | Engine, tables: Tables) -> None:
-        self.engine = engine
+    is_postgres: bool
+
+    def __init__(self, tables: Tables) -> None:
         self.tables = tables
-        self.is_postgres = engine.dialect.name == "postgresql"
-        #: statements run on the loop's thread (sync SQLite engine)
-        self.is_inline = isinstance(engine, Engine)
-        self._busy_s = sqlite_busy_seconds(engine.url)
-        self._held: Connection | None = None
         self._closed = False
+        #: the close's grace ran out: work still open fails on its next call
+        self.abandoned = False
         # Work holding (or opening) a connection: dispose() waits for it, so
         # no connection is left to the garbage collector with its socket open.
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._autocommit = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if isinstance(engine, AsyncEngine)
-            else None
-        )
-        # SQLite has one writer; queue in-process instead of spinning on the file lock.
-        self._lock = None if self.is_postgres else asyncio.Lock()
 
-    async def begin(self) -> TxConnection:
-        """A connection inside a new transaction (release with :meth:`finish`)."""
-        self._enter()
-        try:
-            if self._lock is not None:
-                await self._lock.acquire()
-            try:
-                return await self._begin()
-            except BaseException:
-                if self._lock is not None:
-                    self._lock.release()
-                raise
-        except BaseException:
-            self._leave()
-            raise
+    async def begin(self) -> Transaction:
+        """A new transaction (end it with :meth:`Transaction.finish`)."""
+        raise NotImplementedError
 
-    async def _begin(self) -> TxConnection:
-        if isinstance(self.engine, Engine):
-            return await self._begin_inline(self.engine)
-        try:
-            conn = await self.engine.connect()
-        except (DBAPIError, OSError, PoolTimeout) as err:
-            raise self.translate(err) from err
-        try:
-            await conn.begin()
-        except BaseException as err:
-            await conn.close()
-            if isinstance(err, DBAPIError | OSError):
-                raise self.translate(err) from err
-            raise
-        return conn
-
-    async def _begin_inline(self, engine: Engine) -> TxConnection:
-        deadline, pause = time.monotonic() + self._busy_s, _BUSY_FIRST_S
-        while True:
-            # Units of work take turns on the lock, so one connection serves them
-            # all (no pool checkout and reset per transaction).
-            conn = self._held if self._held is not None else engine.connect()
-            self._held = None
-            try:
-                conn.begin()
-                return InlineConnection(conn)
-            except DBAPIError as err:
-                conn.close()
-                failure = self.translate(err)
-                if not isinstance(failure, ConcurrencyConflict) or time.monotonic() >= deadline:
-                    raise failure from err
-            except BaseException:
-                conn.close()
-                raise
-            await asyncio.sleep(pause)  # another process writes: let the loop run meanwhile
-            pause = min(pause * 2, _BUSY_MAX_S)
-
-    async def finish(self, conn: TxConnection, *, commit: bool) -> None:
-        """Commit (translating a lost race) or roll back, then give the connection back."""
-        try:
-            if commit:
-                await conn.commit()
-            else:
-                await conn.rollback()
-        except DBAPIError as err:
-            raise self.translate(err) from err
-        finally:
-            try:
-                await self._drop_if_closed(conn)
-                if (
-                    not self._closed
-                    and isinstance(conn, InlineConnection)
-                    and not conn.sync.invalidated
-                    and not conn.sync.in_transaction()
-                ):
-                    self._held = conn.sync  # kept for the next unit of work
-                else:
-                    await conn.close()
-            finally:
-                if self._lock is not None:
-                    self._lock.release()
-                self._leave()
-
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[Any]:
-        """A pooled connection outside any transaction (PostgreSQL, one
-        statement at a time); refused once the database is closed."""
-        if self._autocommit is None:
-            raise TypeError("autocommit needs an async engine")
-        self._enter()
-        try:
-            async with self._autocommit.connect() as conn:
-                try:
-                    yield conn
-                finally:
-                    await self._drop_if_closed(conn)
-        finally:
-            self._leave()
+    async def one_statement(self, fn: Callable[[Connection], T], *, retry: bool = False) -> T:
+        """``fn(connection)``, one statement atomic on its own (PostgreSQL: in
+        autocommit, one round trip; SQLite: its own transaction).  ``retry``:
+        the statement changes nothing when run twice, so a connection found
+        dead is replaced and it runs again (``LOST_CONNECTION_RETRIES``)."""
+        raise NotImplementedError
 
     async def run_sync(self, fn: Callable[[Connection], T]) -> T:
         """``fn(connection)`` in one committed transaction (schema work, inspection)."""
-        self._enter()
+        tx = await self.begin()
         try:
-            if isinstance(self.engine, Engine):
-                with self.engine.begin() as conn:
-                    return fn(conn)
-            async with self.engine.connect() as aconn:
-                try:
-                    async with aconn.begin():
-                        return await aconn.run_sync(fn)
-                finally:
-                    await self._drop_if_closed(aconn)
-        finally:
-            self._leave()
+            result = await tx.run(fn)
+        except BaseException:
+            await tx.finish(commit=False)
+            raise
+        await tx.finish(commit=True)
+        return result
 
     async def create_schema(self, create: Callable[[Connection], Any] | None = None) -> None:
         """Create every missing table and index (``create``, by default the
-        metadata's ``create_all``); safe from several instances at once.
+        metadata's ``create_all``); safe from several instances at once."""
+        raise NotImplementedError
 
-        PostgreSQL: under a transaction-level advisory lock, at READ COMMITTED so
-        that an instance which waited for the lock sees the tables the first one
-        committed.  SQLite: the transaction takes the write lock up front
-        (``BEGIN IMMEDIATE``); a busy database is tried again until the busy
-        timeout.  A database that cannot be reached is a :class:`StorageError`.
-        """
-        create_all = create or self.tables.metadata.create_all
-        self._enter()
-        try:
-            if isinstance(self.engine, Engine):
-                await self._create_inline(self.engine, create_all)
-            else:
-                await self._create(self.engine, create_all)
-        finally:
-            self._leave()
-
-    async def _create(self, engine: AsyncEngine, create_all: Callable[[Connection], Any]) -> None:
-        try:
-            async with engine.connect() as aconn:
-                try:
-                    if self.is_postgres:
-                        await aconn.execution_options(isolation_level="READ COMMITTED")
-                    async with aconn.begin():
-                        if self.is_postgres:
-                            lock = text("SELECT pg_advisory_xact_lock(:key)")
-                            await aconn.execute(lock, {"key": _SCHEMA_LOCK_KEY})
-                        await aconn.run_sync(create_all)
-                finally:
-                    await self._drop_if_closed(aconn)
-        except (DBAPIError, OSError, PoolTimeout) as err:
-            raise self.translate(err) from err
-
-    async def _create_inline(self, engine: Engine, create_all: Callable[[Connection], Any]) -> None:
-        deadline, pause = time.monotonic() + self._busy_s, _BUSY_FIRST_S
-        while True:
+    async def dispose(self, *, grace: float = 10.0) -> None:
+        """Refuse new work, wait up to ``grace`` seconds for the work holding a
+        connection to give it back, then close every pooled connection of an
+        engine the store created (a host's engine is left as it is)."""
+        self._closed = True
+        if self._in_flight:
             try:
-                with engine.begin() as conn:
-                    create_all(conn)
-                return
-            except DBAPIError as err:
-                failure = self.translate(err)
-                if not isinstance(failure, ConcurrencyConflict) or time.monotonic() >= deadline:
-                    raise failure from err
-            await asyncio.sleep(pause)  # another process holds the write lock
-            pause = min(pause * 2, _BUSY_MAX_S)
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except TimeoutError:
+                self.abandoned = True
+                _log.warning(
+                    "closing the database with %d unit(s) of work still running", self._in_flight
+                )
+        await self._dispose()
 
-    async def _drop_if_closed(self, conn: TxConnection | AsyncConnection) -> None:
-        """Close the driver's connection of work that outlived :meth:`dispose`
-        (given back to the disposed pool, it would stay open until the GC)."""
-        if self._closed:
-            await conn.invalidate()
+    async def _dispose(self) -> None:
+        raise NotImplementedError
+
+    def translate(self, err: DBAPIError | OSError | PoolTimeout) -> Exception:
+        """The library's exception for a driver error (see :mod:`.failures`)."""
+        return translate(err, self.tables, is_postgres=self.is_postgres)
 
     def _enter(self) -> None:
-        # A closed engine would open a fresh pool on demand and leak it: a late
+        # A disposed engine would open a fresh pool on demand and leak it: a late
         # caller (a background delivery outliving its store) is refused instead.
         if self._closed:
             raise StoreClosed()
@@ -302,29 +167,286 @@ class Database:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def dispose(self, *, grace: float = 10.0) -> None:
-        """Refuse new work, wait up to ``grace`` seconds for the work holding a
-        connection to give it back, then close every pooled connection.
 
-        A connection still out after the grace (its statement outlived the
-        driver's own timeouts) is closed by its holder when it finishes.
-        """
-        self._closed = True
-        if self._in_flight:
+# ---------------------------------------------------------------------- SQLite
+
+
+class SqliteDatabase(Database):
+    """SQLite on a sync engine, every call on one worker thread of this store."""
+
+    is_postgres = False
+
+    def __init__(self, engine: Engine, tables: Tables) -> None:
+        super().__init__(tables)
+        self.engine = engine
+        raw = engine.url.query.get("timeout", SQLITE_BUSY_S)
+        #: how long another process's write lock is waited for
+        self.busy_seconds = float(raw[-1] if isinstance(raw, tuple) else raw)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="extension-fsm-sqlite")
+        self._turn = asyncio.Lock()
+        self._disposed = False
+
+    async def hop(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the worker thread.  Shielded: a cancelled caller never
+        cancels work queued there (a rollback must run); calls run in order."""
+        future = asyncio.get_running_loop().run_in_executor(self._worker, fn)
+        try:
+            return await asyncio.shield(future)
+        except _DRIVER_ERRORS as err:
+            raise self.translate(err) from err
+
+    async def begin(self) -> Transaction:
+        self._enter()
+        try:
+            await self._turn.acquire()
+        except BaseException:
+            self._leave()
+            raise
+        return _SqliteTransaction(self)
+
+    def _released(self) -> None:
+        self._turn.release()
+        self._leave()
+
+    async def one_statement(self, fn: Callable[[Connection], T], *, retry: bool = False) -> T:
+        return await self.run_sync(fn)  # nothing to lose on a file: no retry needed
+
+    async def create_schema(self, create: Callable[[Connection], Any] | None = None) -> None:
+        """``BEGIN IMMEDIATE`` takes the write lock first; another process's is
+        waited for by the busy timeout.  But SQLite answers "database is
+        locked" at once, without waiting, to a connection that switches a new
+        file to WAL while another one holds a lock on it (several instances
+        starting together on a new file): creating the schema changes nothing
+        when run again, so it is tried again, until the busy timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_seconds
+        pause = 0.005
+        while True:
             try:
-                await asyncio.wait_for(self._idle.wait(), grace)
-            except TimeoutError:
-                _log.warning(
-                    "closing the database with %d unit(s) of work still running", self._in_flight
-                )
-        if isinstance(self.engine, Engine):
-            held, self._held = self._held, None
-            if held is not None:
-                held.close()
-            self.engine.dispose()
-        else:
+                await self.run_sync(create or self.tables.metadata.create_all)
+                return
+            except ConcurrencyConflict:
+                if loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    async def _dispose(self) -> None:
+        if self._disposed:
+            return
+        self._disposed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._worker, self.engine.dispose)
+        finally:
+            self._worker.shutdown(wait=False)
+
+
+class _SqliteTransaction(Transaction):
+    """A connection of the worker thread; ``BEGIN IMMEDIATE`` with the first call."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        self._conn: Connection | None = None
+        self._done = False
+
+    def _connection(self) -> Connection:  # on the worker thread
+        if self._conn is None:
+            conn = self._db.engine.connect()
+            try:
+                conn.begin()
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        if self._done:
+            raise RuntimeError("transaction already finished")
+        return await self._db.hop(lambda: fn(self._connection()))
+
+    async def finish(self, *, commit: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+
+        def end() -> None:  # on the worker thread
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                if commit:
+                    conn.commit()
+                else:
+                    conn.rollback()
+            finally:
+                conn.close()
+
+        try:
+            await self._db.hop(end)
+        except Exception:
+            if commit:
+                raise
+            _log.debug("rollback failed", exc_info=True)  # the caller's error is reported
+        finally:
+            self._db._released()
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+class PostgresDatabase(Database):
+    """PostgreSQL on an :class:`AsyncEngine` (the store's, or a host's when
+    ``owns_engine`` is false: then it is never disposed here)."""
+
+    is_postgres = True
+
+    def __init__(self, engine: AsyncEngine, tables: Tables, *, owns_engine: bool = True) -> None:
+        super().__init__(tables)
+        self.engine = engine
+        self._owns_engine = owns_engine
+
+    async def connect(self, isolation_level: str) -> AsyncConnection:
+        """A pooled connection set to ``isolation_level`` (no round trip: the
+        driver sends it with the transaction's ``BEGIN``)."""
+        try:
+            conn = await self.engine.connect()
+        except _DRIVER_ERRORS as err:
+            raise self.translate(err) from err
+        try:
+            await conn.execution_options(isolation_level=isolation_level)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def begin(self) -> Transaction:
+        self._enter()
+        return _PostgresTransaction(self)
+
+    async def one_statement(self, fn: Callable[[Connection], T], *, retry: bool = False) -> T:
+        self._enter()
+        try:
+            for attempt in range(LOST_CONNECTION_RETRIES + 1):
+                conn = await self.connect("AUTOCOMMIT")
+                try:
+                    return await conn.run_sync(fn)
+                except _DRIVER_ERRORS as err:
+                    if retry and lost_connection(err) and attempt < LOST_CONNECTION_RETRIES:
+                        continue
+                    raise self.translate(err) from err
+                finally:
+                    await _give_back(conn, self._closed)
+            raise AssertionError("unreachable")
+        finally:
+            self._leave()
+
+    async def create_schema(self, create: Callable[[Connection], Any] | None = None) -> None:
+        """Under a transaction-level advisory lock, at READ COMMITTED so that an
+        instance which waited for the lock sees the tables the first one committed."""
+        create_all = create or self.tables.metadata.create_all
+
+        def locked(conn: Connection) -> None:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            create_all(conn)
+
+        self._enter()
+        try:
+            conn = await self.connect("READ COMMITTED")
+            try:
+                async with conn.begin():
+                    await conn.run_sync(locked)
+            except _DRIVER_ERRORS as err:
+                raise self.translate(err) from err
+            finally:
+                await _give_back(conn, self._closed)
+        finally:
+            self._leave()
+
+    async def _dispose(self) -> None:
+        if self._owns_engine:
             await self.engine.dispose()
 
-    def translate(self, err: DBAPIError | OSError | PoolTimeout) -> Exception:
-        """The library's exception for a driver error (see :mod:`.failures`)."""
-        return translate(err, self.tables, is_postgres=self.is_postgres)
+
+async def _give_back(conn: AsyncConnection, closed: bool) -> None:
+    """Return ``conn`` to its pool; after :meth:`Database.dispose` close its driver
+    connection instead (given back to a disposed pool, it would stay open)."""
+    if closed:
+        await conn.invalidate()
+    await conn.close()
+
+
+class _PostgresTransaction(Transaction):
+    """A ``REPEATABLE READ`` transaction on a pooled connection, opened with the
+    first call (the driver sends ``BEGIN`` with that call's statement)."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+        self._conn: AsyncConnection | None = None
+        self._calls = 0
+        self._failed = False  # the server aborted the transaction: COMMIT would roll back
+        self._done = False
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        if self._done:
+            raise RuntimeError("transaction already finished")
+        if self._db.abandoned:  # the store closed past its grace under this work
+            self._failed = True
+            raise StorageError("the store closed during this unit of work", retryable=True)
+        first = self._calls == 0
+        self._calls += 1
+        for attempt in range(LOST_CONNECTION_RETRIES + 1):
+            if self._conn is None:
+                self._conn = await self._db.connect("REPEATABLE READ")
+                await self._conn.begin()
+            try:
+                return await self._conn.run_sync(fn)
+            except _DRIVER_ERRORS as err:
+                if first and lost_connection(err) and attempt < LOST_CONNECTION_RETRIES:
+                    # Nothing was written on it: a new connection reads again.
+                    conn, self._conn = self._conn, None
+                    await _drop(conn)
+                    continue
+                self._failed = True
+                raise self._db.translate(err) from err
+        raise AssertionError("unreachable")
+
+    async def finish(self, *, commit: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        conn, self._conn = self._conn, None
+        try:
+            if conn is None:
+                return
+            if commit and self._failed:
+                await _drop(conn)
+                raise StorageError("the transaction had failed: nothing was committed")
+            try:
+                if commit:
+                    await conn.commit()
+                else:
+                    await conn.rollback()
+            except _DRIVER_ERRORS as err:
+                await _drop(conn)
+                if commit:
+                    raise self._db.translate(err) from err
+                # A failed rollback: the server ends the transaction with the
+                # connection; the error that led here is the one to report.
+                _log.debug("rollback failed; connection dropped", exc_info=True)
+                return
+            except BaseException:
+                await _drop(conn)  # cancelled mid-COMMIT: the connection is not reused
+                raise
+            await _give_back(conn, self._db._closed)
+        finally:
+            self._db._leave()
+
+
+async def _drop(conn: AsyncConnection) -> None:
+    """Close a connection that failed (its driver connection is not pooled again)."""
+    try:
+        await conn.invalidate()
+        await conn.close()
+    except Exception:  # already gone: nothing more to close
+        _log.debug("closing a failed connection failed", exc_info=True)

@@ -9,6 +9,11 @@ on fresh state.  No connection, no answer in time (connect, statement or
 pool timeout), a refused or dropped connection, or a server shutting down is
 a :class:`~extension_fsm.errors.StorageError` with ``retryable`` set (code
 ``STORAGE_UNAVAILABLE``, 503); anything else a plain ``StorageError``.
+
+:func:`lost_connection` is the one place that decides whether an error means
+the connection itself is gone (dropped, reset, silent past its timeout): the
+engine retries on that, and only where a retry cannot double an effect (see
+:mod:`.engine`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from ...errors import ConcurrencyConflict, ErrorCode, ExtensionError, StorageError
 from .schema import Tables
 
-__all__ = ["FAILED_MESSAGE", "UNAVAILABLE_MESSAGE", "translate", "unavailable"]
+__all__ = ["FAILED_MESSAGE", "UNAVAILABLE_MESSAGE", "lost_connection", "translate", "unavailable"]
 
 #: serialization_failure, deadlock_detected, lock_not_available
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
@@ -37,6 +42,15 @@ def unavailable(err: BaseException) -> StorageError:
     failure = StorageError(UNAVAILABLE_MESSAGE, retryable=True)
     failure.__cause__ = err
     return failure
+
+
+def lost_connection(err: BaseException) -> bool:
+    """Whether ``err`` means the connection it happened on is gone: the driver
+    saw a disconnect (SQLAlchemy then invalidates the connection and the pool's
+    older ones), or the socket failed or stayed silent past its timeout."""
+    if isinstance(err, DBAPIError):
+        return bool(err.connection_invalidated)
+    return isinstance(err, OSError)  # TimeoutError and ConnectionError included
 
 
 def translate(

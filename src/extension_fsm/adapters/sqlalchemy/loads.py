@@ -4,10 +4,21 @@
 (:class:`~extension_fsm.ports.SnapshotLoader`): a request reads the session
 (with its customer's display name), the payment session, the session's pending
 extension and the payment's live one; an answer the session, the extension
-and its payment; a timeout the same rows starting from the extension, which it
-claims (``FOR UPDATE OF`` the extension ``SKIP LOCKED`` on PostgreSQL, as
-:meth:`ExtensionRepository.claim` does).  One statement sees one snapshot, so
-the rows agree with each other under any isolation level.
+and its payment; ``end_session`` the session, its pending extension and that
+extension's payment; a timeout the same rows as an answer, starting from the
+extension.  One statement sees one snapshot, so the rows agree with each other
+under any isolation level.
+
+Row locks on PostgreSQL (SQLite's unit of work holds the one write lock): a
+timeout and the sweep *claim* the extension (``FOR UPDATE … SKIP LOCKED``: a
+row another worker holds is skipped, as :meth:`ExtensionRepository.claim`
+does); an answer and ``end_session`` *wait* for it (plain ``FOR UPDATE``,
+bounded by the statement timeout), then decide on what committed: when the
+holder changed the row meanwhile, ``REPEATABLE READ`` fails the read with a
+serialization error, a ``ConcurrencyConflict``, and the service reads again.
+So a mitra's reject that meets a sweep's approval in flight is told the
+extension is already resolved, and one that holds the row first times the
+extension out itself while the sweep skips it.
 
 An answer never skips: on PostgreSQL it first locks the extension it answers
 (plain ``FOR UPDATE``, waiting at most :data:`ANSWER_LOCK_TIMEOUT_MS` for a
@@ -19,7 +30,7 @@ or a row changed since the transaction's snapshot, is a
 
 Each table's columns come back labelled ``<alias>_<column>``; at most one row
 matches (primary keys, and the partial unique indexes for the pending and
-live extensions).  The statements are built once per schema.
+live extensions).  The statements are built once per store.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from .rows import _extension, _payment, _session
 from .schema import Tables, UTCDateTime
 from .statements import LIVE, PENDING
 
-__all__ = ["ANSWER_LOCK_TIMEOUT_MS", "SqlSnapshotLoader"]
+__all__ = ["ANSWER_LOCK_TIMEOUT_MS", "SnapshotStatements", "SqlSnapshotLoader"]
 
 #: how long an answer waits for another worker's lock on its extension (ms)
 ANSWER_LOCK_TIMEOUT_MS = 2000
@@ -66,9 +77,12 @@ class _Part:
         return SimpleNamespace(**dict(zip(self.names, values, strict=True)))
 
 
-def _part(table: FromClause, prefix: str) -> list[Any]:
+def _part(table: FromClause, prefix: str, source: FromClause | None = None) -> list[Any]:
     # By key, not SQL name: a seed layout's ``requested_price`` is ``price`` here.
-    return [c.label(f"{prefix}_{c.key}") for c in table.c]
+    # ``source``: a subquery of ``table`` the columns are read from instead.
+    if source is None:
+        return [c.label(f"{prefix}_{c.key}") for c in table.c]
+    return [source.c[c.key].label(f"{prefix}_{c.key}") for c in table.c]
 
 
 class _Joined:
@@ -91,8 +105,10 @@ class _Joined:
         self.select: Select[Any] = select(*columns).select_from(joins).where(where)
 
 
-class _Statements:
-    def __init__(self, t: Tables, is_postgres: bool, db_now: bool) -> None:
+class SnapshotStatements:
+    """The joined reads of one schema, built once per store."""
+
+    def __init__(self, t: Tables, *, is_postgres: bool, db_now: bool) -> None:
         s, c, x, p = t.sessions, t.customers, t.extensions, t.payments
         pend, live = x.alias("pend"), x.alias("live")
         session = [*_part(s, "s"), c.c.display_name.label("s_display_name")]
@@ -106,10 +122,28 @@ class _Statements:
             s.c.id == bindparam("session_id"),
             db_now,
         )
+        # An answer waits for the extension's row lock: the lock is taken in a
+        # subquery (PostgreSQL locks no row on the nullable side of an outer join).
+        answered = select(x).where(x.c.id == bindparam("extension_id"))
+        if is_postgres:
+            answered = answered.with_for_update()
+        ax = answered.subquery("x")
         self.response = _Joined(
-            {"s": session, "x": _part(x, "x"), "p": _part(p, "p")},
-            with_customer.outerjoin(x, x.c.id == bindparam("extension_id")).outerjoin(
-                p, p.c.id == x.c.payment_session_id
+            {"s": session, "x": _part(x, "x", ax), "p": _part(p, "p")},
+            with_customer.outerjoin(ax, ax.c.id == bindparam("extension_id")).outerjoin(
+                p, p.c.id == ax.c.payment_session_id
+            ),
+            s.c.id == bindparam("session_id"),
+            db_now,
+        )
+        ended = select(x).where(x.c.session_id == bindparam("session_id"), x.c.status == PENDING)
+        if is_postgres:
+            ended = ended.with_for_update()
+        ex = ended.subquery("n")
+        self.end = _Joined(
+            {"s": session, "n": _part(x, "n", ex), "p": _part(p, "p")},
+            with_customer.outerjoin(ex, ex.c.session_id == s.c.id).outerjoin(
+                p, p.c.id == ex.c.payment_session_id
             ),
             s.c.id == bindparam("session_id"),
             db_now,
@@ -154,17 +188,6 @@ class _Statements:
             )
 
 
-_CACHE: dict[tuple[int, bool, bool], tuple[Tables, _Statements]] = {}
-
-
-def _statements(t: Tables, is_postgres: bool, db_now: bool) -> _Statements:
-    key = (id(t), is_postgres, db_now)
-    hit = _CACHE.get(key)
-    if hit is None or hit[0] is not t:
-        hit = _CACHE[key] = (t, _Statements(t, is_postgres, db_now))
-    return hit[1]
-
-
 def _rows(joined: _Joined, row: Row[Any]) -> dict[str, Any]:
     """Each table's model (``None`` where the outer join found no row), and
     ``now``: the database's clock, or ``None`` when the statement has none."""
@@ -182,21 +205,30 @@ def _rows(joined: _Joined, row: Row[Any]) -> dict[str, Any]:
     return models
 
 
+#: which kind of row each part of a joined read is: session, payment, extension
+_KIND = {"s": "s", "p": "p", "x": "x", "n": "x", "l": "x"}
+
+
 class SqlSnapshotLoader:
     """:class:`~extension_fsm.ports.SnapshotLoader` over one unit of work.
 
     With ``db_clock`` (PostgreSQL) every snapshot carries the database's
     ``now()``, read in the same statement, and due rows are due by it."""
 
-    def __init__(
-        self, uow: _Reader, tables: Tables, *, is_postgres: bool, db_clock: bool = False
-    ) -> None:
+    def __init__(self, uow: _Reader, statements: SnapshotStatements, seen: dict[str, Any]) -> None:
         self._uow = uow
-        self._s = _statements(tables, is_postgres, db_clock)
+        self._s = statements
+        self._seen = seen  # every row read, by id: what a write compares against
+
+    def _note(self, models: dict[str, Any]) -> dict[str, Any]:
+        for name, model in models.items():
+            if name != "now" and model is not None:
+                self._seen[f"{_KIND[name]}:{model.id}"] = model
+        return models
 
     async def _load(self, joined: _Joined, params: dict[str, Any]) -> dict[str, Any] | None:
         row = await self._uow.first(joined.select, params)
-        return None if row is None else _rows(joined, row)
+        return None if row is None else self._note(_rows(joined, row))
 
     async def for_request(self, session_id: str, payment_id: str | None) -> Snapshot:
         params = {"session_id": session_id, "payment_id": payment_id or None}
@@ -217,6 +249,12 @@ class SqlSnapshotLoader:
             return Snapshot(session=None)
         return Snapshot(session=m["s"], extension=m["x"], payment=m["p"], now=m["now"])
 
+    async def for_end(self, session_id: str) -> Snapshot:
+        m = await self._load(self._s.end, {"session_id": session_id})
+        if m is None:
+            return Snapshot(session=None)
+        return Snapshot(session=m["s"], pending=m["n"], payment=m["p"], now=m["now"])
+
     async def for_timeout(self, extension_id: str) -> Snapshot:
         m = await self._load(self._s.timeout, {"extension_id": extension_id})
         if m is None:
@@ -229,7 +267,7 @@ class SqlSnapshotLoader:
         x = self._s.due.parts["x"]
         for row in rows:
             try:
-                m = _rows(self._s.due, row)
+                m = self._note(_rows(self._s.due, row))
             except (ValueError, TypeError, KeyError) as err:  # what the host wrote does not parse
                 snapshots.append(Undecidable(str(row[x.start]), f"{type(err).__name__}: {err}"))
                 continue

@@ -13,9 +13,11 @@ does not depend on locks or leases, so two dispatchers can never hold two
 rows of one lane at once.
 
 The statements are built once per store with bound parameters.  The marks
-of a claim's delivered rows are one ``UPDATE … WHERE id IN (…)``.  With the
-direct PostgreSQL path (:mod:`.pg_direct`) each call is one autocommit
-statement on a pooled asyncpg connection.
+of a claim's delivered rows are one ``UPDATE … WHERE id IN (…)``.  Each call
+is one statement, atomic on its own (:meth:`~.engine.Database.one_statement`:
+autocommit on PostgreSQL, one round trip); marking rows delivered is the one
+that is run again on a new connection when its pooled one turned out dead
+(running it twice changes nothing).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    Connection,
     Float,
     String,
     and_,
@@ -37,12 +40,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...ports import OutboxMessage
 from .engine import Database
-from .pg_direct import PgDirect
 
 __all__ = ["SqlOutboxStore"]
 
@@ -50,19 +50,13 @@ __all__ = ["SqlOutboxStore"]
 class SqlOutboxStore:
     """:class:`~extension_fsm.ports.OutboxStore` over the outbox table."""
 
-    def __init__(
-        self, db: Database, *, direct: PgDirect | None = None, db_clock: bool = False
-    ) -> None:
+    def __init__(self, db: Database, *, db_clock: bool = False) -> None:
         self._db = db
-        self._direct = direct
         # ``db_clock``: leases are taken and judged by the database's ``now()``,
         # not by each dispatcher's clock (workers whose clocks disagree would
         # otherwise take each other's leased rows and send them twice).
         self._db_clock = db_clock
         self._t = t = db.tables.outbox
-        # Every call here is one statement, atomic on its own: on PostgreSQL it
-        # runs without BEGIN/COMMIT (one round trip instead of three).
-        self._autocommit = db.is_postgres and isinstance(db.engine, AsyncEngine)
         # Lists of ids: an array on PostgreSQL (one statement text for any
         # length), an ``IN`` list elsewhere.
         if db.is_postgres:
@@ -139,27 +133,12 @@ class SqlOutboxStore:
             )
         )
 
-    async def _run(self, stmt: Any, params: Any = None) -> list[Any]:
-        if self._direct is not None:
-            return (await self._direct.run(stmt, params)).all()
-        if self._autocommit:
-            try:
-                async with self._db.autocommit() as ac:
-                    result = await ac.execute(stmt, params)
-                    return list(result.all()) if result.returns_rows else []
-            except DBAPIError as err:
-                raise self._db.translate(err) from err
-        conn = await self._db.begin()
-        try:
-            result = await conn.execute(stmt, params)
-            rows = list(result.all()) if result.returns_rows else []
-        except BaseException as err:
-            await self._db.finish(conn, commit=False)
-            if isinstance(err, DBAPIError):
-                raise self._db.translate(err) from err
-            raise
-        await self._db.finish(conn, commit=True)
-        return rows
+    async def _run(self, stmt: Any, params: Any = None, *, retry: bool = False) -> list[Any]:
+        def run(conn: Connection) -> list[Any]:
+            result = conn.execute(stmt, params)
+            return list(result.all()) if result.returns_rows else []
+
+        return await self._db.one_statement(run, retry=retry)
 
     async def claim(
         self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
@@ -198,7 +177,8 @@ class SqlOutboxStore:
         if isinstance(message_ids, str):
             raise TypeError("mark_delivered takes a list of message ids")
         if message_ids:
-            await self._run(self._mark_delivered, {"ids": list(message_ids), "at": at})
+            params = {"ids": list(message_ids), "at": at}
+            await self._run(self._mark_delivered, params, retry=True)
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
         """Failed for now: count the attempt, try again at ``available_at``."""

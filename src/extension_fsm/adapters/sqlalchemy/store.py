@@ -1,32 +1,30 @@
 """The store over SQLAlchemy Core: opening, schema, seeding and reading back.
 
-A unit of work (:mod:`.unit`) is one database transaction on one connection.
-Status changes are compare-and-set ``UPDATE … WHERE id = … AND status = …``
-(:mod:`.repositories`, :mod:`.batch`); the partial unique indexes enforce the
-uniqueness rules, and their violations come back as the same
+A unit of work (:mod:`.unit`) is one database transaction on one connection,
+run by the backend's one executor (:mod:`.engine`): PostgreSQL on an
+``AsyncEngine`` (asyncpg; the store's own, or a host's passed to
+:meth:`SqlAlchemyStore.open`), SQLite on a sync engine driven from a worker
+thread of the store.  Status changes are compare-and-set ``UPDATE … WHERE id
+= … AND status = …`` (:mod:`.statements`); the partial unique indexes enforce
+the uniqueness rules, and their violations come back as the same
 ``ExtensionError`` 409 the in-memory store raises.
-
-On PostgreSQL over asyncpg (``postgresql://``, ``+asyncpg``) the units of
-work and the outbox run on asyncpg directly (:mod:`.pg_direct`): statements
-compiled once by SQLAlchemy, a pool of ``pool_size`` connections kept open.
-``?direct=0`` in the URL (or ``open(..., direct=False)``) keeps every call on
-SQLAlchemy's engine instead; ``?pool_size=N`` sizes the direct path's pool.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Mapping
 from typing import Any, Literal, Self
 
 from sqlalchemy import Row, and_, or_, select
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...model import PaymentSession, Session
 from ...ports import OutboxMessage, StoreDump
-from .engine import Database, create_engine
+from .dialects import postgres_engine, sqlite_engine
+from .engine import Database, PostgresDatabase, SqliteDatabase
+from .loads import SnapshotStatements
 from .outbox import SqlOutboxStore
-from .pg_direct import DEFAULT_POOL_SIZE, PgDirect
 from .rows import (
     _extension,
     _ledger,
@@ -38,6 +36,7 @@ from .rows import (
     _session_values,
 )
 from .schema import Tables, build_tables
+from .statements import Statements
 from .unit import SqlUnitOfWork
 from .urls import resolve_url
 
@@ -45,28 +44,20 @@ __all__ = ["SqlAlchemyStore", "SqlUnitOfWork", "StoreClock"]
 
 StoreClock = Literal["database", "local"]
 
-#: URL query parameters the store reads itself (never passed to the driver)
-_STORE_PARAMS = ("direct", "pool_size")
 
-
-def _store_options(url: URL, direct: bool | None) -> tuple[URL, bool, int]:
-    """``url`` without the store's own parameters; whether the direct path is on
-    (``direct`` wins over ``?direct=``); the direct pool's size."""
-    query = {k: (v[-1] if isinstance(v, tuple) else v) for k, v in url.query.items()}
-    asyncpg = url.drivername == "postgresql+asyncpg"
-    if direct is None:
-        raw = query.get("direct", "1")
-        if raw not in ("0", "1", "true", "false"):
-            raise ValueError(f"direct must be 0 or 1, not {raw!r}")
-        direct = raw in ("1", "true") and asyncpg
-    elif direct and not asyncpg:
-        raise ValueError("direct=True needs PostgreSQL on asyncpg (postgresql:// or +asyncpg)")
-    raw_size = query.get("pool_size", str(DEFAULT_POOL_SIZE))
-    try:
-        pool_size = int(raw_size)
-    except ValueError:
-        raise ValueError(f"pool_size must be a whole number, not {raw_size!r}") from None
-    return url.difference_update_query(_STORE_PARAMS), direct, pool_size
+def _database(target: str | URL | AsyncEngine, tables: Tables) -> Database:
+    """The executor for a URL (an engine of the store's own) or a host's engine."""
+    if isinstance(target, AsyncEngine):
+        if target.dialect.name != "postgresql":
+            raise ValueError(
+                f"an AsyncEngine for {target.dialect.name!r} cannot serve the store: pass "
+                "PostgreSQL's (asyncpg), or a sqlite:// URL (SQLite runs on a thread of its own)"
+            )
+        return PostgresDatabase(target, tables, owns_engine=False)
+    url = resolve_url(target)
+    if url.get_backend_name() == "sqlite":
+        return SqliteDatabase(sqlite_engine(url), tables)
+    return PostgresDatabase(postgres_engine(url), tables)
 
 
 class SqlAlchemyStore:
@@ -76,31 +67,33 @@ class SqlAlchemyStore:
     context manager (``async with await SqlAlchemyStore.open(url) as store:``).
     """
 
-    def __init__(
-        self, db: Database, *, clock: StoreClock | None = None, direct: PgDirect | None = None
-    ) -> None:
-        self._db = db
-        self._direct = direct
+    def __init__(self, db: Database, *, clock: StoreClock | None = None) -> None:
         if clock not in (None, "database", "local"):
             raise ValueError(f"clock must be 'database' or 'local', not {clock!r}")
+        self._db = db
         # PostgreSQL has one clock for every worker: deadlines are judged by it,
         # and so are the outbox's leases.
         self._db_clock = db.is_postgres and clock != "local"
-        self._outbox = SqlOutboxStore(db, direct=direct, db_clock=self._db_clock)
+        self._outbox = SqlOutboxStore(db, db_clock=self._db_clock)
+        self._statements = Statements(db.tables, is_postgres=db.is_postgres)
+        self._snapshots = SnapshotStatements(
+            db.tables, is_postgres=db.is_postgres, db_now=self._db_clock
+        )
 
     @classmethod
     async def open(
         cls,
-        url: str | URL,
+        url: str | URL | AsyncEngine,
         *,
         create_schema: bool = False,
         table_prefix: str = "",
         table_names: Mapping[str, str] | None = None,
         clock: StoreClock | None = None,
         layout: str = "default",
-        direct: bool | None = None,
     ) -> SqlAlchemyStore:
-        """Connect to ``url`` (``sqlite:///file.db``, ``sqlite://``, ``postgresql://…``).
+        """Connect to ``url`` (``sqlite:///file.db``, ``sqlite://``, ``postgresql://…``),
+        or run on a host's own PostgreSQL ``AsyncEngine`` (asyncpg): one pool for
+        the host and the library; closing the store leaves that engine open.
 
         ``create_schema`` creates missing tables directly (tests, the CLI);
         production schemas come from the Alembic migrations.  ``clock``: whose
@@ -110,17 +103,12 @@ class SqlAlchemyStore:
         only choice on SQLite, and what tests that drive virtual time need).
         The outbox's leases follow the same clock.
         ``layout="seed"`` reads and writes the Node service's own tables (see
-        ``build_tables``).  ``direct``: PostgreSQL on asyncpg runs its units of
-        work and outbox on the driver directly (:mod:`.pg_direct`; the default,
-        unless the URL says ``?direct=0``); ``False`` keeps SQLAlchemy's engine.
+        ``build_tables``).  The timeouts of a URL (``?statement_timeout=`` …,
+        see :class:`~.urls.PgTimeouts`) bound the store's own engine; a host's
+        engine keeps the settings the host gave it.
         """
-        resolved, on, pool_size = _store_options(resolve_url(url), direct)
         tables = build_tables(table_prefix, table_names, layout=layout)
-        db = Database(create_engine(resolved), tables)
-        pg = None
-        if on:
-            pg = PgDirect(resolved, db.engine.dialect, db.translate, pool_size=pool_size)
-        store = cls(db, clock=clock, direct=pg)
+        store = cls(_database(url, tables), clock=clock)
         if create_schema:
             try:
                 await store.create_schema(table_prefix=table_prefix)
@@ -146,18 +134,11 @@ class SqlAlchemyStore:
 
     async def aclose(self, *, grace: float = 10.0) -> None:
         """Refuse new work, let the work holding a connection finish (up to
-        ``grace`` seconds), then close every pooled connection (the direct
-        path's pool and the engine's).  Close the service first
+        ``grace`` seconds), then close every pooled connection of an engine the
+        store created (a host's engine stays open).  Close the service first
         (:meth:`ExtensionService.aclose`) so that its background deliveries end
         before the store does."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(grace, 0.0)
-        try:
-            if self._direct is not None:
-                await self._direct.aclose(grace=grace)
-        finally:
-            # one grace for both pools, not one each
-            await self._db.dispose(grace=max(deadline - loop.time(), 0.0))
+        await self._db.dispose(grace=grace)
 
     @property
     def tables(self) -> Tables:
@@ -170,18 +151,13 @@ class SqlAlchemyStore:
         return self._db
 
     @property
-    def is_direct(self) -> bool:
-        """Whether units of work run on asyncpg directly (see :meth:`open`)."""
-        return self._direct is not None
-
-    @property
     def uses_database_clock(self) -> bool:
         """Whether deadlines are judged by the database's clock (see :meth:`open`)."""
         return self._db_clock
 
     def unit_of_work(self) -> SqlUnitOfWork:
         """A new unit of work (one transaction)."""
-        return SqlUnitOfWork(self._db, db_clock=self._db_clock, direct=self._direct)
+        return SqlUnitOfWork(self._db, self._statements, self._snapshots)
 
     @property
     def outbox(self) -> SqlOutboxStore:

@@ -1,34 +1,28 @@
-"""The unit of work: one database transaction, and how its statements run.
+"""The unit of work: one database transaction (:mod:`.engine`) and its reads
+and writes.
 
-Three ways, chosen by the store: SQLAlchemy's async connection (PostgreSQL
-with ``direct=0``, ``+psycopg``, SQLite through ``+aiosqlite``); inline SQLite,
-whose hot statements go straight to ``sqlite3`` (:mod:`.sqlite_direct`); and
-PostgreSQL on asyncpg directly (:mod:`.pg_direct`), where every statement of
-the unit of work runs on the pooled driver connection.  Reads go through
-:meth:`SqlUnitOfWork.first` and :meth:`SqlUnitOfWork.rows`, writes through
-:meth:`SqlUnitOfWork.execute`, :meth:`SqlUnitOfWork.compare_and_set` and the
-decision's one write (:attr:`SqlUnitOfWork.write_batch`, :mod:`.batch`).
+Reads go through :attr:`SqlUnitOfWork.snapshots` (each call's rows in one
+joined ``SELECT``, :mod:`.loads`) and the repositories; the decision's writes
+through :attr:`SqlUnitOfWork.write_batch`, all at once (:mod:`.statements`).
+Every row read is remembered, so that a status change writes only the
+columns the decision changed; the compare-and-set guard on the status stays.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
-from sqlalchemy import Row, bindparam, update
+from sqlalchemy import Connection, Result, Row, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import FrozenResult
 
-from ...errors import StorageError
-from ...model import LedgerEntry, TransitionRecord
+from ...core import Change
+from ...model import Extension, LedgerEntry, PaymentSession, Session, TransitionRecord
 from ...ports import DecisionWriter, OutboxMessage, SnapshotLoader
-from ..rowwise import RowWriter
-from .batch import BatchPart, write_batch
-from .engine import Database, InlineConnection, TxConnection
-from .loads import SqlSnapshotLoader
-from .pg_direct import DirectConnection, PgDirect
+from .engine import Database, Transaction
+from .loads import SnapshotStatements, SqlSnapshotLoader
 from .repositories import Extensions, Ledger, Log, Outbox, Payments, Sessions
 from .rows import (
     _extension_values,
@@ -39,29 +33,23 @@ from .rows import (
     _session_values,
 )
 from .schema import Tables
-from .sqlite_direct import NOT_DIRECT, first_row, write_batch_sqlite
-from .statements import statements
+from .statements import Statements, Write, changed_values, write_decision
 
 __all__ = ["SqlUnitOfWork"]
 
+T = TypeVar("T")
+_Row = Session | PaymentSession | Extension
+
 
 class SqlUnitOfWork:
-    """One transaction; rolled back on exit unless :meth:`commit` ran.
+    """One transaction; rolled back on exit unless :meth:`commit` ran."""
 
-    With ``direct`` (PostgreSQL on asyncpg) the transaction and every
-    statement run on a connection of that pool (:mod:`.pg_direct`)."""
-
-    def __init__(
-        self, db: Database, *, db_clock: bool = False, direct: PgDirect | None = None
-    ) -> None:
+    def __init__(self, db: Database, statements: Statements, snapshots: SnapshotStatements) -> None:
         self._db = db
-        self._db_clock = db_clock
-        self._direct = direct
-        self._conn: TxConnection | DirectConnection | None = None
-        # A statement failed on SQLAlchemy's PostgreSQL connection: the server
-        # aborted the transaction, so a COMMIT would only roll it back.
-        self._aborted = False
-        self.statements = statements(db.tables)
+        self.statements = statements
+        self._snapshot_statements = snapshots
+        self._tx: Transaction | None = None
+        self._seen: dict[str, Any] = {}
         self.sessions = Sessions(self)
         self.payments = Payments(self)
         self.extensions = Extensions(self)
@@ -76,21 +64,14 @@ class SqlUnitOfWork:
 
     @property
     def is_postgres(self) -> bool:
-        """Whether row locks (``FOR UPDATE SKIP LOCKED``) exist here."""
+        """Whether row locks (``FOR UPDATE``) exist here."""
         return self._db.is_postgres
 
     async def __aenter__(self) -> Self:
-        if self._conn is not None:
+        if self._tx is not None:
             raise RuntimeError("unit of work already entered")
-        self._conn = await (self._direct.begin() if self._direct else self._db.begin())
+        self._tx = await self._db.begin()
         return self
-
-    async def _finish(self, conn: TxConnection | DirectConnection, *, commit: bool) -> None:
-        if isinstance(conn, DirectConnection):
-            assert self._direct is not None
-            await self._direct.finish(conn, commit=commit)
-        else:
-            await self._db.finish(conn, commit=commit)
 
     async def __aexit__(
         self,
@@ -98,124 +79,140 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self._finish(conn, commit=False)
+        tx, self._tx = self._tx, None
+        if tx is not None:
+            await tx.finish(commit=False)
 
     async def commit(self) -> None:
         """Commit everything at once; a lost race is ``ConcurrencyConflict``."""
-        conn, self._conn = self._conn, None
-        if conn is None:
+        tx, self._tx = self._tx, None
+        if tx is None:
             raise RuntimeError("unit of work not active")
-        if self._aborted:
-            await self._finish(conn, commit=False)
-            raise StorageError("the transaction had failed: nothing was committed")
-        await self._finish(conn, commit=True)
+        await tx.finish(commit=True)
 
-    async def execute(self, stmt: Any, params: Any = None) -> Any:
-        """Run one statement in this transaction, translating driver errors."""
-        if self._conn is None:
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` in this transaction (driver errors translated)."""
+        if self._tx is None:
             raise RuntimeError("unit of work not active")
-        try:
-            return await self._conn.execute(stmt, params)
-        except DBAPIError as err:
-            self._aborted = self._db.is_postgres
-            raise self._db.translate(err) from err
+        return await self._tx.run(fn)
+
+    async def execute(self, stmt: Any, params: Any = None) -> Result[Any]:
+        """Run one statement; its result, rows read already (``.rowcount`` of
+        a write, ``.scalar()``, ``.all()`` … of a read)."""
+
+        def run(conn: Connection) -> Result[Any] | FrozenResult[Any]:
+            result = conn.execute(stmt, params)
+            return result.freeze() if result.returns_rows else result
+
+        done = await self.run(run)
+        return done() if isinstance(done, FrozenResult) else done
 
     async def rows(self, stmt: Any, params: Any = None) -> list[Row[Any]]:
         """Every row ``stmt`` returns."""
-        return list((await self.execute(stmt, params)).all())
+        return await self.run(lambda conn: list(conn.execute(stmt, params).all()))
 
     async def first(self, stmt: Any, params: Any = None) -> Row[Any] | None:
         """The first row ``stmt`` returns, if any."""
-        if isinstance(self._conn, InlineConnection):
-            try:
-                row = first_row(self._raw_sqlite(self._conn), self._db.engine.dialect, stmt, params)
-            except DBAPIError as err:
-                raise self._db.translate(err) from err
-            if row is not NOT_DIRECT:
-                return row  # type: ignore[no-any-return]
-        return (await self.execute(stmt, params)).first()  # type: ignore[no-any-return]
+        return await self.run(lambda conn: conn.execute(stmt, params).first())
 
-    @staticmethod
-    def _raw_sqlite(conn: InlineConnection) -> sqlite3.Connection:
-        raw = conn.sync.connection.driver_connection
-        assert isinstance(raw, sqlite3.Connection)
-        return raw
-
-    async def upsert(self, table: Any, values: dict[str, Any]) -> None:
+    async def upsert(self, table: Table, values: dict[str, Any]) -> None:
         """Insert ``values`` or overwrite the row with the same ``id``."""
         dialect_insert = postgresql.insert if self._db.is_postgres else sqlite.insert
         stmt = dialect_insert(table).values(**values)
         rest = {k: stmt.excluded[k] for k in values if k != "id"}
         await self.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=rest))
 
+    # ------------------------------------------------------------------ writes
+
+    def remember(self, row: T) -> T:
+        """Keep ``row`` as read: a later write of it changes only what differs."""
+        self._seen[f"{_kind(row)}:{row.id}"] = row  # type: ignore[attr-defined]
+        return row
+
+    def _write(self, row: _Row, expected: str | None) -> Write:
+        """The compare-and-set (or, for a new extension, the insert) of ``row``."""
+        kind = _kind(row)
+        table, values = {
+            "s": (self.tables.sessions, _session_values),
+            "p": (self.tables.payments, _payment_values),
+            "x": (self.tables.extensions, _extension_values),
+        }[kind]
+        after: dict[str, Any] = values(row)  # type: ignore[operator]
+        if expected is None:
+            return Write(table, [after])
+        before = self._seen.get(f"{kind}:{row.id}")
+        changed = changed_values(None if before is None else values(before), after)  # type: ignore[operator]
+        if kind == "x":  # a decided extension is no longer set aside
+            changed["set_aside_until"] = None
+        if not changed:  # nothing moved: the guard alone (status set to itself)
+            changed["status"] = expected
+        return Write(table, [changed], (row.id, expected))
+
+    async def compare_and_set(self, row: _Row, expected: str) -> bool:
+        """Write ``row`` where its stored status is ``expected``; whether it was."""
+        w = self._write(row, expected)
+        stmt = self.statements.compare_and_set(w.table, tuple(w.rows[0]))
+        if not await self.run(lambda conn: conn.execute(stmt, w.params()).rowcount == 1):
+            return False
+        self.remember(row)  # what is stored now
+        return True
+
+    async def insert(self, extension: Extension) -> None:
+        """Insert a new extension (uniqueness violations are 409s)."""
+        w = self._write(extension, None)
+        stmt = self.statements.insert(w.table)
+        await self.run(lambda conn: conn.execute(stmt, list(w.rows)))
+
     @property
     def write_batch(self) -> DecisionWriter:
-        """All of a decision's writes at once: one statement on PostgreSQL
-        (:mod:`.batch`; on asyncpg directly with the direct path), straight
-        through ``sqlite3`` on inline SQLite (:mod:`.sqlite_direct`); row by
-        row through the repositories on ``+aiosqlite``
-        (:class:`~extension_fsm.adapters.rowwise.RowWriter`).
+        """All of a decision's writes at once (see :func:`~.statements.write_decision`).
 
         ``await uow.write_batch(extension, session, payment, ledger, log, outbox)``
-        with the decision's changes (``Change``-like: ``.row``, ``.expected``;
-        ``expected=None`` inserts) and rows; a compare-and-set that matched
-        nothing raises ``ConcurrencyConflict``, as the separate updates would.
+        with the decision's changes (``.row``, ``.expected``; ``expected=None``
+        inserts) and rows; a compare-and-set that matched nothing raises
+        ``ConcurrencyConflict``.
         """
-        if self._db.is_postgres or self._db.is_inline:
-            return self._write_batch
-        return RowWriter(self)
-
-    @property
-    def snapshots(self) -> SnapshotLoader:
-        """Each call's reads in one joined ``SELECT`` (see :mod:`.loads`)."""
-        return SqlSnapshotLoader(
-            self, self.tables, is_postgres=self._db.is_postgres, db_clock=self._db_clock
-        )
+        return self._write_batch
 
     async def _write_batch(
         self,
-        extension: Any,
-        session: Any,
-        payment: Any,
+        extension: Change[Extension] | None,
+        session: Change[Session] | None,
+        payment: Change[PaymentSession] | None,
         ledger: LedgerEntry | None,
         log: Sequence[TransitionRecord],
         outbox: Sequence[OutboxMessage],
     ) -> None:
         t = self.tables
-        parts: list[BatchPart] = []
-        for name, table, change, values in (
-            ("x", t.extensions, extension, _extension_values),
-            ("s", t.sessions, session, _session_values),
-            ("p", t.payments, payment, _payment_values),
-        ):
+        writes: list[Write] = []
+        for change in (extension, session, payment):
             if change is None:
                 continue
-            row: dict[str, Any] = values(change.row)
-            if change.expected is None and name == "x":  # as the service: only extensions insert
-                parts.append(BatchPart(name, table, [row]))
-            else:
-                row_id = row.pop("id")
-                parts.append(BatchPart(name, table, [row], (row_id, change.expected or "")))
+            expected = change.expected
+            if expected is None and not isinstance(change.row, Extension):
+                expected = ""  # only extensions are inserted: this guard matches nothing
+            writes.append(self._write(change.row, expected))
         if ledger is not None:
-            parts.append(BatchPart("l", t.ledger, [_ledger_values(ledger)]))
-        parts.append(BatchPart("g", t.log, [_record_values(r) for r in log]))
-        parts.append(BatchPart("o", t.outbox, [_outbox_values(m) for m in outbox]))
-        if isinstance(self._conn, InlineConnection):
-            try:
-                write_batch_sqlite(self._raw_sqlite(self._conn), self._db.engine.dialect, parts)
-            except DBAPIError as err:
-                raise self._db.translate(err) from err
-        else:
-            await write_batch(self, parts)
+            writes.append(Write(t.ledger, [_ledger_values(ledger)]))
+        writes.append(Write(t.log, [_record_values(r) for r in log]))
+        writes.append(Write(t.outbox, [_outbox_values(m) for m in outbox]))
+        s, is_postgres = self.statements, self._db.is_postgres
+        await self.run(lambda conn: write_decision(conn, s, writes, is_postgres=is_postgres))
+        for change in (extension, session, payment):
+            if change is not None:
+                self.remember(change.row)  # what is stored now
 
-    async def compare_and_set(self, table: Any, row_id: str, expected: str, values: Any) -> bool:
-        """``UPDATE … WHERE id = row_id AND status = expected``; whether a row matched."""
-        stmt = self.statements.cas.get(table.name)
-        if stmt is None or stmt.table is not table:
-            stmt = update(table).where(
-                table.c.id == bindparam("cas_id"), table.c.status == bindparam("cas_expected")
-            )
-        result = await self.execute(stmt, {**values, "cas_id": row_id, "cas_expected": expected})
-        return bool(result.rowcount == 1)
+    @property
+    def snapshots(self) -> SnapshotLoader:
+        """Each call's reads in one joined ``SELECT`` (see :mod:`.loads`)."""
+        return SqlSnapshotLoader(self, self._snapshot_statements, self._seen)
+
+
+def _kind(row: object) -> str:
+    if isinstance(row, Session):
+        return "s"
+    if isinstance(row, PaymentSession):
+        return "p"
+    if isinstance(row, Extension):
+        return "x"
+    raise TypeError(f"not a row this store writes: {type(row).__name__}")

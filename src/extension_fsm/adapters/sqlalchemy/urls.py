@@ -9,7 +9,6 @@ from sqlalchemy.engine import URL, make_url
 __all__ = [
     "AsyncpgOptions",
     "PgTimeouts",
-    "is_inline_sqlite",
     "is_memory_sqlite",
     "resolve_url",
     "split_asyncpg_options",
@@ -17,34 +16,31 @@ __all__ = [
     "to_async_url",
 ]
 
-_SQLITE_DRIVERS = {"": "pysqlite", "pysqlite": "pysqlite", "aiosqlite": "aiosqlite"}
-_POSTGRES_DRIVERS = {"": "asyncpg", "asyncpg": "asyncpg", "psycopg": "psycopg"}
-
 
 def resolve_url(url: str | URL) -> URL:
     """The URL the store connects with.
 
-    ``sqlite://`` and ``sqlite:///f.db`` run on the standard library's
-    ``sqlite3`` on the event loop's own thread (``+pysqlite``: each statement
-    is microseconds, cheaper than handing it to a thread); ``+aiosqlite``
-    keeps every statement off the loop, one thread hand-off per driver call.
-    ``postgresql://`` runs on asyncpg; ``+asyncpg`` and ``+psycopg`` are kept.
-    Anything else is a ``ValueError``.
+    ``sqlite://`` and ``sqlite:///f.db`` run on the standard library's driver
+    (``+pysqlite``, also accepted spelled out) on a worker thread of the store;
+    ``postgresql://`` (or ``+asyncpg``) on asyncpg through SQLAlchemy's async
+    engine.  Anything else is a ``ValueError`` saying what to write instead.
     """
     parsed = make_url(url)
     backend, _, driver = parsed.drivername.partition("+")
     if backend == "sqlite":
-        if driver not in _SQLITE_DRIVERS:
+        if driver not in ("", "pysqlite"):
             raise ValueError(
-                f"unsupported SQLite driver {driver!r}: use sqlite://, +pysqlite or +aiosqlite"
+                f"unsupported SQLite driver {driver!r}: write sqlite:// (the store runs "
+                "SQLite on a thread of its own; +aiosqlite is no longer needed)"
             )
-        return parsed.set(drivername=f"sqlite+{_SQLITE_DRIVERS[driver]}")
+        return parsed.set(drivername="sqlite+pysqlite")
     if backend in ("postgresql", "postgres"):
-        if driver not in _POSTGRES_DRIVERS:
+        if driver not in ("", "asyncpg"):
             raise ValueError(
-                f"unsupported PostgreSQL driver {driver!r}: use postgresql://, +asyncpg or +psycopg"
+                f"unsupported PostgreSQL driver {driver!r}: write postgresql:// (asyncpg), "
+                "or pass an AsyncEngine of your own to SqlAlchemyStore.open"
             )
-        return parsed.set(drivername=f"postgresql+{_POSTGRES_DRIVERS[driver]}")
+        return parsed.set(drivername="postgresql+asyncpg")
     raise ValueError(f"unsupported database {backend!r}: use sqlite:// or postgresql://")
 
 
@@ -150,11 +146,6 @@ def split_asyncpg_options(url: URL) -> tuple[URL, AsyncpgOptions]:
             settings[name] = raw[-1] if isinstance(raw, tuple) else raw
     cleaned = url.difference_update_query((*_INT_OPTIONS, *_SERVER_SETTINGS))
     return cleaned, AsyncpgOptions(connect, settings)
-
-
-def is_inline_sqlite(url: URL) -> bool:
-    """Whether a resolved ``url`` runs SQLite on the event loop's thread."""
-    return url.drivername == "sqlite+pysqlite"
 
 
 def is_memory_sqlite(url: URL) -> bool:

@@ -1,6 +1,6 @@
-"""PostgreSQL on asyncpg directly (``pg_direct``) against SQLAlchemy's engine:
-the same timeline leaves the same rows in every table; the switch; the pool
-(bounded, kept, closed, nothing leaked by a cancelled caller)."""
+"""PostgreSQL's connection pool through SQLAlchemy's async engine: bounded
+(``?pool_size=``), kept, closed, nothing leaked by a cancelled caller; ``IN``
+lists through the engine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import gc
 import itertools
 import time
 import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,19 +23,12 @@ from extension_fsm.invariants import check_invariants
 from extension_fsm.model import ExtensionStatus, Participant
 from extension_fsm.ports import StoreDump
 from extension_fsm.simulator import World, make_payment, make_session
-from tests.integration.sql_support import private_postgres_database
 
 pytestmark = pytest.mark.postgres
 
 #: a guard against a hang: not a speed being measured
 BOUND = 60
 FAR = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("direct") as url:
-        yield url
 
 
 def _conninfo(url: str) -> str:
@@ -121,55 +113,11 @@ def _raw_tables(url: str, store: SqlAlchemyStore) -> dict[str, list[tuple[Any, .
     return found
 
 
-async def test_the_direct_path_stores_exactly_what_sqlalchemy_stores(pg_url: str) -> None:
-    direct = await SqlAlchemyStore.open(
-        pg_url, create_schema=True, table_prefix="d_", clock="local", direct=True
-    )
-    engine = await SqlAlchemyStore.open(
-        pg_url, create_schema=True, table_prefix="e_", clock="local", direct=False
-    )
-    try:
-        assert direct.is_direct and not engine.is_direct
-        via_direct = await asyncio.wait_for(_timeline(direct), BOUND)
-        via_engine = await asyncio.wait_for(_timeline(engine), BOUND)
-        assert via_direct == via_engine
-        assert len(via_direct.ledger) == 1 and len(via_direct.log) >= 9
-        assert all(done for _, done in via_direct.outbox)  # delivered and marked, both ways
-        # Row for row in every table (ids, sequence numbers and virtual-clock
-        # timestamps are deterministic on both sides, so nothing is normalised).
-        stored_direct, stored_engine = _raw_tables(pg_url, direct), _raw_tables(pg_url, engine)
-        assert stored_direct == stored_engine
-        assert all(stored_direct.values())  # every table has rows: the comparison compared
-    finally:
-        await direct.aclose()
-        await engine.aclose()
-
-
-async def test_the_switch(pg_url: str) -> None:
-    cases: list[tuple[str, dict[str, Any], bool]] = [
-        (pg_url, {}, True),  # postgresql:// runs on asyncpg: direct by default
-        (pg_url.replace("postgresql://", "postgresql+asyncpg://"), {}, True),
-        (pg_url + "?direct=0", {}, False),
-        (pg_url + "?direct=1&pool_size=3", {}, True),
-        (pg_url, {"direct": False}, False),
-        (pg_url + "?direct=0", {"direct": True}, True),  # the keyword wins
-        (pg_url.replace("postgresql://", "postgresql+psycopg://"), {}, False),
-    ]
-    for url, kwargs, expected in cases:
-        store = await SqlAlchemyStore.open(url, clock="local", **kwargs)
-        try:
-            assert store.is_direct is expected, (url, kwargs)
-            async with store.unit_of_work() as uow:  # the URL's own options never reach a driver
-                assert (await uow.execute(text("SELECT 1"))).scalar() == 1
-        finally:
-            await store.aclose()
-    psycopg_url = pg_url.replace("postgresql://", "postgresql+psycopg://")
-    with pytest.raises(ValueError, match="asyncpg"):
-        await SqlAlchemyStore.open(psycopg_url, direct=True)
-    with pytest.raises(ValueError, match="direct"):
-        await SqlAlchemyStore.open(pg_url + "?direct=maybe")
+async def test_pool_size_is_checked(pg_url: str) -> None:
     with pytest.raises(ValueError, match="pool_size"):
         await SqlAlchemyStore.open(pg_url + "?pool_size=0")
+    with pytest.raises(ValueError, match="pool_size"):
+        await SqlAlchemyStore.open(pg_url + "?pool_size=many")
 
 
 async def test_the_pool_is_bounded_kept_and_closed(pg_url: str) -> None:
@@ -224,10 +172,8 @@ async def test_a_caller_cancelled_while_connecting_leaks_no_connection(pg_url: s
     assert leaked == []
 
 
-async def test_in_lists_run_on_the_direct_path(pg_url: str) -> None:
-    store = await SqlAlchemyStore.open(
-        pg_url, create_schema=True, table_prefix="i_", clock="local", direct=True
-    )
+async def test_in_lists_run_through_the_engine(pg_url: str) -> None:
+    store = await SqlAlchemyStore.open(pg_url, create_schema=True, table_prefix="i_", clock="local")
     try:
         for n in (1, 2, 3):
             await store.seed_session(make_session(f"s{n}", expires_at=FAR))
@@ -247,7 +193,7 @@ async def test_in_lists_run_on_the_direct_path(pg_url: str) -> None:
 
 
 async def test_closing_waits_for_a_unit_of_work_still_open(pg_url: str) -> None:
-    store = await SqlAlchemyStore.open(pg_url, clock="local", direct=True)
+    store = await SqlAlchemyStore.open(pg_url, clock="local")
     async with store.unit_of_work() as uow:
         await uow.execute(text("SELECT 1"))
         closing = asyncio.ensure_future(store.aclose())

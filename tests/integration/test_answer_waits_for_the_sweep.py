@@ -1,0 +1,154 @@
+"""An answer waits for the row lock a sweep holds, then decides on what
+committed (PostgreSQL, two stores on one database, the sweep's unit of work
+held open by the test): a mitra's reject that meets an auto-approval in
+flight is told the extension is already resolved, never "The answer window
+has passed"; an ``end_session`` likewise ends the session after the charge,
+never cancels under it; a late reject that holds the row first times the
+extension out uncharged in its own unit of work, so the sweep finds nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from extension_fsm import core
+from extension_fsm.adapters.clock import VirtualClock
+from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+from extension_fsm.errors import ErrorCode, ExtensionError
+from extension_fsm.model import (
+    ExtensionStatus,
+    Facts,
+    PaymentStatus,
+    SessionStatus,
+    TimeoutAction,
+    TimeoutExtension,
+)
+from extension_fsm.ports import UnitOfWork
+from extension_fsm.simulator import make_payment, make_session
+from tests.conftest import empty_tables
+from tests.integration.host_rows import T0, make_service
+
+pytestmark = pytest.mark.postgres
+
+#: a guard against a hang, not a speed being measured
+BOUND = 60
+
+
+@pytest.fixture
+async def stores(pg_url: str) -> AsyncIterator[tuple[SqlAlchemyStore, SqlAlchemyStore]]:
+    a = await SqlAlchemyStore.open(pg_url, create_schema=True, clock="local")
+    b = await SqlAlchemyStore.open(pg_url, clock="local")
+    await a.database.run_sync(empty_tables(a))
+    try:
+        yield a, b
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def _due_extension(store: SqlAlchemyStore, clock: VirtualClock) -> str:
+    await store.seed_session(make_session("s1", expires_at=T0 + timedelta(minutes=5)))
+    await store.seed_payment(make_payment("p1"))
+    ext = await make_service(store, clock).request_extension(
+        session_id="s1",
+        customer_id="c1",
+        duration_minutes=30,
+        price=15000,
+        extension_payment_session_id="p1",
+    )
+    await clock.advance(ext.timeout_seconds + 0.05)  # just past the deadline
+    return ext.id
+
+
+async def _approve_in_flight(sweep: UnitOfWork, clock: VirtualClock, ext_id: str) -> None:
+    """What another worker's sweep does before its commit: claim the due row,
+    decide an auto-approval (the mitra reachable) and write it."""
+    (snapshot,) = await sweep.snapshots.for_due(clock.now(), 10)
+    facts = Facts(
+        now=clock.now(),
+        timeout_action=TimeoutAction.AUTO_APPROVE,
+        mitra_connected=True,
+        mitra_online=True,
+    )
+    approval = core.decide(snapshot, TimeoutExtension(ext_id), facts)  # type: ignore[arg-type]
+    assert approval.extension is not None
+    assert approval.extension.row.status is ExtensionStatus.ACCEPTED
+    await sweep.write_batch(
+        approval.extension, approval.session, approval.payment, approval.ledger, approval.log, []
+    )
+
+
+async def test_a_reject_meeting_an_approval_in_flight_is_told_already_resolved(
+    stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
+) -> None:
+    a, b = stores
+    clock = VirtualClock(T0)
+    ext_id = await _due_extension(a, clock)
+    answering = make_service(a, clock)
+    async with b.unit_of_work() as sweep:  # another worker's sweep, claimed and written
+        await _approve_in_flight(sweep, clock, ext_id)
+        reject = asyncio.ensure_future(
+            answering.respond_to_extension(
+                extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not reject.done()  # it waits for the row the sweep holds
+        await sweep.commit()
+    with pytest.raises(ExtensionError) as told:
+        await asyncio.wait_for(reject, BOUND)
+    assert told.value.code is ErrorCode.EXTENSION_RESOLVED
+    assert told.value.message != "The answer window has passed"  # the truth: resolved
+    dump = await a.dump()
+    assert [e.status for e in dump.extensions] == [ExtensionStatus.ACCEPTED]
+    assert [p.status for p in dump.payments] == [PaymentStatus.CONSUMED]
+    await answering.aclose()
+
+
+async def test_end_session_meeting_an_approval_in_flight_waits_and_ends_after_it(
+    stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
+) -> None:
+    a, b = stores
+    clock = VirtualClock(T0)
+    ext_id = await _due_extension(a, clock)
+    ending = make_service(a, clock)
+    async with b.unit_of_work() as sweep:
+        await _approve_in_flight(sweep, clock, ext_id)
+        end = asyncio.ensure_future(ending.end_session("s1"))
+        await asyncio.sleep(0.5)
+        assert not end.done()  # it waits for the pending extension's row
+        await sweep.commit()
+    session = await asyncio.wait_for(end, BOUND)
+    assert session.status is SessionStatus.ENDED
+    dump = await a.dump()
+    # the approval committed first: it stands (charged once), the session then ended
+    assert [e.status for e in dump.extensions] == [ExtensionStatus.ACCEPTED]
+    assert [p.status for p in dump.payments] == [PaymentStatus.CONSUMED]
+    assert len(dump.ledger) == 1
+    await ending.aclose()
+
+
+async def test_a_late_reject_holding_the_row_times_it_out_itself_and_the_sweep_finds_nothing(
+    stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
+) -> None:
+    a, b = stores
+    clock = VirtualClock(T0)
+    ext_id = await _due_extension(a, clock)
+    answering, sweeping = make_service(a, clock), make_service(b, clock)
+    with pytest.raises(ExtensionError) as told:
+        await answering.respond_to_extension(
+            extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+        )
+    assert told.value.code is ErrorCode.EXTENSION_RESOLVED
+    assert told.value.message == "The answer window has passed"  # timed out uncharged
+    dump = await a.dump()
+    (row,) = dump.extensions
+    assert row.status is ExtensionStatus.TIMEOUT
+    assert [p.status for p in dump.payments] == [PaymentStatus.FAILED]
+    assert dump.ledger == []
+    assert await sweeping.sweep_due() == []  # nothing left to approve
+    await answering.aclose()
+    await sweeping.aclose()
