@@ -1,8 +1,7 @@
 """A host's own column types: the Node service's tables in PostgreSQL with money
 as ``numeric(12,2)`` and times as ``timestamp`` without time zone, on a server
-whose zone is ``Asia/Jakarta``; migrated, then run by the library over asyncpg
-(``postgresql://``) and over psycopg (``postgresql+psycopg://``, SQLAlchemy's
-engine path).
+whose zone is ``Asia/Jakarta``; migrated, then run by the library (SQLAlchemy's
+async engine on asyncpg, its one PostgreSQL path).
 """
 
 from __future__ import annotations
@@ -66,10 +65,6 @@ def _sql(url: str, statement: str, **params: Any) -> list[Any]:
         engine.dispose()
 
 
-def _driver(url: str, driver: str) -> str:
-    return url if driver == "asyncpg" else url.replace("postgresql://", "postgresql+psycopg://")
-
-
 async def _world(url: str) -> World:
     store = await SqlAlchemyStore.open(url, layout="seed", clock="local")
     world = World(store, clock=VirtualClock(CUTOVER), sweep_interval=None, use_timers=False)
@@ -104,10 +99,9 @@ def test_host_types_tables_are_what_the_host_has(host_url: str) -> None:
     assert _sql(host_url, "SHOW timezone") == [("Asia/Jakarta",)]
 
 
-@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 @pytest.mark.parametrize("accepted", [True, False], ids=["accept", "reject"])
 def test_host_types_answer_moves_local_expiry_by_the_duration_only(
-    host_url: str, monkeypatch: pytest.MonkeyPatch, driver: str, accepted: bool
+    host_url: str, monkeypatch: pytest.MonkeyPatch, accepted: bool
 ) -> None:
     cut_over(host_url, monkeypatch)
     fresh = seed_id("payment-fresh")
@@ -120,7 +114,7 @@ def test_host_types_answer_moves_local_expiry_by_the_duration_only(
     )
 
     async def run() -> list[Any]:
-        world = await _world(_driver(host_url, driver))
+        world = await _world(host_url)
         try:
             ext = await world.service.request_extension(
                 session_id=S["accepted"],
@@ -182,15 +176,14 @@ def test_host_types_answer_moves_local_expiry_by_the_duration_only(
     assert responded == [("2026-03-01 19:00:00.25", "2026-03-01 19:00:03.25")]
 
 
-@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 def test_host_types_sweep_resolves_the_old_service_rows(
-    host_url: str, monkeypatch: pytest.MonkeyPatch, driver: str
+    host_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The old service's pending requests: numeric prices, local requested_at.
     cut_over(host_url, monkeypatch)
 
     async def run() -> list[Any]:
-        world = await _world(_driver(host_url, driver))
+        world = await _world(host_url)
         try:
             pending = {e.id: e for e in (await world.store.dump(session_ids=[S["due"]])).extensions}
             due = pending[E["due"]]
@@ -221,9 +214,8 @@ def test_host_types_sweep_resolves_the_old_service_rows(
     assert ledger == [(Decimal("15000.00"), E["due"])]
 
 
-@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 def test_host_types_database_clock_stamps_local_columns_consistently(
-    host_url: str, monkeypatch: pytest.MonkeyPatch, driver: str
+    host_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The store's default on PostgreSQL: the database's now() judges and stamps.
     cut_over(host_url, monkeypatch)
@@ -237,7 +229,7 @@ def test_host_types_database_clock_stamps_local_columns_consistently(
     )
 
     async def run() -> str:
-        store = await SqlAlchemyStore.open(_driver(host_url, driver), layout="seed")
+        store = await SqlAlchemyStore.open(host_url, layout="seed")
         world = World(store, sweep_interval=None, use_timers=False)
         world.sockets.connected[(Participant.MITRA, M_ON)] = True
         world.presence.online[M_ON] = True

@@ -34,15 +34,13 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["direct", "sqlalchemy"])
-async def store(pg_url: str, request: pytest.FixtureRequest) -> AsyncIterator[SqlAlchemyStore]:
-    """The default store on PostgreSQL (the database's clock), on asyncpg
-    directly and through SQLAlchemy's engine."""
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[SqlAlchemyStore]:
+    """The default store on PostgreSQL (the database's clock)."""
     s = await SqlAlchemyStore.open(
         pg_url,
         create_schema=True,
         table_prefix=f"c{uuid.uuid4().hex[:8]}_",
-        direct=request.param == "direct",
     )
     assert s.uses_database_clock
     try:

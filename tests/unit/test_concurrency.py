@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -294,29 +293,21 @@ async def test_a_stale_session_read_cannot_overwrite_a_paid_extension() -> None:
 
 
 class _LockingReadStore(_GatedStore):
-    """An answer's read (``snapshots.for_response``, which locks the extension)
-    returns the latest committed extension, as ``SELECT ... FOR UPDATE`` does
-    under READ COMMITTED (PostgreSQL's default), not the snapshot."""
+    """``claim`` returns the latest committed row, as ``SELECT ... FOR UPDATE``
+    does under READ COMMITTED (PostgreSQL's default), not the snapshot."""
 
     def unit_of_work(self) -> Any:
         uow = super().unit_of_work()
+        inner_claim = uow.extensions.claim
         memory = self.inner
         assert isinstance(memory, MemoryStore)
-        uow.snapshots = _LatestExtension(uow.snapshots, memory)
+
+        async def claim(extension_id: str) -> Any:
+            await inner_claim(extension_id)  # gate, then join the read set
+            return memory.extensions.get(extension_id)
+
+        uow.extensions.claim = claim
         return uow
-
-
-class _LatestExtension:
-    def __init__(self, inner: Any, memory: MemoryStore) -> None:
-        self._inner = inner
-        self._memory = memory
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def for_response(self, session_id: str, extension_id: str) -> Any:
-        snapshot = await self._inner.for_response(session_id, extension_id)  # gate, read set
-        return replace(snapshot, extension=self._memory.extensions.get(extension_id))
 
 
 async def test_ending_while_the_pending_extension_is_answered_retries_on_fresh_state() -> None:
@@ -325,7 +316,7 @@ async def test_ending_while_the_pending_extension_is_answered_retries_on_fresh_s
     memory = MemoryStore()
     world, _ = await new_world(store=memory, use_timers=False)
     ext = await _request(world)
-    gated = _LockingReadStore(memory, "snapshots", "for_response")
+    gated = _LockingReadStore(memory, "extensions", "claim")
     ending = asyncio.create_task(_worker(world, gated).end_session("s1"))
     await gated.hold(ending)
     await world.service.respond_to_extension(
