@@ -20,13 +20,22 @@ from tests.fakes.fcm_server import FakeFcm, service_account_info
 def fcm() -> Iterator[FakeFcm]:
     server = FakeFcm().start()
     yield server
+    server.release.set()  # a push a test held goes, so the server can stop
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def live(fcm: FakeFcm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    creds = Path(tmp_path_factory.mktemp("fcm")) / "service-account.json"
-    creds.write_text(json.dumps(service_account_info(fcm)))
+def creds(fcm: FakeFcm, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A service-account file that points firebase_admin at ``fcm``."""
+    path = Path(tmp_path_factory.mktemp("fcm")) / "service-account.json"
+    path.write_text(json.dumps(service_account_info(fcm)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def live(
+    fcm: FakeFcm, creds: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     db = Path(tmp_path_factory.mktemp("db")) / "e2e.db"
     settings = Settings(
         jwt_secret=SECRET,

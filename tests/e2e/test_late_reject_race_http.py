@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from tests.ci import IN_CI
 from tests.e2e.instances import Instance, open_socket, seed_party_in, start_instance
 from tests.e2e.parties import Party, auth
-from tests.fakes.fcm_server import FakeFcm, service_account_info
+from tests.fakes.fcm_server import FakeFcm
 from tests.fakes.redis_env import connect, new_prefix, redis_url, wipe
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.waiting import eventually
@@ -53,21 +52,6 @@ ROUNDS = len(OFFSETS) * (3 if IN_CI else 2)
 #: hang guards, never speed checks
 HANG = 60.0
 SETTLE = 60.0
-
-
-@pytest.fixture(scope="module")
-def fcm() -> Iterator[FakeFcm]:
-    server = FakeFcm().start()
-    yield server
-    server.release.set()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def creds(fcm: FakeFcm, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = Path(tmp_path_factory.mktemp("fcm")) / "service-account.json"
-    path.write_text(json.dumps(service_account_info(fcm)))
-    return path
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.ports import StoreDump
 from tests.e2e.instances import Instance, next_frame, open_socket, seed_party_in, start_instance
 from tests.e2e.parties import SECRET, Party, auth
-from tests.fakes.fcm_server import FakeFcm, service_account_info
+from tests.fakes.fcm_server import FakeFcm
 from tests.fakes.redis_env import connect, new_prefix, redis_url, wipe
 from tests.fakes.waiting import eventually
 from tests.integration.sql_support import private_postgres_database
@@ -63,21 +63,6 @@ def _require_redis() -> None:
         await client.aclose()
 
     asyncio.run(check())
-
-
-@pytest.fixture(scope="module")
-def fcm() -> Iterator[FakeFcm]:
-    server = FakeFcm().start()
-    yield server
-    server.release.set()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def creds(fcm: FakeFcm, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = Path(tmp_path_factory.mktemp("fcm")) / "service-account.json"
-    path.write_text(json.dumps(service_account_info(fcm)))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import contextlib
 import os
 import socket
 import uuid
+from urllib.parse import urlparse
 
 import pytest
 from redis.asyncio import Redis
@@ -16,12 +17,28 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tests.ci import IN_CI
+from tests.fakes.tcp_proxy import TcpProxy
 
-__all__ = ["RedisProxy", "closed_port", "connect", "new_prefix", "redis_url", "wipe"]
+__all__ = [
+    "RedisProxy",
+    "closed_port",
+    "connect",
+    "new_prefix",
+    "redis_relay",
+    "redis_url",
+    "wipe",
+]
 
 
 def redis_url() -> str:
     return os.environ.get("EXTENSION_FSM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_relay() -> TcpProxy:
+    """A started loopback :class:`TcpProxy` in front of the test Redis (one that
+    can delay, stall or blackhole links); the caller stops it."""
+    target = urlparse(redis_url())
+    return TcpProxy(target.hostname or "127.0.0.1", target.port or 6379).start()
 
 
 def new_prefix() -> str:

@@ -7,11 +7,17 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from tests.ci import IN_CI
+
+if TYPE_CHECKING:
+    from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 
 PG_ADMIN_URL = os.environ.get(
     "EXTENSION_FSM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -62,3 +68,11 @@ def private_postgres_database(tag: str = "sql") -> Iterator[str]:
     finally:
         with psycopg.connect(_admin_conninfo(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def database_now(store: SqlAlchemyStore) -> datetime:
+    """The database's ``now()``, read through ``store``."""
+    async with store.unit_of_work() as uow:
+        row = await uow.first(select(func.now()))
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert
 
 from extension_fsm.adapters.clock import SystemClock, VirtualClock
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
@@ -18,6 +18,7 @@ from extension_fsm.errors import ErrorCode, ExtensionError
 from extension_fsm.model import Extension, ExtensionStatus, SessionStatus
 from extension_fsm.simulator import make_payment, make_session
 from tests.integration.host_rows import make_service
+from tests.integration.sql_support import database_now
 
 # Skews and margins of minutes rather than seconds: the same property, and a
 # loaded machine cannot turn "4 left" into "due" between two statements.
@@ -34,13 +35,6 @@ async def store(pg_url: str) -> AsyncIterator[SqlAlchemyStore]:
         yield s
     finally:
         await s.aclose()
-
-
-async def _db_now(store: SqlAlchemyStore) -> datetime:
-    async with store.unit_of_work() as uow:
-        row = await uow.first(select(func.now()))
-    assert row is not None
-    return row[0]  # type: ignore[no-any-return]
 
 
 async def _pending(store: SqlAlchemyStore, expires_at: datetime) -> str:
@@ -61,7 +55,7 @@ async def _pending(store: SqlAlchemyStore, expires_at: datetime) -> str:
 async def test_a_fast_worker_does_not_time_out_an_extension_with_time_left(
     store: SqlAlchemyStore,
 ) -> None:
-    ext_id = await _pending(store, await _db_now(store) + timedelta(minutes=4))
+    ext_id = await _pending(store, await database_now(store) + timedelta(minutes=4))
     fast = make_service(store, VirtualClock(SystemClock().now() + SKEW))
 
     assert await fast.sweep_due() == []
@@ -75,7 +69,7 @@ async def test_a_fast_worker_does_not_time_out_an_extension_with_time_left(
 async def test_a_slow_worker_does_not_accept_an_answer_after_the_deadline(
     store: SqlAlchemyStore,
 ) -> None:
-    ext_id = await _pending(store, await _db_now(store) - timedelta(minutes=3))
+    ext_id = await _pending(store, await database_now(store) - timedelta(minutes=3))
     slow = make_service(store, VirtualClock(SystemClock().now() - SKEW))
 
     with pytest.raises(ExtensionError) as late:
@@ -90,9 +84,9 @@ async def test_a_slow_worker_does_not_accept_an_answer_after_the_deadline(
 async def test_a_skewed_worker_sets_the_deadline_by_the_database_clock(
     store: SqlAlchemyStore,
 ) -> None:
-    await store.seed_session(make_session("s1", expires_at=await _db_now(store)))
+    await store.seed_session(make_session("s1", expires_at=await database_now(store)))
     await store.seed_payment(make_payment("p1"))
-    before = await _db_now(store)
+    before = await database_now(store)
     fast = make_service(store, VirtualClock(SystemClock().now() + SKEW))
 
     ext = await fast.request_extension(

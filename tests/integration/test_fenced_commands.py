@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from redis.asyncio import Redis
@@ -38,7 +37,7 @@ from extension_fsm.model import (
 )
 from extension_fsm.outbox import OutboxDispatcher, encode_effects
 from extension_fsm.ports import Store
-from tests.fakes.redis_env import connect, new_prefix, redis_url, wipe
+from tests.fakes.redis_env import connect, new_prefix, redis_relay, wipe
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.waiting import eventually
 from tests.integration.sql_support import private_postgres_database
@@ -65,8 +64,7 @@ async def redis() -> AsyncIterator[tuple[Redis, str]]:
 
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    target = urlparse(redis_url())
-    relay = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379).start()
+    relay = redis_relay()
     yield relay
     relay.stop()
 

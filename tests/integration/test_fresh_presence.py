@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from redis.asyncio import Redis
@@ -27,7 +26,7 @@ from extension_fsm.adapters.redis_presence import RedisPresence
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.adapters.websocket import WebSocketHub
 from extension_fsm.model import ExtensionStatus, Participant, PaymentStatus, TimeoutReason
-from tests.fakes.redis_env import connect, new_prefix, redis_url, wipe
+from tests.fakes.redis_env import connect, new_prefix, redis_relay, redis_url, wipe
 from tests.fakes.sockets import RecordingSocket
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.waiting import eventually
@@ -144,8 +143,7 @@ async def test_fresh_presence_after_kill_9_of_the_socket_holder_nothing_is_appro
 
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    target = urlparse(redis_url())
-    relay = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379).start()
+    relay = redis_relay()
     yield relay
     relay.stop()
 

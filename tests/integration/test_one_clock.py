@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from extension_fsm.adapters.clock import SystemClock, VirtualClock
 from extension_fsm.adapters.memory import MemoryPush, MemorySockets
@@ -23,15 +23,9 @@ from extension_fsm.outbox import OutboxDispatcher, encode_effects
 from extension_fsm.ports import OutboxMessage
 from extension_fsm.simulator import make_payment, make_session
 from tests.integration.host_rows import make_service
-from tests.integration.sql_support import private_postgres_database
+from tests.integration.sql_support import database_now
 
 SKEW = timedelta(seconds=45)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with private_postgres_database("oneclock") as url:
-        yield url
 
 
 @pytest.fixture
@@ -49,13 +43,6 @@ async def store(pg_url: str) -> AsyncIterator[SqlAlchemyStore]:
         await s.aclose()
 
 
-async def _db_now(store: SqlAlchemyStore) -> datetime:
-    async with store.unit_of_work() as uow:
-        row = await uow.first(select(func.now()))
-    assert row is not None
-    return row[0]  # type: ignore[no-any-return]
-
-
 class _SkewedClock:
     """The system's clock, ``offset`` off."""
 
@@ -69,7 +56,7 @@ class _SkewedClock:
 async def test_one_clock_a_fast_instance_still_shows_an_answerable_extension_in_info(
     store: SqlAlchemyStore,
 ) -> None:
-    await store.seed_session(make_session("s1", expires_at=await _db_now(store)))
+    await store.seed_session(make_session("s1", expires_at=await database_now(store)))
     await store.seed_payment(make_payment("p1"))
     honest = make_service(store, _SkewedClock(timedelta(0)))  # type: ignore[arg-type]
     ext = await honest.request_extension(
@@ -96,7 +83,7 @@ async def test_one_clock_a_fast_instance_still_shows_an_answerable_extension_in_
 async def test_one_clock_a_slow_instance_does_not_show_a_window_the_database_closed(
     store: SqlAlchemyStore,
 ) -> None:
-    now = await _db_now(store)
+    now = await database_now(store)
     await store.seed_session(make_session("s2", expires_at=now))
     await store.seed_payment(make_payment("p2"))
     slow = make_service(store, VirtualClock(now - timedelta(minutes=10)))
@@ -171,7 +158,7 @@ async def test_one_clock_outbox_leases_two_workers_45s_apart_deliver_each_timer_
     store: SqlAlchemyStore,
 ) -> None:
     # written two minutes ago: due for both, whichever clock judges it
-    await _timer_rows(store, 20, await _db_now(store) - timedelta(minutes=2))
+    await _timer_rows(store, 20, await database_now(store) - timedelta(minutes=2))
     gate = asyncio.Event()
     behind = _GatedTimer(gate)  # its deliveries hang until the other has passed
     ahead = _GatedTimer(None)
@@ -222,7 +209,7 @@ async def test_one_clock_rows_written_by_a_fast_instance_are_due_at_once_everywh
     them) nor delays its own post-commit delivery."""
     for sid, pid in (("w1", "wp1"), ("w2", "wp2")):
         await store.seed_session(
-            make_session(sid, status=SessionStatus.ACTIVE, expires_at=await _db_now(store))
+            make_session(sid, status=SessionStatus.ACTIVE, expires_at=await database_now(store))
         )
         await store.seed_payment(make_payment(pid))
     stopped = make_service(store, _SkewedClock(SKEW))  # type: ignore[arg-type]
@@ -262,7 +249,7 @@ async def test_one_clock_a_fast_instance_ending_a_session_delivers_its_rows_at_o
     store: SqlAlchemyStore,
 ) -> None:
     """``end_session`` stamps its outbox rows with the database's time too."""
-    await store.seed_session(make_session("w3", expires_at=await _db_now(store)))
+    await store.seed_session(make_session("w3", expires_at=await database_now(store)))
     await store.seed_payment(make_payment("wp3"))
     writer = make_service(store, _SkewedClock(SKEW))  # type: ignore[arg-type]
     await writer.request_extension(
