@@ -212,12 +212,20 @@ class DeadlineSweep:
             done: list[tuple[core.Decision, list[str]]] = []
             noops = 0
             aside: list[tuple[str, int, str]] = []
+            claimed: list[str] = []
             try:
                 async with self._store.unit_of_work() as uow:
                     now = self._clock.now()
                     snapshots: list[core.Snapshot | Undecidable]
                     if extension_id is None:
-                        snapshots = await uow.snapshots.for_due(now, self._sweep_batch)
+                        snapshots = await uow.snapshots.for_due(
+                            now, self._sweep_batch, None if asked is None else set(asked)
+                        )
+                        claimed = [
+                            item.extension.id
+                            for item in snapshots
+                            if isinstance(item, core.Snapshot) and item.extension is not None
+                        ]
                     else:
                         snapshots = [await _claimed(uow, extension_id)]
                     for item in snapshots:
@@ -252,6 +260,11 @@ class DeadlineSweep:
                         await uow.commit()
             except ConcurrencyConflict:
                 metrics.conflict("TimeoutExtension")
+                if claimed:
+                    # A row of the batch moved under it (an answer came first).
+                    # The batch's claim keeps other sweeps off its rows, this one
+                    # included: each is resolved on its own, read by its id.
+                    return await self._each_of(claimed, action, path), len(claimed), True
                 await asyncio.sleep(0.001 * 2**attempt)
                 continue
             for ext_id, times, error in aside:
@@ -262,6 +275,20 @@ class DeadlineSweep:
             metrics.timed_out(resolved, noops, since, self._clock.now(), path)
             return resolved, len(snapshots), bool(done or aside)
         raise ConcurrencyConflict("timeout batch kept losing races")
+
+    async def _each_of(
+        self, extension_ids: list[str], action: TimeoutAction, path: str
+    ) -> list[Extension]:
+        """Each of a claimed batch's rows resolved as a batch of one; one that
+        still loses its race or is refused is left to the next sweep."""
+        resolved: list[Extension] = []
+        for ext_id in extension_ids:
+            try:
+                done, _, _ = await self._resolve(ext_id, action, path)
+            except (ConcurrencyConflict, ExtensionError):
+                continue
+            resolved.extend(done)
+        return resolved
 
     def _decide_timeout(
         self,

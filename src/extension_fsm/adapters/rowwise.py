@@ -10,7 +10,7 @@ that pause or gate each call) is read through its wrappers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from ..core import Change, Snapshot, Undecidable
@@ -94,12 +94,19 @@ class RowSnapshots:
             payment=await uow.payments.get(ext.payment_session_id),
         )
 
-    async def for_due(self, now: datetime, limit: int) -> list[Snapshot | Undecidable]:
+    async def for_due(
+        self, now: datetime, limit: int, mitras: Collection[str] | None = None
+    ) -> list[Snapshot | Undecidable]:
         due: list[Snapshot | Undecidable] = []
         for extension_id in await self._uow.extensions.due(now, limit):
             snapshot = await self.for_timeout(extension_id)
-            if snapshot.extension is not None:
-                due.append(snapshot)
+            if snapshot.extension is None:
+                continue
+            if mitras is not None and (
+                snapshot.session is None or snapshot.session.mitra_id not in mitras
+            ):
+                continue
+            due.append(snapshot)
         return due
 
     async def mitras_due(self, now: datetime, limit: int) -> set[str]:

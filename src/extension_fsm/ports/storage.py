@@ -163,34 +163,38 @@ class SnapshotLoader(Protocol):
         """The session, the extension and the extension's payment session;
         ``session=None`` alone when the session does not exist.
 
-        The rows an answer decides on (a mitra's, or ``end_session``'s): a store
-        with row locks locks the extension for this unit of work, *waiting*
-        (bounded) for a worker that holds it rather than skipping it, so the
-        answer decides on what that worker committed and nothing resolves the
-        extension before this unit of work ends."""
+        The rows an answer decides on.  Nothing is locked: the decision's
+        write (:class:`DecisionWriter`) is guarded by what was read here, so
+        if another worker resolved the extension meanwhile the write does
+        nothing, raises ``ConcurrencyConflict``, and the answer is decided
+        again on what that worker wrote."""
         ...
 
     async def for_end(self, session_id: str) -> Snapshot:
         """The session, its pending extension (``pending``) and that extension's
-        payment session, the extension locked for this unit of work: where
-        another worker holds it, this waits for it (bounded) and reads what
-        that worker committed, or fails with ``ConcurrencyConflict`` so the
-        call reads again.  ``session=None`` alone when the session does not exist."""
+        payment session, read as :meth:`for_response` reads (nothing locked; the
+        write is guarded).  ``session=None`` alone when the session does not exist."""
         ...
 
     async def for_timeout(self, extension_id: str) -> Snapshot:
-        """The extension, claimed as :meth:`ExtensionRepository.claim` claims it, its
-        session and its payment session; ``session=None`` alone when the extension
-        does not exist or another worker holds it."""
+        """The extension, its session and its payment session (nothing locked:
+        two workers timing one extension out both decide, and the guarded
+        write lets one of them write); ``session=None`` alone when the
+        extension does not exist or is no longer pending."""
         ...
 
-    async def for_due(self, now: datetime, limit: int) -> list[Snapshot | Undecidable]:
+    async def for_due(
+        self, now: datetime, limit: int, mitras: Collection[str] | None = None
+    ) -> list[Snapshot | Undecidable]:
         """Up to ``limit`` pending extensions due at ``now`` (or at the store's own
-        clock, which then wins), oldest first, not set aside beyond then, each
-        claimed as :meth:`for_timeout` claims it (rows another worker holds are
-        skipped), with its session and payment session: a sweep's whole batch.
-        A row whose columns do not read into the model comes back as
-        :class:`Undecidable` (claimed all the same)."""
+        clock, which then wins), oldest first, not set aside beyond then, with
+        each one's session and payment session: a sweep's whole batch.  With
+        ``mitras``, only rows whose session's mitra is one of them (those whose
+        presence the sweep gathered).  A store shared by several workers
+        *claims* the batch (PostgreSQL: a lease written with the read, so
+        another sweep skips the rows until it runs out); the decisions' writes
+        stay guarded all the same.  A row whose columns do not read into the
+        model comes back as :class:`Undecidable`."""
         ...
 
     async def mitras_due(self, now: datetime, limit: int) -> set[str]:

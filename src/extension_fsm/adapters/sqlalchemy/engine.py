@@ -79,8 +79,16 @@ class Transaction:
     """One database transaction: :meth:`run` functions of a connection in it,
     then :meth:`finish` it (commit or roll back)."""
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(connection)`` inside this transaction; driver errors translated."""
+    async def run(
+        self, fn: Callable[[Connection], T], *, alone: bool = False, read_only: bool = False
+    ) -> T:
+        """``fn(connection)`` inside this unit of work; driver errors translated.
+
+        ``alone``: ``fn`` runs one statement that is atomic on its own (a joined
+        read, a decision's guarded write), so it needs no transaction around
+        it: PostgreSQL runs it in autocommit, one round trip.  ``read_only``:
+        running it twice changes nothing (it may be retried on a new
+        connection when the pooled one turned out dead)."""
         raise NotImplementedError
 
     async def finish(self, *, commit: bool) -> None:
@@ -260,7 +268,9 @@ class _SqliteTransaction(Transaction):
             self._conn = conn
         return self._conn
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
+    async def run(
+        self, fn: Callable[[Connection], T], *, alone: bool = False, read_only: bool = False
+    ) -> T:
         if self._done:
             raise RuntimeError("transaction already finished")
         return await self._db.hop(lambda: fn(self._connection()))
@@ -377,37 +387,61 @@ async def _give_back(conn: AsyncConnection, closed: bool) -> None:
 
 
 class _PostgresTransaction(Transaction):
-    """A ``REPEATABLE READ`` transaction on a pooled connection, opened with the
-    first call (the driver sends ``BEGIN`` with that call's statement)."""
+    """A unit of work's connection: statements atomic on their own (``alone``:
+    the joined reads, a decision's one guarded write) run in autocommit, one
+    round trip each; the first other statement (a repository's write) opens a
+    ``REPEATABLE READ`` transaction on a new pooled connection, and everything
+    after it runs there until :meth:`finish`."""
 
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
         self._conn: AsyncConnection | None = None
-        self._calls = 0
+        self._in_tx = False
+        self._tx_calls = 0
         self._failed = False  # the server aborted the transaction: COMMIT would roll back
         self._done = False
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
+    async def _open_transaction(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:  # the autocommit connection: nothing open on it
+            await _give_back(conn, self._db._closed)
+        self._conn = await self._db.connect("REPEATABLE READ")
+        await self._conn.begin()
+        self._in_tx = True
+
+    async def run(
+        self, fn: Callable[[Connection], T], *, alone: bool = False, read_only: bool = False
+    ) -> T:
         if self._done:
             raise RuntimeError("transaction already finished")
         if self._db.abandoned:  # the store closed past its grace under this work
             self._failed = True
             raise StorageError("the store closed during this unit of work", retryable=True)
-        first = self._calls == 0
-        self._calls += 1
+        if not alone and not self._in_tx:
+            await self._open_transaction()
+        first = self._tx_calls == 0
+        if self._in_tx:
+            self._tx_calls += 1
+        # A read is run again on a new connection when its pooled one turned out
+        # dead: outside a transaction always, inside one only as its first statement.
+        may_retry = read_only and (first or not self._in_tx)
         for attempt in range(LOST_CONNECTION_RETRIES + 1):
             if self._conn is None:
-                self._conn = await self._db.connect("REPEATABLE READ")
-                await self._conn.begin()
+                if self._in_tx:
+                    await self._open_transaction()
+                else:
+                    self._conn = await self._db.connect("AUTOCOMMIT")
+            assert self._conn is not None
             try:
                 return await self._conn.run_sync(fn)
             except _DRIVER_ERRORS as err:
-                if first and lost_connection(err) and attempt < LOST_CONNECTION_RETRIES:
+                if may_retry and lost_connection(err) and attempt < LOST_CONNECTION_RETRIES:
                     # Nothing was written on it: a new connection reads again.
                     conn, self._conn = self._conn, None
                     await _drop(conn)
                     continue
-                self._failed = True
+                if self._in_tx:
+                    self._failed = True
                 raise self._db.translate(err) from err
         raise AssertionError("unreachable")
 
@@ -418,6 +452,9 @@ class _PostgresTransaction(Transaction):
         conn, self._conn = self._conn, None
         try:
             if conn is None:
+                return
+            if not self._in_tx:  # autocommit: every statement committed itself
+                await _give_back(conn, self._db._closed)
                 return
             if commit and self._failed:
                 await _drop(conn)

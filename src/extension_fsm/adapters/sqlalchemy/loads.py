@@ -9,24 +9,21 @@ extension's payment; a timeout the same rows as an answer, starting from the
 extension.  One statement sees one snapshot, so the rows agree with each other
 under any isolation level.
 
-Row locks on PostgreSQL (SQLite's unit of work holds the one write lock): a
-timeout and the sweep *claim* the extension (``FOR UPDATE … SKIP LOCKED``: a
-row another worker holds is skipped, as :meth:`ExtensionRepository.claim`
-does); an answer and ``end_session`` *wait* for it (plain ``FOR UPDATE``,
-bounded by the statement timeout), then decide on what committed: when the
-holder changed the row meanwhile, ``REPEATABLE READ`` fails the read with a
-serialization error, a ``ConcurrencyConflict``, and the service reads again.
-So a mitra's reject that meets a sweep's approval in flight is told the
-extension is already resolved, and one that holds the row first times the
-extension out itself while the sweep skips it.
+No row locks: each read is one statement, atomic on its own, and the
+decision's write is guarded by the status and the values read
+(:meth:`.statements.Statements.decision`), so a row that moved in between
+makes the write do nothing and the service read again.  A mitra's reject
+that meets a sweep's approval is told the extension is already resolved when
+the approval was written first; written first itself (a late no times the
+extension out, uncharged), it makes the approval's write do nothing.
 
-An answer never skips: on PostgreSQL it first locks the extension it answers
-(plain ``FOR UPDATE``, waiting at most :data:`ANSWER_LOCK_TIMEOUT_MS` for a
-worker that holds it, e.g. a sweep about to commit an approval), so it
-decides on what that worker committed and nothing can resolve the extension
-before the answer's own unit of work ends.  A wait that outlasts the bound,
-or a row changed since the transaction's snapshot, is a
-``ConcurrencyConflict``: the service starts the call over.
+The sweep *claims* its batch on PostgreSQL: one ``UPDATE … SET
+set_aside_until = now() + lease WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)
+RETURNING …`` joined to the sessions and payments, so two sweepers never
+take the same rows (:data:`CLAIM_LEASE`), and a sweeper that dies after
+claiming leaves its rows to be claimed again when the lease runs out.  Only
+rows whose mitra's presence was gathered are claimed (``mitras``).  On
+SQLite the unit of work holds the one write lock, so the batch is read.
 
 Each table's columns come back labelled ``<alias>_<column>``; at most one row
 matches (primary keys, and the partial unique indexes for the pending and
@@ -35,11 +32,26 @@ live extensions).  The statements are built once per store.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Collection
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import Row, Select, and_, bindparam, func, or_, select, true
+from sqlalchemy import (
+    ARRAY,
+    Interval,
+    Row,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.sql.expression import BindParameter, FromClause
 
 from ...core import Snapshot, Undecidable
@@ -47,16 +59,18 @@ from .rows import _extension, _payment, _session
 from .schema import Tables, UTCDateTime
 from .statements import LIVE, PENDING
 
-__all__ = ["ANSWER_LOCK_TIMEOUT_MS", "SnapshotStatements", "SqlSnapshotLoader"]
+__all__ = ["CLAIM_LEASE", "SnapshotStatements", "SqlSnapshotLoader"]
 
-#: how long an answer waits for another worker's lock on its extension (ms)
-ANSWER_LOCK_TIMEOUT_MS = 2000
+#: how long a sweep's claim keeps other sweepers off its rows (PostgreSQL)
+CLAIM_LEASE = timedelta(seconds=15)
 
 
 class _Reader(Protocol):
     async def first(self, stmt: Any, params: Any = None) -> Row[Any] | None: ...
 
     async def rows(self, stmt: Any, params: Any = None) -> list[Row[Any]]: ...
+
+    async def claim(self, stmt: Any, params: Any = None) -> list[Row[Any]]: ...
 
 
 class _Part:
@@ -122,29 +136,19 @@ class SnapshotStatements:
             s.c.id == bindparam("session_id"),
             db_now,
         )
-        # An answer waits for the extension's row lock: the lock is taken in a
-        # subquery (PostgreSQL locks no row on the nullable side of an outer join).
-        answered = select(x).where(x.c.id == bindparam("extension_id"))
-        if is_postgres:
-            answered = answered.with_for_update()
-        ax = answered.subquery("x")
         self.response = _Joined(
-            {"s": session, "x": _part(x, "x", ax), "p": _part(p, "p")},
-            with_customer.outerjoin(ax, ax.c.id == bindparam("extension_id")).outerjoin(
-                p, p.c.id == ax.c.payment_session_id
+            {"s": session, "x": _part(x, "x"), "p": _part(p, "p")},
+            with_customer.outerjoin(x, x.c.id == bindparam("extension_id")).outerjoin(
+                p, p.c.id == x.c.payment_session_id
             ),
             s.c.id == bindparam("session_id"),
             db_now,
         )
-        ended = select(x).where(x.c.session_id == bindparam("session_id"), x.c.status == PENDING)
-        if is_postgres:
-            ended = ended.with_for_update()
-        ex = ended.subquery("n")
         self.end = _Joined(
-            {"s": session, "n": _part(x, "n", ex), "p": _part(p, "p")},
-            with_customer.outerjoin(ex, ex.c.session_id == s.c.id).outerjoin(
-                p, p.c.id == ex.c.payment_session_id
-            ),
+            {"s": session, "n": _part(pend, "n"), "p": _part(p, "p")},
+            with_customer.outerjoin(
+                pend, and_(pend.c.session_id == s.c.id, pend.c.status == PENDING)
+            ).outerjoin(p, p.c.id == pend.c.payment_session_id),
             s.c.id == bindparam("session_id"),
             db_now,
         )
@@ -157,16 +161,24 @@ class SnapshotStatements:
             db_now,
         )
         # Due at the database's clock when it is the one, else at the caller's;
-        # a row set aside until later is skipped, so it never blocks the rows behind it.
+        # a row set aside (or claimed) until later is skipped, so it never
+        # blocks the rows behind it.
         now: Any = func.now() if db_now else bindparam("now", type_=x.c.expires_at.type)
         due = and_(
             x.c.status == PENDING,
             x.c.expires_at <= now,
             or_(x.c.set_aside_until.is_(None), x.c.set_aside_until <= now),
         )
-        self.due = _Joined(dict(self.timeout.parts_columns), self.timeout.joins, due, db_now)
-        self.due.select = self.due.select.order_by(x.c.expires_at, x.c.id).limit(bindparam("limit"))
-        # The same rows' mitras, unlocked: whose presence to ask before claiming.
+        self.due_of: _Joined | None = None
+        if is_postgres:  # a claim: the due rows' lease written and returned at once
+            self.due = self._claim(t, due, now, db_now, by_mitra=False)
+            self.due_of = self._claim(t, due, now, db_now, by_mitra=True)
+        else:  # the unit of work holds SQLite's one write lock: a read
+            self.due = _Joined(dict(self.timeout.parts_columns), self.timeout.joins, due, db_now)
+            self.due.select = self.due.select.order_by(x.c.expires_at, x.c.id).limit(
+                bindparam("limit")
+            )
+        # The same rows' mitras, unclaimed: whose presence to ask before claiming.
         self.due_mitras = (
             select(s.c.mitra_id)
             .select_from(x.join(s, s.c.id == x.c.session_id))
@@ -174,18 +186,45 @@ class SnapshotStatements:
             .order_by(x.c.expires_at, x.c.id)
             .limit(bindparam("limit"))
         )
-        # An answer's lock: waits (bounded by this transaction's lock_timeout).
-        self.lock_timeout: Select[Any] | None = None
-        self.lock_extension: Select[Any] | None = None
-        if is_postgres:  # on SQLite the unit of work already holds the one write lock
-            self.timeout.select = self.timeout.select.with_for_update(of=x, skip_locked=True)
-            self.due.select = self.due.select.with_for_update(of=x, skip_locked=True)
-            self.lock_timeout = select(
-                func.set_config("lock_timeout", f"{ANSWER_LOCK_TIMEOUT_MS}ms", true())
+
+    def _claim(self, t: Tables, due: Any, now: Any, db_now: bool, *, by_mitra: bool) -> _Joined:
+        """PostgreSQL: ``UPDATE`` the lease of up to ``:limit`` due rows (``FOR
+        UPDATE SKIP LOCKED``: rows another claim is taking are skipped) and read
+        them joined to their sessions and payments, in one statement; with
+        ``by_mitra`` only rows whose session's mitra is one of ``:mitras``."""
+        s, c, x, p = t.sessions, t.customers, t.extensions, t.payments
+        pick = select(x.c.id).where(due)
+        if by_mitra:
+            pick = pick.where(
+                x.c.session_id.in_(
+                    select(s.c.id).where(
+                        s.c.mitra_id == any_(bindparam("mitras", type_=ARRAY(String())))
+                    )
+                )
             )
-            self.lock_extension = (
-                select(x.c.id).where(x.c.id == bindparam("extension_id")).with_for_update()
-            )
+        pick = (
+            pick.order_by(x.c.expires_at, x.c.id)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+        )
+        claimed = (
+            update(x)
+            .where(x.c.id.in_(pick.scalar_subquery()))
+            .values(set_aside_until=now + literal(CLAIM_LEASE, Interval()))
+            .returning(*x.c)
+            .cte("claimed")
+        )
+        session = [*_part(s, "s"), c.c.display_name.label("s_display_name")]
+        joined = _Joined(
+            {"x": _part(x, "x", claimed), "s": session, "p": _part(p, "p")},
+            claimed.outerjoin(s, s.c.id == claimed.c.session_id)
+            .outerjoin(c, c.c.id == s.c.customer_id)
+            .outerjoin(p, p.c.id == claimed.c.payment_session_id),
+            literal(True),
+            db_now,
+        )
+        joined.select = joined.select.order_by(claimed.c.expires_at, claimed.c.id)
+        return joined
 
 
 def _rows(joined: _Joined, row: Row[Any]) -> dict[str, Any]:
@@ -240,9 +279,6 @@ class SqlSnapshotLoader:
         )
 
     async def for_response(self, session_id: str, extension_id: str) -> Snapshot:
-        if self._s.lock_extension is not None and self._s.lock_timeout is not None:
-            await self._uow.first(self._s.lock_timeout)
-            await self._uow.first(self._s.lock_extension, {"extension_id": extension_id})
         params = {"session_id": session_id, "extension_id": extension_id}
         m = await self._load(self._s.response, params)
         if m is None:
@@ -261,13 +297,22 @@ class SqlSnapshotLoader:
             return Snapshot(session=None)
         return Snapshot(session=m["s"], extension=m["x"], payment=m["p"], now=m["now"])
 
-    async def for_due(self, now: datetime, limit: int) -> list[Snapshot | Undecidable]:
-        rows = await self._uow.rows(self._s.due.select, {"now": now, "limit": limit})
+    async def for_due(
+        self, now: datetime, limit: int, mitras: Collection[str] | None = None
+    ) -> list[Snapshot | Undecidable]:
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        due = self._s.due
+        if self._s.due_of is None:  # SQLite: read inside the unit of work's write lock
+            rows = await self._uow.rows(due.select, params)
+        else:
+            if mitras is not None:
+                due, params["mitras"] = self._s.due_of, sorted(mitras)
+            rows = await self._uow.claim(due.select, params)
         snapshots: list[Snapshot | Undecidable] = []
-        x = self._s.due.parts["x"]
+        x = due.parts["x"]
         for row in rows:
             try:
-                m = self._note(_rows(self._s.due, row))
+                m = self._note(_rows(due, row))
             except (ValueError, TypeError, KeyError) as err:  # what the host wrote does not parse
                 snapshots.append(Undecidable(str(row[x.start]), f"{type(err).__name__}: {err}"))
                 continue

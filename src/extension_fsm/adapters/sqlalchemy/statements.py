@@ -11,11 +11,12 @@ unit of work's transaction (:mod:`.engine`) on either backend.
   host's other columns, and values a host wrote in its own types, are left
   as they are.
 - :func:`write_decision` writes a decision: on PostgreSQL every part as one
-  statement of data-modifying CTEs (one round trip; each CTE returns a row
-  per row written, so a compare-and-set that matched nothing is seen); on
-  SQLite one statement per part, in the one hop of the write.  A
-  compare-and-set that matched nothing is a
-  :class:`~extension_fsm.errors.ConcurrencyConflict` either way.
+  guarded statement of data-modifying CTEs, atomic on its own (one round
+  trip, no transaction: :meth:`Statements.decision`); on SQLite one statement
+  per part inside the unit of work's transaction, which holds the write lock
+  since its first read.  A guard that failed is a
+  :class:`~extension_fsm.errors.ConcurrencyConflict` either way, and nothing
+  of the decision is written.
 
 Status filters are SQL literals, the very text of the partial indexes'
 predicates (:mod:`.schema`): a planner can prove a partial index usable only
@@ -26,7 +27,7 @@ never does for ``$n``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,16 +37,18 @@ from sqlalchemy import (
     Table,
     Update,
     bindparam,
+    exists,
     func,
     insert,
     literal_column,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.sql.elements import ColumnClause
 
-from ...errors import ConcurrencyConflict
+from ...errors import ConcurrencyConflict, StorageError
 from ...model import ExtensionStatus, set_aside_delay
 from .rows import _session_select
 from .schema import Tables
@@ -77,13 +80,6 @@ def compare_and_set(table: Table, columns: Sequence[str], prefix: str = "") -> U
     )
 
 
-def _insert_row(table: Table, columns: Sequence[str], prefix: str) -> Any:
-    """A single-row ``INSERT`` of ``columns`` bound as ``:<prefix>v_<column>``."""
-    return insert(table).values(
-        {c: bindparam(f"{prefix}v_{c}", type_=table.c[c].type) for c in columns}
-    )
-
-
 def changed_values(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str, Any]:
     """The columns of ``after`` whose values differ from ``before`` (every
     column but ``id`` when ``before`` is unknown)."""
@@ -100,15 +96,27 @@ class Write:
     table: Table
     rows: Sequence[Mapping[str, Any]]
     cas: tuple[str, str] | None = None
+    #: a compare-and-set's other guarded columns: each column it changes, with
+    #: the value the decision read (PostgreSQL's guard, see :meth:`Statements.decision`)
+    before: Mapping[str, Any] = field(default_factory=dict)
 
     def shape(self) -> tuple[Any, ...]:
         """What the statement for this write depends on (not the values)."""
-        return (self.table.name, self.cas is not None, len(self.rows), tuple(self.rows[0]))
+        return (
+            self.table.name,
+            self.cas is not None,
+            len(self.rows),
+            tuple(self.rows[0]),
+            tuple(self.before),
+        )
 
-    def params(self, prefix: str = "") -> dict[str, Any]:
-        """The values of a compare-and-set, named as :func:`compare_and_set` binds them."""
+    def params(self, prefix: str = "", *, guard: bool = False) -> dict[str, Any]:
+        """The values of a compare-and-set, named as :func:`compare_and_set` binds
+        them; with ``guard`` its guard's too (``:<prefix>b_<column>``)."""
         assert self.cas is not None
         params = {f"{prefix}v_{c}": v for c, v in self.rows[0].items()}
+        if guard:
+            params.update({f"{prefix}b_{c}": v for c, v in self.before.items()})
         params[f"{prefix}cas_id"], params[f"{prefix}cas_expected"] = self.cas
         return params
 
@@ -120,29 +128,34 @@ def write_decision(
     writes = [w for w in writes if w.rows]
     if not writes:
         return
-    guarded: list[tuple[Write, int]] = []  # each compare-and-set and the rows it matched
     if is_postgres:
         stmt = statements.decision(writes)
         params: dict[str, Any] = {}
         for i, w in enumerate(writes):
             if w.cas is not None:
-                params.update(w.params(f"w{i}_"))
+                params.update(w.params(f"w{i}_", guard=True))
             else:
                 for r, row in enumerate(w.rows):
                     params.update({f"w{i}_{r}_v_{c}": v for c, v in row.items()})
-        counts = conn.execute(stmt, params).one()
-        guarded = [(w, n) for w, n in zip(writes, counts, strict=True) if w.cas is not None]
-    else:
-        for w in writes:
-            if w.cas is not None:
-                stmt = statements.compare_and_set(w.table, tuple(w.rows[0]))
-                guarded.append((w, conn.execute(stmt, w.params()).rowcount))
-            else:
-                conn.execute(statements.insert(w.table), list(w.rows))
-    for w, matched in guarded:
-        if matched != 1:
-            assert w.cas is not None
-            raise ConcurrencyConflict(f"{w.table.name} {w.cas[0]} moved")
+        held, *counts = conn.execute(stmt, params).one()
+        if held == 0:  # a guard failed: the statement wrote nothing
+            moved = next(w for w in writes if w.cas is not None)
+            assert moved.cas is not None
+            raise ConcurrencyConflict(f"{moved.table.name} {moved.cas[0]} moved")
+        for w, written in zip(writes, counts, strict=True):
+            expected = 1 if w.cas is not None else len(w.rows)
+            if written != expected:  # the guard held every row: cannot happen
+                raise StorageError(f"decision wrote {written} of {expected} {w.table.name} rows")
+        return
+    for w in writes:
+        if w.cas is not None:
+            stmt = statements.compare_and_set(w.table, tuple(w.rows[0]))
+            if conn.execute(stmt, w.params()).rowcount != 1:
+                # The transaction holds SQLite's one write lock since its
+                # first read; the unit of work rolls back what came before.
+                raise ConcurrencyConflict(f"{w.table.name} {w.cas[0]} moved")
+        else:
+            conn.execute(statements.insert(w.table), list(w.rows))
 
 
 class Statements:
@@ -209,19 +222,64 @@ class Statements:
         return self._built(("insert", table.name), lambda: insert(table))
 
     def decision(self, writes: Sequence[Write]) -> Any:
-        """PostgreSQL: every write as one statement of data-modifying CTEs, built
-        once per shape; it returns, per write, how many rows it wrote."""
+        """PostgreSQL: every write of a decision as one statement, built once
+        per shape, atomic on its own (no transaction around it).
+
+        Its first CTE, ``g``, locks every row a compare-and-set writes (``FOR
+        UPDATE``), where each still holds the status and the values the
+        decision read; every write is conditional on ``g`` having found them
+        (``EXISTS``), so either all of it is written or, a guard having failed,
+        nothing is.  A row another statement is writing is waited for, then
+        checked again as it committed (READ COMMITTED's re-check).  It returns
+        how many rows ``g`` held, then how many each write wrote."""
 
         def build() -> Any:
-            counted = []
+            held: Any = None
+            guarded = [(i, w) for i, w in enumerate(writes) if w.cas is not None]
+            if guarded:
+                where: list[Any] = []
+                for i, w in guarded:
+                    t = w.table
+                    where.append(t.c.id == bindparam(f"w{i}_cas_id", type_=t.c.id.type))
+                    where.append(
+                        t.c.status == bindparam(f"w{i}_cas_expected", type_=t.c.status.type)
+                    )
+                    where.extend(
+                        t.c[c].is_not_distinct_from(bindparam(f"w{i}_b_{c}", type_=t.c[c].type))
+                        for c in w.before
+                    )
+                tables = [w.table for _, w in guarded]
+                rows: Any = tables[0]
+                for other in tables[1:]:  # each row found by its id: ON TRUE
+                    rows = rows.join(other, true())
+                held = (
+                    select(literal_column("1").label("one"))
+                    .select_from(rows)
+                    .where(*where)
+                    .with_for_update(of=tables)
+                    .cte("g")
+                )
+            only_if = [] if held is None else [exists(select(held.c.one))]
+            counted: list[Any] = [
+                literal_column("1")
+                if held is None
+                else select(func.count()).select_from(held).scalar_subquery()
+            ]
             for i, w in enumerate(writes):
+                t = w.table
                 if w.cas is not None:
-                    parts = [compare_and_set(w.table, tuple(w.rows[0]), f"w{i}_")]
-                else:  # one row a statement: a multi-row VALUES has no cache key
-                    parts = [
-                        _insert_row(w.table, tuple(row), f"w{i}_{r}_")
-                        for r, row in enumerate(w.rows)
+                    parts: list[Any] = [
+                        update(t)
+                        .where(t.c.id == bindparam(f"w{i}_cas_id", type_=t.c.id.type), *only_if)
+                        .values({c: bindparam(f"w{i}_v_{c}", type_=t.c[c].type) for c in w.rows[0]})
                     ]
+                else:  # one row a statement: a multi-row VALUES has no cache key
+                    parts = []
+                    for r, row in enumerate(w.rows):
+                        values = select(
+                            *(bindparam(f"w{i}_{r}_v_{c}", type_=t.c[c].type) for c in row)
+                        ).where(*only_if)
+                        parts.append(insert(t).from_select(list(row), values))
                 ctes = [
                     p.returning(literal_column("1").label("one")).cte(f"w{i}_{n}")
                     for n, p in enumerate(parts)

@@ -1,11 +1,18 @@
-"""The unit of work: one database transaction (:mod:`.engine`) and its reads
-and writes.
+"""The unit of work: a call's reads and its decision's write (:mod:`.engine`).
 
 Reads go through :attr:`SqlUnitOfWork.snapshots` (each call's rows in one
 joined ``SELECT``, :mod:`.loads`) and the repositories; the decision's writes
 through :attr:`SqlUnitOfWork.write_batch`, all at once (:mod:`.statements`).
 Every row read is remembered, so that a status change writes only the
-columns the decision changed; the compare-and-set guard on the status stays.
+columns the decision changed, guarded by the status and by the values read.
+
+On PostgreSQL a decision call is two round trips and no transaction: the
+joined read and the guarded write are each atomic on their own (autocommit),
+and a write whose guard failed wrote nothing and raises
+``ConcurrencyConflict``, so the service reads again.  A repository's write
+(host tooling, tests) opens a ``REPEATABLE READ`` transaction that the unit
+of work commits or rolls back as before.  On SQLite everything runs in one
+``BEGIN IMMEDIATE`` transaction.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ __all__ = ["SqlUnitOfWork"]
 
 T = TypeVar("T")
 _Row = Session | PaymentSession | Extension
+#: columns no guard compares: the status has its own; a sweep's lease and a
+#: set-aside are bookkeeping that a decision clears whatever they hold
+_UNGUARDED = frozenset({"status", "set_aside_until", "set_aside_count", "set_aside_reason"})
 
 
 class SqlUnitOfWork:
@@ -90,11 +100,14 @@ class SqlUnitOfWork:
             raise RuntimeError("unit of work not active")
         await tx.finish(commit=True)
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(connection)`` in this transaction (driver errors translated)."""
+    async def run(
+        self, fn: Callable[[Connection], T], *, alone: bool = False, read_only: bool = False
+    ) -> T:
+        """``fn(connection)`` in this unit of work (driver errors translated);
+        ``alone`` and ``read_only`` as :meth:`~.engine.Transaction.run` takes them."""
         if self._tx is None:
             raise RuntimeError("unit of work not active")
-        return await self._tx.run(fn)
+        return await self._tx.run(fn, alone=alone, read_only=read_only)
 
     async def execute(self, stmt: Any, params: Any = None) -> Result[Any]:
         """Run one statement; its result, rows read already (``.rowcount`` of
@@ -108,12 +121,20 @@ class SqlUnitOfWork:
         return done() if isinstance(done, FrozenResult) else done
 
     async def rows(self, stmt: Any, params: Any = None) -> list[Row[Any]]:
-        """Every row ``stmt`` returns."""
-        return await self.run(lambda conn: list(conn.execute(stmt, params).all()))
+        """Every row ``stmt`` returns (one statement, atomic on its own)."""
+        return await self.run(
+            lambda conn: list(conn.execute(stmt, params).all()), alone=True, read_only=True
+        )
+
+    async def claim(self, stmt: Any, params: Any = None) -> list[Row[Any]]:
+        """Every row ``stmt`` (one statement that writes a lease) returns."""
+        return await self.run(lambda conn: list(conn.execute(stmt, params).all()), alone=True)
 
     async def first(self, stmt: Any, params: Any = None) -> Row[Any] | None:
-        """The first row ``stmt`` returns, if any."""
-        return await self.run(lambda conn: conn.execute(stmt, params).first())
+        """The first row ``stmt`` (a read) returns, if any."""
+        return await self.run(
+            lambda conn: conn.execute(stmt, params).first(), alone=True, read_only=True
+        )
 
     async def upsert(self, table: Table, values: dict[str, Any]) -> None:
         """Insert ``values`` or overwrite the row with the same ``id``."""
@@ -140,13 +161,16 @@ class SqlUnitOfWork:
         after: dict[str, Any] = values(row)  # type: ignore[operator]
         if expected is None:
             return Write(table, [after])
-        before = self._seen.get(f"{kind}:{row.id}")
-        changed = changed_values(None if before is None else values(before), after)  # type: ignore[operator]
+        seen = self._seen.get(f"{kind}:{row.id}")
+        before: dict[str, Any] | None = None if seen is None else values(seen)  # type: ignore[operator]
+        changed = changed_values(before, after)
+        # The guard: the status, and each column written as it was read.
+        guard = {} if before is None else {c: before[c] for c in changed if c not in _UNGUARDED}
         if kind == "x":  # a decided extension is no longer set aside
             changed["set_aside_until"] = None
         if not changed:  # nothing moved: the guard alone (status set to itself)
             changed["status"] = expected
-        return Write(table, [changed], (row.id, expected))
+        return Write(table, [changed], (row.id, expected), guard)
 
     async def compare_and_set(self, row: _Row, expected: str) -> bool:
         """Write ``row`` where its stored status is ``expected``; whether it was."""
@@ -197,7 +221,9 @@ class SqlUnitOfWork:
         writes.append(Write(t.log, [_record_values(r) for r in log]))
         writes.append(Write(t.outbox, [_outbox_values(m) for m in outbox]))
         s, is_postgres = self.statements, self._db.is_postgres
-        await self.run(lambda conn: write_decision(conn, s, writes, is_postgres=is_postgres))
+        await self.run(
+            lambda conn: write_decision(conn, s, writes, is_postgres=is_postgres), alone=True
+        )
         for change in (extension, session, payment):
             if change is not None:
                 self.remember(change.row)  # what is stored now
