@@ -320,12 +320,13 @@ class DeadlineSweep:
 
     async def _pending_mitra(self, extension_id: str) -> str | None:
         """The mitra of a pending extension's session, read without a lock in a unit
-        of work closed before anyone is asked; ``""`` when the session is gone."""
+        of work closed before anyone is asked (one joined read); ``""`` when
+        the session is gone."""
         async with self._store.unit_of_work() as uow:
-            ext = await uow.extensions.get(extension_id)
-            if ext is None or ext.status is not ExtensionStatus.PENDING:
-                return None
-            session = await uow.sessions.get(ext.session_id)
+            snapshot = await uow.snapshots.for_timeout(extension_id)
+        ext, session = snapshot.extension, snapshot.session
+        if ext is None or ext.status is not ExtensionStatus.PENDING:
+            return None
         return session.mitra_id if session is not None else ""
 
     async def _set_aside(self, extension_id: str, error: str) -> bool:

@@ -1,10 +1,11 @@
-"""An answer waits for the row lock a sweep holds, then decides on what
-committed (PostgreSQL, two stores on one database, the sweep's unit of work
-held open by the test): a mitra's reject that meets an auto-approval in
-flight is told the extension is already resolved, never "The answer window
-has passed"; an ``end_session`` likewise ends the session after the charge,
-never cancels under it; a late reject that holds the row first times the
-extension out uncharged in its own unit of work, so the sweep finds nothing."""
+"""An answer meets a sweep's approval (PostgreSQL, two stores on one database,
+the sweep's steps driven by the test).  Nothing is locked between a read and
+its write; the write is guarded, so whichever is written first stands: a
+mitra's reject after the approval was written is told the extension is
+already resolved, never "The answer window has passed"; one written while the
+approval was only decided times the extension out uncharged, and the
+approval's write then does nothing.  ``end_session`` likewise: after the
+approval it ends the session after the charge; before it, nothing is charged."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from extension_fsm import core
 from extension_fsm.adapters.clock import VirtualClock
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
-from extension_fsm.errors import ErrorCode, ExtensionError
+from extension_fsm.errors import ConcurrencyConflict, ErrorCode, ExtensionError
 from extension_fsm.model import (
     ExtensionStatus,
     Facts,
@@ -63,9 +64,9 @@ async def _due_extension(store: SqlAlchemyStore, clock: VirtualClock) -> str:
     return ext.id
 
 
-async def _approve_in_flight(sweep: UnitOfWork, clock: VirtualClock, ext_id: str) -> None:
-    """What another worker's sweep does before its commit: claim the due row,
-    decide an auto-approval (the mitra reachable) and write it."""
+async def _approval(sweep: UnitOfWork, clock: VirtualClock, ext_id: str) -> core.Decision:
+    """What another worker's sweep does before its write: claim the due row and
+    decide an auto-approval (the mitra reachable)."""
     (snapshot,) = await sweep.snapshots.for_due(clock.now(), 10)
     facts = Facts(
         now=clock.now(),
@@ -76,12 +77,15 @@ async def _approve_in_flight(sweep: UnitOfWork, clock: VirtualClock, ext_id: str
     approval = core.decide(snapshot, TimeoutExtension(ext_id), facts)  # type: ignore[arg-type]
     assert approval.extension is not None
     assert approval.extension.row.status is ExtensionStatus.ACCEPTED
-    await sweep.write_batch(
-        approval.extension, approval.session, approval.payment, approval.ledger, approval.log, []
-    )
+    return approval
 
 
-async def test_a_reject_meeting_an_approval_in_flight_is_told_already_resolved(
+async def _write(sweep: UnitOfWork, d: core.Decision) -> None:
+    await sweep.write_batch(d.extension, d.session, d.payment, d.ledger, d.log, [])
+    await sweep.commit()
+
+
+async def test_a_reject_after_the_approval_was_written_is_told_already_resolved(
     stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
 ) -> None:
     a, b = stores
@@ -89,17 +93,14 @@ async def test_a_reject_meeting_an_approval_in_flight_is_told_already_resolved(
     ext_id = await _due_extension(a, clock)
     answering = make_service(a, clock)
     async with b.unit_of_work() as sweep:  # another worker's sweep, claimed and written
-        await _approve_in_flight(sweep, clock, ext_id)
-        reject = asyncio.ensure_future(
+        await _write(sweep, await _approval(sweep, clock, ext_id))
+    with pytest.raises(ExtensionError) as told:
+        await asyncio.wait_for(
             answering.respond_to_extension(
                 extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
-            )
+            ),
+            BOUND,
         )
-        await asyncio.sleep(0.5)
-        assert not reject.done()  # it waits for the row the sweep holds
-        await sweep.commit()
-    with pytest.raises(ExtensionError) as told:
-        await asyncio.wait_for(reject, BOUND)
     assert told.value.code is ErrorCode.EXTENSION_RESOLVED
     assert told.value.message != "The answer window has passed"  # the truth: resolved
     dump = await a.dump()
@@ -108,7 +109,35 @@ async def test_a_reject_meeting_an_approval_in_flight_is_told_already_resolved(
     await answering.aclose()
 
 
-async def test_end_session_meeting_an_approval_in_flight_waits_and_ends_after_it(
+async def test_a_reject_written_before_the_approval_makes_the_approval_write_nothing(
+    stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
+) -> None:
+    a, b = stores
+    clock = VirtualClock(T0)
+    ext_id = await _due_extension(a, clock)
+    answering = make_service(a, clock)
+    async with b.unit_of_work() as sweep:
+        approval = await _approval(sweep, clock, ext_id)  # decided, not yet written
+        with pytest.raises(ExtensionError) as told:
+            await asyncio.wait_for(
+                answering.respond_to_extension(
+                    extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+                ),
+                BOUND,
+            )
+        assert told.value.message == "The answer window has passed"  # timed out uncharged
+        with pytest.raises(ConcurrencyConflict):
+            await _write(sweep, approval)
+    dump = await a.dump()
+    assert [e.status for e in dump.extensions] == [ExtensionStatus.TIMEOUT]
+    assert [p.status for p in dump.payments] == [PaymentStatus.FAILED]
+    assert dump.ledger == []
+    (session,) = dump.sessions
+    assert session.expires_at == T0 + timedelta(minutes=5)  # not extended
+    await answering.aclose()
+
+
+async def test_end_session_after_the_approval_was_written_ends_after_the_charge(
     stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
 ) -> None:
     a, b = stores
@@ -116,18 +145,34 @@ async def test_end_session_meeting_an_approval_in_flight_waits_and_ends_after_it
     ext_id = await _due_extension(a, clock)
     ending = make_service(a, clock)
     async with b.unit_of_work() as sweep:
-        await _approve_in_flight(sweep, clock, ext_id)
-        end = asyncio.ensure_future(ending.end_session("s1"))
-        await asyncio.sleep(0.5)
-        assert not end.done()  # it waits for the pending extension's row
-        await sweep.commit()
-    session = await asyncio.wait_for(end, BOUND)
+        await _write(sweep, await _approval(sweep, clock, ext_id))
+    session = await asyncio.wait_for(ending.end_session("s1"), BOUND)
     assert session.status is SessionStatus.ENDED
     dump = await a.dump()
-    # the approval committed first: it stands (charged once), the session then ended
+    # the approval was written first: it stands (charged once), the session then ended
     assert [e.status for e in dump.extensions] == [ExtensionStatus.ACCEPTED]
     assert [p.status for p in dump.payments] == [PaymentStatus.CONSUMED]
     assert len(dump.ledger) == 1
+    await ending.aclose()
+
+
+async def test_end_session_before_the_approval_was_written_leaves_nothing_charged(
+    stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
+) -> None:
+    a, b = stores
+    clock = VirtualClock(T0)
+    ext_id = await _due_extension(a, clock)
+    ending = make_service(a, clock)
+    async with b.unit_of_work() as sweep:
+        approval = await _approval(sweep, clock, ext_id)
+        session = await asyncio.wait_for(ending.end_session("s1"), BOUND)
+        assert session.status is SessionStatus.ENDED
+        with pytest.raises(ConcurrencyConflict):
+            await _write(sweep, approval)
+    dump = await a.dump()
+    assert [e.status for e in dump.extensions] != [ExtensionStatus.ACCEPTED]
+    assert [p.status for p in dump.payments] != [PaymentStatus.CONSUMED]
+    assert dump.ledger == []
     await ending.aclose()
 
 
