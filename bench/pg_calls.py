@@ -176,7 +176,7 @@ DELIVERED = "accept with its outbox delivered"  # informative: what delivery add
 TARGET = 2
 
 
-async def _count(url: str) -> dict[str, WireCounts]:
+async def count_on(url: str) -> dict[str, WireCounts]:
     """Each call's counts, the second of two rounds (the first warms up)."""
     raw = pg_connect(url)
     await (await open_store(url)).aclose()  # the tables, outside the count
@@ -270,7 +270,7 @@ async def _count(url: str) -> dict[str, WireCounts]:
 def count_calls() -> dict[str, WireCounts]:
     """``{call: counts}`` in a database of its own."""
     with pg.temporary_database() as url:
-        return asyncio.run(_count(url))
+        return asyncio.run(count_on(url))
 
 
 def round_trips() -> list[Result]:
