@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import column, func, inspect, select, update
+from sqlalchemy import and_, column, func, inspect, not_, select, update
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -53,11 +53,13 @@ def _collect(conn: Connection, t: Tables, at: datetime, db_clock: bool) -> dict[
     overdue_where: list[Any] = [x.c.status == _PENDING, x.c.expires_at < now]
     set_aside: int | None = None
     if "set_aside_until" in {c["name"] for c in inspect(conn).get_columns(x.name)}:
-        # by name: the column may exist in the database before the Table knows it
-        aside: Any = column("set_aside_until")
-        flagged = select(func.count()).select_from(x).where(aside.isnot(None))
+        # by name: the column may exist in the database before the Table knows it.
+        # A sweep's claim (a lease, PostgreSQL) writes set_aside_until alone: a
+        # row set aside has been counted too, and only it leaves "overdue".
+        aside: Any = and_(column("set_aside_until").isnot(None), column("set_aside_count") > 0)
+        flagged = select(func.count()).select_from(x).where(aside)
         set_aside = int(conn.execute(flagged).scalar_one())
-        overdue_where.append(aside.is_(None))
+        overdue_where.append(not_(aside))
     overdue, oldest = conn.execute(
         select(func.count(), func.min(x.c.expires_at)).select_from(x).where(*overdue_where)
     ).one()

@@ -317,8 +317,8 @@ async def test_a_caller_cancelled_during_any_driver_call_leaves_one_decision_or_
                 await check(pg_url)
                 if not hit:  # the call made fewer driver calls than target: all covered
                     break
-            # BEGIN, read, write, COMMIT at least: each one cancelled
-            assert cancelled >= 4, (answer, cancelled)
+            # the read and the write at least (no BEGIN, no COMMIT): each one cancelled
+            assert cancelled >= 2, (answer, cancelled)
     finally:
         await w.settle()
         await store.aclose()

@@ -131,7 +131,14 @@ async def test_timeout_read_matches_the_row_by_row_reads(
 
 
 @pytest.mark.postgres
-async def test_timeout_read_skips_an_extension_another_worker_holds(pg_url: str) -> None:
+async def test_timeout_reads_lock_nothing_and_the_second_write_does_nothing(pg_url: str) -> None:
+    """Two workers time one extension out: both read it (nothing is locked
+    between a read and its write), the first write lands, the second writes
+    nothing and raises ``ConcurrencyConflict``."""
+    from extension_fsm import core
+    from extension_fsm.errors import ConcurrencyConflict
+    from extension_fsm.model import Facts, TimeoutExtension
+
     store = await SqlAlchemyStore.open(
         pg_url, create_schema=True, table_prefix="snapskip_", clock="local"
     )
@@ -141,14 +148,18 @@ async def test_timeout_read_skips_an_extension_another_worker_holds(pg_url: str)
         async with store.unit_of_work() as uow:
             await uow.extensions.add(ext("e1", "s1", "p1", ExtensionStatus.PENDING))
             await uow.commit()
-        async with store.unit_of_work() as holder:
-            held = await holder.snapshots.for_timeout("e1")
-            assert held.extension is not None and held.session is not None
-            async with store.unit_of_work() as other:
-                assert await other.snapshots.for_timeout("e1") == Snapshot(session=None)
-                assert await other.extensions.claim("e1") is None
-        async with store.unit_of_work() as uow:  # released with the holder's transaction
-            assert (await uow.snapshots.for_timeout("e1")).extension is not None
+        late = Facts(now=T0 + timedelta(hours=1))
+        async with store.unit_of_work() as first, store.unit_of_work() as second:
+            a = core.decide(await first.snapshots.for_timeout("e1"), TimeoutExtension("e1"), late)
+            b = core.decide(await second.snapshots.for_timeout("e1"), TimeoutExtension("e1"), late)
+            assert a.extension is not None and b.extension is not None  # both read it
+            await first.write_batch(a.extension, a.session, a.payment, a.ledger, a.log, [])
+            await first.commit()
+            with pytest.raises(ConcurrencyConflict):
+                await second.write_batch(b.extension, b.session, b.payment, b.ledger, b.log, [])
+        dump = await store.dump()
+        assert [e.status for e in dump.extensions] == [ExtensionStatus.TIMEOUT]
+        assert len(dump.log) == len(a.log)  # the audit written once
     finally:
         await store.aclose()
 
@@ -172,9 +183,12 @@ async def test_due_read_matches_the_row_by_row_reads(store: SqlAlchemyStore) -> 
         due_ids = await uow.extensions.due(now, 10)
         assert due_ids == ["e3", "e1"]
         expected = [await _separate_extension(uow, None, i) for i in due_ids]
-        assert await uow.snapshots.for_due(now, 10) == expected
-        assert await uow.snapshots.for_due(now, 1) == expected[:1]
         assert await uow.snapshots.for_due(T0 - timedelta(minutes=1), 10) == []
+        assert await uow.snapshots.for_due(now, 1) == expected[:1]
+        # PostgreSQL claimed e3 (a lease): the next batch is the rest; SQLite
+        # reads inside its one write lock and claims nothing.
+        rest = expected[1:] if store.database.is_postgres else expected
+        assert await uow.snapshots.for_due(now, 10) == rest
 
 
 @pytest.mark.postgres

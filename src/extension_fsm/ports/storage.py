@@ -190,7 +190,7 @@ class SnapshotLoader(Protocol):
         clock, which then wins), oldest first, not set aside beyond then, with
         each one's session and payment session: a sweep's whole batch.  With
         ``mitras``, only rows whose session's mitra is one of them (those whose
-        presence the sweep gathered).  A store shared by several workers
+        presence the sweep gathered) or whose session is gone.  A store shared by several workers
         *claims* the batch (PostgreSQL: a lease written with the read, so
         another sweep skips the rows until it runs out); the decisions' writes
         stay guarded all the same.  A row whose columns do not read into the

@@ -16,12 +16,14 @@ At most ``?pool_size=`` connections (10).  Every wait is bounded
 (:class:`~.urls.PgTimeouts`, set in the URL):
 connecting, each statement (the server's ``statement_timeout``, and asyncpg's
 own ``command_timeout`` for a server that does not answer at all) and waiting
-for a pooled connection.  A socket error or a timeout is marked as a
+for a pooled connection, and each wait for another transaction's row lock
+(``lock_timeout``, 2 s).  A socket error or a timeout is marked as a
 disconnect, so SQLAlchemy invalidates the connection and every pooled
 connection older than it: after an outage the pool holds no dead connection
 (see :func:`~.failures.lost_connection` and :mod:`.engine` for the retry).
-Transactions are ``REPEATABLE READ``, set per connection by the unit of work,
-so the same holds on an engine a host passes in.
+A decision call's read and write each run in autocommit; a unit of work
+that writes through a repository runs ``REPEATABLE READ``, set per connection
+by the unit of work, so the same holds on an engine a host passes in.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def postgres_engine(url: str | URL) -> AsyncEngine:
     connect_args["server_settings"] = {
         **options.server_settings,
         "statement_timeout": str(round(limits.statement * 1000)),
+        "lock_timeout": str(round(limits.lock * 1000)),
     }
     engine = create_async_engine(
         u,

@@ -422,9 +422,10 @@ class _PostgresTransaction(Transaction):
         first = self._tx_calls == 0
         if self._in_tx:
             self._tx_calls += 1
-        # A read is run again on a new connection when its pooled one turned out
-        # dead: outside a transaction always, inside one only as its first statement.
-        may_retry = read_only and (first or not self._in_tx)
+        # Run again on a new connection when the pooled one turned out dead: a
+        # read outside a transaction, or a transaction's first statement
+        # (nothing was committed on it, so nothing can be doubled).
+        may_retry = (self._in_tx and first) or (read_only and not self._in_tx)
         for attempt in range(LOST_CONNECTION_RETRIES + 1):
             if self._conn is None:
                 if self._in_tx:

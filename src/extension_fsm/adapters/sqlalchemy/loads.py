@@ -46,6 +46,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    exists,
     func,
     literal,
     or_,
@@ -194,14 +195,9 @@ class SnapshotStatements:
         ``by_mitra`` only rows whose session's mitra is one of ``:mitras``."""
         s, c, x, p = t.sessions, t.customers, t.extensions, t.payments
         pick = select(x.c.id).where(due)
-        if by_mitra:
-            pick = pick.where(
-                x.c.session_id.in_(
-                    select(s.c.id).where(
-                        s.c.mitra_id == any_(bindparam("mitras", type_=ARRAY(String())))
-                    )
-                )
-            )
+        if by_mitra:  # no other mitra's session (a row whose session is gone needs no one)
+            asked = s.c.mitra_id == any_(bindparam("mitras", type_=ARRAY(String())))
+            pick = pick.where(~exists(select(s.c.id).where(s.c.id == x.c.session_id, ~asked)))
         pick = (
             pick.order_by(x.c.expires_at, x.c.id)
             .limit(bindparam("limit"))

@@ -61,7 +61,9 @@ class PgTimeouts:
     statement running longer (``statement_timeout``); ``command``: the client
     gives up on an answer that does not come (asyncpg only: a frozen server
     or a network that swallows packets); ``pool``: waiting for a free pooled
-    connection.  The client limit is a little longer than the server's, so a
+    connection; ``lock``: a statement waiting for a row another transaction
+    holds (``lock_timeout``; a decision's write that waits longer is a lost
+    race, decided again).  The client limit is a little longer than the server's, so a
     slow statement is cancelled cleanly by the server first.
     """
 
@@ -69,6 +71,7 @@ class PgTimeouts:
     statement: float = 10.0
     command: float = 12.0
     pool: float = 10.0
+    lock: float = 2.0
 
 
 _TIMEOUT_PARAMS = {
@@ -76,6 +79,7 @@ _TIMEOUT_PARAMS = {
     "statement_timeout": "statement",
     "command_timeout": "command",
     "pool_timeout": "pool",
+    "lock_timeout": "lock",
 }
 
 
