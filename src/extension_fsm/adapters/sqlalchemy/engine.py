@@ -7,7 +7,7 @@ database transaction, and the backend decides where they run:
 
 - :class:`SqliteDatabase`: a sync engine (pysqlite) whose every call runs on
   one worker thread owned by the store, one hop per call (a unit of work's
-  load, its write and its commit: three hops), so the event loop keeps
+  load, then its write together with its commit: two hops), so the event loop keeps
   running while SQLite works or waits for another process's write lock.
   Units of work of one store take turns on an ``asyncio.Lock`` (one writer at
   a time in SQLite anyway), so the worker never waits on its own store.
@@ -91,9 +91,13 @@ class Transaction:
         connection when the pooled one turned out dead)."""
         raise NotImplementedError
 
-    async def finish(self, *, commit: bool) -> None:
+    async def finish(
+        self, *, commit: bool, last: Callable[[Connection], Any] | None = None
+    ) -> None:
         """Commit (a lost race is ``ConcurrencyConflict``) or roll back; always
-        gives the connection back."""
+        gives the connection back.  ``last``: run in the transaction just
+        before the commit (SQLite: in the same hop); if it raises, the
+        transaction rolls back and its error is raised."""
         raise NotImplementedError
 
 
@@ -275,17 +279,27 @@ class _SqliteTransaction(Transaction):
             raise RuntimeError("transaction already finished")
         return await self._db.hop(lambda: fn(self._connection()))
 
-    async def finish(self, *, commit: bool) -> None:
+    async def finish(
+        self, *, commit: bool, last: Callable[[Connection], Any] | None = None
+    ) -> None:
         if self._done:
             return
         self._done = True
 
         def end() -> None:  # on the worker thread
+            if commit and last is not None:
+                self._connection()  # the write may be the transaction's first call
             conn, self._conn = self._conn, None
             if conn is None:
                 return
             try:
                 if commit:
+                    try:
+                        if last is not None:
+                            last(conn)
+                    except BaseException:
+                        conn.rollback()
+                        raise
                     conn.commit()
                 else:
                     conn.rollback()
@@ -446,7 +460,15 @@ class _PostgresTransaction(Transaction):
                 raise self._db.translate(err) from err
         raise AssertionError("unreachable")
 
-    async def finish(self, *, commit: bool) -> None:
+    async def finish(
+        self, *, commit: bool, last: Callable[[Connection], Any] | None = None
+    ) -> None:
+        if commit and last is not None and not self._done:
+            try:
+                await self.run(last, alone=True)
+            except BaseException:
+                await self.finish(commit=False)
+                raise
         if self._done:
             return
         self._done = True

@@ -60,6 +60,8 @@ class SqlUnitOfWork:
         self._snapshot_statements = snapshots
         self._tx: Transaction | None = None
         self._seen: dict[str, Any] = {}
+        # SQLite: the decision's write, run with the commit (one hop for both)
+        self._deferred: list[Callable[[Connection], Any]] = []
         self.sessions = Sessions(self)
         self.payments = Payments(self)
         self.extensions = Extensions(self)
@@ -94,11 +96,20 @@ class SqlUnitOfWork:
             await tx.finish(commit=False)
 
     async def commit(self) -> None:
-        """Commit everything at once; a lost race is ``ConcurrencyConflict``."""
+        """Commit everything at once; a lost race is ``ConcurrencyConflict``.
+
+        On SQLite the decision's write (:attr:`write_batch`) runs here, in the
+        same hop to the worker thread as the ``COMMIT``."""
         tx, self._tx = self._tx, None
         if tx is None:
             raise RuntimeError("unit of work not active")
-        await tx.finish(commit=True)
+        deferred, self._deferred = self._deferred, []
+
+        def last(conn: Connection) -> None:
+            for fn in deferred:
+                fn(conn)
+
+        await tx.finish(commit=True, last=last if deferred else None)
 
     async def run(
         self, fn: Callable[[Connection], T], *, alone: bool = False, read_only: bool = False
@@ -221,9 +232,16 @@ class SqlUnitOfWork:
         writes.append(Write(t.log, [_record_values(r) for r in log]))
         writes.append(Write(t.outbox, [_outbox_values(m) for m in outbox]))
         s, is_postgres = self.statements, self._db.is_postgres
-        await self.run(
-            lambda conn: write_decision(conn, s, writes, is_postgres=is_postgres), alone=True
-        )
+
+        def write(conn: Connection) -> None:
+            write_decision(conn, s, writes, is_postgres=is_postgres)
+
+        if is_postgres:  # one statement, atomic on its own: written now
+            await self.run(write, alone=True)
+        else:  # inside the write lock either way: written with the commit, one hop
+            if self._tx is None:
+                raise RuntimeError("unit of work not active")
+            self._deferred.append(write)
         for change in (extension, session, payment):
             if change is not None:
                 self.remember(change.row)  # what is stored now
