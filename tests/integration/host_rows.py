@@ -195,6 +195,28 @@ def make_service(
     )
 
 
+async def requested(
+    store: MemoryStore | SqlAlchemyStore,
+    clock: VirtualClock,
+    *,
+    session_end: datetime = T0 + timedelta(minutes=5),
+) -> tuple[ExtensionService, Extension]:
+    """Session ``s1`` (customer ``c1``, mitra ``m1``, ending at ``session_end``)
+    with payment ``p1`` and one pending extension of 30 minutes at 15,000,
+    requested through :func:`make_service` on ``clock``: the service and it."""
+    await store.seed_session(make_session("s1", expires_at=session_end))
+    await store.seed_payment(make_payment("p1"))
+    service = make_service(store, clock)
+    ext = await service.request_extension(
+        session_id="s1",
+        customer_id="c1",
+        duration_minutes=30,
+        price=15000,
+        extension_payment_session_id="p1",
+    )
+    return service, ext
+
+
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     import psycopg

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import pytest
 
-from extension_fsm import core
+from extension_fsm import ExtensionService, core
 from extension_fsm.adapters.clock import VirtualClock
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.errors import ConcurrencyConflict, ErrorCode, ExtensionError
@@ -28,9 +28,8 @@ from extension_fsm.model import (
     TimeoutExtension,
 )
 from extension_fsm.ports import UnitOfWork
-from extension_fsm.simulator import make_payment, make_session
 from tests.conftest import empty_tables
-from tests.integration.host_rows import T0, make_service
+from tests.integration.host_rows import T0, make_service, requested
 
 pytestmark = pytest.mark.postgres
 
@@ -50,16 +49,38 @@ async def stores(pg_url: str) -> AsyncIterator[tuple[SqlAlchemyStore, SqlAlchemy
         await b.aclose()
 
 
+Due = tuple[SqlAlchemyStore, SqlAlchemyStore, VirtualClock, str, ExtensionService]
+
+
+@pytest.fixture
+async def due(stores: tuple[SqlAlchemyStore, SqlAlchemyStore]) -> AsyncIterator[Due]:
+    """The two stores, the clock, a pending extension just past its deadline,
+    and a service answering on the first store."""
+    a, b = stores
+    clock = VirtualClock(T0)
+    ext_id = await _due_extension(a, clock)
+    service = make_service(a, clock)
+    try:
+        yield a, b, clock, ext_id, service
+    finally:
+        await service.aclose()
+
+
+async def _reject(service: ExtensionService, ext_id: str) -> ExtensionError:
+    """What the mitra's reject is told (it is past the window: always refused)."""
+    with pytest.raises(ExtensionError) as told:
+        await asyncio.wait_for(
+            service.respond_to_extension(
+                extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
+            ),
+            BOUND,
+        )
+    return told.value
+
+
 async def _due_extension(store: SqlAlchemyStore, clock: VirtualClock) -> str:
-    await store.seed_session(make_session("s1", expires_at=T0 + timedelta(minutes=5)))
-    await store.seed_payment(make_payment("p1"))
-    ext = await make_service(store, clock).request_extension(
-        session_id="s1",
-        customer_id="c1",
-        duration_minutes=30,
-        price=15000,
-        extension_payment_session_id="p1",
-    )
+    service, ext = await requested(store, clock)
+    await service.aclose()
     await clock.advance(ext.timeout_seconds + 0.05)  # just past the deadline
     return ext.id
 
@@ -86,46 +107,27 @@ async def _write(sweep: UnitOfWork, d: core.Decision) -> None:
 
 
 async def test_a_reject_after_the_approval_was_written_is_told_already_resolved(
-    stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
+    due: Due,
 ) -> None:
-    a, b = stores
-    clock = VirtualClock(T0)
-    ext_id = await _due_extension(a, clock)
-    answering = make_service(a, clock)
+    a, b, clock, ext_id, answering = due
     async with b.unit_of_work() as sweep:  # another worker's sweep, claimed and written
         await _write(sweep, await _approval(sweep, clock, ext_id))
-    with pytest.raises(ExtensionError) as told:
-        await asyncio.wait_for(
-            answering.respond_to_extension(
-                extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
-            ),
-            BOUND,
-        )
-    assert told.value.code is ErrorCode.EXTENSION_RESOLVED
-    assert told.value.message != "The answer window has passed"  # the truth: resolved
+    told = await _reject(answering, ext_id)
+    assert told.code is ErrorCode.EXTENSION_RESOLVED
+    assert told.message != "The answer window has passed"  # the truth: resolved
     dump = await a.dump()
     assert [e.status for e in dump.extensions] == [ExtensionStatus.ACCEPTED]
     assert [p.status for p in dump.payments] == [PaymentStatus.CONSUMED]
-    await answering.aclose()
 
 
 async def test_a_reject_written_before_the_approval_makes_the_approval_write_nothing(
-    stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
+    due: Due,
 ) -> None:
-    a, b = stores
-    clock = VirtualClock(T0)
-    ext_id = await _due_extension(a, clock)
-    answering = make_service(a, clock)
+    a, b, clock, ext_id, answering = due
     async with b.unit_of_work() as sweep:
         approval = await _approval(sweep, clock, ext_id)  # decided, not yet written
-        with pytest.raises(ExtensionError) as told:
-            await asyncio.wait_for(
-                answering.respond_to_extension(
-                    extension_id=ext_id, session_id="s1", mitra_id="m1", accepted=False
-                ),
-                BOUND,
-            )
-        assert told.value.message == "The answer window has passed"  # timed out uncharged
+        told = await _reject(answering, ext_id)
+        assert told.message == "The answer window has passed"  # timed out uncharged
         with pytest.raises(ConcurrencyConflict):
             await _write(sweep, approval)
     dump = await a.dump()
@@ -134,16 +136,12 @@ async def test_a_reject_written_before_the_approval_makes_the_approval_write_not
     assert dump.ledger == []
     (session,) = dump.sessions
     assert session.expires_at == T0 + timedelta(minutes=5)  # not extended
-    await answering.aclose()
 
 
 async def test_end_session_after_the_approval_was_written_ends_after_the_charge(
-    stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
+    due: Due,
 ) -> None:
-    a, b = stores
-    clock = VirtualClock(T0)
-    ext_id = await _due_extension(a, clock)
-    ending = make_service(a, clock)
+    a, b, clock, ext_id, ending = due
     async with b.unit_of_work() as sweep:
         await _write(sweep, await _approval(sweep, clock, ext_id))
     session = await asyncio.wait_for(ending.end_session("s1"), BOUND)
@@ -153,16 +151,12 @@ async def test_end_session_after_the_approval_was_written_ends_after_the_charge(
     assert [e.status for e in dump.extensions] == [ExtensionStatus.ACCEPTED]
     assert [p.status for p in dump.payments] == [PaymentStatus.CONSUMED]
     assert len(dump.ledger) == 1
-    await ending.aclose()
 
 
 async def test_end_session_before_the_approval_was_written_leaves_nothing_charged(
-    stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
+    due: Due,
 ) -> None:
-    a, b = stores
-    clock = VirtualClock(T0)
-    ext_id = await _due_extension(a, clock)
-    ending = make_service(a, clock)
+    a, b, clock, ext_id, ending = due
     async with b.unit_of_work() as sweep:
         approval = await _approval(sweep, clock, ext_id)
         session = await asyncio.wait_for(ending.end_session("s1"), BOUND)
@@ -173,10 +167,9 @@ async def test_end_session_before_the_approval_was_written_leaves_nothing_charge
     assert [e.status for e in dump.extensions] != [ExtensionStatus.ACCEPTED]
     assert [p.status for p in dump.payments] != [PaymentStatus.CONSUMED]
     assert dump.ledger == []
-    await ending.aclose()
 
 
-async def test_a_late_reject_holding_the_row_times_it_out_itself_and_the_sweep_finds_nothing(
+async def test_a_late_reject_times_it_out_itself_and_the_sweep_finds_nothing(
     stores: tuple[SqlAlchemyStore, SqlAlchemyStore],
 ) -> None:
     a, b = stores

@@ -19,24 +19,14 @@ from extension_fsm.model import (
     SessionStatus,
     TimeoutReason,
 )
-from extension_fsm.simulator import make_payment, make_session
-from tests.integration.host_rows import T0, Host, host, make_service, pg_url
+from tests.integration.host_rows import T0, Host, host, pg_url, requested
 
 __all__ = ["host", "pg_url"]  # the fixtures, imported for pytest
 
 
 async def _requested(h: Host, clock: VirtualClock) -> tuple[ExtensionService, Extension]:
-    await h.store.seed_session(make_session("s1", expires_at=T0 + timedelta(minutes=1)))
-    await h.store.seed_payment(make_payment("p1"))
-    service = make_service(h.store, clock)  # auto_approve, the mitra reachable
-    ext = await service.request_extension(
-        session_id="s1",
-        customer_id="c1",
-        duration_minutes=30,
-        price=15000,
-        extension_payment_session_id="p1",
-    )
-    return service, ext
+    # auto_approve, the mitra reachable
+    return await requested(h.store, clock, session_end=T0 + timedelta(minutes=1))
 
 
 async def _late_answer(service: ExtensionService, ext: Extension, accepted: bool) -> ExtensionError:

@@ -27,9 +27,8 @@ from extension_fsm.model import (
     PaymentStatus,
     RespondToExtension,
 )
-from extension_fsm.simulator import make_payment, make_session
 from tests.conftest import empty_tables
-from tests.integration.host_rows import T0, make_service
+from tests.integration.host_rows import T0, requested
 
 pytestmark = pytest.mark.postgres
 
@@ -54,16 +53,7 @@ async def store(pg_url: str) -> AsyncIterator[SqlAlchemyStore]:
 
 
 async def _pending(store: SqlAlchemyStore, clock: VirtualClock) -> str:
-    await store.seed_session(make_session("s1", expires_at=T0 + timedelta(minutes=5)))
-    await store.seed_payment(make_payment("p1"))
-    service = make_service(store, clock)
-    ext = await service.request_extension(
-        session_id="s1",
-        customer_id="c1",
-        duration_minutes=30,
-        price=15000,
-        extension_payment_session_id="p1",
-    )
+    service, ext = await requested(store, clock)
     await service.aclose()
     return ext.id
 

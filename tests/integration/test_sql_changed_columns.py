@@ -15,8 +15,7 @@ from sqlalchemy import event
 from extension_fsm.adapters.clock import VirtualClock
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.model import ExtensionStatus
-from extension_fsm.simulator import make_payment, make_session
-from tests.integration.host_rows import T0, make_service
+from tests.integration.host_rows import T0, requested
 
 
 def _set_columns(statements: list[str], table: str) -> list[set[str]]:
@@ -31,16 +30,7 @@ def _set_columns(statements: list[str], table: str) -> list[set[str]]:
 async def _answered(store: SqlAlchemyStore, accepted: bool) -> list[str]:
     """The SQL of an answer (the statements run while it is answered)."""
     clock = VirtualClock(T0)
-    await store.seed_session(make_session("s1", expires_at=T0 + timedelta(minutes=5)))
-    await store.seed_payment(make_payment("p1"))
-    service = make_service(store, clock)
-    ext = await service.request_extension(
-        session_id="s1",
-        customer_id="c1",
-        duration_minutes=30,
-        price=15000,
-        extension_payment_session_id="p1",
-    )
+    service, ext = await requested(store, clock)
     engine: Any = store.database.engine
     sync = getattr(engine, "sync_engine", engine)
     seen: list[str] = []

@@ -157,6 +157,7 @@ async def test_timeout_reads_lock_nothing_and_the_second_write_does_nothing(pg_u
             await first.commit()
             with pytest.raises(ConcurrencyConflict):
                 await second.write_batch(b.extension, b.session, b.payment, b.ledger, b.log, [])
+                await second.commit()
         dump = await store.dump()
         assert [e.status for e in dump.extensions] == [ExtensionStatus.TIMEOUT]
         assert len(dump.log) == len(a.log)  # the audit written once

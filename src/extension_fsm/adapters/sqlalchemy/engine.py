@@ -92,12 +92,17 @@ class Transaction:
         raise NotImplementedError
 
     async def finish(
-        self, *, commit: bool, last: Callable[[Connection], Any] | None = None
+        self,
+        *,
+        commit: bool,
+        last: Callable[[Connection], Any] | None = None,
+        alone: bool = False,
     ) -> None:
         """Commit (a lost race is ``ConcurrencyConflict``) or roll back; always
-        gives the connection back.  ``last``: run in the transaction just
-        before the commit (SQLite: in the same hop); if it raises, the
-        transaction rolls back and its error is raised."""
+        gives the connection back.  ``last``: run just before the commit
+        (SQLite: in the same hop; PostgreSQL: on its own in autocommit when
+        ``alone``, else in the transaction); if it raises, nothing of it
+        is committed and its error is raised."""
         raise NotImplementedError
 
 
@@ -280,7 +285,11 @@ class _SqliteTransaction(Transaction):
         return await self._db.hop(lambda: fn(self._connection()))
 
     async def finish(
-        self, *, commit: bool, last: Callable[[Connection], Any] | None = None
+        self,
+        *,
+        commit: bool,
+        last: Callable[[Connection], Any] | None = None,
+        alone: bool = False,
     ) -> None:
         if self._done:
             return
@@ -461,11 +470,15 @@ class _PostgresTransaction(Transaction):
         raise AssertionError("unreachable")
 
     async def finish(
-        self, *, commit: bool, last: Callable[[Connection], Any] | None = None
+        self,
+        *,
+        commit: bool,
+        last: Callable[[Connection], Any] | None = None,
+        alone: bool = False,
     ) -> None:
         if commit and last is not None and not self._done:
             try:
-                await self.run(last, alone=True)
+                await self.run(last, alone=alone)
             except BaseException:
                 await self.finish(commit=False)
                 raise

@@ -60,7 +60,7 @@ class SqlUnitOfWork:
         self._snapshot_statements = snapshots
         self._tx: Transaction | None = None
         self._seen: dict[str, Any] = {}
-        # SQLite: the decision's write, run with the commit (one hop for both)
+        # the decisions' writes, run by the commit (see commit())
         self._deferred: list[Callable[[Connection], Any]] = []
         self.sessions = Sessions(self)
         self.payments = Payments(self)
@@ -98,8 +98,11 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         """Commit everything at once; a lost race is ``ConcurrencyConflict``.
 
-        On SQLite the decision's write (:attr:`write_batch`) runs here, in the
-        same hop to the worker thread as the ``COMMIT``."""
+        The decisions' writes (:attr:`write_batch`) run here: on SQLite in the
+        same hop to the worker thread as the ``COMMIT``; on PostgreSQL one
+        decision's write on its own (one statement in autocommit, one round
+        trip), several (a sweep's batch) in one transaction, so a batch is
+        flushed to disk once."""
         tx, self._tx = self._tx, None
         if tx is None:
             raise RuntimeError("unit of work not active")
@@ -109,7 +112,7 @@ class SqlUnitOfWork:
             for fn in deferred:
                 fn(conn)
 
-        await tx.finish(commit=True, last=last if deferred else None)
+        await tx.finish(commit=True, last=last if deferred else None, alone=len(deferred) == 1)
 
     async def run(
         self, fn: Callable[[Connection], T], *, alone: bool = False, read_only: bool = False
@@ -236,12 +239,9 @@ class SqlUnitOfWork:
         def write(conn: Connection) -> None:
             write_decision(conn, s, writes, is_postgres=is_postgres)
 
-        if is_postgres:  # one statement, atomic on its own: written now
-            await self.run(write, alone=True)
-        else:  # inside the write lock either way: written with the commit, one hop
-            if self._tx is None:
-                raise RuntimeError("unit of work not active")
-            self._deferred.append(write)
+        if self._tx is None:
+            raise RuntimeError("unit of work not active")
+        self._deferred.append(write)  # written by the commit
         for change in (extension, session, payment):
             if change is not None:
                 self.remember(change.row)  # what is stored now
