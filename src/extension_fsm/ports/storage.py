@@ -262,8 +262,10 @@ class OutboxStore(Protocol):
         """Undelivered messages available at ``now`` (only ``ids`` when given), in the
         order they were written, each with its ``seq``, leased to the caller for
         ``lease_seconds``.  A
-        message with a ``lane`` is taken only when no older message of its lane
-        is still undelivered and not dead (leased, backing off or available)."""
+        message with a ``lane`` is taken only when every older message of its
+        lane still undelivered and not dead (leased, backing off or available)
+        is taken by the same claim: a claim may hold a run of a lane's messages
+        from its oldest open one on, which no other claim can hold any of."""
         ...
 
     async def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
@@ -272,6 +274,12 @@ class OutboxStore(Protocol):
         ...
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None: ...
+
+    async def release(self, message_ids: Sequence[str], at: datetime) -> None:
+        """Claimed but never tried (an older message of their lane failed
+        first): available again from ``at``, still behind their lane's older
+        open messages."""
+        ...
 
     async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
         """Final failure: never retried, kept for people to read."""
