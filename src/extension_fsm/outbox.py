@@ -310,8 +310,9 @@ class OutboxDispatcher:
                 await self._outbox.mark_dead(row.id, self._clock.now(), outcome[1])
                 dead += 1
                 metrics.delivery(row.kind, "dead")
-        if released:
-            await self._outbox.release(released, self._clock.now())
+        release = getattr(self._outbox, "release", None)  # optional: see OutboxStore
+        if released and release is not None:
+            await release(released, self._clock.now())
         return DispatchReport(delivered, retried, dead, deferred), set(released)
 
     async def _deliver_in_order(

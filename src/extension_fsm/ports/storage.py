@@ -254,7 +254,13 @@ class UnitOfWork(Protocol):
 
 
 class OutboxStore(Protocol):
-    """The outbox as the dispatcher sees it: claim, deliver, mark."""
+    """The outbox as the dispatcher sees it: claim, deliver, mark.
+
+    A store whose claims take runs of a lane may also offer ``async def
+    release(message_ids, at)``: messages claimed but never tried (an older
+    message of their lane failed first) become available again from ``at``,
+    still behind their lane's older open messages.  Without it such messages
+    wait for their lease to run out."""
 
     async def claim(
         self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
@@ -274,12 +280,6 @@ class OutboxStore(Protocol):
         ...
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None: ...
-
-    async def release(self, message_ids: Sequence[str], at: datetime) -> None:
-        """Claimed but never tried (an older message of their lane failed
-        first): available again from ``at``, still behind their lane's older
-        open messages."""
-        ...
 
     async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
         """Final failure: never retried, kept for people to read."""
