@@ -189,6 +189,11 @@ async def test_postgres_one_accept_rows_are_delivered_in_one_claim_and_one_mark(
             spent = counts.since(before)
             assert len(world.deliveries) > sent  # delivered in the counted window
             dump = await store.dump()
+            # the mark's no-wait commit was its own: the pooled connection waits again
+            setting = await store.database.run_sync(
+                lambda conn: conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+            )
+            assert setting == "on"
         finally:
             await store.aclose()
     accepted = [m for m, _ in dump.outbox][written:]

@@ -74,6 +74,17 @@ class SqlOutboxStore:
         self._claim_all = self._claim(with_ids=False)
         self._claim_ids = self._claim(with_ids=True)
         self._mark_delivered = update(t).where(self._id_in).values(delivered_at=bindparam("at"))
+        if db.is_postgres:
+            # The mark's commit does not wait for its WAL flush (set_config is
+            # local to the statement's own transaction): a mark lost to a server
+            # crash only means its rows are delivered again (at least once;
+            # receivers drop repeats), in lane order, and any later claim that
+            # relies on it (a row behind it now first of its lane) waits for its
+            # own flush, which flushes the mark's earlier WAL with it.  Claims
+            # wait: a lost lease could let a second dispatcher send a row still
+            # being sent.
+            no_wait = func.set_config("synchronous_commit", "off", True)
+            self._mark_delivered = self._mark_delivered.where(no_wait.is_not(None))
         self._release = (
             update(t)
             .where(self._id_in, open_(t))
