@@ -274,8 +274,12 @@ class OutboxDispatcher:
         # Past this moment a row's worst case would outlive the lease: leave it.
         cutoff = loop.time() + self._lease - CALLS_PER_ROW * self._call_timeout
         by_session: dict[str, list[OutboxMessage]] = {}
+        group_of_lane: dict[str, str] = {}  # a lane's rows go in one group, in order
         for row in rows:
-            by_session.setdefault(_session_of(row), []).append(row)
+            group = _session_of(row)
+            if row.lane is not None:
+                group = group_of_lane.setdefault(row.lane, group)
+            by_session.setdefault(group, []).append(row)
         groups = await asyncio.gather(
             *(self._deliver_in_order(group, cutoff) for group in by_session.values())
         )
