@@ -95,6 +95,8 @@ class DispatchReport:
 
 
 _OK, _RETRY, _DEAD = "ok", "retry", "dead"
+#: the outcome of a row claimed behind a row of its lane that was not delivered
+_BEHIND = ("behind", "")
 
 
 class OutboxDispatcher:
@@ -107,10 +109,12 @@ class OutboxDispatcher:
     payment state.
 
     Rows of one claim are delivered concurrently across sessions and one after
-    another within a session.  ``lease_seconds`` must exceed the worst case of
-    one row (``CALLS_PER_ROW * call_timeout``); a row whose turn comes when less
-    of the lease is left than that is not tried: its lease runs out and it is
-    claimed again, never sent twice at once.
+    another within a session; a claim may hold a run of a lane's rows, and the
+    lane stops at its first row not delivered (the rest are handed back).
+    ``lease_seconds`` must exceed the worst case of one row (``CALLS_PER_ROW *
+    call_timeout``); a row whose turn comes when less of the lease is left than
+    that is not tried: its lease runs out and it is claimed again, never sent
+    twice at once.
     """
 
     def __init__(
@@ -156,8 +160,10 @@ class OutboxDispatcher:
     async def deliver(self, ids: Sequence[str]) -> DispatchReport:
         """Deliver exactly these rows now (the fast path right after a commit).
 
-        Rows of a lane go one claim after another, so this takes as many
-        rounds as the longest lane among ``ids`` (at most ``len(ids)``).
+        One claim takes every lane's rows among ``ids`` in order, so when all
+        goes through this is one claim and one mark.  Rows left behind a
+        failed row of their lane are handed back and claimed again in a
+        further round (behind a row given up on) or left for their lane's retry.
         """
         report = DispatchReport()
         left = list(ids)
@@ -165,9 +171,12 @@ class OutboxDispatcher:
             claimed = await self._outbox.claim(self._clock.now(), len(left), self._lease, left)
             if not claimed:
                 break
-            report += await self._deliver_all(claimed)
-            taken = {m.id for m in claimed}
+            done, released = await self._deliver_all(claimed)
+            report += done
+            taken = {m.id for m in claimed} - released
             left = [i for i in left if i not in taken]
+            if done.delivered + done.dead == 0:
+                break  # nothing moved on: no lane can have opened up
         return report
 
     async def dispatch_due(self, limit: int = 100) -> DispatchReport:
@@ -183,7 +192,7 @@ class OutboxDispatcher:
             )
             if not claimed:
                 break
-            done = await self._deliver_all(claimed)
+            done, _ = await self._deliver_all(claimed)
             report += done
             if done.delivered + done.dead == 0:
                 break  # nothing moved on: no lane can have opened up
@@ -259,29 +268,42 @@ class OutboxDispatcher:
 
     # --------------------------------------------------------------- delivery
 
-    async def _deliver_all(self, rows: Sequence[OutboxMessage]) -> DispatchReport:
+    async def _deliver_all(self, rows: Sequence[OutboxMessage]) -> tuple[DispatchReport, set[str]]:
+        """Deliver a claim's rows; the report and the ids handed back untried."""
         loop = asyncio.get_running_loop()
         # Past this moment a row's worst case would outlive the lease: leave it.
         cutoff = loop.time() + self._lease - CALLS_PER_ROW * self._call_timeout
         by_session: dict[str, list[OutboxMessage]] = {}
+        group_of_lane: dict[str, str] = {}  # a lane's rows go in one group, in order
         for row in rows:
-            by_session.setdefault(_session_of(row), []).append(row)
+            group = _session_of(row)
+            if row.lane is not None:
+                group = group_of_lane.setdefault(row.lane, group)
+            by_session.setdefault(group, []).append(row)
         groups = await asyncio.gather(
             *(self._deliver_in_order(group, cutoff) for group in by_session.values())
         )
         outcomes = {m.id: o for group in groups for m, o in group}
-        # The delivered rows are marked together (one statement); a claim holds
-        # at most one row of a lane, so no order among its marks matters.
-        done = [row for row in rows if (outcomes[row.id] or ("",))[0] == _OK]
+        # A claim may hold a run of a lane's rows; each lane stops at its first
+        # row not delivered, so the delivered rows of a lane are the oldest of
+        # its run and are marked together (one statement: all or none).  A row
+        # that failed is marked after them, the rows behind it are handed back
+        # (never tried) last: a crash between marks leaves rows leased, to be
+        # claimed again in order when the lease runs out.
+        done = [row.id for row in rows if outcomes[row.id] == (_OK, "")]
         if done:
-            await self._outbox.mark_delivered([row.id for row in done], self._clock.now())
-            for row in done:
-                metrics.delivery(row.kind, "delivered")
+            await self._outbox.mark_delivered(done, self._clock.now())
+            for row in rows:
+                if outcomes[row.id] == (_OK, ""):
+                    metrics.delivery(row.kind, "delivered")
         delivered, retried, dead, deferred = len(done), 0, 0, 0
+        released: list[str] = []
         for row in rows:
             outcome = outcomes[row.id]
             if outcome is None:
                 deferred += 1
+            elif outcome == _BEHIND:
+                released.append(row.id)
             elif outcome[0] == _OK:
                 continue
             elif outcome[0] == _RETRY:
@@ -292,18 +314,30 @@ class OutboxDispatcher:
                 await self._outbox.mark_dead(row.id, self._clock.now(), outcome[1])
                 dead += 1
                 metrics.delivery(row.kind, "dead")
-        return DispatchReport(delivered, retried, dead, deferred)
+        release = getattr(self._outbox, "release", None)  # optional: see OutboxStore
+        if released and release is not None:
+            await release(released, self._clock.now())
+        return DispatchReport(delivered, retried, dead, deferred), set(released)
 
     async def _deliver_in_order(
         self, rows: Sequence[OutboxMessage], cutoff: float
     ) -> list[tuple[OutboxMessage, tuple[str, str] | None]]:
+        """One session's rows one after another; a lane stops at its first
+        row not delivered (the rest of it are :data:`_BEHIND`)."""
         loop = asyncio.get_running_loop()
         out: list[tuple[OutboxMessage, tuple[str, str] | None]] = []
+        stopped: set[str] = set()
         for row in rows:
+            if row.lane is not None and row.lane in stopped:
+                out.append((row, _BEHIND))
+                continue
             if loop.time() > cutoff:
                 out.append((row, None))
                 continue
-            out.append((row, await self._attempt(row)))
+            outcome = await self._attempt(row)
+            if outcome[0] != _OK and row.lane is not None:
+                stopped.add(row.lane)
+            out.append((row, outcome))
         return out
 
     async def _attempt(self, row: OutboxMessage) -> tuple[str, str]:

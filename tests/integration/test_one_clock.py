@@ -196,6 +196,9 @@ class _NeverDelivers:
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
         raise AssertionError("nothing was claimed")
 
+    async def release(self, message_ids: Sequence[str], at: datetime) -> None:
+        raise AssertionError("nothing was claimed")
+
     async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
         raise AssertionError("nothing was claimed")
 

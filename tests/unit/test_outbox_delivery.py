@@ -359,6 +359,10 @@ class _RecordingOutbox:
         self.marks.append(("retry", message_id, available_at))
         await self._inner.mark_retry(message_id, available_at, error)
 
+    async def release(self, message_ids: Sequence[str], at: datetime) -> None:
+        self.marks.append(("released", list(message_ids), at))
+        await self._inner.release(message_ids, at)
+
     async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
         self.marks.append(("dead", message_id, at))
         await self._inner.mark_dead(message_id, at, error)
@@ -459,6 +463,9 @@ class _BrokenClaims:
         raise AssertionError("nothing was claimed")
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
+        raise AssertionError("nothing was claimed")
+
+    async def release(self, message_ids: Sequence[str], at: datetime) -> None:
         raise AssertionError("nothing was claimed")
 
     async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:

@@ -59,6 +59,9 @@ class _FlakyOutbox:
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
         await self._inner.mark_retry(message_id, available_at, error)
 
+    async def release(self, message_ids: Sequence[str], at: datetime) -> None:
+        await self._inner.release(message_ids, at)
+
     async def mark_dead(self, message_id: str, at: datetime, error: str) -> None:
         await self._inner.mark_dead(message_id, at, error)
 

@@ -1,6 +1,6 @@
 """The in-memory store's outbox as the dispatcher sees it: rows with their
-delivery bookkeeping, claimed with a lease (only the oldest open row of each
-lane), then marked."""
+delivery bookkeeping, claimed with a lease (of each lane, the unbroken run of
+its open rows from the oldest on), then marked."""
 
 from __future__ import annotations
 
@@ -53,39 +53,53 @@ class MemoryOutboxStore:
         if fresh:
             self._indexed_seq = fresh[0].seq
 
-    def _is_head(self, row: OutboxRow) -> bool:
-        """Whether ``row`` is the oldest open row of its lane."""
-        assert row.message.lane is not None
-        lane = self._lanes[row.message.lane]
+    def _open_in_lane(self, lane: str) -> list[OutboxRow]:
+        """The open rows of ``lane``, oldest first (delivered, dead and gone
+        ones are dropped from the index on the way: they never block again)."""
         rows = self._store.outbox_rows
-        for seq, older in list(lane.items()):
-            if (
-                older.delivered_at is None
-                and not older.dead
-                and rows.get(older.message.id) is older
-            ):
-                return seq == row.seq
-            del lane[seq]  # delivered, dead or gone: never blocks again
-        return False  # pragma: no cover - ``row`` itself is open and in its lane
+        index = self._lanes.get(lane, {})
+        open_rows = []
+        for seq, row in list(index.items()):
+            if row.delivered_at is None and not row.dead and rows.get(row.message.id) is row:
+                open_rows.append(row)
+            else:
+                del index[seq]
+        return open_rows
 
     async def claim(
         self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
     ) -> list[OutboxMessage]:
+        """Rows without a lane, and of each lane the unbroken run of open rows
+        from its oldest on that are available (and among ``ids``): the lowest
+        ``limit`` by ``seq`` (which keeps every run unbroken)."""
         with self._store._lock:
             rows = self._store.outbox_rows
             self._index_new_rows()
+            wanted = set(ids) if ids is not None else None
             candidates = [rows[i] for i in ids if i in rows] if ids is not None else rows.values()
-            ready = sorted(
-                (
-                    r
-                    for r in candidates
-                    if r.delivered_at is None
+
+            def takeable(r: OutboxRow) -> bool:
+                return (
+                    r.delivered_at is None
                     and not r.dead
                     and r.available_at <= now
-                    and (r.message.lane is None or self._is_head(r))
-                ),
-                key=lambda r: r.seq,
-            )[:limit]
+                    and (wanted is None or r.message.id in wanted)
+                )
+
+            ready: list[OutboxRow] = []
+            lanes: set[str] = set()
+            for r in candidates:
+                if not takeable(r):
+                    continue
+                if r.message.lane is None:
+                    ready.append(r)
+                elif r.message.lane not in lanes:
+                    lanes.add(r.message.lane)
+                    for row in self._open_in_lane(r.message.lane):
+                        if not takeable(row):
+                            break
+                        ready.append(row)
+            ready = sorted(ready, key=lambda r: r.seq)[:limit]
             for row in ready:
                 row.available_at = now + timedelta(seconds=lease_seconds)
             return [replace(r.message, attempts=r.attempts) for r in ready]
@@ -108,6 +122,13 @@ class MemoryOutboxStore:
                 row = self._store.outbox_rows[message_id]
                 row.delivered_at = at
                 self._close_in_lane(row)
+
+    async def release(self, message_ids: Sequence[str], at: datetime) -> None:
+        with self._store._lock:
+            for message_id in message_ids:
+                row = self._store.outbox_rows.get(message_id)
+                if row is not None and row.delivered_at is None and not row.dead:
+                    row.available_at = at
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
         with self._store._lock:

@@ -258,7 +258,13 @@ class UnitOfWork(Protocol):
 
 
 class OutboxStore(Protocol):
-    """The outbox as the dispatcher sees it: claim, deliver, mark."""
+    """The outbox as the dispatcher sees it: claim, deliver, mark.
+
+    A store whose claims take runs of a lane may also offer ``async def
+    release(message_ids, at)``: messages claimed but never tried (an older
+    message of their lane failed first) become available again from ``at``,
+    still behind their lane's older open messages.  Without it such messages
+    wait for their lease to run out."""
 
     async def claim(
         self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
@@ -266,8 +272,10 @@ class OutboxStore(Protocol):
         """Undelivered messages available at ``now`` (only ``ids`` when given), in the
         order they were written, each with its ``seq``, leased to the caller for
         ``lease_seconds``.  A
-        message with a ``lane`` is taken only when no older message of its lane
-        is still undelivered and not dead (leased, backing off or available)."""
+        message with a ``lane`` is taken only when every older message of its
+        lane still undelivered and not dead (leased, backing off or available)
+        is taken by the same claim: a claim may hold a run of a lane's messages
+        from its oldest open one on, which no other claim can hold any of."""
         ...
 
     async def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:

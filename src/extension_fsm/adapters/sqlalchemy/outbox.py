@@ -6,14 +6,18 @@ forward) is what keeps two dispatchers from sending the same row at the same
 time; a dispatcher that dies mid-delivery leaves the row to be claimed again
 when the lease runs out (at-least-once; receivers dedupe on ``dedupe_key``).
 
-A row with a ``lane`` is picked only while no older row of its lane is
-undelivered and not dead (``NOT EXISTS``, served by the lane index): a lane's
-rows go out one at a time in the order written.  Whether an older row blocks
-does not depend on locks or leases, so two dispatchers can never hold two
-rows of one lane at once.
+A row with a ``lane`` is picked while no older row of its lane is
+undelivered and not dead (``NOT EXISTS``, served by the lane index: the
+lane's *head*), or when it follows such a head that the same statement locked
+and every open row between them is picked too: one claim takes a lane's whole
+run (one round trip for all of one call's rows).  Whether an older row
+blocks does not depend on leases, and rows behind a head go only with it, so
+two dispatchers can never hold rows of one lane at once: the head is leased
+(or locked by the claim still running, and skipped) for every other claim.
 
 The statements are built once per store with bound parameters.  The marks
-of a claim's delivered rows are one ``UPDATE … WHERE id IN (…)``.  Each call
+of a claim's delivered rows are one ``UPDATE … WHERE id IN (…)``; rows
+claimed behind a failed row are handed back (``release``) in one more.  Each call
 is one statement, atomic on its own (:meth:`~.engine.Database.one_statement`:
 autocommit on PostgreSQL, one round trip); marking rows delivered is the one
 that is run again on a new connection when its pooled one turned out dead
@@ -31,6 +35,7 @@ from sqlalchemy import (
     Connection,
     Float,
     String,
+    all_,
     and_,
     any_,
     bindparam,
@@ -38,6 +43,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    union_all,
     update,
 )
 
@@ -45,6 +51,11 @@ from ...ports import OutboxMessage
 from .engine import Database
 
 __all__ = ["SqlOutboxStore"]
+
+
+def open_(x: Any) -> Any:
+    """Neither delivered nor dead."""
+    return and_(x.c.delivered_at.is_(None), x.c.dead_at.is_(None))
 
 
 class SqlOutboxStore:
@@ -59,14 +70,30 @@ class SqlOutboxStore:
         self._t = t = db.tables.outbox
         # Lists of ids: an array on PostgreSQL (one statement text for any
         # length), an ``IN`` list elsewhere.
-        if db.is_postgres:
-            ids_param = bindparam("ids", type_=ARRAY(String()))
-            self._id_in: Any = t.c.id == any_(ids_param)
-        else:
-            self._id_in = t.c.id.in_(bindparam("ids", expanding=True))
+        self._id_in: Any = self._ids(t.c.id)
         self._claim_all = self._claim(with_ids=False)
         self._claim_ids = self._claim(with_ids=True)
         self._mark_delivered = update(t).where(self._id_in).values(delivered_at=bindparam("at"))
+        if db.is_postgres:
+            # The mark's commit does not wait for its WAL flush (set_config is
+            # local to the statement's own transaction): a mark lost to a server
+            # crash only means its rows are delivered again (at least once;
+            # receivers drop repeats), in lane order, and any later claim that
+            # relies on it (a row behind it now first of its lane) waits for its
+            # own flush, which flushes the mark's earlier WAL with it.  Claims
+            # wait: a lost lease could let a second dispatcher send a row still
+            # being sent.
+            no_wait = func.set_config("synchronous_commit", "off", True)
+            self._mark_delivered = self._mark_delivered.where(no_wait.is_not(None))
+        self._release = (
+            update(t)
+            .where(self._id_in, open_(t))
+            .values(
+                available_at=func.now()
+                if db_clock
+                else bindparam("at", type_=t.c.available_at.type)
+            )
+        )
         self._mark_retry = (
             update(t)
             .where(t.c.id == bindparam("message_id"))
@@ -84,17 +111,26 @@ class SqlOutboxStore:
             )
         )
 
+    def _ids(self, col: Any, *, negate: bool = False) -> Any:
+        """``col`` is (``negate``: is not) one of the ``ids`` parameter."""
+        if self._db.is_postgres:
+            ids_param = bindparam("ids", type_=ARRAY(String()))
+            return col != all_(ids_param) if negate else col == any_(ids_param)
+        listed: Any = bindparam("ids", expanding=True)
+        return col.not_in(listed) if negate else col.in_(listed)
+
     def _claim(self, *, with_ids: bool) -> Any:
+        """Heads (rows with no open older row in their lane, or no lane),
+        locked and skipped when locked, then behind each head the unbroken run
+        of its lane's open rows that are available too (and among ``ids``):
+        the lowest ``limit`` of them all by ``seq``, leased in one statement.
+
+        A run is taken only behind a head this statement locked; while that
+        head is open, every other claim finds its lane blocked (an open older
+        row) or its head locked or leased, so one lane's rows are never held by
+        two dispatchers.  Cutting at ``limit`` by ``seq`` keeps every run
+        unbroken (older rows have lower ``seq``)."""
         t = self._t
-        older = t.alias("older")
-        blocked = exists().where(
-            and_(
-                older.c.lane == t.c.lane,
-                older.c.seq < t.c.seq,
-                older.c.delivered_at.is_(None),
-                older.c.dead_at.is_(None),
-            )
-        )
         now: Any = bindparam("now", type_=t.c.available_at.type)
         lease_until: Any = bindparam("lease_until", type_=t.c.available_at.type)
         if self._db_clock:
@@ -102,24 +138,45 @@ class SqlOutboxStore:
             lease_until = func.now() + func.make_interval(
                 0, 0, 0, 0, 0, 0, bindparam("lease_seconds", type_=Float())
             )
-        pick = (
-            select(t.c.seq)
-            .where(
-                t.c.delivered_at.is_(None),
-                t.c.dead_at.is_(None),
-                t.c.available_at <= now,
-                or_(t.c.lane.is_(None), ~blocked),
-            )
+
+        older = t.alias("older")
+        blocked = exists().where(
+            and_(older.c.lane == t.c.lane, older.c.seq < t.c.seq, open_(older))
+        )
+        heads_q = (
+            select(t.c.seq, t.c.lane)
+            .where(open_(t), t.c.available_at <= now, or_(t.c.lane.is_(None), ~blocked))
             .order_by(t.c.seq)
             .limit(bindparam("limit"))
         )
         if with_ids:
-            pick = pick.where(self._id_in)
+            heads_q = heads_q.where(self._ids(t.c.id))
         if self._db.is_postgres:
-            pick = pick.with_for_update(skip_locked=True)
+            heads_q = heads_q.with_for_update(skip_locked=True)
+        heads = heads_q.cte("heads")
+        f, gap = t.alias("follower"), t.alias("gap")
+        not_takeable = gap.c.available_at > now
+        if with_ids:
+            not_takeable = or_(not_takeable, self._ids(gap.c.id, negate=True))
+        broken = exists().where(
+            gap.c.lane == f.c.lane,
+            gap.c.seq > heads.c.seq,
+            gap.c.seq < f.c.seq,
+            open_(gap),
+            not_takeable,
+        )
+        followers = (
+            select(f.c.seq)
+            .join(heads, and_(f.c.lane == heads.c.lane, f.c.seq > heads.c.seq))
+            .where(open_(f), f.c.available_at <= now, ~broken)
+        )
+        if with_ids:
+            followers = followers.where(self._ids(f.c.id))
+        both = union_all(select(heads.c.seq), followers).subquery("both")
+        pick = select(both.c.seq).order_by(both.c.seq).limit(bindparam("limit"))
         return (
             update(t)
-            .where(t.c.seq.in_(pick.scalar_subquery()))
+            .where(t.c.seq.in_(pick.scalar_subquery()), open_(t), t.c.available_at <= now)
             .values(available_at=lease_until)
             .returning(
                 t.c.seq,
@@ -179,6 +236,12 @@ class SqlOutboxStore:
         if message_ids:
             params = {"ids": list(message_ids), "at": at}
             await self._run(self._mark_delivered, params, retry=True)
+
+    async def release(self, message_ids: Sequence[str], at: datetime) -> None:
+        """Claimed but not tried (an older row of their lane failed first):
+        available again at once, each still behind its lane's open rows."""
+        if message_ids:
+            await self._run(self._release, {"ids": list(message_ids), "at": at})
 
     async def mark_retry(self, message_id: str, available_at: datetime, error: str) -> None:
         """Failed for now: count the attempt, try again at ``available_at``."""
