@@ -250,6 +250,28 @@ async def test_an_unexpected_adapter_error_is_retried_not_lost() -> None:
     assert rig.store.outbox_rows[row_id].last_error == "RuntimeError: adapter bug"
 
 
+async def test_an_adapter_error_every_time_goes_dead_after_max_attempts() -> None:
+    """An adapter bug is retried like a retryable failure, within the same
+    budget: the last allowed attempt ends the row dead, naming the error."""
+    rig = _Rig(base_backoff=1, max_backoff=1, max_attempts=3)
+    (row_id,) = await rig.write(_notify(1))
+
+    async def broken(*args: object) -> bool:
+        raise RuntimeError("adapter bug")
+
+    rig.sockets.send = broken  # type: ignore[method-assign, assignment]
+    reports = []
+    for _ in range(3):
+        reports.append(await rig.dispatcher.dispatch_due())
+        await rig.clock.advance(1)
+    assert reports == [DispatchReport(retried=1), DispatchReport(retried=1), DispatchReport(dead=1)]
+    row = rig.store.outbox_rows[row_id]
+    assert row.dead and row.attempts == 3
+    assert row.last_error == "RuntimeError: adapter bug"
+    await rig.clock.advance(10_000)
+    assert await rig.dispatcher.dispatch_due() == DispatchReport()
+
+
 async def test_one_bad_row_does_not_block_the_rows_of_other_lanes() -> None:
     rig = _Rig()
     await rig.write(_notify(1, push=True), _notify(2, push=True, session_id="s2"))

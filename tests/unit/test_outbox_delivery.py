@@ -36,6 +36,7 @@ from extension_fsm.adapters.memory import (
     MemorySockets,
     MemoryStore,
 )
+from extension_fsm.errors import StoreClosed
 from extension_fsm.model import (
     ClearClosureGrace,
     Effect,
@@ -411,7 +412,7 @@ async def test_an_adapter_bug_is_logged_with_its_row_and_traceback(
     with caplog.at_level(logging.ERROR, logger="extension_fsm.outbox"):
         assert await dispatcher.dispatch_due() == DispatchReport(retried=1)
     (record,) = [r for r in caplog.records if r.name == "extension_fsm.outbox"]
-    assert row_id in record.getMessage() and "failed" in record.getMessage()
+    assert record.getMessage() == f"outbox row {row_id} failed"
     assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
 
 
@@ -484,12 +485,37 @@ async def test_a_failed_background_delivery_is_logged_and_not_kept(
             await dispatcher.drain()
     assert task.done() and dispatcher.in_flight == 0
     (record,) = [r for r in caplog.records if r.name == "extension_fsm.outbox"]
-    assert record.levelno == logging.ERROR and "delivery failed" in record.getMessage()
-    assert record.exc_info is not None and record.exc_info[1] is error
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == "post-commit delivery failed; left in the outbox"
+    assert record.exc_info is not None
+    assert record.exc_info[:2] == (ConnectionError, error)
     ref = weakref.ref(task)
     del task
     gc.collect()
     assert ref() is None  # the dispatcher keeps no finished delivery
+
+
+async def test_a_background_delivery_that_outlived_its_store_is_one_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store closed first (the host shut down): the rows are left as on a
+    crash, which is no error, so no traceback is logged."""
+    dispatcher = OutboxDispatcher(
+        _BrokenClaims(StoreClosed()),
+        clock=VirtualClock(),
+        sockets=MemorySockets(),
+        push=MemoryPush(),
+        session_timer=MemorySessionTimer(),
+    )
+    with caplog.at_level(logging.DEBUG, logger="extension_fsm.outbox"):
+        dispatcher.deliver_soon(["r0"])
+        async with asyncio.timeout(BOUND):
+            await dispatcher.drain()
+    assert dispatcher.in_flight == 0
+    (record,) = [r for r in caplog.records if r.name == "extension_fsm.outbox"]
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == "store closed before a post-commit delivery; left in the outbox"
+    assert not record.exc_info
 
 
 async def test_drain_waits_for_every_background_delivery_and_logs_nothing(

@@ -318,6 +318,14 @@ CASES = {
         409,
         "Payment session not found",
     ),
+    "an approval past the last expiry a timestamp can hold": (
+        _answering(session=_session(expires_at=datetime.max.replace(tzinfo=UTC))),
+        _answer(),
+        NOW,
+        "INVALID_STATE",
+        409,
+        "Session expiry is out of range; it cannot be extended",
+    ),
     "an approval on a session the host moved back to active": (
         _answering(session=_session(status=SessionStatus.ACTIVE)),
         _answer(),
