@@ -536,3 +536,59 @@ async def test_drain_waits_for_every_background_delivery_and_logs_nothing(
     assert dispatcher.in_flight == 0
     assert all(store.outbox_rows[i].delivered_at is not None for i in ids)
     assert [r for r in caplog.records if r.name == "extension_fsm.outbox"] == []
+
+
+class _SlowSockets(MemorySockets):
+    """Each send takes ``seconds`` (of the loop's time) before it is taken."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def send(
+        self, session_id: str, participant: Participant, message: Mapping[str, JSONValue]
+    ) -> bool:
+        await asyncio.sleep(self.seconds)
+        return await super().send(session_id, participant, message)
+
+
+@pytest.mark.parametrize(("seconds", "delivered"), [(4.9, True), (5.1, False)])
+def test_aclose_gives_background_deliveries_five_seconds_by_default(
+    seconds: float, delivered: bool
+) -> None:
+    """``aclose()`` with no ``grace`` waits up to 5 s (of the loop's time) for
+    background deliveries, then cancels what is left (its rows stay)."""
+
+    async def main() -> None:
+        clock = _LoopClock()
+        store = MemoryStore()
+        dispatcher = OutboxDispatcher(
+            store.outbox,
+            clock=clock,
+            sockets=_SlowSockets(seconds),
+            push=MemoryPush(),
+            session_timer=MemorySessionTimer(),
+        )
+        (row_id,) = await _write(store, [_notify(0)], clock.now())
+        dispatcher.deliver_soon([row_id])
+        await dispatcher.aclose()
+        assert dispatcher.in_flight == 0
+        assert (store.outbox_rows[row_id].delivered_at is not None) is delivered
+
+    _on_virtual_loop(main)
+
+
+@pytest.mark.parametrize("grace", [0.0, -1.0])
+async def test_aclose_without_grace_gives_even_an_instant_delivery_no_turn(grace: float) -> None:
+    """No grace: a background delivery not started yet is cancelled before it
+    runs, however quick it would have been; its rows stay in the outbox."""
+    store = MemoryStore()
+    sockets = MemorySockets()
+    dispatcher = _dispatcher(store, sockets)
+    ids = await _write(store, [_notify(0), _notify(1, "s2")], VirtualClock().now())
+    dispatcher.deliver_soon(ids)
+    async with asyncio.timeout(BOUND):
+        await dispatcher.aclose(grace=grace)
+    assert sockets.sent == []
+    assert dispatcher.in_flight == 0
+    assert all(store.outbox_rows[i].delivered_at is None for i in ids)

@@ -255,6 +255,7 @@ async def test_a_failed_pass_does_not_stop_run(
     errors = [r for r in caplog.records if r.name == "extension_fsm.outbox"]
     assert len(errors) == failures
     assert all(r.exc_info is not None for r in errors)
+    assert {r.getMessage() for r in errors} == {"outbox dispatch pass failed"}
 
 
 def _background() -> list[asyncio.Task[object]]:
