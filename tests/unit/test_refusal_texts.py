@@ -205,6 +205,14 @@ CASES = {
         422,
         "price 14999 does not match the payment session amount 15000",
     ),
+    "request on a session whose expiry cannot be extended": (
+        _asking(session=replace(ACTIVE, expires_at=datetime.max.replace(tzinfo=UTC))),
+        _ask(),
+        NOW,
+        "INVALID_STATE",
+        409,
+        "Session expiry is out of range; it cannot be extended",
+    ),
     "a second request while one is pending": (
         _asking(pending=PENDING),
         _ask(),
