@@ -18,6 +18,7 @@ from extension_fsm.adapters.memory import (
 )
 from extension_fsm.model import (
     ClearClosureGrace,
+    Effect,
     FailureCause,
     PaymentConsumed,
     PaymentFailed,
@@ -110,7 +111,7 @@ async def test_every_fenced_kind_is_told_its_rows_seq_as_numbered_zero_included(
     deadline, expiry = T0 + timedelta(minutes=1), T0 + timedelta(minutes=30)
     consumed = PaymentConsumed("s1", "e1", "p1", "c1", 100, 30, False, T0)
     failed = PaymentFailed("s1", "e2", "p2", "c1", 100, FailureCause.SESSION_ENDED, T0)
-    effects = [
+    effects: list[Effect] = [
         StartClosureGrace("s1", deadline),
         consumed,
         ClearClosureGrace("s1"),
