@@ -229,8 +229,14 @@ def test_the_lease_must_outlast_the_worst_case_of_one_row() -> None:
     # A notification makes two calls (socket, then push): 2 x 10 s fits in 30 s.
     OutboxDispatcher(store.outbox, lease_seconds=30, call_timeout=10, **kwargs)
     for lease in (20, 15):
-        with pytest.raises(ValueError, match="lease_seconds"):
+        with pytest.raises(ValueError, match="lease_seconds") as refused:
             OutboxDispatcher(store.outbox, lease_seconds=lease, call_timeout=10, **kwargs)
+        # the operator reads why, not only which setting
+        assert str(refused.value) == (
+            f"lease_seconds ({lease}) must exceed the worst case of one row's calls "
+            "(2 x call_timeout 10 s), or a row still being delivered could be claimed "
+            "and sent again"
+        )
     with pytest.raises(ValueError, match="call_timeout"):
         OutboxDispatcher(store.outbox, call_timeout=0, **kwargs)
 

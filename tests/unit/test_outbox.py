@@ -250,6 +250,76 @@ async def test_an_unexpected_adapter_error_is_retried_not_lost() -> None:
     assert rig.store.outbox_rows[row_id].last_error == "RuntimeError: adapter bug"
 
 
+async def test_an_adapter_error_every_time_goes_dead_after_max_attempts() -> None:
+    """An adapter bug is retried like a retryable failure, within the same
+    budget: the last allowed attempt ends the row dead, naming the error."""
+    rig = _Rig(base_backoff=1, max_backoff=1, max_attempts=3)
+    (row_id,) = await rig.write(_notify(1))
+
+    async def broken(*args: object) -> bool:
+        raise RuntimeError("adapter bug")
+
+    rig.sockets.send = broken  # type: ignore[method-assign, assignment]
+    reports = []
+    for _ in range(3):
+        reports.append(await rig.dispatcher.dispatch_due())
+        await rig.clock.advance(1)
+    assert reports == [DispatchReport(retried=1), DispatchReport(retried=1), DispatchReport(dead=1)]
+    row = rig.store.outbox_rows[row_id]
+    assert row.dead and row.attempts == 3
+    assert row.last_error == "RuntimeError: adapter bug"
+    await rig.clock.advance(10_000)
+    assert await rig.dispatcher.dispatch_due() == DispatchReport()
+
+
+class _BusyTimer(MemorySessionTimer):
+    """A host session timer that answers every command with a retryable failure."""
+
+    async def clear_closure_grace(self, session_id: str, *, seq: int) -> None:
+        raise DeliveryError("busy", retryable=True)
+
+
+async def _waits_until_dead(rig: _Rig, row_id: str) -> list[float]:
+    """The waits between the attempts at ``row_id`` until it is given up on."""
+    waits: list[float] = []
+    while True:
+        before = rig.clock.now()
+        report = await rig.dispatcher.dispatch_due()
+        row = rig.store.outbox_rows[row_id]
+        if report == DispatchReport(dead=1):
+            assert row.dead
+            return waits
+        assert report == DispatchReport(retried=1)
+        waits.append((row.available_at - before).total_seconds())
+        await rig.clock.advance_to(row.available_at)
+
+
+async def test_by_default_a_notification_is_given_up_on_after_six_attempts() -> None:
+    """docs/delivery.md: retries after 1, 2, 4, 8 and 16 seconds, then dead."""
+    rig = _Rig()
+    (row_id,) = await rig.write(_notify(1, push=True))
+    rig.push.failures.extend(DeliveryError("busy", retryable=True) for _ in range(50))
+    assert await _waits_until_dead(rig, row_id) == [1, 2, 4, 8, 16]
+    assert rig.store.outbox_rows[row_id].attempts == 6
+
+
+async def test_by_default_a_timer_command_is_given_up_on_after_twenty_attempts() -> None:
+    """docs/delivery.md: 20 attempts, the backoff doubling up to 300 s (about an hour)."""
+    rig = _Rig()
+    rig.dispatcher = OutboxDispatcher(
+        rig.store.outbox,
+        clock=rig.clock,
+        sockets=rig.sockets,
+        push=rig.push,
+        session_timer=_BusyTimer(),
+    )
+    (row_id,) = await rig.write(ClearClosureGrace("s1"))
+    waits = await _waits_until_dead(rig, row_id)
+    assert waits == [2**n for n in range(9)] + [300] * 10
+    assert rig.store.outbox_rows[row_id].attempts == 20
+    assert 55 * 60 < sum(waits) < 65 * 60
+
+
 async def test_one_bad_row_does_not_block_the_rows_of_other_lanes() -> None:
     rig = _Rig()
     await rig.write(_notify(1, push=True), _notify(2, push=True, session_id="s2"))

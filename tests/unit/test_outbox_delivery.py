@@ -36,6 +36,7 @@ from extension_fsm.adapters.memory import (
     MemorySockets,
     MemoryStore,
 )
+from extension_fsm.errors import StoreClosed
 from extension_fsm.model import (
     ClearClosureGrace,
     Effect,
@@ -415,7 +416,7 @@ async def test_an_adapter_bug_is_logged_with_its_row_and_traceback(
     with caplog.at_level(logging.ERROR, logger="extension_fsm.outbox"):
         assert await dispatcher.dispatch_due() == DispatchReport(retried=1)
     (record,) = [r for r in caplog.records if r.name == "extension_fsm.outbox"]
-    assert row_id in record.getMessage() and "failed" in record.getMessage()
+    assert record.getMessage() == f"outbox row {row_id} failed"
     assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
 
 
@@ -491,12 +492,37 @@ async def test_a_failed_background_delivery_is_logged_and_not_kept(
             await dispatcher.drain()
     assert task.done() and dispatcher.in_flight == 0
     (record,) = [r for r in caplog.records if r.name == "extension_fsm.outbox"]
-    assert record.levelno == logging.ERROR and "delivery failed" in record.getMessage()
-    assert record.exc_info is not None and record.exc_info[1] is error
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == "post-commit delivery failed; left in the outbox"
+    assert record.exc_info is not None
+    assert record.exc_info[:2] == (ConnectionError, error)
     ref = weakref.ref(task)
     del task
     gc.collect()
     assert ref() is None  # the dispatcher keeps no finished delivery
+
+
+async def test_a_background_delivery_that_outlived_its_store_is_one_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store closed first (the host shut down): the rows are left as on a
+    crash, which is no error, so no traceback is logged."""
+    dispatcher = OutboxDispatcher(
+        _BrokenClaims(StoreClosed()),
+        clock=VirtualClock(),
+        sockets=MemorySockets(),
+        push=MemoryPush(),
+        session_timer=MemorySessionTimer(),
+    )
+    with caplog.at_level(logging.DEBUG, logger="extension_fsm.outbox"):
+        dispatcher.deliver_soon(["r0"])
+        async with asyncio.timeout(BOUND):
+            await dispatcher.drain()
+    assert dispatcher.in_flight == 0
+    (record,) = [r for r in caplog.records if r.name == "extension_fsm.outbox"]
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == "store closed before a post-commit delivery; left in the outbox"
+    assert not record.exc_info
 
 
 async def test_drain_waits_for_every_background_delivery_and_logs_nothing(
@@ -517,3 +543,59 @@ async def test_drain_waits_for_every_background_delivery_and_logs_nothing(
     assert dispatcher.in_flight == 0
     assert all(store.outbox_rows[i].delivered_at is not None for i in ids)
     assert [r for r in caplog.records if r.name == "extension_fsm.outbox"] == []
+
+
+class _SlowSockets(MemorySockets):
+    """Each send takes ``seconds`` (of the loop's time) before it is taken."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def send(
+        self, session_id: str, participant: Participant, message: Mapping[str, JSONValue]
+    ) -> bool:
+        await asyncio.sleep(self.seconds)
+        return await super().send(session_id, participant, message)
+
+
+@pytest.mark.parametrize(("seconds", "delivered"), [(4.9, True), (5.1, False)])
+def test_aclose_gives_background_deliveries_five_seconds_by_default(
+    seconds: float, delivered: bool
+) -> None:
+    """``aclose()`` with no ``grace`` waits up to 5 s (of the loop's time) for
+    background deliveries, then cancels what is left (its rows stay)."""
+
+    async def main() -> None:
+        clock = _LoopClock()
+        store = MemoryStore()
+        dispatcher = OutboxDispatcher(
+            store.outbox,
+            clock=clock,
+            sockets=_SlowSockets(seconds),
+            push=MemoryPush(),
+            session_timer=MemorySessionTimer(),
+        )
+        (row_id,) = await _write(store, [_notify(0)], clock.now())
+        dispatcher.deliver_soon([row_id])
+        await dispatcher.aclose()
+        assert dispatcher.in_flight == 0
+        assert (store.outbox_rows[row_id].delivered_at is not None) is delivered
+
+    _on_virtual_loop(main)
+
+
+@pytest.mark.parametrize("grace", [0.0, -1.0])
+async def test_aclose_without_grace_gives_even_an_instant_delivery_no_turn(grace: float) -> None:
+    """No grace: a background delivery not started yet is cancelled before it
+    runs, however quick it would have been; its rows stay in the outbox."""
+    store = MemoryStore()
+    sockets = MemorySockets()
+    dispatcher = _dispatcher(store, sockets)
+    ids = await _write(store, [_notify(0), _notify(1, "s2")], VirtualClock().now())
+    dispatcher.deliver_soon(ids)
+    async with asyncio.timeout(BOUND):
+        await dispatcher.aclose(grace=grace)
+    assert sockets.sent == []
+    assert dispatcher.in_flight == 0
+    assert all(store.outbox_rows[i].delivered_at is None for i in ids)

@@ -17,6 +17,7 @@ from extension_fsm.adapters.memory import MemoryPush, MemorySessionTimer, Memory
 from extension_fsm.model import Effect, JSONValue, Notify, SessionExpiryExtended
 from extension_fsm.outbox import BACKGROUND_TASK_NAME, encode_effects
 from extension_fsm.ports import OutboxMessage, OutboxStore
+from extension_fsm.testing.loop import VirtualTimeLoop
 
 BOUND = 10.0  # seconds: the most any wait below may take before the test fails
 
@@ -258,6 +259,7 @@ async def test_a_failed_pass_does_not_stop_run(
     errors = [r for r in caplog.records if r.name == "extension_fsm.outbox"]
     assert len(errors) == failures
     assert all(r.exc_info is not None for r in errors)
+    assert {r.getMessage() for r in errors} == {"outbox dispatch pass failed"}
 
 
 def _background() -> list[asyncio.Task[object]]:
@@ -321,3 +323,30 @@ async def test_run_takes_at_most_a_hundred_rows_a_pass_by_default() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert rig.outbox.limits[:2] == [100, 100]  # a full pass, then the next at once
+
+
+def test_run_passes_once_a_second_by_default_while_idle() -> None:
+    """``run()`` with no ``interval``: an idle outbox is claimed from once a
+    second (of the loop's time)."""
+
+    async def main() -> None:
+        outbox = _FlakyOutbox(MemoryStore().outbox, 0)
+        dispatcher = OutboxDispatcher(
+            outbox,
+            clock=VirtualClock(),
+            sockets=_GatedSockets(),
+            push=MemoryPush(),
+            session_timer=MemorySessionTimer(),
+        )
+        task = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(10.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert outbox.claims == 11  # at 0, 1, ..., 10 s
+
+    loop = VirtualTimeLoop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

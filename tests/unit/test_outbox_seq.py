@@ -16,7 +16,15 @@ from extension_fsm.adapters.memory import (
     MemorySockets,
     MemoryStore,
 )
-from extension_fsm.model import ClearClosureGrace, FailureCause, PaymentFailed
+from extension_fsm.model import (
+    ClearClosureGrace,
+    Effect,
+    FailureCause,
+    PaymentConsumed,
+    PaymentFailed,
+    SessionExpiryExtended,
+    StartClosureGrace,
+)
 from extension_fsm.outbox import OutboxDispatcher, encode_effects
 from extension_fsm.ports import OutboxMessage
 
@@ -89,3 +97,42 @@ async def test_fenced_commands_rows_of_a_store_that_does_not_number_them_end_dea
     assert all(delivered is False for _, delivered in (await store.dump()).outbox)
     for row in store.outbox_rows.values():
         assert row.dead and "has no seq" in (row.last_error or "")
+
+
+class ZeroBasedOutbox(UnnumberedOutbox):
+    """A host's outbox store whose numbering starts at 0 (as a sequence may)."""
+
+    async def claim(
+        self, now: datetime, limit: int, lease_seconds: float, ids: Sequence[str] | None = None
+    ) -> list[OutboxMessage]:
+        claimed = await self._inner.claim(now, limit, lease_seconds, ids)
+        return [replace(m, seq=m.seq - 1) for m in claimed if m.seq is not None]
+
+
+async def test_every_fenced_kind_is_told_its_rows_seq_as_numbered_zero_included() -> None:
+    store, timer, payments = MemoryStore(), MemorySessionTimer(), MemoryPaymentEvents()
+    deadline, expiry = T0 + timedelta(minutes=1), T0 + timedelta(minutes=30)
+    consumed = PaymentConsumed("s1", "e1", "p1", "c1", 100, 30, False, T0)
+    failed = PaymentFailed("s1", "e2", "p2", "c1", 100, FailureCause.SESSION_ENDED, T0)
+    effects: list[Effect] = [
+        StartClosureGrace("s1", deadline),
+        consumed,
+        ClearClosureGrace("s1"),
+        SessionExpiryExtended("s1", expiry),
+        failed,
+    ]
+    rows = encode_effects(effects, T0, iter(["r1", "r2", "r3", "r4", "r5"]).__next__)
+    async with store.unit_of_work() as uow:
+        await uow.outbox.add(rows)
+        await uow.commit()
+    report = await _dispatcher(ZeroBasedOutbox(store), timer, payments).dispatch_due()
+    assert (report.delivered, report.dead, report.retried) == (5, 0, 0)
+    # the store numbered them 1..5 in commit order; this one hands them out from 0
+    assert timer.calls == [
+        ("start_closure_grace", "s1", deadline),
+        ("clear_closure_grace", "s1", None),
+        ("expiry_extended", "s1", expiry),
+    ]
+    assert timer.seqs == [0, 2, 3]
+    assert payments.events == [consumed, failed]
+    assert [e.seq for e in payments.events] == [1, 4]  # seq is left out of ==

@@ -11,6 +11,7 @@ Every wait is bounded (a hang fails the test); nothing asserts a duration.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
 import pytest
@@ -105,6 +106,30 @@ async def test_socket_layer_down_pushes_at_once(
     assert pushed.payload["title"] == "Permintaan Perpanjang"
     assert store.outbox_rows[row_id].delivered_at is not None
     assert "pushing" in caplog.text  # the fallback is logged with its row
+
+
+@pytest.mark.parametrize("failure", FAILURES, ids=list(FAILURES))
+async def test_the_push_fallback_is_logged_once_naming_the_row_and_why(
+    failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A socket layer that said why (a ``DeliveryError``, or a send cut off at
+    ``call_timeout``) is a WARNING quoting it; an adapter bug is an ERROR with
+    its traceback."""
+    _, dispatcher, _, _, row_id = await _rig(FAILURES[failure], push=True)
+    with caplog.at_level(logging.DEBUG, logger="extension_fsm.outbox"):
+        async with asyncio.timeout(BOUND):
+            await dispatcher.deliver([row_id])
+    (record,) = [r for r in caplog.records if r.name == "extension_fsm.outbox"]
+    error = FAILURES[failure]
+    if isinstance(error, RuntimeError):
+        assert record.levelno == logging.ERROR
+        assert record.getMessage() == f"outbox row {row_id}: socket send failed; pushing"
+        assert record.exc_info is not None and record.exc_info[1] is error
+        return
+    why = error if error is not None else f"socket send did not answer within {CALL_TIMEOUT} s"
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == f"outbox row {row_id}: socket layer cannot say ({why}); pushing"
+    assert not record.exc_info
 
 
 @pytest.mark.parametrize("failure", FAILURES, ids=list(FAILURES))

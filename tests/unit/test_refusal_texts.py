@@ -205,6 +205,14 @@ CASES = {
         422,
         "price 14999 does not match the payment session amount 15000",
     ),
+    "request on a session whose expiry cannot be extended": (
+        _asking(session=replace(ACTIVE, expires_at=datetime.max.replace(tzinfo=UTC))),
+        _ask(),
+        NOW,
+        "INVALID_STATE",
+        409,
+        "Session expiry is out of range; it cannot be extended",
+    ),
     "a second request while one is pending": (
         _asking(pending=PENDING),
         _ask(),
@@ -317,6 +325,14 @@ CASES = {
         "INVALID_STATE",
         409,
         "Payment session not found",
+    ),
+    "an approval past the last expiry a timestamp can hold": (
+        _answering(session=_session(expires_at=datetime.max.replace(tzinfo=UTC))),
+        _answer(),
+        NOW,
+        "INVALID_STATE",
+        409,
+        "Session expiry is out of range; it cannot be extended",
     ),
     "an approval on a session the host moved back to active": (
         _answering(session=_session(status=SessionStatus.ACTIVE)),
