@@ -330,10 +330,13 @@ async def test_a_timer_whose_mitra_changed_after_presence_was_asked_leaves_it_to
     world.connect(session, Participant.MITRA, connected=True, online=True)  # m1 only
     (ext_id,) = await requests_due_in_turn(world, 1)
     read_one = RowSnapshots.for_timeout
+    reads: list[str] = []
 
     async def reassign_then_read(self: RowSnapshots, extension_id: str) -> Snapshot:
-        sessions = world.store.sessions
-        sessions["s1"] = replace(sessions["s1"], mitra_id="m2")
+        reads.append(extension_id)
+        if len(reads) == 2:  # the first read found whom to ask; the second claims
+            sessions = world.store.sessions
+            sessions["s1"] = replace(sessions["s1"], mitra_id="m2")
         return await read_one(self, extension_id)
 
     monkeypatch.setattr(RowSnapshots, "for_timeout", reassign_then_read)
