@@ -184,8 +184,8 @@ async def test_write_batch_missed_compare_and_set_is_a_conflict_and_writes_nothi
     sql_backend: SqlAlchemyStore,
 ) -> None:
     """The batched write (one statement on PostgreSQL, one per table on
-    SQLite): a stale expected status anywhere in the decision rolls the
-    whole unit of work back, as the separate UPDATEs would."""
+    SQLite, run by the commit): a stale expected status anywhere in the
+    decision writes nothing of it, as the separate UPDATEs would."""
     from extension_fsm.core import Change
     from extension_fsm.model import LedgerEntry, PaymentStatus, SessionStatus, TransactionType
 
@@ -207,8 +207,9 @@ async def test_write_batch_missed_compare_and_set_is_a_conflict_and_writes_nothi
         async with store.unit_of_work() as uow:
             batch = getattr(uow, "write_batch", None)
             assert batch is not None  # both offer the batched path
-            with pytest.raises(ConcurrencyConflict):
+            with pytest.raises(ConcurrencyConflict):  # written by the commit
                 await batch(accepted, stale_session, consumed, ledger, (), ())
+                await uow.commit()
         assert await store.dump() == before  # extension, payment and ledger untouched
         async with store.unit_of_work() as uow:
             batch = uow.write_batch
