@@ -71,8 +71,8 @@ class SqlOutboxStore:
         # Lists of ids: an array on PostgreSQL (one statement text for any
         # length), an ``IN`` list elsewhere.
         self._id_in: Any = self._ids(t.c.id)
-        self._claim_all = self._claim(with_ids=False)
-        self._claim_ids = self._claim(with_ids=True)
+        self._claim_all = self._claim()
+        self._claim_ids = self._claim_listed()
         self._mark_delivered = update(t).where(self._id_in).values(delivered_at=bindparam("at"))
         if db.is_postgres:
             # The mark's commit does not wait for its WAL flush (set_config is
@@ -119,10 +119,10 @@ class SqlOutboxStore:
         listed: Any = bindparam("ids", expanding=True)
         return col.not_in(listed) if negate else col.in_(listed)
 
-    def _claim(self, *, with_ids: bool) -> Any:
+    def _claim(self) -> Any:
         """Heads (rows with no open older row in their lane, or no lane),
         locked and skipped when locked, then behind each head the unbroken run
-        of its lane's open rows that are available too (and among ``ids``):
+        of its lane's open rows that are available too:
         the lowest ``limit`` of them all by ``seq``, leased in one statement.
 
         A run is taken only behind a head this statement locked; while that
@@ -149,15 +149,11 @@ class SqlOutboxStore:
             .order_by(t.c.seq)
             .limit(bindparam("limit"))
         )
-        if with_ids:
-            heads_q = heads_q.where(self._ids(t.c.id))
         if self._db.is_postgres:
             heads_q = heads_q.with_for_update(skip_locked=True)
         heads = heads_q.cte("heads")
         f, gap = t.alias("follower"), t.alias("gap")
         not_takeable = gap.c.available_at > now
-        if with_ids:
-            not_takeable = or_(not_takeable, self._ids(gap.c.id, negate=True))
         broken = exists().where(
             gap.c.lane == f.c.lane,
             gap.c.seq > heads.c.seq,
@@ -170,13 +166,73 @@ class SqlOutboxStore:
             .join(heads, and_(f.c.lane == heads.c.lane, f.c.seq > heads.c.seq))
             .where(open_(f), f.c.available_at <= now, ~broken)
         )
-        if with_ids:
-            followers = followers.where(self._ids(f.c.id))
         both = union_all(select(heads.c.seq), followers).subquery("both")
         pick = select(both.c.seq).order_by(both.c.seq).limit(bindparam("limit"))
         return (
             update(t)
             .where(t.c.seq.in_(pick.scalar_subquery()), open_(t), t.c.available_at <= now)
+            .values(available_at=lease_until)
+            .returning(
+                t.c.seq,
+                t.c.id,
+                t.c.kind,
+                t.c.dedupe_key,
+                t.c.payload,
+                t.c.created_at,
+                t.c.attempts,
+                t.c.lane,
+            )
+        )
+
+    def _claim_listed(self) -> Any:
+        """The claim of listed rows (a call's own, just written): each listed
+        open, available row, locked (skipped when locked), is taken when every
+        older open row of its lane is one this statement locked too, i.e. the
+        lane's head and the unbroken run behind it; the lowest ``limit`` by
+        ``seq``, leased in one statement.
+
+        The same rule as :meth:`_claim`'s heads and runs, written from the
+        listed rows outward: each is found by its unique id and checked
+        against its own lane (the lane index), so a backlog of other open
+        rows never makes a call's delivery scan it, whatever the planner's
+        statistics say."""
+        t = self._t
+        now: Any = bindparam("now", type_=t.c.available_at.type)
+        lease_until: Any = bindparam("lease_until", type_=t.c.available_at.type)
+        if self._db_clock:
+            now = func.now()
+            lease_until = func.now() + func.make_interval(
+                0, 0, 0, 0, 0, 0, bindparam("lease_seconds", type_=Float())
+            )
+        # By id alone, so that only the unique index on ``id`` serves it; the
+        # locked rows' state, as they are now, is judged below.
+        mine_q = select(t.c.seq, t.c.lane, t.c.delivered_at, t.c.dead_at, t.c.available_at).where(
+            self._ids(t.c.id)
+        )
+        if self._db.is_postgres:
+            mine_q = mine_q.with_for_update(skip_locked=True)
+        listed = mine_q.cte("listed")
+        mine = (
+            select(listed.c.seq, listed.c.lane)
+            .where(open_(listed), listed.c.available_at <= now)
+            .cte("mine")
+        )
+        older = t.alias("older")
+        blocked = exists().where(
+            older.c.lane == mine.c.lane,
+            older.c.seq < mine.c.seq,
+            open_(older),
+            older.c.seq.not_in(select(mine.c.seq).scalar_subquery()),
+        )
+        pick = (
+            select(mine.c.seq)
+            .where(or_(mine.c.lane.is_(None), ~blocked))
+            .order_by(mine.c.seq)
+            .limit(bindparam("limit"))
+        )
+        return (
+            update(t)
+            .where(t.c.seq.in_(pick.scalar_subquery()))
             .values(available_at=lease_until)
             .returning(
                 t.c.seq,
