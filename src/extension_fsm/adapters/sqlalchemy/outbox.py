@@ -119,6 +119,32 @@ class SqlOutboxStore:
         listed: Any = bindparam("ids", expanding=True)
         return col.not_in(listed) if negate else col.in_(listed)
 
+    def _now_and_lease(self) -> tuple[Any, Any]:
+        """A claim's clock and its lease's end: the database's ``now()`` when it
+        is the one clock, else the caller's ``:now`` and ``:lease_until``."""
+        t = self._t
+        if not self._db_clock:
+            return (
+                bindparam("now", type_=t.c.available_at.type),
+                bindparam("lease_until", type_=t.c.available_at.type),
+            )
+        lease = func.make_interval(0, 0, 0, 0, 0, 0, bindparam("lease_seconds", type_=Float()))
+        return func.now(), func.now() + lease
+
+    def _claimed_columns(self) -> list[Any]:
+        """What a claim returns of each row it leased."""
+        t = self._t
+        return [
+            t.c.seq,
+            t.c.id,
+            t.c.kind,
+            t.c.dedupe_key,
+            t.c.payload,
+            t.c.created_at,
+            t.c.attempts,
+            t.c.lane,
+        ]
+
     def _claim(self) -> Any:
         """Heads (rows with no open older row in their lane, or no lane),
         locked and skipped when locked, then behind each head the unbroken run
@@ -131,13 +157,7 @@ class SqlOutboxStore:
         two dispatchers.  Cutting at ``limit`` by ``seq`` keeps every run
         unbroken (older rows have lower ``seq``)."""
         t = self._t
-        now: Any = bindparam("now", type_=t.c.available_at.type)
-        lease_until: Any = bindparam("lease_until", type_=t.c.available_at.type)
-        if self._db_clock:
-            now = func.now()
-            lease_until = func.now() + func.make_interval(
-                0, 0, 0, 0, 0, 0, bindparam("lease_seconds", type_=Float())
-            )
+        now, lease_until = self._now_and_lease()
 
         older = t.alias("older")
         blocked = exists().where(
@@ -172,16 +192,7 @@ class SqlOutboxStore:
             update(t)
             .where(t.c.seq.in_(pick.scalar_subquery()), open_(t), t.c.available_at <= now)
             .values(available_at=lease_until)
-            .returning(
-                t.c.seq,
-                t.c.id,
-                t.c.kind,
-                t.c.dedupe_key,
-                t.c.payload,
-                t.c.created_at,
-                t.c.attempts,
-                t.c.lane,
-            )
+            .returning(*self._claimed_columns())
         )
 
     def _claim_listed(self) -> Any:
@@ -197,13 +208,7 @@ class SqlOutboxStore:
         rows never makes a call's delivery scan it, whatever the planner's
         statistics say."""
         t = self._t
-        now: Any = bindparam("now", type_=t.c.available_at.type)
-        lease_until: Any = bindparam("lease_until", type_=t.c.available_at.type)
-        if self._db_clock:
-            now = func.now()
-            lease_until = func.now() + func.make_interval(
-                0, 0, 0, 0, 0, 0, bindparam("lease_seconds", type_=Float())
-            )
+        now, lease_until = self._now_and_lease()
         # By id alone, so that only the unique index on ``id`` serves it; the
         # locked rows' state, as they are now, is judged below.
         mine_q = select(t.c.seq, t.c.lane, t.c.delivered_at, t.c.dead_at, t.c.available_at).where(
@@ -234,16 +239,7 @@ class SqlOutboxStore:
             update(t)
             .where(t.c.seq.in_(pick.scalar_subquery()))
             .values(available_at=lease_until)
-            .returning(
-                t.c.seq,
-                t.c.id,
-                t.c.kind,
-                t.c.dedupe_key,
-                t.c.payload,
-                t.c.created_at,
-                t.c.attempts,
-                t.c.lane,
-            )
+            .returning(*self._claimed_columns())
         )
 
     async def _run(self, stmt: Any, params: Any = None, *, retry: bool = False) -> list[Any]:
