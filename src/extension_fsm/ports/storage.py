@@ -133,8 +133,10 @@ class OutboxMessage:
 class DecisionWriter(Protocol):
     """A unit of work's ``write_batch``: every write of one decision at once (one
     statement where the store can), compare-and-set kept: a stale expected
-    status raises ``ConcurrencyConflict`` and the unit of work is rolled back.
-    ``expected=None`` inserts (only extensions are inserted)."""
+    status raises ``ConcurrencyConflict``, here or from the unit of work's
+    ``commit`` (a store may run its writes there, as the SQL store does), and
+    nothing of the decision is written.  ``expected=None`` inserts (only
+    extensions are inserted)."""
 
     async def __call__(
         self,
