@@ -35,7 +35,6 @@ from sqlalchemy import (
     Connection,
     Float,
     String,
-    all_,
     and_,
     any_,
     bindparam,
@@ -111,13 +110,11 @@ class SqlOutboxStore:
             )
         )
 
-    def _ids(self, col: Any, *, negate: bool = False) -> Any:
-        """``col`` is (``negate``: is not) one of the ``ids`` parameter."""
+    def _ids(self, col: Any) -> Any:
+        """``col`` is one of the ``ids`` parameter."""
         if self._db.is_postgres:
-            ids_param = bindparam("ids", type_=ARRAY(String()))
-            return col != all_(ids_param) if negate else col == any_(ids_param)
-        listed: Any = bindparam("ids", expanding=True)
-        return col.not_in(listed) if negate else col.in_(listed)
+            return col == any_(bindparam("ids", type_=ARRAY(String())))
+        return col.in_(bindparam("ids", expanding=True))
 
     def _now_and_lease(self) -> tuple[Any, Any]:
         """A claim's clock and its lease's end: the database's ``now()`` when it
