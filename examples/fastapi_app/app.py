@@ -18,7 +18,6 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 
 from extension_fsm import Extension, ExtensionError, Participant
-from extension_fsm.validation import check_ids
 from extension_fsm.wire import js_date
 
 from .auth import Identity, Unauthorized, bearer_token, decode_token
@@ -172,8 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=responses(401, 404, 422, 500, 503),
     )
     async def info(session_id: PathId, who: Who, rt: Rt) -> dict[str, Any]:
-        async with rt.store.unit_of_work() as uow:
-            session = await uow.sessions.get(session_id)
+        session = await rt.service.session(session_id)
         if session is None or who.user_id != (
             session.customer_id if who.role is Participant.CUSTOMER else session.mitra_id
         ):
@@ -219,9 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _chat_socket(ws: WebSocket, rt: Runtime, who: Identity, session_id: str) -> None:
         """A participant's chat socket, once its token is checked and its slot taken."""
         try:
-            check_ids(session_id=session_id)
-            async with rt.store.unit_of_work() as uow:
-                session = await uow.sessions.get(session_id)
+            session = await rt.service.session(session_id)  # checks the id too
         except ExtensionError as err:
             # 1013: try again later (database trouble); 1008: a bad session id
             await ws.close(code=1013 if err.status_code == 503 else 1008, reason=err.code.value)

@@ -45,9 +45,10 @@ async def seed_demo(runtime: Runtime) -> None:
     store = runtime.store
     for attempt in range(_SEED_ATTEMPTS):
         try:
-            async with store.unit_of_work() as uow:
-                has_session = await uow.sessions.get("s-demo") is not None
-                missing = [p for p in DEMO_PAYMENTS if await uow.payments.get(p) is None]
+            held = await store.dump(session_ids=["s-demo"], payment_ids=DEMO_PAYMENTS)
+            has_session = bool(held.sessions)
+            found = {p.id for p in held.payments}
+            missing = [p for p in DEMO_PAYMENTS if p not in found]
             if not has_session:
                 expires = datetime.now(UTC) + timedelta(minutes=30)
                 await store.seed_session(

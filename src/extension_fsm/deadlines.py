@@ -155,7 +155,7 @@ class DeadlineSweep:
         while True:
             try:
                 async with self._store.unit_of_work() as uow:
-                    due = await uow.extensions.due(self._clock.now(), self._sweep_batch)
+                    due = await uow.snapshots.due_ids(self._clock.now(), self._sweep_batch)
             except ConcurrencyConflict:  # a busy database: the next sweep picks them up
                 return resolved
             if not due:
@@ -230,9 +230,7 @@ class DeadlineSweep:
                         snapshots = [await _claimed(uow, extension_id)]
                     for item in snapshots:
                         if isinstance(item, Undecidable):
-                            times = await uow.extensions.set_aside(
-                                item.extension_id, now, item.error
-                            )
+                            times = await uow.set_aside(item.extension_id, now, item.error)
                             aside.append((item.extension_id, times, item.error))
                             continue
                         session = item.session
@@ -249,7 +247,7 @@ class DeadlineSweep:
                             if isinstance(err, ExtensionError):
                                 metrics.refused(TimeoutExtension(item.extension.id), err)
                             ext_id, error = item.extension.id, _describe(err)
-                            times = await uow.extensions.set_aside(ext_id, now, error)
+                            times = await uow.set_aside(ext_id, now, error)
                             aside.append((ext_id, times, error))
                             continue
                         if decision.is_empty:
@@ -333,7 +331,7 @@ class DeadlineSweep:
         """Set a row the sweep could not decide aside (own unit of work); whether it was."""
         try:
             async with self._store.unit_of_work() as uow:
-                times = await uow.extensions.set_aside(extension_id, self._clock.now(), error)
+                times = await uow.set_aside(extension_id, self._clock.now(), error)
                 if times:
                     await uow.commit()
         except Exception:

@@ -327,10 +327,16 @@ class ExtensionService:
         )
         if decision.session is not None:
             return decision.session.row
-        async with self._store.unit_of_work() as uow:
-            session = await uow.sessions.get(session_id)
+        session = await self.session(session_id)
         assert session is not None
         return session
+
+    async def session(self, session_id: str) -> Session | None:
+        """The chat session as stored now (one read, nothing locked); ``None``
+        when there is no such session."""
+        check_ids(session_id=session_id)
+        async with self._store.unit_of_work() as uow:
+            return (await uow.snapshots.for_request(session_id, None)).session
 
     def _arm(self, extension_id: str, when: datetime) -> None:
         if self._scheduler is None:

@@ -221,7 +221,9 @@ async def test_conflicts_past_the_retry_budget_give_up_with_conflict_and_write_n
 
 
 class _GatedStore(YieldingStore):
-    """Holds the first call of ``repo.method`` until ``gate`` opens."""
+    """Holds the first call of ``repo.method`` until ``gate`` opens: a repository
+    of the memory store's own unit of work (what its row-by-row reads and
+    decision write go through), gated."""
 
     def __init__(self, inner: InspectableStore, repo: str, method: str) -> None:
         super().__init__(inner)
@@ -230,7 +232,7 @@ class _GatedStore(YieldingStore):
         self.waiting = asyncio.Event()
 
     def unit_of_work(self) -> Any:
-        uow = super().unit_of_work()
+        uow = self.inner.unit_of_work()
         setattr(uow, self.repo, _Gated(getattr(uow, self.repo), self))
         return uow
 

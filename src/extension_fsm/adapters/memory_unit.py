@@ -63,7 +63,8 @@ class MemoryUnitOfWork:
         self.ledger = _Ledger(self)
         self.log = _Log(self)
         self.outbox = _Outbox(self)
-        #: the joined reads and the decision write, through the repositories above
+        #: the port: the joined reads and the decision write, through the
+        #: repositories above (this store's own, not part of the port)
         self.snapshots = RowSnapshots(self)
         self.write_batch = RowWriter(self)
         self._done = False
@@ -81,6 +82,10 @@ class MemoryUnitOfWork:
         elif self._store.changed_at(table, key) > self.snapshot:
             raise ConcurrencyConflict(f"{table} {key} changed since this unit of work began")
         self.reads.add((table, key))
+
+    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
+        """Set a pending extension the sweep could not decide aside (see the port)."""
+        return await self.extensions.set_aside(extension_id, now, reason)
 
     async def __aenter__(self) -> Self:
         if not self._entered:

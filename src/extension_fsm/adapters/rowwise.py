@@ -1,17 +1,21 @@
-"""The joined reads and the decision write of a unit of work, done through its
-own repositories, one row at a time.
+"""A store built row by row: the per-table repositories such a store keeps
+to itself, and the unit of work's joined reads (:class:`RowSnapshots`) and
+decision write (:class:`RowWriter`) done through them.
 
-A store whose reads cost nothing (the memory store) needs no more than this;
-a database store offers statements that do the same in one round trip (the
-SQL store).  Both read the
-repositories lazily, so a unit of work whose repositories are wrapped (tests
-that pause or gate each call) is read through its wrappers.
+Repositories are not part of the ports: the service and the test kit see a
+unit of work only through its reads, its decision write and its set-aside
+(:class:`~extension_fsm.ports.UnitOfWork`).  A store whose reads cost nothing
+(the memory store) needs no more than this module; a database store offers
+statements that do the same in one round trip (the SQL store).  Both helpers
+read the repositories lazily, so a unit of work whose repositories are
+wrapped (tests that pause or gate each call) is read through its wrappers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Protocol
 
 from ..core import Change, Snapshot, Undecidable
 from ..errors import ConcurrencyConflict
@@ -23,15 +27,116 @@ from ..model import (
     Session,
     TransitionRecord,
 )
-from ..ports import OutboxMessage, UnitOfWork
+from ..ports import OutboxMessage
 
-__all__ = ["RowSnapshots", "RowWriter"]
+__all__ = [
+    "AuditLog",
+    "ExtensionRepository",
+    "LedgerRepository",
+    "OutboxRepository",
+    "PaymentRepository",
+    "RowSnapshots",
+    "RowWriter",
+    "Rows",
+    "SessionRepository",
+]
+
+
+class SessionRepository(Protocol):
+    """The host's chat sessions."""
+
+    async def get(self, session_id: str) -> Session | None: ...
+
+    async def update(self, session: Session, expected_status: str) -> bool:
+        """Write ``session`` if its stored status is ``expected_status``; say whether it was."""
+        ...
+
+
+class PaymentRepository(Protocol):
+    """The host's payment sessions."""
+
+    async def get(self, payment_id: str) -> PaymentSession | None: ...
+
+    async def update(self, payment: PaymentSession, expected_status: str) -> bool: ...
+
+
+class ExtensionRepository(Protocol):
+    """Extension rows; uniqueness is the storage's job, not the caller's."""
+
+    async def get(self, extension_id: str) -> Extension | None: ...
+
+    async def add(self, extension: Extension) -> None:
+        """Insert; raise ``ExtensionError`` ``EXTENSION_PENDING`` or ``PAYMENT_IN_USE``
+        (409) when a pending one exists for the session or a live one for the payment."""
+        ...
+
+    async def update(self, extension: Extension, expected_status: str) -> bool: ...
+
+    async def pending_for_session(self, session_id: str) -> Extension | None: ...
+
+    async def live_for_payment(self, payment_id: str) -> Extension | None:
+        """A pending or accepted extension backed by this payment session."""
+        ...
+
+    async def due(self, now: datetime, limit: int) -> list[str]:
+        """Ids of pending extensions whose deadline is at or before ``now``, oldest
+        first, leaving out rows set aside until after ``now``."""
+        ...
+
+    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
+        """As :meth:`extension_fsm.ports.UnitOfWork.set_aside`."""
+        ...
+
+    async def claim(self, extension_id: str) -> Extension | None:
+        """The extension, locked for this unit of work; ``None`` if another
+        worker holds it (skip) or it does not exist."""
+        ...
+
+
+class LedgerRepository(Protocol):
+    """The host's ``customer_transactions``."""
+
+    async def add(self, entry: LedgerEntry) -> None: ...
+
+
+class AuditLog(Protocol):
+    """Every state change, for people reading what happened."""
+
+    async def add(self, records: Sequence[TransitionRecord]) -> None: ...
+
+
+class OutboxRepository(Protocol):
+    """The outbox inside a unit of work."""
+
+    async def add(self, messages: Sequence[OutboxMessage]) -> None: ...
+
+
+class Rows(Protocol):
+    """The repositories of one unit of work (a row-by-row store's own)."""
+
+    @property
+    def sessions(self) -> SessionRepository: ...
+
+    @property
+    def payments(self) -> PaymentRepository: ...
+
+    @property
+    def extensions(self) -> ExtensionRepository: ...
+
+    @property
+    def ledger(self) -> LedgerRepository: ...
+
+    @property
+    def log(self) -> AuditLog: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
 
 
 class RowSnapshots:
     """:class:`~extension_fsm.ports.SnapshotLoader` through ``uow``'s repositories."""
 
-    def __init__(self, uow: UnitOfWork) -> None:
+    def __init__(self, uow: Rows) -> None:
         self._uow = uow
 
     async def for_request(self, session_id: str, payment_id: str | None) -> Snapshot:
@@ -118,6 +223,9 @@ class RowSnapshots:
                 mitras.add(session.mitra_id)
         return mitras
 
+    async def due_ids(self, now: datetime, limit: int) -> list[str]:
+        return await self._uow.extensions.due(now, limit)
+
 
 class RowWriter:
     """:class:`~extension_fsm.ports.DecisionWriter` through ``uow``'s repositories.
@@ -125,7 +233,7 @@ class RowWriter:
     Lock order as everywhere: extension, session, payment (no deadlocks); a
     compare-and-set that matches nothing raises ``ConcurrencyConflict``."""
 
-    def __init__(self, uow: UnitOfWork) -> None:
+    def __init__(self, uow: Rows) -> None:
         self._uow = uow
 
     async def __call__(

@@ -3,8 +3,9 @@
 Adapters in :mod:`extension_fsm.adapters` fill them: in memory, SQLAlchemy
 (SQLite, PostgreSQL), Redis, firebase-admin, asyncio.  The core never sees a
 port; the service talks to them only around a decision.  Three modules:
-:mod:`.storage` (the rows, the unit of work, the outbox), :mod:`.delivery`
-(sockets, presence, push, the host's timers and payment events) and
+:mod:`.storage` (a unit of work's reads and decision write, the outbox),
+:mod:`.delivery` (sockets, presence, push, the host's timers and payment
+events) and
 :mod:`.runtime` (clock, scheduler, configuration).  Import them from here.
 """
 
@@ -20,16 +21,10 @@ from .delivery import (
 )
 from .runtime import Clock, ConfigSource, Scheduler, TimerHandle, stale_after_seconds
 from .storage import (
-    AuditLog,
     DecisionWriter,
-    ExtensionRepository,
     InspectableStore,
-    LedgerRepository,
     OutboxMessage,
-    OutboxRepository,
     OutboxStore,
-    PaymentRepository,
-    SessionRepository,
     SnapshotLoader,
     Store,
     StoreDump,
@@ -37,23 +32,17 @@ from .storage import (
 )
 
 __all__ = [
-    "AuditLog",
     "Clock",
     "ConfigSource",
     "DecisionWriter",
     "DeviceTokens",
-    "ExtensionRepository",
     "InspectableStore",
-    "LedgerRepository",
     "OutboxMessage",
-    "OutboxRepository",
     "OutboxStore",
     "PaymentEvents",
-    "PaymentRepository",
     "Presence",
     "PushSender",
     "Scheduler",
-    "SessionRepository",
     "SessionSockets",
     "SessionTimer",
     "SnapshotLoader",

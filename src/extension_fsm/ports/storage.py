@@ -1,6 +1,6 @@
-"""Where the rows live: the repositories, the unit of work that holds them in
-one transaction (with its joined reads and its one write of a decision), and
-the outbox as the dispatcher sees it."""
+"""Where the rows live, as the decisions see them: a unit of work's joined
+reads (one per kind of call) and its one write of a decision, the sweep's
+set-aside, and the outbox as the dispatcher sees it."""
 
 from __future__ import annotations
 
@@ -21,89 +21,15 @@ from ..model import (
 )
 
 __all__ = [
-    "AuditLog",
     "DecisionWriter",
-    "ExtensionRepository",
     "InspectableStore",
-    "LedgerRepository",
     "OutboxMessage",
-    "OutboxRepository",
     "OutboxStore",
-    "PaymentRepository",
-    "SessionRepository",
     "SnapshotLoader",
     "Store",
     "StoreDump",
     "UnitOfWork",
 ]
-
-
-class SessionRepository(Protocol):
-    """The host's chat sessions."""
-
-    async def get(self, session_id: str) -> Session | None: ...
-
-    async def update(self, session: Session, expected_status: str) -> bool:
-        """Write ``session`` if its stored status is ``expected_status``; say whether it was."""
-        ...
-
-
-class PaymentRepository(Protocol):
-    """The host's payment sessions (the ``payments`` port)."""
-
-    async def get(self, payment_id: str) -> PaymentSession | None: ...
-
-    async def update(self, payment: PaymentSession, expected_status: str) -> bool: ...
-
-
-class ExtensionRepository(Protocol):
-    """Extension rows; uniqueness is the storage's job, not the caller's."""
-
-    async def get(self, extension_id: str) -> Extension | None: ...
-
-    async def add(self, extension: Extension) -> None:
-        """Insert; raise ``ExtensionError`` ``EXTENSION_PENDING`` or ``PAYMENT_IN_USE``
-        (409) when a pending one exists for the session or a live one for the payment."""
-        ...
-
-    async def update(self, extension: Extension, expected_status: str) -> bool: ...
-
-    async def pending_for_session(self, session_id: str) -> Extension | None: ...
-
-    async def live_for_payment(self, payment_id: str) -> Extension | None:
-        """A pending or accepted extension backed by this payment session."""
-        ...
-
-    async def due(self, now: datetime, limit: int) -> list[str]:
-        """Ids of pending extensions whose deadline is at or before ``now``, oldest
-        first, leaving out rows set aside until after ``now``; rows another worker
-        holds right now may be skipped.  A candidate list only: :meth:`claim` is
-        what takes a row."""
-        ...
-
-    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
-        """Put a pending extension the sweep could not decide aside: skipped by
-        :meth:`due` until ``now + set_aside_delay(times)``, ``reason`` kept.
-        Returns ``times``, how often it has been set aside (1 the first time);
-        0 when no such pending extension exists."""
-        ...
-
-    async def claim(self, extension_id: str) -> Extension | None:
-        """The extension, locked for this unit of work; ``None`` if another
-        worker holds it (skip) or it does not exist."""
-        ...
-
-
-class LedgerRepository(Protocol):
-    """The host's ``customer_transactions``."""
-
-    async def add(self, entry: LedgerEntry) -> None: ...
-
-
-class AuditLog(Protocol):
-    """Every state change, for people reading what happened."""
-
-    async def add(self, records: Sequence[TransitionRecord]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +78,8 @@ class DecisionWriter(Protocol):
 class SnapshotLoader(Protocol):
     """A unit of work's ``snapshots``: the rows one call decides on, read together
     (one statement, one round trip where the store can).  Each method returns
-    what the repositories' reads would give in this unit of work
-    (:class:`extension_fsm.adapters.rowwise.RowSnapshots` reads them so)."""
+    committed rows as of the read (a store built on per-table reads can use
+    :class:`extension_fsm.adapters.rowwise.RowSnapshots`)."""
 
     async def for_request(self, session_id: str, payment_id: str | None) -> Snapshot:
         """The session, the payment session (none when ``payment_id`` is empty), the
@@ -205,33 +131,21 @@ class SnapshotLoader(Protocol):
         the claiming unit of work is opened."""
         ...
 
-
-class OutboxRepository(Protocol):
-    """The outbox inside a unit of work."""
-
-    async def add(self, messages: Sequence[OutboxMessage]) -> None: ...
+    async def due_ids(self, now: datetime, limit: int) -> list[str]:
+        """The ids :meth:`for_due` would read, oldest first, reading nothing else
+        and claiming nothing: the sweep's row-by-row pass over a batch that
+        cannot be read (each id is then read by :meth:`for_timeout`)."""
+        ...
 
 
 class UnitOfWork(Protocol):
-    """One transaction: everything commits together or nothing does."""
+    """One call's access to the rows, shaped like the decisions it serves: the
+    joined reads (:attr:`snapshots`), the write of a decision
+    (:attr:`write_batch`), the sweep's set-aside, and :meth:`commit`.
+    Everything written commits together or nothing does.
 
-    @property
-    def sessions(self) -> SessionRepository: ...
-
-    @property
-    def payments(self) -> PaymentRepository: ...
-
-    @property
-    def extensions(self) -> ExtensionRepository: ...
-
-    @property
-    def ledger(self) -> LedgerRepository: ...
-
-    @property
-    def log(self) -> AuditLog: ...
-
-    @property
-    def outbox(self) -> OutboxRepository: ...
+    How a store reaches its tables (repositories, statements, a driver) is its
+    own business and not part of this port."""
 
     @property
     def snapshots(self) -> SnapshotLoader:
@@ -241,6 +155,14 @@ class UnitOfWork(Protocol):
     @property
     def write_batch(self) -> DecisionWriter:
         """The write of one decision, all of it at once."""
+        ...
+
+    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
+        """Put a pending extension the sweep could not decide aside: the due reads
+        (:meth:`SnapshotLoader.for_due`, :meth:`SnapshotLoader.due_ids`) skip it
+        until ``now + set_aside_delay(times)``, ``reason`` kept for operators.
+        Returns ``times``, how often it has been set aside (1 the first time);
+        0 when no such pending extension exists.  Written by :meth:`commit`."""
         ...
 
     async def __aenter__(self) -> Self: ...

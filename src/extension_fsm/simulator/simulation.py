@@ -25,6 +25,8 @@ from ..adapters.memory import (
     MemorySockets,
     MemoryStore,
 )
+from ..core import Change
+from ..errors import ConcurrencyConflict
 from ..machine import SESSION_MACHINE, Guard, InvalidMove
 from ..model import (
     ACTOR_HOST,
@@ -257,7 +259,7 @@ class World:
 
     async def session(self, session_id: str) -> Session | None:
         async with self.store.unit_of_work() as uow:
-            return await uow.sessions.get(session_id)
+            return (await uow.snapshots.for_request(session_id, None)).session
 
     async def add_session(self, session: Session) -> None:
         """Seed a session (host-owned) and arm its expiry timer."""
@@ -272,7 +274,7 @@ class World:
         """The host's expiry: ``active`` → ``closing`` through the session machine."""
         for _ in range(5):
             async with self.store.unit_of_work() as uow:
-                session = await uow.sessions.get(session_id)
+                session = (await uow.snapshots.for_request(session_id, None)).session
                 if session is None or self.clock.now() < session.expires_at:
                     return
                 try:
@@ -281,22 +283,24 @@ class World:
                     return  # extending (paused), closing or ended: nothing to do
                 deadline = self.clock.now() + timedelta(seconds=self.config.grace_seconds)
                 moved = replace(session, status=status, closure_deadline=deadline)
-                if not await uow.sessions.update(moved, session.status.value):
-                    continue
-                await uow.log.add(
-                    [
-                        TransitionRecord(
-                            "session",
-                            session_id,
-                            session.status.value,
-                            status.value,
-                            "expire",
-                            ACTOR_HOST,
-                            self.clock.now(),
-                        )
-                    ]
+                record = TransitionRecord(
+                    "session",
+                    session_id,
+                    session.status.value,
+                    status.value,
+                    "expire",
+                    ACTOR_HOST,
+                    self.clock.now(),
                 )
-                await uow.commit()
+                # The host's own write, through the port's decision write: the
+                # session moved (compare-and-set on its status) and logged.
+                try:
+                    await uow.write_batch(
+                        None, Change(session.status.value, moved), None, None, [record], []
+                    )
+                    await uow.commit()
+                except ConcurrencyConflict:
+                    continue  # another writer moved it first: read again
             self.session_timer.arm_grace(session_id, deadline)
             return
 

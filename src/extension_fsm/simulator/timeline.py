@@ -178,9 +178,9 @@ class _Runner:
         if session.closure_deadline is not None:
             world.session_timer.arm_grace(session.id, session.closure_deadline)
         for p in sc.payments:
-            async with world.store.unit_of_work() as uow:
-                if await uow.payments.get(p.id) is not None:
-                    raise AlreadyInStore(sc.source, f"payment session {p.id!r}")
+            held = await world.store.dump(session_ids=(), payment_ids=[p.id])
+            if held.payments:
+                raise AlreadyInStore(sc.source, f"payment session {p.id!r}")
             await world.add_payment(
                 make_payment(
                     p.id,

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from ..core import Change
 from ..errors import ConcurrencyConflict, ErrorCode, ExtensionError
 from ..model import (
     Extension,
@@ -31,7 +32,18 @@ from ..model import (
 from ..ports import InspectableStore
 from ..simulator.simulation import make_payment, make_session
 from .lanes import OutboxLanesContract
-from .samples import T0, _is_postgres, _is_sql, add_committed, counts, ext, msg, seed
+from .samples import (
+    T0,
+    _is_postgres,
+    _is_sql,
+    add_committed,
+    add_outbox,
+    counts,
+    ext,
+    msg,
+    read_rows,
+    seed,
+)
 from .units import UnitOfWorkContract
 
 __all__ = ["StoreContract"]
@@ -66,9 +78,8 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         await store.seed_session(
             replace(make_session("s9", expires_at=at), closure_deadline=at, topic_sensitivity="x")
         )
-        async with store.unit_of_work() as uow:
-            got = await uow.sessions.get("s9")
-            assert await uow.sessions.get("nope") is None
+        got, _ = await read_rows(store, "s9")
+        assert (await read_rows(store, "nope"))[0] is None
         assert got is not None
         assert got.expires_at == at and got.expires_at.tzinfo is not None
         if _is_sql(store):  # stored as UTC, read back as UTC
@@ -80,31 +91,48 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         self, store: InspectableStore
     ) -> None:
         await seed(store)
+        await add_committed(store, ext())
+        s1, p1 = await read_rows(store, "s1", "p1")
+        assert s1 is not None and p1 is not None
+        moved = replace(s1, status=SessionStatus.EXTENDING)
+        consumed = replace(p1, status=PaymentStatus.CONSUMED)
+        done = replace(ext(), status=ExtensionStatus.ACCEPTED, responded_at=T0)
+        before = await store.dump()
+        # Each row's change from a status it does not hold: a conflict, nothing written.
+        for stale in (
+            (Change("accepted", done), None, None),
+            (None, Change("closing", moved), None),
+            (None, None, Change("pending", consumed)),
+        ):
+            extension, session, payment = stale
+            with pytest.raises(ConcurrencyConflict):
+                async with store.unit_of_work() as uow:
+                    await uow.snapshots.for_response("s1", "e1")  # read as a call reads
+                    await uow.write_batch(extension, session, payment, None, [], [msg("m1")])
+                    await uow.commit()
+            assert await store.dump() == before, stale
+        # From the statuses they hold: written, every row.
         async with store.unit_of_work() as uow:
-            s1 = await uow.sessions.get("s1")
-            assert s1 is not None
-            moved = replace(s1, status=SessionStatus.EXTENDING)
-            assert not await uow.sessions.update(moved, "closing")
-            assert await uow.sessions.update(moved, "active")
-            p1 = await uow.payments.get("p1")
-            assert p1 is not None
-            consumed = replace(p1, status=PaymentStatus.CONSUMED)
-            assert not await uow.payments.update(consumed, "pending")
-            assert await uow.payments.update(consumed, "confirmed")
+            await uow.snapshots.for_response("s1", "e1")
+            await uow.write_batch(
+                Change("pending", done),
+                Change("active", moved),
+                Change("confirmed", consumed),
+                None,
+                [],
+                [],
+            )
             await uow.commit()
-        async with store.unit_of_work() as uow:
-            got_s, got_p = await uow.sessions.get("s1"), await uow.payments.get("p1")
-            assert got_s is not None and got_s.status is SessionStatus.EXTENDING
-            assert got_p is not None and got_p.status is PaymentStatus.CONSUMED
-            e = ext()
-            await uow.extensions.add(e)
-            done = replace(e, status=ExtensionStatus.ACCEPTED, responded_at=T0)
-            assert not await uow.extensions.update(done, "accepted")
-            assert await uow.extensions.update(done, "pending")
-            assert not await uow.extensions.update(done, "pending")
-            await uow.commit()
-        async with store.unit_of_work() as uow:
-            assert await uow.extensions.get("e1") == done
+        after = await store.dump()
+        assert after.extensions == [done]
+        assert [s.status for s in after.sessions if s.id == "s1"] == [SessionStatus.EXTENDING]
+        assert [p.status for p in after.payments if p.id == "p1"] == [PaymentStatus.CONSUMED]
+        # And the same change again: its status moved on, so it is stale now.
+        with pytest.raises(ConcurrencyConflict):
+            async with store.unit_of_work() as uow:
+                await uow.write_batch(Change("pending", done), None, None, None, [], [])
+                await uow.commit()
+        assert await store.dump() == after
 
     @pytest.mark.parametrize(
         ("second", "code"),
@@ -119,12 +147,10 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         await seed(store)
         await add_committed(store, ext())
         before = await store.dump()
+        record = TransitionRecord("extension", "e2", None, "pending", "x", "c", T0)
         with pytest.raises(ExtensionError) as caught:
             async with store.unit_of_work() as uow:
-                await uow.log.add(
-                    [TransitionRecord("extension", "e2", None, "pending", "x", "c", T0)]
-                )
-                await uow.extensions.add(second)
+                await uow.write_batch(Change(None, second), None, None, None, [record], [msg("m")])
                 await uow.commit()
         assert caught.value.code is code and caught.value.status_code == 409
         after = await store.dump()
@@ -140,47 +166,35 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         assert caught.value.code is ErrorCode.PAYMENT_IN_USE
         await add_committed(store, ext("e3", payment_id="p2"))  # s1 has no pending one
         async with store.unit_of_work() as uow:
-            assert (await uow.extensions.pending_for_session("s1")) == ext("e3", payment_id="p2")
-            live = await uow.extensions.live_for_payment("p1")
-            assert live is not None and live.id == "e1"
-            assert await uow.extensions.pending_for_session("s2") is None
+            s1 = await uow.snapshots.for_request("s1", "p1")
+            s2 = await uow.snapshots.for_request("s2", None)
+        assert s1.pending == ext("e3", payment_id="p2")
+        assert s1.payment_live is not None and s1.payment_live.id == "e1"
+        assert s2.session is not None and s2.pending is None
 
     async def test_exception_rolls_back_every_write(self, store: InspectableStore) -> None:
         await seed(store)
         before = await store.dump()
+        entry = LedgerEntry("c1", "s1", "e1", TransactionType.EXTENSION, 15000, T0)
+        record = TransitionRecord("session", "s1", "active", "ended", "x", "h", T0)
         with pytest.raises(RuntimeError, match="boom"):
             async with store.unit_of_work() as uow:
-                s1 = await uow.sessions.get("s1")
+                s1 = (await uow.snapshots.for_end("s1")).session
                 assert s1 is not None
-                await uow.sessions.update(replace(s1, status=SessionStatus.ENDED), "active")
-                await uow.extensions.add(ext())
-                await uow.ledger.add(
-                    LedgerEntry("c1", "s1", "e1", TransactionType.EXTENSION, 15000, T0)
+                await uow.write_batch(
+                    Change(None, ext()),
+                    Change("active", replace(s1, status=SessionStatus.ENDED)),
+                    None,
+                    entry,
+                    [record],
+                    [msg("m1")],
                 )
-                await uow.log.add(
-                    [TransitionRecord("session", "s1", "active", "ended", "x", "h", T0)]
-                )
-                await uow.outbox.add([msg("m1")])
                 raise RuntimeError("boom")
         assert await store.dump() == before
         # and leaving without commit is a rollback too
         async with store.unit_of_work() as uow:
-            await uow.extensions.add(ext())
+            await uow.write_batch(Change(None, ext()), None, None, None, [], [])
         assert await store.dump() == before
-
-    async def test_commit_writes_every_table_at_once(self, store: InspectableStore) -> None:
-        await seed(store)
-        entry = LedgerEntry("c1", "s1", "e1", TransactionType.EXTENSION, 15000, T0)
-        record = TransitionRecord("extension", "e1", None, "pending", "request", "customer", T0)
-        async with store.unit_of_work() as uow:
-            await uow.extensions.add(ext())
-            await uow.ledger.add(entry)
-            await uow.log.add([record])
-            await uow.outbox.add([msg("m1"), msg("m2", 1)])
-            await uow.commit()
-        d = await store.dump()
-        assert d.extensions == [ext()] and d.ledger == [entry] and d.log == [record]
-        assert d.outbox == [(msg("m1"), False), (msg("m2", 1), False)]
 
     async def test_due_lists_due_pending_oldest_first_and_claim_reads(
         self, store: InspectableStore
@@ -205,18 +219,23 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         )
         now = T0 + timedelta(seconds=5)
         async with store.unit_of_work() as uow:
-            assert await uow.extensions.due(now, 10) == ["a", "b", "c"]
-            assert await uow.extensions.due(now, 2) == ["a", "b"]
-            assert await uow.extensions.due(T0, 10) == []
+            assert await uow.snapshots.due_ids(now, 10) == ["a", "b", "c"]
+            assert await uow.snapshots.due_ids(now, 2) == ["a", "b"]
+            assert await uow.snapshots.due_ids(T0, 10) == []
         async with store.unit_of_work() as uow:
-            claimed = await uow.extensions.claim("a")
-            assert claimed is not None and claimed.id == "a"
-            assert await uow.extensions.claim("missing") is None
+            assert await uow.set_aside("b", now, "unreadable") == 1
+            assert await uow.set_aside("done", now, "not pending") == 0
+            assert await uow.set_aside("missing", now, "no row") == 0
+            await uow.commit()
+        async with store.unit_of_work() as uow:
+            assert await uow.snapshots.due_ids(now, 10) == ["a", "c"]  # "b" is set aside
+            claimed = await uow.snapshots.for_timeout("a")
+            missing = await uow.snapshots.for_timeout("missing")
+        assert claimed.extension is not None and claimed.extension.id == "a"
+        assert missing.extension is None and missing.session is None
 
     async def test_outbox_claim_lease_retry_deliver_dead(self, store: InspectableStore) -> None:
-        async with store.unit_of_work() as uow:
-            await uow.outbox.add([msg(f"m{i}", i) for i in range(4)])
-            await uow.commit()
+        await add_outbox(store, *(msg(f"m{i}", i) for i in range(4)))
         box = store.outbox
         first = await box.claim(T0, 10, 30)
         assert [m.id for m in first] == ["m0", "m1", "m2", "m3"]
@@ -246,9 +265,7 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
     async def test_outbox_marks_a_claims_delivered_rows_at_once(
         self, store: InspectableStore
     ) -> None:
-        async with store.unit_of_work() as uow:
-            await uow.outbox.add([msg(f"m{i}", i) for i in range(3)])
-            await uow.commit()
+        await add_outbox(store, *(msg(f"m{i}", i) for i in range(3)))
         claimed = await store.outbox.claim(T0, 10, 30)
         await store.outbox.mark_delivered([m.id for m in claimed[:2]], T0)
         await store.outbox.mark_delivered([], T0)  # nothing delivered: nothing marked
@@ -260,12 +277,8 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         assert [m.id for m in again] == ["m2"]
 
     async def test_outbox_claim_respects_limit_and_order(self, store: InspectableStore) -> None:
-        async with store.unit_of_work() as uow:
-            await uow.outbox.add([msg(f"m{i:02}", i) for i in range(12)])
-            await uow.commit()
-        async with store.unit_of_work() as uow:
-            await uow.outbox.add([msg("z")])
-            await uow.commit()
+        await add_outbox(store, *(msg(f"m{i:02}", i) for i in range(12)))
+        await add_outbox(store, msg("z"))
         claimed = await store.outbox.claim(T0, 5, 30)
         claimed += await store.outbox.claim(T0, 100, 30)
         assert [m.id for m in claimed] == [f"m{i:02}" for i in range(12)] + ["z"]
@@ -274,28 +287,44 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         seqs = [m.seq for m in claimed if m.seq is not None]
         assert len(seqs) == len(claimed) and seqs == sorted(set(seqs))
 
-    async def test_postgres_a_write_on_a_row_that_moved_is_a_conflict(
+    async def test_postgres_a_write_changes_only_its_columns_and_guards_what_it_read(
         self, store: InspectableStore
     ) -> None:
         # Stricter than the port asks (it asks for compare-and-set on status):
-        # REPEATABLE READ also refuses a lost update that kept the status.
+        # a write changes only the columns its decision changed, and each of
+        # them only if it still holds the value the unit of work read.
         if not _is_postgres(store):
             pytest.skip("PostgreSQL only: SQLite has one writer; memory checks status only")
         await seed(store)
+        later = T0 + timedelta(minutes=30)
         async with store.unit_of_work() as slow:
-            seen = await slow.sessions.get("s1")
+            seen = (await slow.snapshots.for_end("s1")).session
             assert seen is not None
-            async with store.unit_of_work() as fast:
-                s1 = await fast.sessions.get("s1")
+            async with store.unit_of_work() as fast:  # another worker moves the deadline
+                s1 = (await fast.snapshots.for_end("s1")).session
                 assert s1 is not None
-                later = s1.expires_at + timedelta(minutes=1)
-                assert await fast.sessions.update(replace(s1, expires_at=later), "active")
+                await fast.write_batch(
+                    None, Change("active", replace(s1, expires_at=later)), None, None, [], []
+                )
                 await fast.commit()
+            # Same status; the slow one changes the deadline it read too: refused.
             with pytest.raises(ConcurrencyConflict):
-                # Same status, so only the lost update gives it away.
-                moved = replace(seen, status=SessionStatus.ENDED)
-                if await slow.sessions.update(moved, "active"):
-                    await slow.commit()
-        async with store.unit_of_work() as uow:
-            final = await uow.sessions.get("s1")
-        assert final is not None and final.status is SessionStatus.ACTIVE
+                stale = replace(seen, expires_at=seen.expires_at + timedelta(minutes=1))
+                await slow.write_batch(None, Change("active", stale), None, None, [], [])
+                await slow.commit()
+        async with store.unit_of_work() as slow:
+            seen = (await slow.snapshots.for_end("s1")).session
+            assert seen is not None
+            async with store.unit_of_work() as fast:  # another column moves meanwhile
+                s1 = (await fast.snapshots.for_end("s1")).session
+                assert s1 is not None
+                moved = replace(s1, closure_deadline=later)
+                await fast.write_batch(None, Change("active", moved), None, None, [], [])
+                await fast.commit()
+            # The status alone changes: written, and the other worker's column stands.
+            ended = replace(seen, status=SessionStatus.ENDED)
+            await slow.write_batch(None, Change("active", ended), None, None, [], [])
+            await slow.commit()
+        final, _ = await read_rows(store, "s1")
+        assert final is not None and final.status is SessionStatus.ENDED
+        assert final.expires_at == later and final.closure_deadline == later

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ..ports import InspectableStore, OutboxMessage
+from .samples import add_outbox
 
 __all__ = ["OutboxLanesContract"]
 
@@ -26,12 +27,6 @@ def _row(row_id: str, lane: str | None) -> OutboxMessage:
         created_at=T0,
         lane=lane,
     )
-
-
-async def _write(store: InspectableStore, *rows: OutboxMessage) -> None:
-    async with store.unit_of_work() as uow:
-        await uow.outbox.add(list(rows))
-        await uow.commit()
 
 
 async def _claim(store: InspectableStore, at: datetime, ids: list[str] | None = None) -> list[str]:
@@ -57,8 +52,8 @@ class OutboxLanesContract:
     async def test_lanes_a_row_is_claimed_only_with_every_older_open_row_of_its_lane(
         self, store: InspectableStore
     ) -> None:
-        await _write(store, _row("a1", "s1:timer"), _row("n1", None), _row("b1", "s2:timer"))
-        await _write(store, _row("a2", "s1:timer"), _row("n2", None), _row("a3", "s1:timer"))
+        await add_outbox(store, _row("a1", "s1:timer"), _row("n1", None), _row("b1", "s2:timer"))
+        await add_outbox(store, _row("a2", "s1:timer"), _row("n2", None), _row("a3", "s1:timer"))
         lane = ["a1", "a2", "a3"]
         _assert_runs(await _claim(store, T0), ["a1", "n1", "b1", "n2"], lane)
         # a1 is leased: a2 still waits, even once asked for by id
@@ -87,8 +82,8 @@ class OutboxLanesContract:
     async def test_lanes_a_claim_takes_nothing_behind_a_row_it_does_not_take(
         self, store: InspectableStore
     ) -> None:
-        await _write(store, _row("a1", "s1:timer"), _row("a2", "s1:timer"))
-        await _write(store, _row("a3", "s1:timer"))
+        await add_outbox(store, _row("a1", "s1:timer"), _row("a2", "s1:timer"))
+        await add_outbox(store, _row("a3", "s1:timer"))
         # a2 is not asked for: a3 is not taken without it
         assert await _claim(store, T0, ["a1", "a3"]) == ["a1"]
         later = T0 + timedelta(seconds=LEASE + 1)
@@ -98,7 +93,7 @@ class OutboxLanesContract:
         assert await _claim(store, later) == []
 
     async def test_lanes_rows_without_a_lane_are_never_held(self, store: InspectableStore) -> None:
-        await _write(store, _row("n1", None), _row("n2", None))
+        await add_outbox(store, _row("n1", None), _row("n2", None))
         assert await _claim(store, T0, ["n2"]) == ["n2"]
         assert await _claim(store, T0) == ["n1"]
         dump = await store.dump()

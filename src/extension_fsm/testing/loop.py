@@ -1,8 +1,9 @@
 """An event loop on virtual time and a store wrapper that makes units of work
 overlap: what the race machine runs on, usable by a host's own tests too.
 
-``YieldingStore`` wraps any store so that every repository call and every
-commit yields to the event loop first: an in-memory store alone never
+``YieldingStore`` wraps any store so that every call of its unit of work
+(each joined read, the decision write, a set-aside, the commit) yields to the
+event loop first: an in-memory store alone never
 suspends, so ``asyncio.gather`` would run calls one after another and a race
 would never interleave inside a unit of work.  With the wrapper, units of
 work really overlap, as they do on a database.
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from ..adapters.rowwise import RowSnapshots, RowWriter
-from ..model import Session
-from ..ports import InspectableStore, StoreDump
+from ..core import Change
+from ..model import Extension, LedgerEntry, PaymentSession, Session, TransitionRecord
+from ..ports import DecisionWriter, InspectableStore, OutboxMessage, StoreDump, UnitOfWork
 
 __all__ = ["VirtualTimeLoop", "YieldingStore"]
 
@@ -50,18 +52,33 @@ async def _after(pause: Callable[[], Awaitable[None]], coro: Awaitable[Any]) -> 
 
 
 class _YieldingUnitOfWork:
-    def __init__(self, inner: Any, pause: Callable[[], Awaitable[None]]) -> None:
+    """A unit of work whose every port call (each joined read, the decision
+    write, a set-aside, the commit) first yields to the loop."""
+
+    def __init__(self, inner: UnitOfWork, pause: Callable[[], Awaitable[None]]) -> None:
         self._inner = inner
         self._pause = pause
-        self.sessions = _YieldingProxy(inner.sessions, pause)
-        self.payments = _YieldingProxy(inner.payments, pause)
-        self.extensions = _YieldingProxy(inner.extensions, pause)
-        self.ledger = _YieldingProxy(inner.ledger, pause)
-        self.log = _YieldingProxy(inner.log, pause)
-        self.outbox = _YieldingProxy(inner.outbox, pause)
-        # The joined reads and the decision write, through the yielding repositories.
-        self.snapshots = RowSnapshots(self)
-        self.write_batch = RowWriter(self)
+        self.snapshots = _YieldingProxy(inner.snapshots, pause)
+
+    @property
+    def write_batch(self) -> DecisionWriter:
+        return self._write_batch
+
+    async def _write_batch(
+        self,
+        extension: Change[Extension] | None,
+        session: Change[Session] | None,
+        payment: Change[PaymentSession] | None,
+        ledger: LedgerEntry | None,
+        log: Sequence[TransitionRecord],
+        outbox: Sequence[OutboxMessage],
+    ) -> None:
+        await self._pause()
+        await self._inner.write_batch(extension, session, payment, ledger, log, outbox)
+
+    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
+        await self._pause()
+        return await self._inner.set_aside(extension_id, now, reason)
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

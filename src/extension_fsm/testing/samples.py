@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ..model import Extension, ExtensionStatus
+from ..core import Change
+from ..model import Extension, ExtensionStatus, PaymentSession, Session
 from ..ports import InspectableStore, OutboxMessage, StoreDump
 from ..simulator.simulation import make_payment, make_session
 
-__all__ = ["T0", "add_committed", "counts", "ext", "msg", "seed"]
+__all__ = ["T0", "add_committed", "add_outbox", "counts", "ext", "msg", "read_rows", "seed"]
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -69,7 +70,24 @@ async def seed(store: InspectableStore) -> None:
 
 
 async def add_committed(store: InspectableStore, *rows: Extension) -> None:
+    """Insert ``rows`` and commit, one decision write each, in one unit of work."""
     async with store.unit_of_work() as uow:
         for row in rows:
-            await uow.extensions.add(row)
+            await uow.write_batch(Change(None, row), None, None, None, [], [])
+        await uow.commit()
+
+
+async def read_rows(
+    store: InspectableStore, session_id: str, payment_id: str | None = None
+) -> tuple[Session | None, PaymentSession | None]:
+    """The session and the payment session as stored, read through the port."""
+    async with store.unit_of_work() as uow:
+        got = await uow.snapshots.for_request(session_id, payment_id)
+    return got.session, got.payment
+
+
+async def add_outbox(store: InspectableStore, *messages: OutboxMessage) -> None:
+    """Write ``messages`` (a decision with nothing but outbox rows) and commit."""
+    async with store.unit_of_work() as uow:
+        await uow.write_batch(None, None, None, None, [], messages)
         await uow.commit()

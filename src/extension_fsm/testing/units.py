@@ -21,14 +21,14 @@ from ..model import (
 )
 from ..ports import InspectableStore
 from ..simulator.simulation import make_payment, make_session
-from .samples import T0, add_committed, counts, ext, msg, seed
+from .samples import T0, add_committed, counts, ext, msg, read_rows, seed
 
 __all__ = ["UnitOfWorkContract"]
 
 
 async def _set_aside_one(store: InspectableStore, extension_id: str) -> None:
     async with store.unit_of_work() as uow:
-        assert await uow.extensions.set_aside(extension_id, T0, "unreadable") == 1
+        assert await uow.set_aside(extension_id, T0, "unreadable") == 1
         await uow.commit()
 
 
@@ -42,8 +42,8 @@ class UnitOfWorkContract:
         await seed(store)
         pending = ext("e1", session_id="s1", payment_id="p2")
         await add_committed(store, pending)
+        session, payment = await read_rows(store, "s1", "p2")
         async with store.unit_of_work() as uow:
-            session, payment = await uow.sessions.get("s1"), await uow.payments.get("p2")
             got = await uow.snapshots.for_request("s1", "p2")
         assert got == Snapshot(
             session=session, payment=payment, pending=pending, payment_live=pending
@@ -140,9 +140,7 @@ class UnitOfWorkContract:
     async def test_write_batch_writes_every_row_at_commit(self, store: InspectableStore) -> None:
         await seed(store)
         await add_committed(store, ext("e1"))
-        async with store.unit_of_work() as uow:
-            session = await uow.sessions.get("s1")
-            payment = await uow.payments.get("p1")
+        session, payment = await read_rows(store, "s1", "p1")
         assert session is not None and payment is not None
         accepted = replace(ext("e1"), status=ExtensionStatus.ACCEPTED, responded_at=T0)
         resumed = replace(session, status=SessionStatus.CLOSING)
@@ -179,9 +177,7 @@ class UnitOfWorkContract:
         await seed(store)
         await add_committed(store, ext("e1"))
         before = await store.dump()
-        async with store.unit_of_work() as uow:
-            session = await uow.sessions.get("s1")
-            payment = await uow.payments.get("p1")
+        session, payment = await read_rows(store, "s1", "p1")
         assert session is not None and payment is not None
         expected = {
             "extension": "accepted" if stale == "extension" else "pending",

@@ -179,6 +179,10 @@ class SnapshotStatements:
             self.due.select = self.due.select.order_by(x.c.expires_at, x.c.id).limit(
                 bindparam("limit")
             )
+        # The same rows' ids, unclaimed: the sweep's row-by-row pass.
+        self.due_ids = (
+            select(x.c.id).where(due).order_by(x.c.expires_at, x.c.id).limit(bindparam("limit"))
+        )
         # The same rows' mitras, unclaimed: whose presence to ask before claiming.
         self.due_mitras = (
             select(s.c.mitra_id)
@@ -320,3 +324,7 @@ class SqlSnapshotLoader:
     async def mitras_due(self, now: datetime, limit: int) -> set[str]:
         rows = await self._uow.rows(self._s.due_mitras, {"now": now, "limit": limit})
         return {row[0] for row in rows}
+
+    async def due_ids(self, now: datetime, limit: int) -> list[str]:
+        rows = await self._uow.rows(self._s.due_ids, {"now": now, "limit": limit})
+        return [str(row[0]) for row in rows]

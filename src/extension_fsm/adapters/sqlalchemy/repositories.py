@@ -1,4 +1,6 @@
-"""The unit of work's repositories: one table's reads and writes each.
+"""The unit of work's repositories: one table's reads and writes each, this
+adapter's own (its tests and tooling reach rows through them); the service
+and the test kit use only the port's reads and decision write.
 
 The reads run the store's prebuilt statements (:class:`~.statements.Statements`)
 through the unit of work; the writes are the one compare-and-set
@@ -74,7 +76,7 @@ class Extensions(_Rows):
         return await self._uow.run(self._s.due(now, limit))
 
     async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
-        return await self._uow.run(self._s.set_aside(extension_id, now, reason))
+        return await self._uow.set_aside(extension_id, now, reason)
 
 
 def _insert(table: Any, rows: list[dict[str, Any]]) -> Callable[[Connection], None]:

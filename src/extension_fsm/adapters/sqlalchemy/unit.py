@@ -1,8 +1,11 @@
 """The unit of work: a call's reads and its decision's write (:mod:`.engine`).
 
 Reads go through :attr:`SqlUnitOfWork.snapshots` (each call's rows in one
-joined ``SELECT``, :mod:`.loads`) and the repositories; the decision's writes
-through :attr:`SqlUnitOfWork.write_batch`, all at once (:mod:`.statements`).
+joined ``SELECT``, :mod:`.loads`); the decision's writes through
+:attr:`SqlUnitOfWork.write_batch`, all at once (:mod:`.statements`).  The
+per-table repositories (``sessions``, ``extensions``, …, :mod:`.repositories`)
+are this adapter's own, for its tests and tooling; they are not part of the
+port.
 Every row read is remembered, so that a status change writes only the
 columns the decision changed, guarded by the status and by the values read.
 
@@ -10,7 +13,7 @@ On PostgreSQL a decision call is two round trips and no transaction: the
 joined read and the guarded write are each atomic on their own (autocommit),
 and a write whose guard failed wrote nothing and raises
 ``ConcurrencyConflict``, so the service reads again.  A repository's write
-(host tooling, tests) opens a ``REPEATABLE READ`` transaction that the unit
+or a set-aside opens a ``REPEATABLE READ`` transaction that the unit
 of work commits or rolls back as before.  On SQLite everything runs in one
 ``BEGIN IMMEDIATE`` transaction.
 """
@@ -18,6 +21,7 @@ of work commits or rolls back as before.  On SQLite everything runs in one
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -245,6 +249,10 @@ class SqlUnitOfWork:
         for change in (extension, session, payment):
             if change is not None:
                 self.remember(change.row)  # what is stored now
+
+    async def set_aside(self, extension_id: str, now: datetime, reason: str) -> int:
+        """Set a pending extension the sweep could not decide aside (see the port)."""
+        return await self.run(self.statements.set_aside(extension_id, now, reason))
 
     @property
     def snapshots(self) -> SnapshotLoader:
