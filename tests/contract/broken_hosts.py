@@ -2,7 +2,8 @@
 test_kit_catches_broken_hosts.py in a pytest process of its own (the name does
 not start with ``test_``, so the suite never collects these on its own).
 
-- ``TestCompareAndSetIgnored``: an update that always writes and returns True.
+- ``TestCompareAndSetIgnored``: a decision write that ignores the expected
+  status (its row updates always write and return True).
 - ``TestPendingIndexMissing``: SQLite tables without the "one pending extension
   per session" unique index.
 """
@@ -15,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from extension_fsm.adapters.memory import MemoryStore
+from extension_fsm.adapters.rowwise import RowWriter
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.ports import InspectableStore, StoreDump
 from extension_fsm.testing import StoreContract
@@ -36,11 +38,16 @@ class _AlwaysWrites:
 
 
 class _UnitOfWork:
+    """The memory store's unit of work whose decision write goes through
+    repositories that ignore the expected status."""
+
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.sessions = _AlwaysWrites(inner.sessions)
         self.payments = _AlwaysWrites(inner.payments)
         self.extensions = _AlwaysWrites(inner.extensions)
+        self.ledger, self.log, self.outbox = inner.ledger, inner.log, inner.outbox
+        self.write_batch = RowWriter(self)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

@@ -97,18 +97,22 @@ class StoreContract(OutboxLanesContract, UnitOfWorkContract):
         moved = replace(s1, status=SessionStatus.EXTENDING)
         consumed = replace(p1, status=PaymentStatus.CONSUMED)
         done = replace(ext(), status=ExtensionStatus.ACCEPTED, responded_at=T0)
+        record = TransitionRecord("extension", "e1", "pending", "accepted", "accept", "m", T0)
         before = await store.dump()
-        # Each row's change from a status it does not hold: a conflict, nothing written.
-        for stale in (
-            (Change("accepted", done), None, None),
-            (None, Change("closing", moved), None),
-            (None, None, Change("pending", consumed)),
-        ):
-            extension, session, payment = stale
+        # One row's change from a status it does not hold: a conflict, and
+        # nothing of the decision is written (not the other rows either).
+        for stale in ("extension", "session", "payment"):
             with pytest.raises(ConcurrencyConflict):
                 async with store.unit_of_work() as uow:
                     await uow.snapshots.for_response("s1", "e1")  # read as a call reads
-                    await uow.write_batch(extension, session, payment, None, [], [msg("m1")])
+                    await uow.write_batch(
+                        Change("accepted" if stale == "extension" else "pending", done),
+                        Change("closing" if stale == "session" else "active", moved),
+                        Change("pending" if stale == "payment" else "confirmed", consumed),
+                        None,
+                        [record],
+                        [msg("m1")],
+                    )
                     await uow.commit()
             assert await store.dump() == before, stale
         # From the statuses they hold: written, every row.

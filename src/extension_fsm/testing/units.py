@@ -7,10 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-import pytest
-
 from ..core import Change, Snapshot
-from ..errors import ConcurrencyConflict
 from ..model import (
     ExtensionStatus,
     LedgerEntry,
@@ -21,7 +18,7 @@ from ..model import (
 )
 from ..ports import InspectableStore
 from ..simulator.simulation import make_payment, make_session
-from .samples import T0, add_committed, counts, ext, msg, read_rows, seed
+from .samples import T0, add_committed, ext, msg, read_rows, seed
 
 __all__ = ["UnitOfWorkContract"]
 
@@ -169,33 +166,3 @@ class UnitOfWorkContract:
             await uow.write_batch(Change(None, ext("e1")), None, None, None, [], [])
             await uow.commit()
         assert (await store.dump()).extensions == [ext("e1")]
-
-    @pytest.mark.parametrize("stale", ["extension", "session", "payment"])
-    async def test_write_batch_from_a_stale_status_is_a_conflict_and_writes_nothing(
-        self, store: InspectableStore, stale: str
-    ) -> None:
-        await seed(store)
-        await add_committed(store, ext("e1"))
-        before = await store.dump()
-        session, payment = await read_rows(store, "s1", "p1")
-        assert session is not None and payment is not None
-        expected = {
-            "extension": "accepted" if stale == "extension" else "pending",
-            "session": "ended" if stale == "session" else str(session.status),
-            "payment": "failed" if stale == "payment" else str(payment.status),
-        }
-        with pytest.raises(ConcurrencyConflict):
-            async with store.unit_of_work() as uow:
-                await uow.write_batch(
-                    Change(
-                        expected["extension"], replace(ext("e1"), status=ExtensionStatus.REJECTED)
-                    ),
-                    Change(expected["session"], replace(session, status=SessionStatus.CLOSING)),
-                    Change(expected["payment"], replace(payment, status=PaymentStatus.FAILED)),
-                    None,
-                    [TransitionRecord("extension", "e1", "pending", "rejected", "reject", "m", T0)],
-                    [msg("m1")],
-                )
-                await uow.commit()
-        after = await store.dump()
-        assert counts(after) == counts(before) and after == before
