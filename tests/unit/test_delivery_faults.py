@@ -29,6 +29,7 @@ from extension_fsm.model import ExtensionStatus, Notify, PushMessage, SessionSta
 from extension_fsm.outbox import encode_effects
 from extension_fsm.simulator import make_payment, make_session
 from extension_fsm.testing.loop import VirtualTimeLoop
+from extension_fsm.testing.samples import add_outbox
 from tests.fakes.hanging import HangingPush
 from tests.fakes.waiting import eventually
 
@@ -93,9 +94,7 @@ class _Rig:
             push=PushMessage("t", "b", {"type": "session_resumed"}),
         )
         (row,) = encode_effects([effect], self.clock.now(), lambda: f"row-{session_id}")
-        async with self.store.unit_of_work() as uow:
-            await uow.outbox.add([row])
-            await uow.commit()
+        await add_outbox(self.store, row)
         return row.id
 
     async def status(self) -> ExtensionStatus:
@@ -286,9 +285,7 @@ def test_a_hung_push_is_never_attempted_twice_at_once() -> None:
             dedupe_key="e1:extension_request:mitra",
             push=PushMessage("t", "b", {}),
         )
-        async with store.unit_of_work() as uow:
-            await uow.outbox.add(encode_effects([row], clock.now(), lambda: "r1"))
-            await uow.commit()
+        await add_outbox(store, *encode_effects([row], clock.now(), lambda: "r1"))
         tasks = [asyncio.create_task(w.run(interval=1.0)) for w in workers]
         await asyncio.sleep(300)
         for task in tasks:
@@ -333,10 +330,9 @@ def test_rows_whose_turn_comes_too_late_in_the_lease_are_left_for_later() -> Non
             for n in range(3)
         ]
         ids = iter(["r0", "r1", "r2"])
-        async with store.unit_of_work() as uow:  # rows without a lane: one claim
-            encoded = encode_effects(rows, clock.now(), lambda: next(ids))
-            await uow.outbox.add([replace(row, lane=None) for row in encoded])
-            await uow.commit()
+        # rows without a lane: one claim
+        encoded = encode_effects(rows, clock.now(), lambda: next(ids))
+        await add_outbox(store, *(replace(row, lane=None) for row in encoded))
         report = await dispatcher.dispatch_due()
         assert (report.retried, report.deferred, report.delivered) == (2, 1, 0)
         assert push.calls.started == 2 and push.calls.most_in_flight == 1

@@ -27,6 +27,7 @@ from extension_fsm.model import (
     StartClosureGrace,
 )
 from extension_fsm.outbox import decode_effect, encode_effects
+from extension_fsm.testing.samples import add_outbox
 
 
 class _Rig:
@@ -52,9 +53,7 @@ class _Rig:
 
     async def write(self, *effects: Effect) -> list[str]:
         rows = encode_effects(effects, self.clock.now(), self._id)
-        async with self.store.unit_of_work() as uow:
-            await uow.outbox.add(rows)
-            await uow.commit()
+        await add_outbox(self.store, *rows)
         return [r.id for r in rows]
 
     def row(self, message_id: str) -> object:

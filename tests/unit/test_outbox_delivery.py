@@ -49,6 +49,7 @@ from extension_fsm.model import (
 from extension_fsm.outbox import BACKGROUND_TASK_NAME, LoggingPaymentEvents, encode_effects
 from extension_fsm.ports import OutboxMessage
 from extension_fsm.testing.loop import VirtualTimeLoop
+from extension_fsm.testing.samples import add_outbox
 from tests.fakes.hanging import HangingPush
 
 BOUND = 10.0  # seconds: the most any real wait below may take before the test fails
@@ -63,9 +64,7 @@ async def _write(
     rows = encode_effects(effects, now, lambda: next(ids))
     if not lanes:
         rows = [replace(row, lane=None) for row in rows]
-    async with store.unit_of_work() as uow:
-        await uow.outbox.add(rows)
-        await uow.commit()
+    await add_outbox(store, *rows)
     return [r.id for r in rows]
 
 

@@ -18,6 +18,7 @@ from extension_fsm.model import Effect, JSONValue, Notify, SessionExpiryExtended
 from extension_fsm.outbox import BACKGROUND_TASK_NAME, encode_effects
 from extension_fsm.ports import OutboxMessage, OutboxStore
 from extension_fsm.testing.loop import VirtualTimeLoop
+from extension_fsm.testing.samples import add_outbox
 
 BOUND = 10.0  # seconds: the most any wait below may take before the test fails
 
@@ -116,9 +117,7 @@ class _Rig:
 
     async def write(self, *effects: Effect) -> list[str]:
         rows = encode_effects(effects, self.clock.now(), self._id)
-        async with self.store.unit_of_work() as uow:
-            await uow.outbox.add(rows)
-            await uow.commit()
+        await add_outbox(self.store, *rows)
         return [r.id for r in rows]
 
     def undelivered(self) -> set[str]:

@@ -20,6 +20,7 @@ from extension_fsm.adapters.memory import (
 )
 from extension_fsm.model import Effect, Notify, PushMessage, SessionExpiryExtended
 from extension_fsm.outbox import encode_effects
+from extension_fsm.testing.samples import add_outbox
 
 pytest.importorskip("opentelemetry.sdk.metrics", reason="the OpenTelemetry SDK is not installed")
 
@@ -84,10 +85,8 @@ async def test_each_row_is_counted_once_under_its_channel_and_result(
     effects: list[Effect] = [_pushed(n) for n in range(3)]
     effects.append(SessionExpiryExtended("s2", clock.now()))
     ids = iter(f"r{n}" for n in range(len(effects)))
-    async with store.unit_of_work() as uow:
-        rows = encode_effects(effects, clock.now(), lambda: next(ids))
-        await uow.outbox.add([replace(row, lane=None) for row in rows])
-        await uow.commit()
+    rows = encode_effects(effects, clock.now(), lambda: next(ids))
+    await add_outbox(store, *(replace(row, lane=None) for row in rows))
     report = await dispatcher.dispatch_due()
     assert report == DispatchReport(delivered=2, retried=1, dead=1)
     assert _deliveries(reader) == {

@@ -27,6 +27,7 @@ from extension_fsm.model import (
 )
 from extension_fsm.outbox import OutboxDispatcher, encode_effects
 from extension_fsm.ports import OutboxMessage
+from extension_fsm.testing.samples import add_outbox
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -59,9 +60,7 @@ class UnnumberedOutbox:
 async def _write(store: MemoryStore) -> None:
     failed = PaymentFailed("s1", "e1", "p1", "c1", 100, FailureCause.SESSION_ENDED, T0)
     rows = encode_effects([ClearClosureGrace("s1"), failed], T0, iter(["r1", "r2"]).__next__)
-    async with store.unit_of_work() as uow:
-        await uow.outbox.add(rows)
-        await uow.commit()
+    await add_outbox(store, *rows)
 
 
 def _dispatcher(
@@ -122,9 +121,7 @@ async def test_every_fenced_kind_is_told_its_rows_seq_as_numbered_zero_included(
         failed,
     ]
     rows = encode_effects(effects, T0, iter(["r1", "r2", "r3", "r4", "r5"]).__next__)
-    async with store.unit_of_work() as uow:
-        await uow.outbox.add(rows)
-        await uow.commit()
+    await add_outbox(store, *rows)
     report = await _dispatcher(ZeroBasedOutbox(store), timer, payments).dispatch_due()
     assert (report.delivered, report.dead, report.retried) == (5, 0, 0)
     # the store numbered them 1..5 in commit order; this one hands them out from 0

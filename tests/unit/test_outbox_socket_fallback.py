@@ -22,6 +22,7 @@ from extension_fsm.adapters.memory import MemoryPush, MemorySessionTimer, Memory
 from extension_fsm.errors import SocketUnreachable
 from extension_fsm.model import JSONValue, Notify, PushMessage
 from extension_fsm.outbox import encode_effects
+from extension_fsm.testing.samples import add_outbox
 
 BOUND = 10.0
 CALL_TIMEOUT = 0.2  # the hanging socket is cut off after this (a real wait)
@@ -86,9 +87,7 @@ async def _rig(
         lease_seconds=30.0,
     )
     (row,) = encode_effects([_notify(push=push)], clock.now(), lambda: "row-1")
-    async with store.unit_of_work() as uow:
-        await uow.outbox.add([row])
-        await uow.commit()
+    await add_outbox(store, row)
     return store, dispatcher, sockets, pusher, row.id
 
 

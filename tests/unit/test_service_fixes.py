@@ -21,6 +21,7 @@ from extension_fsm import (
 from extension_fsm.adapters.memory import MemoryStore
 from extension_fsm.machine import SESSION_MACHINE, Guard, InvalidMove
 from extension_fsm.simulator import World, make_payment, make_session
+from extension_fsm.testing.samples import add_committed
 from tests.unit._support import assert_refused, new_world, socket_messages
 
 C, M = Participant.CUSTOMER, Participant.MITRA
@@ -69,9 +70,7 @@ async def test_the_store_itself_refuses_a_second_live_extension_per_payment() ->
     await world.settle()
     before = await store.dump()
     with pytest.raises(ExtensionError) as info:
-        async with store.unit_of_work() as uow:
-            await uow.extensions.add(twin)
-            await uow.commit()
+        await add_committed(store, twin)
     assert info.value.code.value == "PAYMENT_IN_USE"
     assert await store.dump() == before
 
@@ -86,9 +85,7 @@ async def test_the_store_itself_refuses_a_second_pending_extension_per_session()
     await world.settle()
     before = await store.dump()
     with pytest.raises(ExtensionError) as info:
-        async with store.unit_of_work() as uow:
-            await uow.extensions.add(replace(row, id="x", payment_session_id="p2"))
-            await uow.commit()
+        await add_committed(store, replace(row, id="x", payment_session_id="p2"))
     assert info.value.code.value == "EXTENSION_PENDING"
     assert await store.dump() == before
 

@@ -29,6 +29,7 @@ from extension_fsm import (
     TimeoutAction,
     decide,
 )
+from extension_fsm.core import Change
 from extension_fsm.model import Notify, PaymentFailed, TimeoutExtension, TransitionRecord
 from extension_fsm.simulator import make_payment, make_session
 from tests.unit._support import new_world, socket_messages
@@ -102,9 +103,10 @@ async def test_a_sweep_after_the_host_ended_the_session_records_session_ended() 
         extension_payment_session_id="p1",
     )
     async with world.store.unit_of_work() as uow:  # the host's own write, not end_session
-        paused = await uow.sessions.get("s1")
+        paused = (await uow.snapshots.for_end("s1")).session
         assert paused is not None and paused.status is SessionStatus.EXTENDING
-        assert await uow.sessions.update(replace(paused, status=SessionStatus.ENDED), "extending")
+        ended = Change("extending", replace(paused, status=SessionStatus.ENDED))
+        await uow.write_batch(None, ended, None, None, [], [])
         await uow.commit()
     await world.clock.advance(ext.timeout_seconds + 1)
     (swept,) = await world.service.sweep_due()
