@@ -22,6 +22,7 @@ from examples.fastapi_app.dev import seed_demo
 from examples.fastapi_app.settings import Settings
 from extension_fsm import PaymentStatus
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+from extension_fsm.testing.samples import read_rows
 from tests.e2e.live import LiveServer
 from tests.e2e.parties import SECRET, Party, auth, seed_party
 from tests.fakes.tcp_proxy import TcpProxy
@@ -160,15 +161,13 @@ async def test_seed_demo_is_idempotent_and_safe_concurrently() -> None:
             for _ in range(3):  # concurrent seeds, again and again: all succeed
                 await asyncio.gather(*(seed_demo(rt) for rt in runtimes))  # type: ignore[arg-type]
             store = stores[0]
-            async with store.unit_of_work() as uow:
-                payment = await uow.payments.get("p-demo")
-                assert await uow.sessions.get("s-demo") is not None
+            session, payment = await read_rows(store, "s-demo", "p-demo")
+            assert session is not None
             assert payment is not None and payment.status is PaymentStatus.CONFIRMED
             # A restart does not re-confirm a payment that was used meanwhile.
             await store.seed_payment(replace(payment, status=PaymentStatus.CONSUMED))
             await asyncio.gather(*(seed_demo(rt) for rt in runtimes))  # type: ignore[arg-type]
-            async with store.unit_of_work() as uow:
-                again = await uow.payments.get("p-demo")
+            _, again = await read_rows(store, "s-demo", "p-demo")
             assert again is not None and again.status is PaymentStatus.CONSUMED
         finally:
             for s in stores:

@@ -285,7 +285,5 @@ async def _flag_discount(live: LiveServer, payment_id: str) -> None:
     from dataclasses import replace
 
     store = live.runtime.store
-    async with store.unit_of_work() as uow:
-        payment = await uow.payments.get(payment_id)
-    assert payment is not None
+    (payment,) = (await store.dump(session_ids=(), payment_ids=[payment_id])).payments
     await store.seed_payment(replace(payment, is_first_session_discount=True))

@@ -89,7 +89,7 @@ async def _set_all_aside(db: str) -> None:
         extensions = (await store.dump()).extensions
         async with store.unit_of_work() as uow:
             for ext in extensions:
-                assert await uow.extensions.set_aside(ext.id, datetime.now(UTC), "bad row") == 1
+                assert await uow.set_aside(ext.id, datetime.now(UTC), "bad row") == 1
             await uow.commit()
     finally:
         await store.aclose()

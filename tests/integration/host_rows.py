@@ -39,6 +39,7 @@ from extension_fsm.model import (
     SessionStatus,
 )
 from extension_fsm.simulator import make_payment, make_session
+from extension_fsm.testing.samples import add_committed
 from tests.integration.sql_support import private_postgres_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -98,10 +99,7 @@ class Host:
                 self.store.add_session(s)
             for p in payments:
                 self.store.add_payment(p)
-            async with self.store.unit_of_work() as uow:
-                for x in exts:
-                    await uow.extensions.add(x)
-                await uow.commit()
+            await add_committed(self.store, *exts)
         else:
             t = self.store.tables
             async with self.store.unit_of_work() as uow:

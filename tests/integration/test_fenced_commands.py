@@ -73,7 +73,7 @@ async def _commit(store: Store, effects: list[Effect]) -> None:
     """Write ``effects``' outbox rows in one commit, as a decision does."""
     rows = encode_effects(effects, datetime.now(UTC), lambda: uuid.uuid4().hex)
     async with store.unit_of_work() as uow:
-        await uow.outbox.add(rows)
+        await uow.write_batch(None, None, None, None, [], rows)
         await uow.commit()
 
 

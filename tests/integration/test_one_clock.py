@@ -22,6 +22,7 @@ from extension_fsm.model import ExtensionStatus, SessionStatus, StartClosureGrac
 from extension_fsm.outbox import OutboxDispatcher, encode_effects
 from extension_fsm.ports import OutboxMessage
 from extension_fsm.simulator import make_payment, make_session
+from extension_fsm.testing.samples import add_outbox
 from tests.integration.host_rows import make_service
 from tests.integration.sql_support import database_now
 
@@ -147,9 +148,7 @@ async def _timer_rows(store: SqlAlchemyStore, n: int, stamp: datetime) -> list[s
     """One start_closure_grace row per session (its own lane), stamped ``stamp``."""
     effects = [StartClosureGrace(f"t{i:03d}", stamp + timedelta(minutes=5)) for i in range(n)]
     rows = encode_effects(effects, stamp, lambda: str(uuid.uuid4()))
-    async with store.unit_of_work() as uow:
-        await uow.outbox.add(rows)
-        await uow.commit()
+    await add_outbox(store, *rows)
     return [row.id for row in rows]
 
 

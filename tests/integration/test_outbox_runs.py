@@ -22,6 +22,7 @@ from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.model import SessionExpiryExtended
 from extension_fsm.outbox import encode_effects
 from extension_fsm.ports import InspectableStore
+from extension_fsm.testing.samples import add_outbox
 from tests.unit._support import new_world
 
 LEASE = 60.0
@@ -50,9 +51,7 @@ async def _write(store: InspectableStore, at: datetime, sessions: int, per: int)
     ]
     counter = iter(range(1_000_000))
     rows = encode_effects(effects, at, lambda: f"m{next(counter):03d}")
-    async with store.unit_of_work() as uow:
-        await uow.outbox.add(rows)
-        await uow.commit()
+    await add_outbox(store, *rows)
     return [r.id for r in rows]
 
 

@@ -1,22 +1,27 @@
-"""The SQL store's joined reads (``uow.snapshots``) give what the repositories'
-row-by-row reads give, and the timeout's read claims its row as ``claim`` does."""
+"""The SQL store's joined reads (``uow.snapshots``) give the rows each table
+holds (read one table at a time by ``store.dump()``), and two workers' reads
+of a due batch never share a row."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore, SqlUnitOfWork
+from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
 from extension_fsm.core import Snapshot
 from extension_fsm.model import Extension, ExtensionStatus, Session, SessionStatus
+from extension_fsm.ports import StoreDump
 from extension_fsm.simulator import make_payment, make_session
+from extension_fsm.testing.samples import add_committed
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
 
 
 def ext(ext_id: str, session_id: str, payment_id: str, status: ExtensionStatus) -> Extension:
@@ -44,39 +49,59 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await s.seed_session(make_session("s3", expires_at=T0, customer_id="c3", mitra_id="m3"))
         for p in ("p1", "p2", "p3"):
             await s.seed_payment(make_payment(p))
-        async with s.unit_of_work() as uow:
-            await uow.extensions.add(ext("e1", "s1", "p1", ExtensionStatus.PENDING))
-            await uow.extensions.add(ext("e2", "s2", "p2", ExtensionStatus.ACCEPTED))
-            await uow.commit()
+        await add_committed(
+            s,
+            ext("e1", "s1", "p1", ExtensionStatus.PENDING),
+            ext("e2", "s2", "p2", ExtensionStatus.ACCEPTED),
+        )
         yield s
     finally:  # closed even when seeding fails (a leaked connection warns in a later test)
         await s.aclose()
 
 
-async def _separate_request(
-    uow: SqlUnitOfWork, session_id: str, payment_id: str | None
-) -> Snapshot:
-    session: Session | None = await uow.sessions.get(session_id)
+def _by_id(rows: Sequence[T], row_id: str | None) -> T | None:
+    return next((r for r in rows if r.id == row_id), None)  # type: ignore[attr-defined]
+
+
+def _separate_request(dump: StoreDump, session_id: str, payment_id: str | None) -> Snapshot:
+    """What the request's read should give, found in the rows of each table."""
+    session: Session | None = _by_id(dump.sessions, session_id)
     if session is None:
         return Snapshot(session=None)
+    live = (ExtensionStatus.PENDING, ExtensionStatus.ACCEPTED)
     return Snapshot(
         session=session,
-        payment=await uow.payments.get(payment_id) if payment_id else None,
-        pending=await uow.extensions.pending_for_session(session_id),
-        payment_live=await uow.extensions.live_for_payment(payment_id) if payment_id else None,
+        payment=_by_id(dump.payments, payment_id) if payment_id else None,
+        pending=next(
+            (
+                e
+                for e in dump.extensions
+                if e.session_id == session_id and e.status is ExtensionStatus.PENDING
+            ),
+            None,
+        ),
+        payment_live=next(
+            (
+                e
+                for e in dump.extensions
+                if payment_id and e.payment_session_id == payment_id and e.status in live
+            ),
+            None,
+        ),
     )
 
 
-async def _separate_extension(uow: SqlUnitOfWork, session_id: str | None, ext_id: str) -> Snapshot:
-    x = await uow.extensions.get(ext_id)
+def _separate_extension(dump: StoreDump, session_id: str | None, ext_id: str) -> Snapshot:
+    """What an answer's (or, with no ``session_id``, the timeout's) read should give."""
+    x = _by_id(dump.extensions, ext_id)
     if session_id is None:  # the timeout's read: the extension's own session
         if x is None:
             return Snapshot(session=None)
         session_id = x.session_id
-    session = await uow.sessions.get(session_id)
+    session = _by_id(dump.sessions, session_id)
     if session is None:
         return Snapshot(session=None)
-    payment = await uow.payments.get(x.payment_session_id) if x is not None else None
+    payment = _by_id(dump.payments, x.payment_session_id) if x is not None else None
     return Snapshot(session=session, extension=x, payment=payment)
 
 
@@ -96,9 +121,10 @@ async def _separate_extension(uow: SqlUnitOfWork, session_id: str | None, ext_id
 async def test_request_read_matches_the_row_by_row_reads(
     store: SqlAlchemyStore, session_id: str, payment_id: str | None
 ) -> None:
+    dump = await store.dump()
     async with store.unit_of_work() as uow:
         joined = await uow.snapshots.for_request(session_id, payment_id)
-        assert joined == await _separate_request(uow, session_id, payment_id)
+    assert joined == _separate_request(dump, session_id, payment_id)
     if session_id == "s1" and payment_id == "p1":
         assert joined.session is not None and joined.session.customer_display_name == "Rina"
         assert joined.pending is not None and joined.pending.id == "e1"
@@ -112,9 +138,10 @@ async def test_request_read_matches_the_row_by_row_reads(
 async def test_response_read_matches_the_row_by_row_reads(
     store: SqlAlchemyStore, session_id: str, ext_id: str
 ) -> None:
+    dump = await store.dump()
     async with store.unit_of_work() as uow:
         joined = await uow.snapshots.for_response(session_id, ext_id)
-        assert joined == await _separate_extension(uow, session_id, ext_id)
+    assert joined == _separate_extension(dump, session_id, ext_id)
     if (session_id, ext_id) == ("s1", "e1"):
         assert joined.extension is not None and joined.payment is not None
         assert joined.payment.id == "p1"
@@ -124,9 +151,10 @@ async def test_response_read_matches_the_row_by_row_reads(
 async def test_timeout_read_matches_the_row_by_row_reads(
     store: SqlAlchemyStore, ext_id: str
 ) -> None:
+    dump = await store.dump()
     async with store.unit_of_work() as uow:
         joined = await uow.snapshots.for_timeout(ext_id)
-        assert joined == await _separate_extension(uow, None, ext_id)
+    assert joined == _separate_extension(dump, None, ext_id)
     assert (joined.extension is None) == (ext_id == "nope")
 
 
@@ -145,9 +173,7 @@ async def test_timeout_reads_lock_nothing_and_the_second_write_does_nothing(pg_u
     try:
         await store.seed_session(make_session("s1", expires_at=T0, status=SessionStatus.EXTENDING))
         await store.seed_payment(make_payment("p1"))
-        async with store.unit_of_work() as uow:
-            await uow.extensions.add(ext("e1", "s1", "p1", ExtensionStatus.PENDING))
-            await uow.commit()
+        await add_committed(store, ext("e1", "s1", "p1", ExtensionStatus.PENDING))
         late = Facts(now=T0 + timedelta(hours=1))
         async with store.unit_of_work() as first, store.unit_of_work() as second:
             a = core.decide(await first.snapshots.for_timeout("e1"), TimeoutExtension("e1"), late)
@@ -166,24 +192,22 @@ async def test_timeout_reads_lock_nothing_and_the_second_write_does_nothing(pg_u
 
 
 async def test_due_read_matches_the_row_by_row_reads(store: SqlAlchemyStore) -> None:
-    async with store.unit_of_work() as uow:  # e3 due first, e1 next; e4 not yet due
-        await uow.extensions.add(
-            replace(ext("e3", "s3", "p3", ExtensionStatus.PENDING), expires_at=T0)
-        )
-        await uow.commit()
+    # e3 due first, e1 next; e4 not yet due
+    await add_committed(
+        store, replace(ext("e3", "s3", "p3", ExtensionStatus.PENDING), expires_at=T0)
+    )
     await store.seed_session(make_session("s4", expires_at=T0))
     await store.seed_payment(make_payment("p4"))
-    async with store.unit_of_work() as uow:
-        later = T0 + timedelta(hours=1)
-        await uow.extensions.add(
-            replace(ext("e4", "s4", "p4", ExtensionStatus.PENDING), expires_at=later)
-        )
-        await uow.commit()
+    later = T0 + timedelta(hours=1)
+    await add_committed(
+        store, replace(ext("e4", "s4", "p4", ExtensionStatus.PENDING), expires_at=later)
+    )
     now = T0 + timedelta(minutes=1)
+    dump = await store.dump()
     async with store.unit_of_work() as uow:
-        due_ids = await uow.extensions.due(now, 10)
+        due_ids = await uow.snapshots.due_ids(now, 10)
         assert due_ids == ["e3", "e1"]
-        expected = [await _separate_extension(uow, None, i) for i in due_ids]
+        expected = [_separate_extension(dump, None, i) for i in due_ids]
         assert await uow.snapshots.for_due(T0 - timedelta(minutes=1), 10) == []
         assert await uow.snapshots.for_due(now, 1) == expected[:1]
         # PostgreSQL claimed e3 (a lease): the next batch is the rest; SQLite
@@ -203,10 +227,9 @@ async def test_due_reads_of_two_workers_never_share_a_row(pg_url: str) -> None:
                 make_session(f"s{n}", expires_at=T0, status=SessionStatus.EXTENDING)
             )
             await store.seed_payment(make_payment(f"p{n}"))
-        async with store.unit_of_work() as uow:
-            for n in range(6):
-                await uow.extensions.add(ext(f"e{n}", f"s{n}", f"p{n}", ExtensionStatus.PENDING))
-            await uow.commit()
+        await add_committed(
+            store, *(ext(f"e{n}", f"s{n}", f"p{n}", ExtensionStatus.PENDING) for n in range(6))
+        )
         now = T0 + timedelta(minutes=1)
         async with store.unit_of_work() as first:
             mine = [s.extension.id for s in await first.snapshots.for_due(now, 4) if s.extension]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, inspect
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from extension_fsm.adapters.sqlalchemy import (
@@ -19,9 +19,11 @@ from extension_fsm.adapters.sqlalchemy import (
     resolve_url,
     to_async_url,
 )
+from extension_fsm.core import Change, Snapshot
 from extension_fsm.errors import ConcurrencyConflict
-from extension_fsm.model import Extension, ExtensionStatus
+from extension_fsm.model import Extension, ExtensionStatus, LedgerEntry, TransactionType
 from extension_fsm.simulator import make_payment, make_session
+from extension_fsm.testing.samples import add_committed
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -81,11 +83,12 @@ async def test_engine_error_mid_transaction_leaves_nothing(sql_backend: SqlAlche
     before = await store.dump()
     with pytest.raises(StorageError):
         async with store.unit_of_work() as uow:
-            await uow.extensions.add(ext("e1", "s1", "p1", T0))
-            s1 = await uow.sessions.get("s1")
-            assert s1 is not None
-            # NOT NULL violation: the engine refuses half-way through the unit of work.
-            await uow.execute(insert(store.tables.ledger).values(customer_id="c1"))
+            assert (await uow.snapshots.for_request("s1", "p1")).session is not None
+            await uow.write_batch(Change(None, ext("e1", "s1", "p1", T0)), None, None, None, [], [])
+            # NOT NULL violation: the engine refuses the second decision of the
+            # commit, after the first one's row was written in its transaction.
+            broken = LedgerEntry(None, "s1", "e1", TransactionType.EXTENSION, 15000, T0)  # type: ignore[arg-type]
+            await uow.write_batch(None, None, None, broken, [], [])
             await uow.commit()
     assert await store.dump() == before
 
@@ -115,10 +118,10 @@ async def test_sqlite_busy_file_is_a_concurrency_conflict(tmp_path: Path) -> Non
         other.execute("BEGIN IMMEDIATE")  # another process holds the one write lock
         with pytest.raises(ConcurrencyConflict):
             async with store.unit_of_work() as uow:  # BEGIN IMMEDIATE with the first read
-                await uow.sessions.get("s1")
+                await uow.snapshots.for_end("s1")
         other.execute("ROLLBACK")
         async with store.unit_of_work() as uow:  # and the lock was given back on failure
-            assert await uow.sessions.get("s1") is None
+            assert (await uow.snapshots.for_end("s1")).session is None
     finally:
         other.close()
         await store.aclose()
@@ -145,7 +148,7 @@ async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(
         await asyncio.sleep(0)
         before = ticks
         async with store.unit_of_work() as uow:  # waits for the lock, then runs
-            assert await uow.sessions.get("s1") is None
+            assert (await uow.snapshots.for_end("s1")).session is None
             await uow.commit()
         ticker.cancel()
         # The loop kept running while the unit of work waited (~0.2 s at 5 ms a tick).
@@ -157,6 +160,9 @@ async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(
 
 @pytest.mark.postgres
 async def test_postgres_claim_skips_a_row_another_worker_holds(pg_url: str) -> None:
+    """A sweep's claim (``for_due``: ``FOR UPDATE SKIP LOCKED`` and a lease)
+    skips a row whose lock another worker holds instead of waiting for it;
+    the unclaimed candidates (``due_ids``) still list it."""
     store = await SqlAlchemyStore.open(
         pg_url, create_schema=True, table_prefix="skip_", clock="local"
     )
@@ -164,18 +170,28 @@ async def test_postgres_claim_skips_a_row_another_worker_holds(pg_url: str) -> N
         for n in (1, 2):
             await store.seed_session(make_session(f"s{n}", expires_at=T0))
             await store.seed_payment(make_payment(f"p{n}"))
-        async with store.unit_of_work() as uow:
-            await uow.extensions.add(ext("e1", "s1", "p1", T0))
-            await uow.extensions.add(ext("e2", "s2", "p2", T0 + timedelta(seconds=1)))
-            await uow.commit()
+        await add_committed(
+            store,
+            ext("e1", "s1", "p1", T0),
+            ext("e2", "s2", "p2", T0 + timedelta(seconds=1)),
+        )
         now = T0 + timedelta(minutes=1)
+        x = store.tables.extensions
         async with store.unit_of_work() as holder:
-            assert (await holder.extensions.claim("e1")) is not None
+            # another worker holds e1's row lock until its unit of work ends
+            await holder.execute(select(x.c.id).where(x.c.id == "e1").with_for_update())
             async with store.unit_of_work() as other:
-                assert await other.extensions.claim("e1") is None  # skipped, not waited for
-                assert await other.extensions.due(now, 10) == ["e1", "e2"]  # candidates only
+                assert await other.snapshots.due_ids(now, 10) == ["e1", "e2"]  # candidates only
+                claimed = await other.snapshots.for_due(now, 10)  # skipped, not waited for
+                assert [
+                    s.extension.id for s in claimed if isinstance(s, Snapshot) and s.extension
+                ] == ["e2"]
         async with store.unit_of_work() as uow:
-            assert await uow.extensions.due(now, 10) == ["e1", "e2"]
+            assert await uow.snapshots.due_ids(now, 10) == ["e1"]  # e2 leased to the claim
+            claimed = await uow.snapshots.for_due(now, 10)  # e1 free again: claimed now
+            assert [s.extension.id for s in claimed if isinstance(s, Snapshot) and s.extension] == [
+                "e1"
+            ]
     finally:
         await store.aclose()
 
@@ -186,8 +202,7 @@ async def test_write_batch_missed_compare_and_set_is_a_conflict_and_writes_nothi
     """The batched write (one statement on PostgreSQL, one per table on
     SQLite, run by the commit): a stale expected status anywhere in the
     decision writes nothing of it, as the separate UPDATEs would."""
-    from extension_fsm.core import Change
-    from extension_fsm.model import LedgerEntry, PaymentStatus, SessionStatus, TransactionType
+    from extension_fsm.model import PaymentStatus, SessionStatus
 
     store = sql_backend
     try:
@@ -195,9 +210,7 @@ async def test_write_batch_missed_compare_and_set_is_a_conflict_and_writes_nothi
         payment = make_payment("p1")
         await store.seed_payment(payment)
         pending = ext("e1", "s1", "p1", T0 + timedelta(seconds=10))
-        async with store.unit_of_work() as uow:
-            await uow.extensions.add(pending)
-            await uow.commit()
+        await add_committed(store, pending)
         before = await store.dump()
         session = next(s for s in before.sessions if s.id == "s1")
         accepted = Change("pending", replace(pending, status=ExtensionStatus.ACCEPTED))

@@ -23,8 +23,10 @@ from extension_fsm.adapters.memory import (
     MemorySockets,
 )
 from extension_fsm.adapters.sqlalchemy import SqlAlchemyStore
+from extension_fsm.core import Change
 from extension_fsm.errors import ErrorCode, StorageError
 from extension_fsm.simulator import make_payment, make_session
+from extension_fsm.testing.samples import ext
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.integration.sql_support import private_postgres_database
 
@@ -79,7 +81,7 @@ class Env:
     async def use_every_pooled_connection(self) -> None:
         async def one() -> None:
             async with self.store.unit_of_work() as uow:
-                await uow.sessions.get("none")
+                assert (await uow.snapshots.for_end("none")).session is None
                 await asyncio.sleep(0.05)  # overlap, so the pool opens several
 
         await bounded(asyncio.gather(*(one() for _ in range(5))))
@@ -145,14 +147,17 @@ async def test_a_database_that_never_answers_the_commit_is_a_retryable_error(
 ) -> None:
     party = await env.party()
     async with env.store.unit_of_work() as uow:
-        assert await uow.sessions.get(party[0]) is not None
+        assert (await uow.snapshots.for_request(party[0], party[2])).session is not None
+        # the decision's write, which the commit runs
+        new = ext("x-frozen", session_id=party[0], payment_id=party[2])
+        await uow.write_batch(Change(None, new), None, None, None, [], [])
         env.proxy.blackhole()  # frozen between the reads and the commit
         with pytest.raises(StorageError) as caught:
             await bounded(uow.commit())
     assert_unavailable(caught.value)
     env.proxy.recover()
     async with env.store.unit_of_work() as uow:
-        assert await uow.sessions.get(party[0]) is not None
+        assert (await uow.snapshots.for_end(party[0])).session is not None
 
 
 async def test_a_statement_past_the_statement_timeout_is_a_retryable_error(env: Env) -> None:

@@ -47,11 +47,9 @@ class CountingUnit:
         self._owner = owner
         self._inner = inner
         self._open = False
-        self.sessions, self.payments = inner.sessions, inner.payments
-        self.extensions, self.ledger = inner.extensions, inner.ledger
-        self.log, self.outbox = inner.log, inner.outbox
-        self.snapshots = getattr(inner, "snapshots", None)
-        self.write_batch = getattr(inner, "write_batch", None)
+        # the port's unit of work: its reads, its decision write, its set-aside
+        self.snapshots, self.write_batch = inner.snapshots, inner.write_batch
+        self.set_aside = inner.set_aside
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

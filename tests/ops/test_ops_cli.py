@@ -22,6 +22,7 @@ from extension_fsm.cli import main
 from extension_fsm.migrate import head, version_table
 from extension_fsm.operator_status import collect_status
 from extension_fsm.ports import OutboxMessage
+from extension_fsm.testing.samples import add_outbox
 from tests.integration.sql_support import private_postgres_database
 from tests.ops.seed_overdue import seed
 
@@ -129,8 +130,8 @@ def test_status_counts_set_aside_rows(url: str, capsys: pytest.CaptureFixture[st
         store = await SqlAlchemyStore.open(url, clock="local")
         try:
             async with store.unit_of_work() as uow:
-                (first, _) = await uow.extensions.due(datetime.now(UTC), 10)
-                await uow.extensions.set_aside(first, datetime.now(UTC), "unreadable row")
+                (first, _) = await uow.snapshots.due_ids(datetime.now(UTC), 10)
+                assert await uow.set_aside(first, datetime.now(UTC), "unreadable row") == 1
                 await uow.commit()
         finally:
             await store.aclose()
@@ -146,9 +147,7 @@ async def _outbox_rows(url: str) -> None:
     now = datetime.now(UTC)
     rows = [OutboxMessage(f"o{i}", "notify", f"k{i}", {"n": i}, now) for i in range(4)]
     try:
-        async with store.unit_of_work() as uow:
-            await uow.outbox.add(rows)  # type: ignore[attr-defined]
-            await uow.commit()
+        await add_outbox(store, *rows)
         await store.outbox.mark_retry("o1", now + timedelta(minutes=5), "down")
         await store.outbox.mark_dead("o2", now, "gone")
         await store.outbox.mark_dead("o3", now, "gone")

@@ -25,6 +25,7 @@ from extension_fsm.migrate import upgrade
 from extension_fsm.model import Notify, Participant, SessionExpiryExtended
 from extension_fsm.operator_status import collect_status
 from extension_fsm.outbox import encode_effects
+from extension_fsm.testing.samples import add_outbox
 from extension_fsm.worker import WorkerConfig, run_worker
 from tests.fakes.redis_env import closed_port, connect, new_prefix, redis_url, wipe
 from tests.fakes.waiting import eventually
@@ -130,11 +131,9 @@ async def test_a_hung_delivery_never_delays_the_sweep_and_stop_still_exits_0(
     store = await SqlAlchemyStore.open(url)
     try:  # a due row the dispatch loop takes first, and hangs on
         now = datetime.now(UTC)
-        async with store.unit_of_work() as uow:
-            note = Notify("s", Participant.CUSTOMER, "c", {"type": "x"}, "k-hung")
-            rows = encode_effects([note], now - timedelta(seconds=1), lambda: "hung")
-            await uow.outbox.add(rows)  # type: ignore[attr-defined]
-            await uow.commit()
+        note = Notify("s", Participant.CUSTOMER, "c", {"type": "x"}, "k-hung")
+        rows = encode_effects([note], now - timedelta(seconds=1), lambda: "hung")
+        await add_outbox(store, *rows)
     finally:
         await store.aclose()
     hung = _HungSockets()
@@ -170,12 +169,10 @@ async def test_session_timer_rows_go_to_the_redis_stream(tmp_path: Path) -> None
     store = await SqlAlchemyStore.open(url)
     expires = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     try:
-        async with store.unit_of_work() as uow:
-            rows = encode_effects(
-                [SessionExpiryExtended("s1", expires)], datetime.now(UTC), lambda: "t1"
-            )
-            await uow.outbox.add(rows)  # type: ignore[attr-defined]
-            await uow.commit()
+        rows = encode_effects(
+            [SessionExpiryExtended("s1", expires)], datetime.now(UTC), lambda: "t1"
+        )
+        await add_outbox(store, *rows)
     finally:
         await store.aclose()
     stop = asyncio.Event()
@@ -214,14 +211,12 @@ async def test_without_a_session_timer_the_rows_end_dead_with_the_reason(tmp_pat
     upgrade(url)
     store = await SqlAlchemyStore.open(url)
     try:
-        async with store.unit_of_work() as uow:
-            rows = encode_effects(
-                [SessionExpiryExtended("s1", datetime(2030, 1, 1, tzinfo=UTC))],
-                datetime.now(UTC),
-                lambda: "t1",
-            )
-            await uow.outbox.add(rows)  # type: ignore[attr-defined]
-            await uow.commit()
+        rows = encode_effects(
+            [SessionExpiryExtended("s1", datetime(2030, 1, 1, tzinfo=UTC))],
+            datetime.now(UTC),
+            lambda: "t1",
+        )
+        await add_outbox(store, *rows)
     finally:
         await store.aclose()
     stop = asyncio.Event()

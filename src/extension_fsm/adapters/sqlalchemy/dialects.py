@@ -22,7 +22,7 @@ disconnect, so SQLAlchemy invalidates the connection and every pooled
 connection older than it: after an outage the pool holds no dead connection
 (see :func:`~.failures.lost_connection` and :mod:`.engine` for the retry).
 A decision call's read and write each run in autocommit; a unit of work
-that writes through a repository runs ``REPEATABLE READ``, set per connection
+that sets a row aside runs ``REPEATABLE READ``, set per connection
 by the unit of work, so the same holds on an engine a host passes in.
 """
 

@@ -412,7 +412,8 @@ async def _give_back(conn: AsyncConnection, closed: bool) -> None:
 class _PostgresTransaction(Transaction):
     """A unit of work's connection: statements atomic on their own (``alone``:
     the joined reads, a decision's one guarded write) run in autocommit, one
-    round trip each; the first other statement (a repository's write) opens a
+    round trip each; the first other statement (a set-aside, the writes of
+    several decisions committed together) opens a
     ``REPEATABLE READ`` transaction on a new pooled connection, and everything
     after it runs there until :meth:`finish`."""
 

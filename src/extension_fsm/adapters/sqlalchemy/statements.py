@@ -1,9 +1,11 @@
-"""Every statement of a unit of work, written once as SQLAlchemy Core, by table.
+"""A unit of work's writes, written once as SQLAlchemy Core (its reads are the
+joined ones of :mod:`.loads`).
 
-Reads are built once per store (:class:`Statements`, held by the store) with
-bound parameters; writes are built per call from the values they write.  Each
-is a plain function of a :class:`~sqlalchemy.engine.Connection`, run by the
-unit of work's transaction (:mod:`.engine`) on either backend.
+:class:`Statements`, held by the store, builds each write once per shape
+(which table, which columns, how many rows) with bound parameters, the
+values bound per call.  Each write is a plain function of a
+:class:`~sqlalchemy.engine.Connection`, run by the unit of work's
+transaction (:mod:`.engine`) on either backend.
 
 - The compare-and-set, :func:`compare_and_set`, is the only ``UPDATE`` of a
   status: ``UPDATE … SET <changed columns> WHERE id = … AND status = …``.  It
@@ -33,7 +35,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Row,
     Table,
     Update,
     bindparam,
@@ -41,7 +42,6 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
-    or_,
     select,
     true,
     update,
@@ -50,7 +50,6 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from ...errors import ConcurrencyConflict, StorageError
 from ...model import ExtensionStatus, set_aside_delay
-from .rows import _session_select
 from .schema import Tables
 
 __all__ = [
@@ -159,8 +158,9 @@ def write_decision(
 
 
 class Statements:
-    """The reads of one schema, built once with bound parameters (building a
-    statement costs about as much as running a short one)."""
+    """The writes of one schema (a decision's, by shape, and the set-aside),
+    built once (building a statement costs about as much as running a short
+    one)."""
 
     def __init__(self, t: Tables, *, is_postgres: bool) -> None:
         self.tables = t
@@ -169,36 +169,7 @@ class Statements:
         # schema, each built once; SQLAlchemy then finds it compiled by its key.
         self._writes: dict[tuple[Any, ...], Any] = {}
         x = t.extensions
-        # sessions
-        self.session_by_id = _session_select(t).where(t.sessions.c.id == bindparam("key"))
-        # payments
-        self.payment_by_id = select(t.payments).where(t.payments.c.id == bindparam("key"))
-        # extensions
-        self.extension_by_id = select(x).where(x.c.id == bindparam("key"))
-        claim = self.extension_by_id
-        if is_postgres:  # on SQLite the unit of work already holds the one write lock
-            claim = claim.with_for_update(skip_locked=True)
-        self.extension_claim = claim
-        self.pending_for_session = select(x).where(
-            x.c.session_id == bindparam("key"), x.c.status == PENDING
-        )
-        self.live_for_payment = select(x).where(
-            x.c.payment_session_id == bindparam("key"), x.c.status.in_(LIVE)
-        )
-        now = bindparam("now", type_=x.c.expires_at.type)
-        # A plain read on purpose: under REPEATABLE READ a ``FOR UPDATE`` here
-        # fails whenever a row moved since the snapshot; ``claim`` (``FOR UPDATE
-        # SKIP LOCKED``) is what keeps two sweepers apart.
-        self.due_ids = (
-            select(x.c.id)
-            .where(
-                x.c.status == PENDING,
-                x.c.expires_at <= now,
-                or_(x.c.set_aside_until.is_(None), x.c.set_aside_until <= now),
-            )
-            .order_by(x.c.expires_at, x.c.id)
-            .limit(bindparam("limit"))
-        )
+        # the set-aside's read: how often the pending extension was set aside
         self.set_aside_count = select(x.c.set_aside_count).where(
             x.c.id == bindparam("key"), x.c.status == PENDING
         )
@@ -293,20 +264,6 @@ class Statements:
             return select(*counted)
 
         return self._built(("decision", *(w.shape() for w in writes)), build)
-
-    def first(self, stmt: Any, key: str) -> Any:
-        """A function of a connection: the first row of ``stmt`` for ``key``."""
-
-        def read(conn: Connection) -> Row[Any] | None:
-            return conn.execute(stmt, {"key": key}).first()
-
-        return read
-
-    def due(self, now: datetime, limit: int) -> Any:
-        def read(conn: Connection) -> list[str]:
-            return [r.id for r in conn.execute(self.due_ids, {"now": now, "limit": limit})]
-
-        return read
 
     def set_aside(self, extension_id: str, now: datetime, reason: str) -> Any:
         """Put a pending extension aside (see the port); how often it has been."""

@@ -2,20 +2,19 @@
 
 Reads go through :attr:`SqlUnitOfWork.snapshots` (each call's rows in one
 joined ``SELECT``, :mod:`.loads`); the decision's writes through
-:attr:`SqlUnitOfWork.write_batch`, all at once (:mod:`.statements`).  The
-per-table repositories (``sessions``, ``extensions``, …, :mod:`.repositories`)
-are this adapter's own, for its tests and tooling; they are not part of the
-port.
+:attr:`SqlUnitOfWork.write_batch`, all at once (:mod:`.statements`), run by
+the commit; the sweep's set-aside through :meth:`SqlUnitOfWork.set_aside`.
+These are the only ways this adapter reads and writes the flow's rows.
 Every row read is remembered, so that a status change writes only the
 columns the decision changed, guarded by the status and by the values read.
 
 On PostgreSQL a decision call is two round trips and no transaction: the
 joined read and the guarded write are each atomic on their own (autocommit),
 and a write whose guard failed wrote nothing and raises
-``ConcurrencyConflict``, so the service reads again.  A repository's write
-or a set-aside opens a ``REPEATABLE READ`` transaction that the unit
-of work commits or rolls back as before.  On SQLite everything runs in one
-``BEGIN IMMEDIATE`` transaction.
+``ConcurrencyConflict``, so the service reads again.  A set-aside (or a
+statement run with :meth:`SqlUnitOfWork.execute`) opens a ``REPEATABLE
+READ`` transaction that the unit of work commits or rolls back.  On SQLite
+everything runs in one ``BEGIN IMMEDIATE`` transaction.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from ...model import Extension, LedgerEntry, PaymentSession, Session, Transition
 from ...ports import DecisionWriter, OutboxMessage, SnapshotLoader
 from .engine import Database, Transaction
 from .loads import SnapshotStatements, SqlSnapshotLoader
-from .repositories import Extensions, Ledger, Log, Outbox, Payments, Sessions
 from .rows import (
     _extension_values,
     _ledger_values,
@@ -66,12 +64,6 @@ class SqlUnitOfWork:
         self._seen: dict[str, Any] = {}
         # the decisions' writes, run by the commit (see commit())
         self._deferred: list[Callable[[Connection], Any]] = []
-        self.sessions = Sessions(self)
-        self.payments = Payments(self)
-        self.extensions = Extensions(self)
-        self.ledger = Ledger(self)
-        self.log = Log(self)
-        self.outbox = Outbox(self)
 
     @property
     def tables(self) -> Tables:
@@ -189,21 +181,6 @@ class SqlUnitOfWork:
         if not changed:  # nothing moved: the guard alone (status set to itself)
             changed["status"] = expected
         return Write(table, [changed], (row.id, expected), guard)
-
-    async def compare_and_set(self, row: _Row, expected: str) -> bool:
-        """Write ``row`` where its stored status is ``expected``; whether it was."""
-        w = self._write(row, expected)
-        stmt = self.statements.compare_and_set(w.table, tuple(w.rows[0]))
-        if not await self.run(lambda conn: conn.execute(stmt, w.params()).rowcount == 1):
-            return False
-        self.remember(row)  # what is stored now
-        return True
-
-    async def insert(self, extension: Extension) -> None:
-        """Insert a new extension (uniqueness violations are 409s)."""
-        w = self._write(extension, None)
-        stmt = self.statements.insert(w.table)
-        await self.run(lambda conn: conn.execute(stmt, list(w.rows)))
 
     @property
     def write_batch(self) -> DecisionWriter:
