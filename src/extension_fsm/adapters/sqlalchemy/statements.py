@@ -162,9 +162,8 @@ class Statements:
     built once (building a statement costs about as much as running a short
     one)."""
 
-    def __init__(self, t: Tables, *, is_postgres: bool) -> None:
+    def __init__(self, t: Tables) -> None:
         self.tables = t
-        self.is_postgres = is_postgres
         # Writes by shape (which table, which columns, how many rows): few per
         # schema, each built once; SQLAlchemy then finds it compiled by its key.
         self._writes: dict[tuple[Any, ...], Any] = {}

@@ -75,7 +75,7 @@ class SqlAlchemyStore:
         # and so are the outbox's leases.
         self._db_clock = db.is_postgres and clock != "local"
         self._outbox = SqlOutboxStore(db, db_clock=self._db_clock)
-        self._statements = Statements(db.tables, is_postgres=db.is_postgres)
+        self._statements = Statements(db.tables)
         self._snapshots = SnapshotStatements(
             db.tables, is_postgres=db.is_postgres, db_now=self._db_clock
         )
