@@ -108,7 +108,9 @@ class SnapshotLoader(Protocol):
         """The extension, its session and its payment session (nothing locked:
         two workers timing one extension out both decide, and the guarded
         write lets one of them write); ``session=None`` alone when the
-        extension does not exist or is no longer pending."""
+        extension does not exist.  One no longer pending may come back as it
+        is (the SQL store) or as ``session=None`` alone (the memory store):
+        either way the timeout decides nothing on it."""
         ...
 
     async def for_due(
@@ -116,12 +118,15 @@ class SnapshotLoader(Protocol):
     ) -> list[Snapshot | Undecidable]:
         """Up to ``limit`` pending extensions due at ``now`` (or at the store's own
         clock, which then wins), oldest first, not set aside beyond then, with
-        each one's session and payment session: a sweep's whole batch.  With
-        ``mitras``, only rows whose session's mitra is one of them (those whose
-        presence the sweep gathered) or whose session is gone.  A store shared by several workers
-        *claims* the batch (PostgreSQL: a lease written with the read, so
-        another sweep skips the rows until it runs out); the decisions' writes
-        stay guarded all the same.  A row whose columns do not read into the
+        each one's session and payment session: a sweep's whole batch.  A
+        store shared by several workers *claims* the batch (PostgreSQL: a
+        lease written with the read, so another sweep skips the rows until it
+        runs out), and with ``mitras`` claims only rows whose session's mitra
+        is one of them (those whose presence the sweep gathered) or whose
+        session is gone; a store that claims nothing (SQLite: the unit of work
+        holds the one write lock) may return other mitras' rows too, which the
+        sweep leaves for its next pass.  The decisions' writes stay guarded
+        all the same.  A row whose columns do not read into the
         model comes back as :class:`Undecidable`."""
         ...
 
