@@ -21,6 +21,10 @@ pytestmark = pytest.mark.timeout(600)
             "TestPendingIndexMissing",
             "test_uniqueness_is_409_and_writes_nothing[second0-EXTENSION_PENDING]",
         ),
+        ("TestSessionStatusOnly", "test_write_batch_writes_every_column_a_decision_changed"),
+        ("TestSetAsideCountedOnce", "test_set_aside_counts_each_time_and_backs_off_longer"),
+        ("TestPendingWithoutStatus", "test_a_resolved_extension_is_read_as_pending_nowhere"),
+        ("TestClaimsUnaskedMitras", "test_for_due_claims_no_row_of_a_mitra_not_asked"),
     ],
 )
 def test_the_contract_fails_at_the_broken_property(host: str, broken_property: str) -> None:

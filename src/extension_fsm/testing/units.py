@@ -10,11 +10,14 @@ from datetime import timedelta
 from ..core import Change, Snapshot
 from ..model import (
     ExtensionStatus,
+    FailureCause,
     LedgerEntry,
     PaymentStatus,
     SessionStatus,
+    TimeoutReason,
     TransactionType,
     TransitionRecord,
+    set_aside_delay,
 )
 from ..ports import InspectableStore
 from ..simulator.simulation import make_payment, make_session
@@ -159,6 +162,123 @@ class UnitOfWorkContract:
         assert [s.status for s in d.sessions if s.id == "s1"] == [SessionStatus.CLOSING]
         assert [p.status for p in d.payments if p.id == "p1"] == [PaymentStatus.CONSUMED]
         assert d.outbox == [(msg("m1"), False), (msg("m2", 1), False)]
+
+    async def test_write_batch_writes_every_column_a_decision_changed(
+        self, store: InspectableStore
+    ) -> None:
+        # Not the status alone: an accept moves the session's expiry, an
+        # ending one its closure deadline, a failed payment keeps its cause,
+        # a resolved extension its outcome.
+        await seed(store)
+        await add_committed(store, ext("e1"))
+        async with store.unit_of_work() as uow:
+            read = await uow.snapshots.for_response("s1", "e1")  # read as a call reads
+            session, payment = read.session, read.payment
+            assert session is not None and payment is not None
+            later = session.expires_at + timedelta(minutes=10)
+            moved = replace(
+                session, status=SessionStatus.CLOSING, expires_at=later, closure_deadline=later
+            )
+            failed = replace(
+                payment, status=PaymentStatus.FAILED, failure_cause=FailureCause.EXTENSION_REJECTED
+            )
+            timed_out = replace(
+                ext("e1"),
+                status=ExtensionStatus.TIMEOUT,
+                responded_at=T0 + timedelta(seconds=10),
+                via_timeout=True,
+                reason=TimeoutReason.SAFEGUARD,
+                failure_cause=FailureCause.EXTENSION_SAFEGUARD_TRIPPED,
+            )
+            await uow.write_batch(
+                Change("pending", timed_out),
+                Change(str(session.status), moved),
+                Change(str(payment.status), failed),
+                None,
+                [],
+                [],
+            )
+            await uow.commit()
+        got_session, got_payment = await read_rows(store, "s1", "p1")
+        assert got_session == moved and got_payment == failed
+        async with store.unit_of_work() as uow:
+            got = await uow.snapshots.for_response("s1", "e1")
+        assert got.extension == timed_out
+        assert [e for e in (await store.dump()).extensions if e.id == "e1"] == [timed_out]
+
+    async def test_a_resolved_extension_is_read_as_pending_nowhere(
+        self, store: InspectableStore
+    ) -> None:
+        # Each read that asks for a pending extension filters on the status:
+        # a resolved one (here accepted, and timed out, long due) is none.
+        await seed(store)
+        await add_committed(
+            store,
+            ext("e1", status=ExtensionStatus.ACCEPTED, expires_at=T0),
+            ext("e2", session_id="s2", payment_id="p2", status=ExtensionStatus.TIMEOUT),
+        )
+        now = T0 + timedelta(minutes=1)
+        async with store.unit_of_work() as uow:
+            ended = await uow.snapshots.for_end("s1")
+            timed = await uow.snapshots.for_timeout("e1")
+            other = await uow.snapshots.for_timeout("e2")
+            requested = await uow.snapshots.for_request("s2", "p2")
+            assert await uow.snapshots.due_ids(now, 10) == []
+            assert await uow.snapshots.mitras_due(now, 10) == set()
+            assert await uow.snapshots.for_due(now, 10) == []
+        assert ended.session is not None and ended.pending is None and ended.payment is None
+        # a timeout's read may return the resolved row (the decision does
+        # nothing with it) but never as pending
+        for timed_out, status in (
+            (timed, ExtensionStatus.ACCEPTED),
+            (other, ExtensionStatus.TIMEOUT),
+        ):
+            assert timed_out.extension is None or timed_out.extension.status == status
+        assert requested.pending is None and requested.payment_live is None
+
+    async def test_set_aside_counts_each_time_and_backs_off_longer(
+        self, store: InspectableStore
+    ) -> None:
+        await seed(store)
+        await add_committed(store, ext("e1", expires_at=T0))
+        async with store.unit_of_work() as uow:
+            assert await uow.set_aside("e1", T0, "unreadable") == 1
+            await uow.commit()
+        again = T0 + set_aside_delay(1)
+        async with store.unit_of_work() as uow:
+            assert await uow.snapshots.due_ids(again - timedelta(seconds=1), 10) == []
+            assert await uow.snapshots.due_ids(again, 10) == ["e1"]  # due again
+            assert await uow.set_aside("e1", again, "still unreadable") == 2
+            await uow.commit()
+        back = again + set_aside_delay(2)  # a longer delay the second time
+        async with store.unit_of_work() as uow:
+            assert await uow.snapshots.due_ids(back - timedelta(seconds=1), 10) == []
+            assert await uow.snapshots.due_ids(back, 10) == ["e1"]
+
+    async def test_for_due_claims_no_row_of_a_mitra_not_asked(
+        self, store: InspectableStore
+    ) -> None:
+        # The sweep asks the presence of the mitras it gathered and leaves
+        # another mitra's row for its next pass: a store that claims its batch
+        # must not hold that row (it would wait out the claim unswept).
+        await seed(store)
+        await store.seed_session(make_session("s3", mitra_id="m3", expires_at=T0))
+        await store.seed_payment(make_payment("p3"))
+        await add_committed(
+            store,
+            ext("a", session_id="s3", payment_id="p3", expires_at=T0),
+            ext("b", expires_at=T0 + timedelta(seconds=1)),  # s1: mitra m1
+        )
+        now = T0 + timedelta(seconds=5)
+        async with store.unit_of_work() as uow:
+            first = await uow.snapshots.for_due(now, 10, {"m3"})
+            await uow.commit()
+        ids = [s.extension.id for s in first if isinstance(s, Snapshot) and s.extension]
+        assert "a" in ids, ids
+        async with store.unit_of_work() as uow:
+            rest = await uow.snapshots.for_due(now, 10, {"m1"})
+        ids = [s.extension.id for s in rest if isinstance(s, Snapshot) and s.extension]
+        assert "b" in ids, ids
 
     async def test_write_batch_inserts_a_new_extension(self, store: InspectableStore) -> None:
         await seed(store)
