@@ -598,3 +598,49 @@ async def test_aclose_without_grace_gives_even_an_instant_delivery_no_turn(grace
     assert sockets.sent == []
     assert dispatcher.in_flight == 0
     assert all(store.outbox_rows[i].delivered_at is None for i in ids)
+
+
+# ------------------------------------------- a host's outbox without release
+
+
+class _NoRelease:
+    """A host's outbox store without the optional ``release`` (the port's other
+    four methods, the memory store's)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        inner = store.outbox
+        self.claim = inner.claim
+        self.mark_delivered = inner.mark_delivered
+        self.mark_retry = inner.mark_retry
+        self.mark_dead = inner.mark_dead
+
+
+async def test_without_release_the_rows_behind_a_failed_one_wait_out_their_lease() -> None:
+    """A lane's head fails: the rows claimed behind it are not tried, and a
+    store that cannot hand them back leaves them leased; nothing breaks, and
+    once the lease has run out they go, in order, after the head."""
+    store = MemoryStore()
+    clock = VirtualClock()
+    push = MemoryPush()
+    push.failures.append(DeliveryError("busy", retryable=True))
+    dispatcher = OutboxDispatcher(
+        _NoRelease(store),  # type: ignore[arg-type]
+        clock=clock,
+        sockets=MemorySockets(),
+        push=push,
+        session_timer=MemorySessionTimer(),
+        base_backoff=1,
+        lease_seconds=30,
+    )
+    await _write(store, [_notify(n, push=True) for n in range(3)], clock.now())  # one lane
+    first = await dispatcher.dispatch_due()
+    assert (first.delivered, first.retried, first.dead) == (0, 1, 0)
+    assert push.sent == []  # only the head was tried, and it failed
+    await clock.advance(5)  # the head is due again; the two behind it are still leased
+    assert (await dispatcher.dispatch_due()).delivered == 1
+    assert [d.payload["data"] for d in push.sent] == [{"n": 0}]
+    await clock.advance(30)  # their lease has run out
+    later = await dispatcher.dispatch_due()
+    assert (later.delivered, later.retried, later.dead) == (2, 0, 0)
+    assert [d.payload["data"] for d in push.sent] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert all(done for _, done in (await store.dump()).outbox)
