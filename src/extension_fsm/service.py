@@ -233,8 +233,9 @@ class ExtensionService:
         late: list[ExtensionError] = []
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            # Locks the extension, waiting for a worker that holds it: the
-            # answer is decided on what that worker committed.
+            # One joined read, nothing locked: the write is guarded by what
+            # was read, so an answer decided on a row another worker resolved
+            # meanwhile writes nothing and is decided again on what it wrote.
             snapshot = await uow.snapshots.for_response(session_id, extension_id)
             if snapshot.session is None or snapshot.session.mitra_id != mitra_id:
                 return core.Snapshot(session=None)
@@ -256,9 +257,10 @@ class ExtensionService:
                     raise  # a yes, or an extension already resolved: told so
                 # A late no (still pending, past its window) is never overruled
                 # into a charge: the extension times out now as under
-                # auto_reject, uncharged, in this unit of work (its row is
-                # locked, so no approval can commit in between); the answer is
-                # still refused as too late (docs/late-answers.md).
+                # auto_reject, uncharged, in this call's one guarded write (an
+                # approval written first makes it write nothing, and the answer
+                # is decided again: already resolved); the answer is still
+                # refused as too late (docs/late-answers.md).
                 late.append(err)
                 no = Facts(  # (the stale bound is auto_approve's alone)
                     now=facts.now,
@@ -317,9 +319,10 @@ class ExtensionService:
         grace = int(await self._config.closure_grace_seconds())
 
         async def load(uow: UnitOfWork) -> core.Snapshot:
-            # The pending extension locked, waiting for a worker that holds it
-            # (an approval in flight): ended on what it committed.  The store's
-            # clock, when it has one, stamps the end and its outbox rows.
+            # The session and its pending extension, nothing locked: an approval
+            # written between this read and the end's write makes the write do
+            # nothing, and the end is decided again on what it wrote.  The
+            # store's clock, when it has one, stamps the end and its outbox rows.
             return await uow.snapshots.for_end(session_id)
 
         decision = await self._run(
