@@ -258,8 +258,7 @@ class World:
         return [s.id for s in (await self.store.dump(session_ids=self.sessions)).sessions]
 
     async def session(self, session_id: str) -> Session | None:
-        async with self.store.unit_of_work() as uow:
-            return (await uow.snapshots.for_request(session_id, None)).session
+        return await self.service.session(session_id)
 
     async def add_session(self, session: Session) -> None:
         """Seed a session (host-owned) and arm its expiry timer."""
