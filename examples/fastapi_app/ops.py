@@ -26,20 +26,22 @@ __all__ = ["add_ops_routes"]
 
 _CHECK_TIMEOUT_S = 5.0
 _registry: Any = None
+_provider: Any = None
 
 
 def _prometheus_registry() -> Any:
-    """The process's Prometheus registry, fed by the library's meter (made once)."""
-    global _registry
+    """The process's Prometheus registry, fed by the library's meter (made
+    once); each app made points the library's records at it again, whatever
+    provider was in use meanwhile."""
+    global _registry, _provider
     if _registry is None:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
         from prometheus_client import CollectorRegistry
 
-        registry = CollectorRegistry()
-        provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
-        metrics.use_meter_provider(provider)
-        _registry = registry
+        _registry = CollectorRegistry()
+        _provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=_registry)])
+    metrics.use_meter_provider(_provider)
     return _registry
 
 

@@ -104,15 +104,21 @@ def _observe(group: str) -> Any:
 
 
 _instruments: _Instruments | None = None
+_provider: Any | None = None  # the provider _instruments were made on (None: the global one)
 
 
 def use_meter_provider(provider: Any | None) -> None:
     """Record through ``provider`` from now on (``None``: the global one, the
-    default).  Tests pass an SDK ``MeterProvider`` with an in-memory reader."""
-    global _instruments
+    default).  Tests pass an SDK ``MeterProvider`` with an in-memory reader.
+    Asking again for the provider already in use changes nothing (its
+    instruments are not registered twice)."""
+    global _instruments, _provider
     if otel is None:
         _instruments = None
         return
+    if provider is not None and provider is _provider and _instruments is not None:
+        return
+    _provider = provider
     from . import __version__  # here: the package has finished importing by now
 
     meter = (provider or otel.get_meter_provider()).get_meter("extension_fsm", __version__)

@@ -15,6 +15,7 @@ import httpx
 
 from examples.fastapi_app.app import create_app
 from examples.fastapi_app.settings import Settings
+from extension_fsm import metrics
 from extension_fsm.migrate import upgrade
 from tests.e2e.live import LiveServer
 from tests.fakes.redis_env import closed_port, new_prefix, redis_url
@@ -62,6 +63,23 @@ def test_healthz_is_green_then_red_when_the_sweep_falls_behind(tmp_path: Path) -
     assert 'event="RequestExtension"' in text
     # the gauge the probe refreshed
     assert re.search(r"^extension_fsm_extensions_overdue(\{[^}]*\})? 2\.0$", text, re.M)
+
+
+def test_metrics_count_decisions_after_another_provider_was_used(tmp_path: Path) -> None:
+    """The process's registry is made once; an app made after something else
+    pointed the library's records elsewhere (a test's in-memory reader, then
+    the global no-op provider) still counts the decisions on its /metrics."""
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(db)
+    with Client(_settings(db, sweep_interval=3600.0)):
+        pass  # the registry exists from here on
+    metrics.use_meter_provider(None)  # what another user of the library may do meanwhile
+    with Client(_settings(db, sweep_interval=3600.0)) as client:
+        asyncio.run(seed(db, 1))
+        text = client.get("/metrics").text
+    assert re.search(
+        r'^extension_fsm_decisions_total\{[^}]*event="RequestExtension"[^}]*\} [1-9]', text, re.M
+    ), text
 
 
 def test_odd_values_healthz_stays_green_with_rows_the_sweep_set_aside(tmp_path: Path) -> None:
